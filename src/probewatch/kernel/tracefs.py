@@ -66,7 +66,9 @@ def tracefs_root(mount: bool = True) -> str:
             _root_cache = c
             return c
     if not mount:
-        raise TracefsError("tracefs is not mounted (try: mount -t tracefs nodev /sys/kernel/tracing)")
+        raise TracefsError(
+            "tracefs is not mounted (try: mount -t tracefs nodev /sys/kernel/tracing)"
+        )
     errors = []
     for c, fstype, src in (
         ("/sys/kernel/tracing", "tracefs", "nodev"),
@@ -374,8 +376,8 @@ def remove_dynamic_event(root: str, kind: str, group: str, name: str) -> None:
                     write_file(os.path.join(ev, rel), val)
                 except Exception:
                     pass
-    ctrl = {"p": "uprobe_events", "r": "uprobe_events"}.get(kind, "dynamic_events")
-    candidates = [ctrl, "dynamic_events", "kprobe_events", "uprobe_events"]
+    # dynamic_events takes every kind; older kernels only have the per-kind files
+    candidates = ["dynamic_events", "uprobe_events", "kprobe_events"]
     last: Exception | None = None
     for c in candidates:
         p = os.path.join(root, c)
@@ -435,7 +437,7 @@ def sweep_stale(root: str | None = None, include_self: bool = False) -> list[str
 
 
 def owned_leftovers(root: str | None = None) -> list[str]:
-    """Everything of probewatch's still in tracefs (instances, dynamic events, top-level enables)."""
+    """Everything of probewatch's still in tracefs (instances and dynamic events)."""
     root = root or tracefs_root()
     out = [f"instance {n}" for n, _ in our_instances(root)]
     for line in dynamic_event_lines(root):
