@@ -12,7 +12,18 @@ import sys
 
 from ..errors import ProbewatchError
 
-SUBCOMMANDS = ["doctor", "trace", "cleanup", "list"]
+# the order of `probewatch -h`; any other module in this package that defines
+# register() is picked up after these (so a new subcommand is one new module)
+FIRST = ["doctor", "trace", "list", "cleanup"]
+
+
+def subcommand_modules() -> list[str]:
+    import pkgutil
+
+    from . import __path__ as pkg_path
+
+    found = sorted(m.name for m in pkgutil.iter_modules(pkg_path) if m.name != "main")
+    return [n for n in FIRST if n in found] + [n for n in found if n not in FIRST]
 
 EPILOG = """examples:
   probewatch doctor                          what this kernel offers
@@ -33,20 +44,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--version", action="version", version=f"probewatch {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        try:
-            mod = importlib.import_module(f"{__package__}.{name.replace('-', '_')}")
-        except ModuleNotFoundError as e:
-            if e.name and e.name.endswith(name.replace("-", "_")):
-                continue  # subcommand not built yet
-            raise
-        mod.register(sub)
+    for name in subcommand_modules():
+        mod = importlib.import_module(f"{__package__}.{name}")
+        if hasattr(mod, "register"):
+            mod.register(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # "-- COMMAND ARGS..." is split off before argparse sees it, so that options
+    # may come before or after the specs and the command keeps its own options
+    command: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, command = argv[:i], argv[i + 1 :]
     args = parser.parse_args(argv)
+    args.command_argv = command
+    if command and not getattr(args, "accepts_command", False):
+        parser.error(f"'{args.command}' does not run a command (unexpected '-- {command[0]}')")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -60,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # stdout closed (e.g. piped into head): not an error worth a traceback
         try:
-            sys.stdout = None  # type: ignore[assignment]
+            sys.stdout = None
         except Exception:
             pass
         return 0

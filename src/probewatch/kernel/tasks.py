@@ -12,6 +12,8 @@ Example::
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
 
 
 class TaskCache(dict[int, tuple[int, str]]):
@@ -23,6 +25,7 @@ class TaskCache(dict[int, tuple[int, str]]):
         self._saved_loaded = False
         self._saved_cmd: dict[int, str] = {}
         self._saved_tgid: dict[int, int] = {}
+        self._saved_at = 0.0
 
     def __missing__(self, tid: int) -> tuple[int, str]:
         val = self._from_proc(tid)
@@ -56,23 +59,16 @@ class TaskCache(dict[int, tuple[int, str]]):
         if self._saved_loaded or not self.root:
             return
         self._saved_loaded = True
-        for fname, target, conv in (
-            ("saved_cmdlines", self._saved_cmd, str),
-            ("saved_tgids", self._saved_tgid, int),
-        ):
-            try:
-                with open(os.path.join(self.root, fname), errors="replace") as f:
-                    for line in f:
-                        a, _, b = line.rstrip("\n").partition(" ")
-                        if a.isdigit() and b:
-                            try:
-                                target[int(a)] = conv(b)  # type: ignore[index]
-                            except ValueError:
-                                pass
-            except OSError:
-                pass
+        self._saved_at = time.monotonic()
+        for a, b in _pairs(os.path.join(self.root, "saved_cmdlines")):
+            self._saved_cmd[a] = b
+        for a, b in _pairs(os.path.join(self.root, "saved_tgids")):
+            if b.isdigit():
+                self._saved_tgid[a] = int(b)
 
     def _from_saved(self, tid: int) -> tuple[int, str]:
+        if tid not in self._saved_cmd and time.monotonic() - self._saved_at > 0.2:
+            self.refresh_saved()  # the task may be newer than our snapshot
         self._load_saved()
         return self._saved_tgid.get(tid, tid), self._saved_cmd.get(tid, "<...>")
 
@@ -89,3 +85,15 @@ class TaskCache(dict[int, tuple[int, str]]):
 
     def forget(self, tid: int) -> None:
         self.pop(tid, None)
+
+
+def _pairs(path: str) -> Iterator[tuple[int, str]]:
+    """'<pid> <value>' lines of saved_cmdlines / saved_tgids."""
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                a, _, b = line.rstrip("\n").partition(" ")
+                if a.isdigit() and b:
+                    yield int(a), b
+    except OSError:
+        return

@@ -1,0 +1,113 @@
+"""probewatch trace: stream events of tracepoint specs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..sinks.jsonl import JsonLinesSink
+from ..sinks.text import TextSink
+
+EXAMPLES = """examples:
+  probewatch trace t:sched:sched_process_exec               exec events, system-wide
+  probewatch trace 't:syscalls:sys_enter_open*' -c cat      open syscalls of commands named cat
+  probewatch trace t:syscalls:sys_enter_getppid -- ./loop   only ./loop and its children
+  probewatch trace t:sched:sched_switch --filter 'prev_pid == 1' -d 5
+  probewatch trace t:syscalls:sys_enter_openat --json -- ls | jq -r .fields.dfd
+  probewatch trace --count t:syscalls:sys_enter_getppid -p 1234 -d 10
+
+specs: tracepoint:SYSTEM:NAME or t:SYSTEM:NAME; globs (* ? [..]) expand.
+--filter takes the tracefs filter syntax (e.g. 'dfd == -100 && flags & 1'); it runs in
+the kernel. With --json, events go to stdout as JSON lines and the summary goes to
+stderr as one JSON line {"summary": {...}}.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "trace",
+        usage="probewatch trace [options] SPEC... [-- COMMAND ARGS...]",
+        help="stream events from tracepoint specs",
+        description="Stream events from probe specs (ftrace backend, private instance).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="probe spec, e.g. t:sched:sched_switch")
+    p.add_argument("-p", "--pid", type=int, action="append", default=[],
+                   help="trace only this process (its threads and children); repeatable")
+    p.add_argument("-c", "--comm", help="trace only tasks with this comm (in-kernel filter)")
+    p.add_argument("--filter", dest="filter_expr", help="tracefs filter expression, in-kernel")
+    p.add_argument("-d", "--duration", type=float, help="stop after SECS seconds")
+    p.add_argument("-n", "--max-events", type=int, help="stop after MAX events")
+    p.add_argument("--json", action="store_true", help="JSON lines on stdout")
+    p.add_argument("--count", action="store_true", help="count events only; print the summary")
+    p.add_argument("--buffer-kb", type=int, help="per-CPU ring buffer size in KiB")
+    p.add_argument("--backend", choices=["auto", "ftrace"], default="auto")
+    p.set_defaults(accepts_command=True)
+
+
+def split_command(args: argparse.Namespace) -> list[str]:
+    """The COMMAND ARGS... given after '--' (split off in cli.main)."""
+    return list(getattr(args, "command_argv", []) or [])
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..session import Session
+
+    cmd = split_command(args)
+    out = sys.stdout
+    with Session(backend=args.backend, buffer_kb=args.buffer_kb, pids=args.pid,
+                 comm=args.comm) as s:
+        for spec in args.specs:
+            s.add(spec, filter=args.filter_expr)
+        if cmd:
+            s.trace_command(cmd)
+        hexf = {
+            f"{f.system}:{f.name}": {fl.name for fl in f.fields if "*" in fl.ctype}
+            for f in s._formats.values()
+        }
+        write = JsonLinesSink(out).write if args.json else TextSink(out, hex_fields=hexf).write
+        try:
+            if args.count:
+                s.count(duration=args.duration)
+            else:
+                for ev in s.events(duration=args.duration, max_events=args.max_events):
+                    write(ev)
+        except KeyboardInterrupt:
+            # ^C ends the trace: deliver what was captured up to now, then the summary
+            s.stop()
+            try:
+                if args.count:
+                    s.count()
+                else:
+                    for ev in s.drain():
+                        write(ev)
+            except KeyboardInterrupt:
+                pass
+        out.flush()
+        summ = s.summary()
+        rc = 0
+        if cmd:
+            s.close()
+            rc = s.wait_command() or 0
+        print_summary(summ.to_dict(), args.json)
+        return rc
+
+
+def print_summary(d: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"summary": d}), file=sys.stderr)
+        return
+    per = ", ".join(f"{k}: {v}" for k, v in d["events"].items())
+    lost = d["lost"]
+    msg = f"{d['total']} events ({per}) in {d['duration']:.2f}s, lost {lost}"
+    if lost:
+        msg += " (per CPU: " + ", ".join(f"cpu{c}={n}" for c, n in d["lost_per_cpu"].items()
+                                         if n) + ")"
+    print(msg, file=sys.stderr)

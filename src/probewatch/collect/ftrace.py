@@ -1,0 +1,364 @@
+"""ftrace collection: a private tracefs instance read as binary pages.
+
+Pages are drained from every CPU's ``trace_pipe_raw`` by a small forked drainer
+process (so draining never waits on the consumer's GIL), which appends them to an
+in-memory spool (a memfd). The consumer reads the spool at its own pace, decodes
+off the draining path, and merges CPUs by timestamp up to the drainer's watermark.
+
+Spool record: ``<HHIQ`` = (cpu, kind, length, value) followed by ``length`` bytes.
+kind PAGE carries one raw ring-buffer page; WATERMARK says every CPU was drained
+to empty at monotonic time ``value``; END says the drainer is done.
+
+Example::
+
+    c = FtraceCollector(buffer_kb=4096)
+    c.enable("sched", "sched_process_exec")
+    c.start()
+    for cpu, page in c.pages(timeout=1.0): ...
+    c.close()
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import select
+import signal
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ..errors import TracefsError
+from ..kernel.tracefs import Instance, tracefs_root
+
+REC = struct.Struct("<HHIQ")
+PAGE, WATERMARK, END = 1, 2, 3
+PAGE_READ = 65536  # read() returns one sub-buffer (4 KiB by default) at most
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+PR_SET_PDEATHSIG = 1
+FALLOC_FL_KEEP_SIZE = 1
+FALLOC_FL_PUNCH_HOLE = 2
+
+
+@dataclass
+class CpuStats:
+    cpu: int
+    entries: int = 0
+    overrun: int = 0
+    dropped: int = 0
+    read: int = 0
+
+    @property
+    def lost(self) -> int:
+        return self.overrun + self.dropped
+
+
+@dataclass
+class Losses:
+    per_cpu: dict[int, int] = field(default_factory=dict)
+    page_missed: int = 0  # from the missed-events flags on pages (cross-check)
+
+    @property
+    def total(self) -> int:
+        return sum(self.per_cpu.values())
+
+
+def parse_stats(text: str, cpu: int) -> CpuStats:
+    st = CpuStats(cpu)
+    for line in text.splitlines():
+        k, _, v = line.partition(":")
+        k = k.strip()
+        v = v.strip()
+        if not v or not v.split()[0].isdigit():
+            continue
+        n = int(v.split()[0])
+        if k == "entries":
+            st.entries = n
+        elif k == "overrun":
+            st.overrun = n
+        elif k == "dropped events":
+            st.dropped = n
+        elif k == "read events":
+            st.read = n
+    return st
+
+
+def _drainer(cpu_fds: dict[int, int], spool_fd: int, ctrl_fd: int, notify_fd: int) -> None:
+    """Body of the drainer process: poll, drain every CPU to EAGAIN, append to the spool."""
+    pack = REC.pack
+    poller = select.poll()
+    by_fd = {}
+    for cpu, fd in cpu_fds.items():
+        poller.register(fd, select.POLLIN)
+        by_fd[fd] = cpu
+    poller.register(ctrl_fd, select.POLLIN | select.POLLHUP)
+    final = False
+    while True:
+        try:
+            ready = poller.poll(100)
+        except InterruptedError:
+            ready = []
+        for fd, _ev in ready:
+            if fd == ctrl_fd:
+                final = True
+        now = time.monotonic_ns()
+        chunks: list[bytes] = []
+        for cpu, fd in cpu_fds.items():
+            while True:
+                try:
+                    page = os.read(fd, PAGE_READ)
+                except BlockingIOError:
+                    break
+                except OSError as e:
+                    if e.errno == errno.EINTR:
+                        continue
+                    break
+                if not page:
+                    break
+                chunks.append(pack(cpu, PAGE, len(page), 0))
+                chunks.append(page)
+        chunks.append(pack(0, WATERMARK, 0, now))
+        if final:
+            chunks.append(pack(0, END, 0, 0))
+        os.write(spool_fd, b"".join(chunks))
+        try:
+            os.write(notify_fd, b"x")
+        except BlockingIOError:
+            pass  # the consumer has wake-ups pending already
+        if final:
+            return
+
+
+class FtraceCollector:
+    """Owns one tracefs instance, its enabled events and the drainer process."""
+
+    def __init__(
+        self,
+        buffer_kb: int | None = None,
+        clock: str = "mono",
+        root: str | None = None,
+    ) -> None:
+        self.root = root or tracefs_root()
+        self.instance = Instance.create(self.root)
+        self._closed = False
+        self._drainer_pid = 0
+        self._cpu_fds: dict[int, int] = {}
+        self._stat_fds: dict[int, int] = {}
+        self._spool = -1
+        self._ctrl_w = -1
+        self._notify_r = -1
+        self._read_off = 0
+        self._punched = 0
+        self._buf = b""
+        self.ended = False
+        self.watermark = 0
+        self.stopped = False
+        try:
+            inst = self.instance
+            inst.tracing_on(False)
+            if buffer_kb:
+                inst.set_buffer_kb(buffer_kb)
+            inst.set_buffer_percent(1)
+            try:
+                inst.set_clock(clock)
+            except Exception:
+                pass
+            self.clock = clock
+            inst.set_option("record-cmd", True)
+            inst.set_option("record-tgid", True)
+            inst.set_notrace_pids([os.getpid()])
+        except BaseException:
+            self.instance.remove()
+            raise
+
+    # -- configuration
+    def enable(self, system: str, name: str, filter_expr: str | None = None) -> None:
+        self.instance.enable(system, name, filter_expr)
+
+    def set_pids(self, pids: list[int], follow_fork: bool = True) -> None:
+        self.instance.set_option("event-fork", follow_fork)
+        self.instance.set_event_pids(pids)
+
+    def add_pids(self, pids: list[int]) -> None:
+        self.instance.write("set_event_pid", " ".join(str(p) for p in pids), append=True)
+
+    def cpus(self) -> list[int]:
+        return [c for c, _ in self.instance.cpu_dirs()]
+
+    # -- running
+    def start(self) -> None:
+        """Open the per-CPU files, fork the drainer and turn tracing on."""
+        inst = self.instance
+        for cpu, d in inst.cpu_dirs():
+            try:
+                self._cpu_fds[cpu] = os.open(
+                    os.path.join(d, "trace_pipe_raw"), os.O_RDONLY | os.O_NONBLOCK
+                )
+                self._stat_fds[cpu] = os.open(os.path.join(d, "stats"), os.O_RDONLY)
+            except OSError as e:
+                raise TracefsError(f"cannot open {d}/trace_pipe_raw: {e.strerror}") from None
+        self._spool = os.memfd_create("probewatch-spool", os.MFD_CLOEXEC)
+        ctrl_r, self._ctrl_w = os.pipe()
+        self._notify_r, notify_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # drainer
+            code = 0
+            try:
+                _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                if os.getppid() != parent:
+                    os._exit(0)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.close(self._ctrl_w)
+                os.close(self._notify_r)
+                _drainer(self._cpu_fds, self._spool, ctrl_r, notify_w)
+            except BaseException:
+                code = 1
+            os._exit(code)
+        self._drainer_pid = pid
+        os.close(ctrl_r)
+        os.close(notify_w)
+        # the drainer's own reads must not be traced either
+        self.instance.set_notrace_pids([os.getpid(), pid])
+        inst.tracing_on(True)
+
+    def stop(self) -> None:
+        """Turn tracing off and ask the drainer for a final drain (pages() then ends)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        try:
+            self.instance.tracing_on(False)
+        except Exception:
+            pass
+        if self._ctrl_w >= 0:
+            try:
+                os.write(self._ctrl_w, b"q")
+            except OSError:
+                pass
+
+    def wait_data(self, timeout: float) -> None:
+        """Block until the drainer has appended something (or timeout seconds pass)."""
+        if self._notify_r < 0:
+            time.sleep(timeout)
+            return
+        r, _, _ = select.select([self._notify_r], [], [], max(0.0, timeout))
+        if r:
+            try:
+                os.read(self._notify_r, 4096)
+            except BlockingIOError:
+                pass
+
+    def read_spool(self) -> Iterator[tuple[int, int, bytes | int]]:
+        """Yield (kind, cpu, page bytes | watermark ns) for everything spooled so far."""
+        if self._spool < 0:
+            return
+        size = os.fstat(self._spool).st_size
+        while self._read_off < size:
+            n = min(size - self._read_off, 8 << 20)
+            chunk = os.pread(self._spool, n, self._read_off)
+            if not chunk:
+                break
+            data = self._buf + chunk if self._buf else chunk
+            self._read_off += len(chunk)
+            pos = 0
+            end = len(data)
+            unpack = REC.unpack_from
+            hs = REC.size
+            while pos + hs <= end:
+                cpu, kind, length, value = unpack(data, pos)
+                if pos + hs + length > end:
+                    break
+                if kind == PAGE:
+                    yield PAGE, cpu, data[pos + hs : pos + hs + length]
+                elif kind == WATERMARK:
+                    self.watermark = value
+                    yield WATERMARK, cpu, value
+                elif kind == END:
+                    self.ended = True
+                    yield END, cpu, 0
+                pos += hs + length
+            self._buf = data[pos:]
+        self._punch()
+
+    def _punch(self) -> None:
+        """Give consumed spool memory back to the kernel."""
+        done = (self._read_off - len(self._buf)) & ~0xFFFFF
+        if done - self._punched >= (4 << 20):
+            rc = _libc.fallocate(
+                self._spool,
+                FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                ctypes.c_long(self._punched),
+                ctypes.c_long(done - self._punched),
+            )
+            if rc == 0:
+                self._punched = done
+
+    def drainer_alive(self) -> bool:
+        if not self._drainer_pid:
+            return False
+        try:
+            pid, _ = os.waitpid(self._drainer_pid, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if pid:
+            self._drainer_pid = 0
+            return False
+        return True
+
+    def stats(self) -> dict[int, CpuStats]:
+        out = {}
+        for cpu, fd in self._stat_fds.items():
+            try:
+                text = os.pread(fd, 4096, 0).decode(errors="replace")
+            except OSError:
+                continue
+            out[cpu] = parse_stats(text, cpu)
+        if not out and not self._closed:
+            for cpu, d in self.instance.cpu_dirs():
+                try:
+                    with open(os.path.join(d, "stats")) as f:
+                        out[cpu] = parse_stats(f.read(), cpu)
+                except OSError:
+                    pass
+        return out
+
+    def close(self) -> None:
+        """Stop everything and remove the instance; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.instance.tracing_on(False)
+        except Exception:
+            pass
+        if self._drainer_pid:
+            try:
+                os.kill(self._drainer_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                os.waitpid(self._drainer_pid, 0)
+            except ChildProcessError:
+                pass
+            self._drainer_pid = 0
+        for fd in (
+            list(self._cpu_fds.values())
+            + list(self._stat_fds.values())
+            + [self._spool, self._ctrl_w, self._notify_r]
+        ):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._cpu_fds.clear()
+        self._stat_fds.clear()
+        self._spool = self._ctrl_w = self._notify_r = -1
+        self.instance.disable_all()
+        self.instance.remove()

@@ -1,0 +1,515 @@
+"""Session: the context-managed public API over a collection backend.
+
+Example::
+
+    import probewatch
+    with probewatch.Session() as s:
+        s.add("tracepoint:sched:sched_process_exec")
+        for ev in s.events(duration=2):
+            print(ev.pid, ev.comm, ev.fields["filename"])
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Any
+
+from .collect.ftrace import END, PAGE, WATERMARK, FtraceCollector
+from .decode.format import load_format, parse_header_layout
+from .decode.ringbuf import PageDecoder
+from .errors import NotFound, ProbewatchError, SpecError
+from .event import Event
+from .kernel.tasks import TaskCache
+from .kernel.tracefs import sweep_stale, tracefs_root
+from .sources.tracepoint import resolve_tracepoints
+
+_live: weakref.WeakSet[Session] = weakref.WeakSet()
+
+# events enabled behind the user's back to keep tid -> comm right
+_HIDDEN = (("sched", "sched_process_exec"), ("task", "task_rename"))
+
+TP_PREFIXES = ("tracepoint:", "t:")
+
+
+@dataclass
+class Summary:
+    """What a run delivered and lost. ``lost`` is the kernel's count (per-CPU stats)."""
+
+    events: dict[str, int] = field(default_factory=dict)
+    lost: int = 0
+    lost_per_cpu: dict[int, int] = field(default_factory=dict)
+    page_missed: int = 0
+    unknown: int = 0
+    duration: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "events": dict(self.events),
+            "total": sum(self.events.values()),
+            "lost": self.lost,
+            "lost_per_cpu": {str(k): v for k, v in sorted(self.lost_per_cpu.items())},
+            "page_missed": self.page_missed,
+            "duration": round(self.duration, 6),
+        }
+
+
+def parse_tracepoint_spec(spec: str) -> tuple[str, str]:
+    """'t:SYS:NAME' / 'tracepoint:SYS:NAME' -> (SYS, NAME)."""
+    body = None
+    for p in TP_PREFIXES:
+        if spec.startswith(p):
+            body = spec[len(p) :]
+            break
+    if body is None:
+        kind = spec.split(":", 1)[0]
+        raise SpecError(
+            f"probe kind {kind!r} is not supported by this backend yet "
+            "(expected tracepoint:SYSTEM:NAME or t:SYSTEM:NAME)",
+            spec,
+            0,
+        )
+    parts = body.split(":")
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        raise SpecError("expected SYSTEM:NAME after the probe kind", spec, len(spec) - len(body))
+    for i, ch in enumerate(body):
+        if not (ch.isalnum() or ch in "_:*?[]-."):
+            raise SpecError(f"unexpected character {ch!r} in tracepoint name", spec,
+                            len(spec) - len(body) + i)
+    return parts[0], parts[1]
+
+
+class Session:
+    """One tracing session: a private backend instance, its probes and its lifecycle.
+
+    Everything the session creates in the kernel is removed by :meth:`close`, which
+    runs on ``with``-exit, on exceptions, on SIGINT and SIGTERM (while events() runs in
+    the main thread) and at interpreter exit.
+    """
+
+    def __init__(
+        self,
+        backend: str = "auto",
+        buffer_kb: int | None = None,
+        pids: Sequence[int] | None = None,
+        comm: str | None = None,
+        follow_children: bool = True,
+    ) -> None:
+        if backend not in ("auto", "ftrace"):
+            raise ProbewatchError(f"backend {backend!r} is not available (have: auto, ftrace)")
+        self.backend = "ftrace"
+        self.root = tracefs_root()
+        sweep_stale(self.root)
+        self._collector = FtraceCollector(buffer_kb=buffer_kb, root=self.root)
+        self._closed = False
+        _live.add(self)
+        self.comm = comm
+        self._pids = list(pids or [])
+        self._follow = follow_children
+        self._probes: dict[str, list[str]] = {}
+        self._event_probe: dict[str, str] = {}
+        self._formats: dict[int, Any] = {}
+        self._hidden_ids: set[int] = set()
+        self._exec_id = -1
+        self._rename_id = -1
+        self._started = False
+        self._child_pid = 0
+        self._gate_w = -1
+        self._err_r = -1
+        self.returncode: int | None = None
+        self.counts: dict[str, int] = {}
+        self._page_missed = 0
+        self._t0 = 0.0
+        self._t1 = 0.0
+        self._old_handlers: dict[int, Any] = {}
+        self.tasks = TaskCache(self.root)
+        self._layout = parse_header_layout(
+            _read(os.path.join(self.root, "events/header_page")),
+            _read(os.path.join(self.root, "events/header_event")),
+        )
+        self._decoder: PageDecoder | None = None
+        self._pending: list[Event] = []
+        self._done = False
+
+    # -- context management
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- probes
+    def add(self, spec: str, filter: str | None = None) -> list[str]:
+        """Arm a probe spec (tracepoint globs expand); returns the "system:name" events."""
+        if self._started:
+            raise ProbewatchError("cannot add probes after the session has started")
+        system, name = parse_tracepoint_spec(spec)
+        matches = resolve_tracepoints(self.root, system, name)
+        kfilter = self._kernel_filter(filter)
+        names = []
+        for s, n in matches:
+            ev = f"{s}:{n}"
+            if ev in self._event_probe:
+                continue
+            self._collector.enable(s, n, kfilter)
+            fmt = load_format(self.root, s, n)
+            self._formats[fmt.id] = fmt
+            self._event_probe[ev] = spec
+            names.append(ev)
+        self._probes[spec] = names
+        self.counts.setdefault(spec, 0)
+        return names
+
+    def _kernel_filter(self, user: str | None) -> str | None:
+        parts = []
+        if user and user.strip():
+            parts.append(f"({user})")
+        if self.comm:
+            if '"' in self.comm or "\\" in self.comm:
+                raise SpecError("comm may not contain quotes or backslashes", self.comm)
+            parts.append(f'comm == "{self.comm}"')
+        return " && ".join(parts) or None
+
+    @property
+    def probes(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in self._probes.items()}
+
+    # -- commands
+    def trace_command(self, argv: Sequence[str]) -> int:
+        """Start ``argv`` gated (it waits until tracing is on) and trace it and its children."""
+        if not argv:
+            raise ProbewatchError("no command given")
+        gate_r, gate_w = os.pipe()
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(gate_w)
+                os.close(err_r)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_DFL)
+                os.read(gate_r, 1)
+                os.close(gate_r)
+                os.execvp(argv[0], list(argv))
+            except OSError as e:
+                try:
+                    os.write(err_w, f"{e.errno}".encode())
+                except OSError:
+                    pass
+            finally:
+                os._exit(127)
+        os.close(gate_r)
+        os.close(err_w)
+        self._child_pid = pid
+        self._child_argv = list(argv)
+        self._gate_w = gate_w
+        self._err_r = err_r
+        self._pids = [pid]
+        self._follow = True
+        return pid
+
+    # -- running
+    def start(self) -> None:
+        if self._started:
+            return
+        if not self._probes:
+            raise ProbewatchError("no probes added")
+        self._started = True
+        col = self._collector
+        for s, n in _HIDDEN:
+            if f"{s}:{n}" in self._event_probe:
+                continue
+            try:
+                col.enable(s, n)
+                fmt = load_format(self.root, s, n)
+            except ProbewatchError:
+                continue
+            self._formats[fmt.id] = fmt
+            self._hidden_ids.add(fmt.id)
+        for fid, fmt in self._formats.items():
+            if (fmt.system, fmt.name) == ("sched", "sched_process_exec"):
+                self._exec_id = fid
+            elif (fmt.system, fmt.name) == ("task", "task_rename"):
+                self._rename_id = fid
+        if self._pids:
+            pids = []
+            for p in self._pids:
+                pids.append(p)
+                try:
+                    pids.extend(int(t) for t in os.listdir(f"/proc/{p}/task") if int(t) != p)
+                except OSError:
+                    if p != self._child_pid:
+                        raise NotFound(f"no process with pid {p}") from None
+            col.set_pids(pids, follow_fork=self._follow)
+        self._decoder = PageDecoder(self._layout, self._formats)
+        self._install_signals()
+        col.start()
+        self._t0 = time.monotonic()
+        if self._gate_w >= 0:
+            os.write(self._gate_w, b"g")
+            os.close(self._gate_w)
+            self._gate_w = -1
+            err = os.read(self._err_r, 64)
+            os.close(self._err_r)
+            self._err_r = -1
+            if err:
+                os.waitpid(self._child_pid, 0)
+                self._child_pid = 0
+                self.returncode = 127
+                en = int(err)
+                raise NotFound(f"cannot run {self._child_argv[0]!r}: {os.strerror(en)}")
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_term(signum: int, frame: object) -> None:
+            raise SystemExit(128 + signum)
+
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            try:
+                self._old_handlers[sig] = signal.signal(sig, on_term)
+            except (ValueError, OSError):
+                pass
+
+    def _restore_signals(self) -> None:
+        for sig, h in self._old_handlers.items():
+            try:
+                signal.signal(sig, h)
+            except (ValueError, OSError, TypeError):
+                pass
+        self._old_handlers.clear()
+
+    def _child_exited(self) -> bool:
+        if not self._child_pid:
+            return False
+        try:
+            pid, status = os.waitpid(self._child_pid, os.WNOHANG)
+        except ChildProcessError:
+            self._child_pid = 0
+            return True
+        if pid == 0:
+            return False
+        self.returncode = os.waitstatus_to_exitcode(status)
+        if self.returncode < 0:
+            self.returncode = 128 - self.returncode
+        self._child_pid = 0
+        return True
+
+    def _raw(
+        self, duration: float | None, count_only: bool
+    ) -> Iterator[list[Event]]:
+        """Batches of time-ordered Events (or, count_only, empty batches while counting)."""
+        self.start()
+        col = self._collector
+        dec = self._decoder
+        assert dec is not None
+        deadline = None if duration is None else self._t0 + duration
+        tracking_child = self._child_pid != 0
+        pending = self._pending  # kept on self: a generator closed by ^C can be resumed
+        by_ts = attrgetter("ts")
+        while True:
+            if not col.stopped:
+                now = time.monotonic()
+                if (deadline is not None and now >= deadline) or (
+                    tracking_child and self._child_exited()
+                ):
+                    col.stop()
+                elif not col.drainer_alive():
+                    col.stop()
+                else:
+                    wait = 0.2 if deadline is None else min(0.2, max(0.0, deadline - now))
+                    col.wait_data(wait)
+            else:
+                col.wait_data(0.05)
+            # decided before reading the spool, so the read below sees all it wrote
+            drainer_gone = col.stopped and not col.drainer_alive()
+            emit_upto = -1
+            for kind, cpu, payload in col.read_spool():
+                if kind == PAGE:
+                    assert isinstance(payload, bytes)
+                    if count_only:
+                        self._count(dec.count_page(payload))
+                        if dec.last_missed > 0:
+                            self._page_missed += dec.last_missed
+                        continue
+                    missed = dec.decode_page(payload, cpu, pending)
+                    if missed:
+                        self._page_missed += max(missed, 0)
+                elif kind == WATERMARK:
+                    assert isinstance(payload, int)
+                    emit_upto = payload
+                elif kind == END:
+                    emit_upto = 1 << 63
+            if pending and emit_upto >= 0:
+                pending.sort(key=by_ts)
+                if emit_upto >= pending[-1].ts:
+                    ready = pending[:]
+                    pending.clear()
+                else:
+                    i = _bisect_ts(pending, emit_upto)
+                    ready = pending[:i]
+                    del pending[:i]
+                if ready:
+                    yield self._finish(ready)
+            if col.ended or drainer_gone:
+                if pending:
+                    pending.sort(key=by_ts)
+                    rest = pending[:]
+                    pending.clear()
+                    yield self._finish(rest)
+                self._done = True
+                break
+            if count_only:
+                yield []
+        self._t1 = time.monotonic()
+
+    def _count(self, per_id: dict[int, int]) -> None:
+        fmts = self._formats
+        for fid, n in per_id.items():
+            fmt = fmts.get(fid)
+            if fmt is None or fid in self._hidden_ids:
+                continue
+            probe = self._event_probe.get(f"{fmt.system}:{fmt.name}")
+            if probe is not None:
+                self.counts[probe] = self.counts.get(probe, 0) + n
+
+    def _finish(self, batch: list[Event]) -> list[Event]:
+        """Fill pid/comm/probe, apply exec/rename to the comm cache, drop hidden events."""
+        tasks = self.tasks
+        probe_of = self._event_probe
+        counts = self.counts
+        hidden = self._hidden_ids
+        out = []
+        for ev in batch:
+            ev.pid, ev.comm = tasks[ev.tid]
+            probe = probe_of.get(ev.event)
+            if ev.event == "sched:sched_process_exec":
+                fn = ev.fields.get("filename", "")
+                if isinstance(fn, str) and fn:
+                    tasks.update_comm(ev.tid, os.path.basename(fn)[:15])
+                    ev.comm = tasks[ev.tid][1]
+            elif ev.event == "task:task_rename":
+                nc = ev.fields.get("newcomm")
+                if isinstance(nc, str):
+                    tasks.update_comm(ev.tid, nc)
+            if probe is None:
+                continue
+            ev.probe = probe
+            counts[probe] += 1
+            out.append(ev)
+        del hidden
+        return out
+
+    def events(
+        self, duration: float | None = None, max_events: int | None = None
+    ) -> Iterator[Event]:
+        """Yield Events in time order until duration passes, max_events, or the command exits."""
+        n = 0
+        try:
+            for batch in self._raw(duration, count_only=False):
+                for ev in batch:
+                    yield ev
+                    n += 1
+                    if max_events is not None and n >= max_events:
+                        self._collector.stop()
+                        return
+        finally:
+            if self._t1 == 0.0:
+                self._t1 = time.monotonic()
+
+    def drain(self) -> Iterator[Event]:
+        """After stop() (e.g. on ^C): the events still buffered, in time order."""
+        if not self._started or self._done:
+            return
+        self._collector.stop()
+        for batch in self._raw(None, count_only=False):
+            yield from batch
+
+    def count(self, duration: float | None = None) -> dict[str, int]:
+        """Count events per probe without building Event records (fast path).
+
+        Interrupted (^C), call it again after stop() to count what is still buffered.
+        """
+        if self._done:
+            return dict(self.counts)
+        for _ in self._raw(duration, count_only=True):
+            pass
+        return dict(self.counts)
+
+    def stop(self) -> None:
+        self._collector.stop()
+
+    def summary(self) -> Summary:
+        stats = self._collector.stats()
+        s = Summary(
+            events=dict(self.counts),
+            lost_per_cpu={c: st.lost for c, st in stats.items()},
+            page_missed=self._page_missed,
+            unknown=getattr(self._decoder, "unknown", 0),
+            duration=(self._t1 or time.monotonic()) - (self._t0 or time.monotonic()),
+        )
+        s.lost = sum(s.lost_per_cpu.values())
+        return s
+
+    def wait_command(self) -> int | None:
+        """Wait for a traced command (after tracing ended) and return its exit status."""
+        if self._child_pid:
+            _, status = os.waitpid(self._child_pid, 0)
+            rc = os.waitstatus_to_exitcode(status)
+            self.returncode = 128 - rc if rc < 0 else rc
+            self._child_pid = 0
+        return self.returncode
+
+    def close(self) -> None:
+        """Remove everything this session created in the kernel. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._gate_w >= 0:  # command never released: let it go untraced? no: kill it
+                if self._child_pid:
+                    try:
+                        os.kill(self._child_pid, signal.SIGKILL)
+                        os.waitpid(self._child_pid, 0)
+                    except (ProcessLookupError, ChildProcessError):
+                        pass
+                    self._child_pid = 0
+                os.close(self._gate_w)
+                self._gate_w = -1
+            self._collector.close()
+        finally:
+            self._restore_signals()
+            _live.discard(self)
+
+
+def _bisect_ts(evs: list[Event], ts: int) -> int:
+    lo, hi = 0, len(evs)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if evs[mid].ts <= ts:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+@atexit.register
+def _close_all() -> None:
+    for s in list(_live):
+        try:
+            s.close()
+        except Exception:
+            pass

@@ -1,0 +1,289 @@
+"""probewatch trace / Session on the live kernel: real events from real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .helpers import CLI, json_lines, our_instances, run_cli, summary_of, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_exact_getppid_count_json(tracefs: str, getppid_n: Path) -> None:
+    r = run_cli("trace", "t:syscalls:sys_enter_getppid", "--json", "--", str(getppid_n), "5000")
+    assert r.returncode == 0, r.stderr
+    evs = json_lines(r.stdout)
+    assert len(evs) == 5000
+    pids = {e["pid"] for e in evs}
+    assert len(pids) == 1
+    e = evs[0]
+    assert e["event"] == "syscalls:sys_enter_getppid"
+    assert e["probe"] == "t:syscalls:sys_enter_getppid"
+    assert e["comm"] == "getppid_n"
+    assert e["tid"] == e["pid"]
+    assert e["fields"]["__syscall_nr"] == 110  # x86_64 getppid
+    ts = [x["ts"] for x in evs]
+    assert ts == sorted(ts)
+    s = summary_of(r.stderr)
+    assert s["events"] == {"t:syscalls:sys_enter_getppid": 5000}
+    assert s["lost"] == 0
+
+
+def test_count_mode(tracefs: str, getppid_n: Path) -> None:
+    r = run_cli("trace", "--count", "--json", "t:syscalls:sys_enter_getppid", "--",
+                str(getppid_n), "200000")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""
+    s = summary_of(r.stderr)
+    assert s["events"]["t:syscalls:sys_enter_getppid"] + s["lost"] == 200000
+    assert s["lost"] == 0
+
+
+def test_exec_events_of_command(tracefs: str) -> None:
+    r = run_cli("trace", "t:sched:sched_process_exec", "--json", "--",
+                "sh", "-c", "/bin/true; /bin/echo hi >/dev/null")
+    assert r.returncode == 0, r.stderr
+    files = [e["fields"]["filename"] for e in json_lines(r.stdout)]
+    assert files[-2:] == ["/bin/true", "/bin/echo"], files
+    assert len(files) == 3  # sh itself, then its two children
+    assert files[0].endswith("sh")
+
+
+def test_exit_status_is_the_commands(tracefs: str, getppid_n: Path) -> None:
+    r = run_cli("trace", "--count", "t:syscalls:sys_enter_getppid", "--",
+                str(getppid_n), "10", "0", "7")
+    assert r.returncode == 7, r.stderr
+    assert "10 events" in r.stderr
+
+
+def test_missing_command(tracefs: str) -> None:
+    r = run_cli("trace", "t:syscalls:sys_enter_getppid", "--", "/nonexistent/cmd")
+    assert r.returncode != 0
+    assert "cannot run '/nonexistent/cmd'" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert our_instances(tracefs) == []
+
+
+def test_glob_spec_expands(tracefs: str) -> None:
+    r = run_cli("trace", "--json", "t:syscalls:sys_enter_openat*", "--", "sh", "-c",
+                "cat /etc/hostname >/dev/null")
+    assert r.returncode == 0, r.stderr
+    evs = json_lines(r.stdout)
+    assert evs, r.stderr
+    assert {e["probe"] for e in evs} == {"t:syscalls:sys_enter_openat*"}
+    # decoded by declared C type: int dfd in an 8-byte slot is AT_FDCWD = -100
+    assert any(e["fields"]["dfd"] == -100 for e in evs if e["event"].endswith("openat"))
+
+
+def test_kernel_filter(tracefs: str, getppid_n: Path) -> None:
+    r = run_cli("trace", "--json", "t:sched:sched_process_exec", "--filter",
+                'filename ~ "*echo"', "--", "sh", "-c", "/bin/true; /bin/echo x >/dev/null")
+    assert r.returncode == 0, r.stderr
+    files = [e["fields"]["filename"] for e in json_lines(r.stdout)]
+    assert files == ["/bin/echo"]
+
+
+def test_bad_filter_shows_kernel_message(tracefs: str) -> None:
+    r = run_cli("trace", "t:syscalls:sys_enter_getppid", "--filter", "bogus >< 3", "-d", "1")
+    assert r.returncode == 1
+    assert "Field not found" in r.stderr
+    assert "^" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert our_instances(tracefs) == []
+
+
+def test_unknown_tracepoint(tracefs: str) -> None:
+    r = run_cli("trace", "t:sched:sched_process_exek", "-d", "1")
+    assert r.returncode == 1
+    assert "no tracepoint sched:sched_process_exek" in r.stderr
+    assert "sched:sched_process_exec" in r.stderr  # nearest name offered
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_spec_kind(tracefs: str) -> None:
+    r = run_cli("trace", "nosuchkind:foo:bar", "-d", "1")
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    assert "^" in r.stderr
+
+
+def test_comm_filter_and_max_events(tracefs: str, getppid_n: Path) -> None:
+    p = subprocess.Popen([*CLI, "trace", "--json", "-c", "getppid_n", "-n", "50",
+                          "t:syscalls:sys_enter_getppid", "-d", "20"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: our_instances(tracefs, p.pid) != [])
+    time.sleep(0.3)
+    subprocess.run([str(getppid_n), "1000"], check=True)
+    subprocess.run(["sh", "-c", "for i in 1 2 3; do :; done"], check=True)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    evs = json_lines(out)
+    assert len(evs) == 50
+    assert {e["comm"] for e in evs} == {"getppid_n"}
+    assert our_instances(tracefs, p.pid) == []
+
+
+def test_python_api(tracefs: str, getppid_n: Path) -> None:
+    import probewatch
+
+    with probewatch.Session() as s:
+        assert s.add("tracepoint:syscalls:sys_enter_getppid") == ["syscalls:sys_enter_getppid"]
+        child = s.trace_command([str(getppid_n), "321"])
+        evs = list(s.events(duration=30))
+        inst = our_instances(tracefs, os.getpid())
+        assert inst
+    assert len(evs) == 321
+    assert all(e.pid == child for e in evs)
+    assert s.summary().events == {"tracepoint:syscalls:sys_enter_getppid": 321}
+    assert our_instances(tracefs, os.getpid()) == []
+
+
+def test_session_cleans_up_on_exception(tracefs: str) -> None:
+    import probewatch
+
+    with pytest.raises(RuntimeError):
+        with probewatch.Session() as s:
+            s.add("t:sched:sched_switch")
+            s.start()
+            assert our_instances(tracefs, os.getpid())
+            raise RuntimeError("boom")
+    assert our_instances(tracefs, os.getpid()) == []
+
+
+def test_two_sessions_at_once(tracefs: str, getppid_n: Path) -> None:
+    procs = [
+        subprocess.Popen([*CLI, "trace", "--json", "t:syscalls:sys_enter_getppid", "--",
+                          str(getppid_n), str(n), "300"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for n in (1111, 2222)
+    ]
+    outs = [p.communicate(timeout=60) for p in procs]
+    for p, (out, err), n in zip(procs, outs, (1111, 2222), strict=True):
+        assert p.returncode == 0, err
+        evs = json_lines(out)
+        assert len(evs) == n
+        assert len({e["pid"] for e in evs}) == 1
+    assert our_instances(tracefs) == []
+
+
+class _TopLevel:
+    """Snapshot/restore of the top-level tracefs state that trace-cmd -k leaves behind."""
+
+    FILES = ("tracing_on", "buffer_size_kb", "trace_clock", "set_event_pid")
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.saved = {}
+        for f in self.FILES:
+            with open(os.path.join(root, f)) as fh:
+                self.saved[f] = fh.read()
+
+    def restore(self) -> None:
+        ev = os.path.join(self.root, "events/syscalls/sys_enter_getppid")
+        for rel, val in (("enable", "0"), ("filter", "0")):
+            with open(os.path.join(ev, rel), "w") as fh:
+                fh.write(val)
+        with open(os.path.join(self.root, "set_event_pid"), "w") as fh:
+            fh.write("")
+        clock = self.saved["trace_clock"].split("[")[1].split("]")[0]
+        with open(os.path.join(self.root, "trace_clock"), "w") as fh:
+            fh.write(clock)
+        with open(os.path.join(self.root, "tracing_on"), "w") as fh:
+            fh.write(self.saved["tracing_on"].strip())
+
+
+def test_trace_cmd_alongside_is_not_disturbed(
+    tracefs: str, getppid_n: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    tc = shutil.which("trace-cmd")
+    if not tc:
+        pytest.skip("trace-cmd not installed (scripts/test.sh installs it)")
+    top = _TopLevel(tracefs)
+    try:
+        dat = tmp_path / "tc.dat"
+        ours = subprocess.Popen([*CLI, "trace", "--json", "t:syscalls:sys_enter_getppid", "--",
+                                 str(getppid_n), "4000", "500"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        tcr = subprocess.run([tc, "record", "-k", "-d", "-e", "syscalls:sys_enter_getppid",
+                              "-F", "-o", str(dat), str(getppid_n), "3000", "200"],
+                             capture_output=True, text=True, timeout=120)
+        out, err = ours.communicate(timeout=60)
+        assert tcr.returncode == 0, tcr.stderr
+        assert ours.returncode == 0, err
+        assert len(json_lines(out)) == 4000
+        rep = subprocess.run([tc, "report", "-i", str(dat)], capture_output=True, text=True,
+                             timeout=120)
+        assert rep.stdout.count("sys_enter_getppid") == 3000
+    finally:
+        top.restore()
+    assert our_instances(tracefs) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_cleans_up(tracefs: str, sig: int) -> None:
+    p = subprocess.Popen([*CLI, "trace", "t:sched:sched_switch", "-d", "60"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: our_instances(tracefs, p.pid) != [])
+        time.sleep(0.5)
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert "Traceback" not in err
+    # ^C is the normal way to end a trace (exit 0, summary printed); SIGTERM exits 143
+    assert p.returncode == (0 if sig == signal.SIGINT else 143), (p.returncode, err)
+    assert our_instances(tracefs, p.pid) == []
+
+
+def test_sigkill_then_sweep(tracefs: str, getppid_n: Path) -> None:
+    p = subprocess.Popen([*CLI, "trace", "t:syscalls:sys_enter_getppid", "--",
+                          str(getppid_n), "1", "60000"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_for(lambda: our_instances(tracefs, p.pid) != [])
+    time.sleep(0.3)
+    p.kill()
+    p.wait()
+    # the drainer dies with its parent (PDEATHSIG); the instance stays until swept
+    left = our_instances(tracefs, p.pid)
+    assert left, "expected a stale instance after SIGKILL"
+    r = run_cli("cleanup")
+    assert r.returncode == 0, r.stderr
+    assert f"instance {left[0]}" in r.stdout
+    assert our_instances(tracefs, p.pid) == []
+    subprocess.run(["pkill", "-f", f"{getppid_n} 1 60000"], check=False)
+
+
+def test_cleanup_never_touches_live_or_foreign(tracefs: str) -> None:
+    foreign = os.path.join(tracefs, "instances", "someone-elses")
+    os.mkdir(foreign)
+    try:
+        p = subprocess.Popen([*CLI, "trace", "t:sched:sched_switch", "-d", "30"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert wait_for(lambda: our_instances(tracefs, p.pid) != [])
+        r = run_cli("cleanup")
+        assert r.returncode == 0
+        assert our_instances(tracefs, p.pid) != []  # live owner: untouched
+        assert os.path.isdir(foreign)
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=30)
+    finally:
+        os.rmdir(foreign)
+    assert our_instances(tracefs) == []
+
+
+def test_help_has_examples() -> None:
+    r = subprocess.run([sys.executable, "-m", "probewatch", "trace", "-h"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0
+    assert "examples:" in r.stdout
