@@ -25,18 +25,20 @@ from typing import Any
 from .collect.ftrace import END, PAGE, WATERMARK, FtraceCollector
 from .decode.format import load_format, parse_header_layout
 from .decode.ringbuf import PageDecoder
-from .errors import NotFound, ProbewatchError, SpecError
+from .errors import FeatureUnavailable, KernelRejected, NotFound, ProbewatchError, SpecError
 from .event import Event
+from .kernel.features import check
 from .kernel.tasks import TaskCache
-from .kernel.tracefs import sweep_stale, tracefs_root
+from .kernel.tracefs import remove_dynamic_event, sweep_stale, tracefs_root, write_file
+from .sources.spec import ProbeSpec, has_glob, parse_spec
 from .sources.tracepoint import resolve_tracepoints
+from .sources.uprobe import DynamicProbe, kprobe_definition, resolve_uprobe
+from .sources.usdt import resolve_usdt
 
 _live: weakref.WeakSet[Session] = weakref.WeakSet()
 
 # events enabled behind the user's back to keep tid -> comm right
 _HIDDEN = (("sched", "sched_process_exec"), ("task", "task_rename"))
-
-TP_PREFIXES = ("tracepoint:", "t:")
 
 
 @dataclass
@@ -59,31 +61,6 @@ class Summary:
             "page_missed": self.page_missed,
             "duration": round(self.duration, 6),
         }
-
-
-def parse_tracepoint_spec(spec: str) -> tuple[str, str]:
-    """'t:SYS:NAME' / 'tracepoint:SYS:NAME' -> (SYS, NAME)."""
-    body = None
-    for p in TP_PREFIXES:
-        if spec.startswith(p):
-            body = spec[len(p) :]
-            break
-    if body is None:
-        kind = spec.split(":", 1)[0]
-        raise SpecError(
-            f"probe kind {kind!r} is not supported by this backend yet "
-            "(expected tracepoint:SYSTEM:NAME or t:SYSTEM:NAME)",
-            spec,
-            0,
-        )
-    parts = body.split(":")
-    if len(parts) != 2 or not parts[0] or not parts[1]:
-        raise SpecError("expected SYSTEM:NAME after the probe kind", spec, len(spec) - len(body))
-    for i, ch in enumerate(body):
-        if not (ch.isalnum() or ch in "_:*?[]-."):
-            raise SpecError(f"unexpected character {ch!r} in tracepoint name", spec,
-                            len(spec) - len(body) + i)
-    return parts[0], parts[1]
 
 
 class Session:
@@ -136,6 +113,8 @@ class Session:
         )
         self._decoder: PageDecoder | None = None
         self._pending: list[Event] = []
+        self._dynamic: list[DynamicProbe] = []
+        self.warnings: list[str] = []
         self._done = False
 
     # -- context management
@@ -147,12 +126,21 @@ class Session:
 
     # -- probes
     def add(self, spec: str, filter: str | None = None) -> list[str]:
-        """Arm a probe spec (tracepoint globs expand); returns the "system:name" events."""
+        """Arm a probe spec; returns the "system:name" events it produced.
+
+        Kinds: ``t:`` tracepoints (globs expand), ``u:``/``ur:`` uprobes and uretprobes
+        on ELF symbols, ``U:`` USDT probes, ``k:``/``kr:`` kprobes (when the kernel has
+        them). See :mod:`probewatch.sources.spec` for the grammar.
+        """
         if self._started:
             raise ProbewatchError("cannot add probes after the session has started")
-        system, name = parse_tracepoint_spec(spec)
-        matches = resolve_tracepoints(self.root, system, name)
+        ps = parse_spec(spec)
         kfilter = self._kernel_filter(filter)
+        if ps.kind == "tracepoint":
+            assert ps.system is not None and ps.name is not None
+            matches = resolve_tracepoints(self.root, ps.system, ps.name)
+        else:
+            matches = self._create_dynamic(ps)
         names = []
         for s, n in matches:
             ev = f"{s}:{n}"
@@ -165,6 +153,61 @@ class Session:
             names.append(ev)
         self._probes[spec] = names
         self.counts.setdefault(spec, 0)
+        return names
+
+    def _create_dynamic(self, ps: ProbeSpec) -> list[tuple[str, str]]:
+        """Write uprobe/kprobe definitions to tracefs; they are removed by close()."""
+        pid = self._pids[0] if self._pids else None
+        if ps.kind in ("kprobe", "kretprobe"):
+            feat = check("kprobe_events", self.root)
+            if not feat.available:
+                raise FeatureUnavailable(f"cannot arm {ps.text!r}: {feat.reason}")
+            probes = [kprobe_definition(ps, function=f) for f in self._kernel_functions(ps)]
+        elif ps.kind == "usdt":
+            probes = resolve_usdt(ps, pid=pid)
+        else:
+            probes = resolve_uprobe(ps, pid=pid)
+        if ps.kind in ("uprobe", "uretprobe", "usdt"):
+            feat = check("uprobe_events", self.root)
+            if not feat.available:
+                raise FeatureUnavailable(f"cannot arm {ps.text!r}: {feat.reason}")
+        out = []
+        for dp in probes:
+            for w in dp.warnings:
+                self.warnings.append(f"{ps.text}: {w}")
+            ctrl = os.path.join(self.root, dp.control_file)
+            try:
+                write_file(ctrl, dp.definition + "\n", append=True, root=self.root)
+            except KernelRejected as e:
+                raise KernelRejected(
+                    f"the kernel refused probe {ps.text!r} (definition: {dp.definition})\n"
+                    + str(e).split("\n", 1)[-1]
+                ) from None
+            self._dynamic.append(dp)
+            out.append((dp.group, dp.name))
+        return out
+
+    def _kernel_functions(self, ps: ProbeSpec) -> list[str]:
+        func = ps.symbol or ""
+        if not has_glob(func):
+            return [func]
+        import fnmatch
+
+        names: list[str] = []
+        path = os.path.join(self.root, "available_filter_functions")
+        try:
+            with open(path) as f:
+                for line in f:
+                    n = line.split(None, 1)[0] if line.strip() else ""
+                    if n and fnmatch.fnmatchcase(n, func) and n not in names:
+                        names.append(n)
+        except OSError:
+            raise FeatureUnavailable(f"cannot expand {func!r}: {path} unreadable") from None
+        if not names:
+            raise NotFound(f"no kernel function matches {func!r}")
+        if len(names) > 64:
+            raise ps.error(f"{func!r} matches {len(names)} kernel functions (limit 64)",
+                           part="symbol")
         return names
 
     def _kernel_filter(self, user: str | None) -> str | None:
@@ -415,11 +458,13 @@ class Session:
         n = 0
         try:
             for batch in self._raw(duration, count_only=False):
-                for ev in batch:
+                for i, ev in enumerate(batch):
                     yield ev
                     n += 1
                     if max_events is not None and n >= max_events:
                         self._collector.stop()
+                        for rest in batch[i + 1 :]:  # counted, but never delivered
+                            self.counts[rest.probe] -= 1
                         return
         finally:
             if self._t1 == 0.0:
@@ -468,6 +513,11 @@ class Session:
             self._child_pid = 0
         return self.returncode
 
+    def _remove_dynamic(self) -> None:
+        if self._dynamic:
+            for err in _remove_dynamic_probes(self.root, self._dynamic):
+                self.warnings.append(err)
+
     def close(self) -> None:
         """Remove everything this session created in the kernel. Idempotent."""
         if self._closed:
@@ -486,8 +536,20 @@ class Session:
                 self._gate_w = -1
             self._collector.close()
         finally:
+            self._remove_dynamic()
             self._restore_signals()
             _live.discard(self)
+
+
+def _remove_dynamic_probes(root: str, probes: list[DynamicProbe]) -> list[str]:
+    errors = []
+    for dp in reversed(probes):
+        try:
+            remove_dynamic_event(root, dp.kind[:1], dp.group, dp.name)
+        except ProbewatchError as e:
+            errors.append(str(e))
+    probes.clear()
+    return errors
 
 
 def _bisect_ts(evs: list[Event], ts: int) -> int:

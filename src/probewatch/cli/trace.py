@@ -17,7 +17,14 @@ EXAMPLES = """examples:
   probewatch trace t:syscalls:sys_enter_openat --json -- ls | jq -r .fields.dfd
   probewatch trace --count t:syscalls:sys_enter_getppid -p 1234 -d 10
 
-specs: tracepoint:SYSTEM:NAME or t:SYSTEM:NAME; globs (* ? [..]) expand.
+  probewatch trace 'u:libc:malloc size=arg0:u64' -- ls              malloc sizes
+  probewatch trace 'ur:/bin/bash:readline line=+0(retval):string'   lines typed into bash
+  probewatch trace 'U:/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0:function__entry'
+
+specs: t:SYSTEM:NAME (tracepoint), u:/ur:TARGET:SYMBOL[+OFF] (uprobe/uretprobe),
+U:TARGET:[PROVIDER:]NAME (USDT), k:/kr:FUNC (kprobe/kretprobe); globs (* ? [..]) expand.
+Arguments: NAME=EXPR[:TYPE], EXPR = argN | retval | %REG | +OFF(EXPR), TYPE = u8..u64,
+s8..s64, x8..x64, string, ustring, u8[16]. TARGET: a path, or libc/libssl/... by name.
 --filter takes the tracefs filter syntax (e.g. 'dfd == -100 && flags & 1'); it runs in
 the kernel. With --json, events go to stdout as JSON lines and the summary goes to
 stderr as one JSON line {"summary": {...}}.
@@ -28,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "trace",
         usage="probewatch trace [options] SPEC... [-- COMMAND ARGS...]",
-        help="stream events from tracepoint specs",
+        help="stream events from probe specs (tracepoints, uprobes, USDT, kprobes)",
         description="Stream events from probe specs (ftrace backend, private instance).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -52,6 +59,21 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.set_defaults(accepts_command=True)
 
 
+def join_spec_words(words: list[str]) -> list[str]:
+    """Attach argument words (NAME=EXPR[:TYPE]) to the spec before them.
+
+    ``u:libc:malloc size=arg0:u64`` may come as one word or as two.
+    """
+    out: list[str] = []
+    for w in words:
+        head = w.split("=", 1)[0]
+        if out and "=" in w and head.isidentifier():
+            out[-1] += " " + w
+        else:
+            out.append(w)
+    return out
+
+
 def split_command(args: argparse.Namespace) -> list[str]:
     """The COMMAND ARGS... given after '--' (split off in cli.main)."""
     return list(getattr(args, "command_argv", []) or [])
@@ -64,12 +86,16 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     with Session(backend=args.backend, buffer_kb=args.buffer_kb, pids=args.pid,
                  comm=args.comm) as s:
-        for spec in args.specs:
+        for spec in join_spec_words(args.specs):
             s.add(spec, filter=args.filter_expr)
+        for w in s.warnings:
+            print(f"probewatch: warning: {w}", file=sys.stderr)
         if cmd:
             s.trace_command(cmd)
         hexf = {
-            f"{f.system}:{f.name}": {fl.name for fl in f.fields if "*" in fl.ctype}
+            f"{f.system}:{f.name}": {
+                fl.name for fl in f.fields if "*" in fl.ctype or fl.name.startswith("__probe")
+            }
             for f in s._formats.values()
         }
         write = JsonLinesSink(out).write if args.json else TextSink(out, hex_fields=hexf).write
