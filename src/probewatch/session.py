@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .collect.ftrace import END, PAGE, WATERMARK, FtraceCollector
 from .decode.format import load_format, parse_header_layout
@@ -32,8 +32,9 @@ from .kernel.tasks import TaskCache
 from .kernel.tracefs import remove_dynamic_event, sweep_stale, tracefs_root, write_file
 from .sources.spec import ProbeSpec, has_glob, parse_spec
 from .sources.tracepoint import resolve_tracepoints
-from .sources.uprobe import DynamicProbe, kprobe_definition, resolve_uprobe
-from .sources.usdt import resolve_usdt
+
+if TYPE_CHECKING:
+    from .sources.uprobe import DynamicProbe
 
 _live: weakref.WeakSet[Session] = weakref.WeakSet()
 
@@ -114,6 +115,7 @@ class Session:
         self._decoder: PageDecoder | None = None
         self._pending: list[Event] = []
         self._dynamic: list[DynamicProbe] = []
+        self._pidfd = -1
         self.warnings: list[str] = []
         self._done = False
 
@@ -157,6 +159,10 @@ class Session:
 
     def _create_dynamic(self, ps: ProbeSpec) -> list[tuple[str, str]]:
         """Write uprobe/kprobe definitions to tracefs; they are removed by close()."""
+        # imported here: ELF reading is not needed by tracepoint-only sessions
+        from .sources.uprobe import kprobe_definition, resolve_uprobe
+        from .sources.usdt import resolve_usdt
+
         pid = self._pids[0] if self._pids else None
         if ps.kind in ("kprobe", "kretprobe"):
             feat = check("kprobe_events", self.root)
@@ -251,6 +257,10 @@ class Session:
         os.close(gate_r)
         os.close(err_w)
         self._child_pid = pid
+        try:
+            self._pidfd = os.pidfd_open(pid)  # readable when the command exits
+        except (AttributeError, OSError):
+            self._pidfd = -1
         self._child_argv = list(argv)
         self._gate_w = gate_w
         self._err_r = err_r
@@ -369,7 +379,7 @@ class Session:
                     col.stop()
                 else:
                     wait = 0.2 if deadline is None else min(0.2, max(0.0, deadline - now))
-                    col.wait_data(wait)
+                    col.wait_data(wait, self._pidfd if tracking_child else -1)
             else:
                 col.wait_data(0.05)
             # decided before reading the spool, so the read below sees all it wrote
@@ -537,6 +547,9 @@ class Session:
             self._collector.close()
         finally:
             self._remove_dynamic()
+            if self._pidfd >= 0:
+                os.close(self._pidfd)
+                self._pidfd = -1
             self._restore_signals()
             _live.discard(self)
 

@@ -242,13 +242,15 @@ class FtraceCollector:
             except OSError:
                 pass
 
-    def wait_data(self, timeout: float) -> None:
-        """Block until the drainer has appended something (or timeout seconds pass)."""
+    def wait_data(self, timeout: float, also: int = -1) -> None:
+        """Block until the drainer has appended something, fd ``also`` (e.g. a pidfd)
+        is readable, or timeout seconds pass."""
         if self._notify_r < 0:
             time.sleep(timeout)
             return
-        r, _, _ = select.select([self._notify_r], [], [], max(0.0, timeout))
-        if r:
+        fds = [self._notify_r] if also < 0 else [self._notify_r, also]
+        r, _, _ = select.select(fds, [], [], max(0.0, timeout))
+        if self._notify_r in r:
             try:
                 os.read(self._notify_r, 4096)
             except BlockingIOError:
@@ -360,5 +362,4 @@ class FtraceCollector:
         self._cpu_fds.clear()
         self._stat_fds.clear()
         self._spool = self._ctrl_w = self._notify_r = -1
-        self.instance.disable_all()
         self.instance.remove()
