@@ -480,6 +480,16 @@ class Session:
             if self._t1 == 0.0:
                 self._t1 = time.monotonic()
 
+    def batches(self, duration: float | None = None) -> Iterator[list[Event]]:
+        """Like :meth:`events`, a time-ordered list at a time (cheaper per event)."""
+        try:
+            for batch in self._raw(duration, count_only=False):
+                if batch:
+                    yield batch
+        finally:
+            if self._t1 == 0.0:
+                self._t1 = time.monotonic()
+
     def drain(self) -> Iterator[Event]:
         """After stop() (e.g. on ^C): the events still buffered, in time order."""
         if not self._started or self._done:

@@ -102,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             if args.count:
                 s.count(duration=args.duration)
+            elif args.json and args.max_events is None:
+                write_many = JsonLinesSink(out).write_many
+                for batch in s.batches(duration=args.duration):
+                    write_many(batch)
             else:
                 for ev in s.events(duration=args.duration, max_events=args.max_events):
                     write(ev)

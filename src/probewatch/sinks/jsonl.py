@@ -1,5 +1,8 @@
 """JSON lines: one JSON object per event per line (pipe it to ``jq``).
 
+The encoder is hand-rolled for the hot path (ints and strings, names cached) and
+falls back to :mod:`json` for anything else; output is the same JSON either way.
+
 Example::
 
     sink = JsonLinesSink(sys.stdout)
@@ -9,31 +12,52 @@ Example::
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring  # the C implementation when available
 from typing import IO, Any
 
 from ..event import Event, _jsonable
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+_quoted: dict[str, str] = {}
+_keys: dict[str, str] = {}
+
+
+def _q(s: str) -> str:
+    """JSON string literal of a name that repeats (comm, event, probe), cached."""
+    r = _quoted.get(s)
+    if r is None:
+        r = encode_basestring(s)
+        if len(_quoted) < 65536:
+            _quoted[s] = r
+    return r
+
+
+def _k(name: str) -> str:
+    r = _keys.get(name)
+    if r is None:
+        r = _keys[name] = encode_basestring(name) + ":"
+    return r
+
+
+def fields_json(fields: dict[str, Any]) -> str:
+    parts = []
+    for k, v in fields.items():
+        t = type(v)
+        if t is int:
+            parts.append(_k(k) + str(v))
+        elif t is str:
+            parts.append(_k(k) + encode_basestring(v))
+        else:
+            parts.append(_k(k) + _dumps(_jsonable(v)))
+    return "{" + ",".join(parts) + "}"
 
 
 def event_json(ev: Event) -> str:
     """The JSON text of one event (no newline)."""
-    fields = ev.fields
-    for v in fields.values():
-        if isinstance(v, bytes | bytearray | tuple):
-            fields = {k: _jsonable(x) for k, x in fields.items()}
-            break
-    return _dumps(
-        {
-            "ts": ev.ts,
-            "cpu": ev.cpu,
-            "pid": ev.pid,
-            "tid": ev.tid,
-            "comm": ev.comm,
-            "event": ev.event,
-            "probe": ev.probe,
-            "fields": fields,
-        }
+    return (
+        f'{{"ts":{ev.ts},"cpu":{ev.cpu},"pid":{ev.pid},"tid":{ev.tid},'
+        f'"comm":{_q(ev.comm)},"event":{_q(ev.event)},"probe":{_q(ev.probe)},'
+        f'"fields":{fields_json(ev.fields)}}}'
     )
 
 
