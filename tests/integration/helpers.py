@@ -12,10 +12,22 @@ from typing import Any
 CLI = [sys.executable, "-m", "probewatch"]
 
 
-def run_cli(*args: str, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=timeout, **kw
-    )
+class Result(subprocess.CompletedProcess):  # type: ignore[type-arg]
+    pid: int
+
+
+def run_cli(*args: str, timeout: float = 120, **kw: Any) -> Result:
+    """Run ``python -m probewatch ARGS``; the result also carries the process's pid."""
+    with subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, **kw) as p:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            raise
+        r = Result(p.args, p.returncode, out, err)
+        r.pid = p.pid
+        return r
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:

@@ -68,7 +68,7 @@ def test_missing_command(tracefs: str) -> None:
     assert r.returncode != 0
     assert "cannot run '/nonexistent/cmd'" in r.stderr
     assert "Traceback" not in r.stderr
-    assert our_instances(tracefs) == []
+    assert our_instances(tracefs, r.pid) == []
 
 
 def test_glob_spec_expands(tracefs: str) -> None:
@@ -96,7 +96,7 @@ def test_bad_filter_shows_kernel_message(tracefs: str) -> None:
     assert "Field not found" in r.stderr
     assert "^" in r.stderr
     assert "Traceback" not in r.stderr
-    assert our_instances(tracefs) == []
+    assert our_instances(tracefs, r.pid) == []
 
 
 def test_unknown_tracepoint(tracefs: str) -> None:
@@ -170,7 +170,8 @@ def test_two_sessions_at_once(tracefs: str, getppid_n: Path) -> None:
         evs = json_lines(out)
         assert len(evs) == n
         assert len({e["pid"] for e in evs}) == 1
-    assert our_instances(tracefs) == []
+    for p in procs:
+        assert our_instances(tracefs, p.pid) == []
 
 
 class _TopLevel:
@@ -225,7 +226,7 @@ def test_trace_cmd_alongside_is_not_disturbed(
         assert rep.stdout.count("sys_enter_getppid") == 3000
     finally:
         top.restore()
-    assert our_instances(tracefs) == []
+    assert our_instances(tracefs, ours.pid) == []
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -279,7 +280,7 @@ def test_cleanup_never_touches_live_or_foreign(tracefs: str) -> None:
         p.wait(timeout=30)
     finally:
         os.rmdir(foreign)
-    assert our_instances(tracefs) == []
+    assert our_instances(tracefs, p.pid) == []
 
 
 def test_help_has_examples() -> None:

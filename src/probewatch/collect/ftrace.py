@@ -36,8 +36,8 @@ from ..kernel.tracefs import Instance, tracefs_root
 
 REC = struct.Struct("<HHIQ")
 PAGE, WATERMARK, END = 1, 2, 3
-PAGE_READ = 65536
-DEFAULT_BUFFER_KB = 4096  # per CPU; the kernel's default (1.4 MB) overflows in ~50 ms  # read() returns one sub-buffer (4 KiB by default) at most
+PAGE_READ = 65536  # read() returns one sub-buffer (4 KiB by default) at most
+DEFAULT_BUFFER_KB = 4096  # per CPU; the kernel's default (1.4 MB) overflows in ~50 ms
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 PR_SET_PDEATHSIG = 1
