@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 WITH_TESTS=1 bash scripts/install.sh
-echo "== ruff";  "$PY" -m ruff check src tests bench
+echo "== ruff";  "$PY" -m ruff check src tests $( [ -d bench ] && echo bench )
 echo "== mypy";  "$PY" -m mypy
 echo "== pytest"
 "$PY" -m pytest -q -p no:cacheprovider "$@"
