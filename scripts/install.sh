@@ -6,9 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-pkgs=(gcc binutils)
+# run time: libbpf1 (the eBPF backend's loader); gcc/binutils build the test targets
+pkgs=(libbpf1 gcc binutils)
 if [ "${WITH_TESTS:-0}" = 1 ]; then
-  pkgs+=(trace-cmd strace systemtap-sdt-dev)
+  # tests: anchors to compare with, USDT headers, and the BPF toolchain that
+  # rebuilds the committed .bpf.o files to check they are not stale
+  pkgs+=(trace-cmd strace systemtap-sdt-dev bpftool clang llvm libbpf-dev make)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

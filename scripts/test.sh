@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 WITH_TESTS=1 bash scripts/install.sh
 echo "== ruff";  "$PY" -m ruff check src tests $( [ -d bench ] && echo bench )
+echo "== bpf objects up to date"; bash scripts/build-bpf.sh --check
 echo "== mypy";  "$PY" -m mypy
 echo "== pytest"
 "$PY" -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,574 @@
+"""BpfSession: the eBPF backend behind the syscall tools (same Event record as Session).
+
+The BPF programs (``collect/bpf/*.bpf.c``, built objects shipped with the package)
+filter in the kernel (pid set followed through fork, comm, uid, cgroup), read the
+user memory syscall arguments point to, count per syscall and per process, and
+count what they lose. Every attachment is an fd-based BPF link: closing the
+session (``with``-exit, exception, SIGINT, SIGTERM, interpreter exit) removes all.
+
+Example::
+
+    from probewatch.bpf_session import BpfSession
+    with BpfSession(syscalls=["openat"]) as s:
+        s.trace_command(["cat", "/etc/hostname"])
+        for ev in s.events():
+            print(ev.fields["filename"], ev.fields["ret"])
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import struct
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .collect.bpf import libbpf
+from .collect.bpf.loader import (
+    COUNT,
+    NR_NORETURN,
+    NR_TRACE,
+    NRCONF,
+    STAT_MAX,
+    Losses,
+    RecordDecoder,
+    object_bytes,
+    parse_stats,
+    syscall_table,
+)
+from .decode.syscalls import NORETURN, SyscallTable, arg_kinds
+from .errors import FeatureUnavailable, NotFound, ProbewatchError
+from .event import Event
+
+_live: weakref.WeakSet[BpfSession] = weakref.WeakSet()
+
+TOOLS = ("syscalls", "tcpconnect", "bashreadline")
+
+
+def bpf_available() -> tuple[bool, str]:
+    """(usable, reason): can this kernel and installation run the BPF backend?"""
+    from .kernel.features import check
+
+    for name in ("BPF", "BPF tracepoint programs", "BPF ring buffer map", "BTF"):
+        f = check(name)
+        if not f.available:
+            return False, f"{name}: {f.reason}"
+    try:
+        libbpf.lib()
+        object_bytes("syscalls")
+    except ProbewatchError as e:
+        return False, str(e)
+    return True, ""
+
+
+def pick_backend(requested: str, needs_bpf: bool = True) -> str:
+    """'auto' -> 'bpf' when the kernel allows it, else 'ftrace' (or an error if needed)."""
+    if requested not in ("auto", "bpf", "ftrace"):
+        raise ProbewatchError(f"unknown backend {requested!r} (have: auto, bpf, ftrace)")
+    if requested == "ftrace":
+        return "ftrace"
+    ok, why = bpf_available()
+    if ok:
+        return "bpf"
+    if requested == "bpf" or needs_bpf:
+        raise FeatureUnavailable(f"the BPF backend is not usable here: {why}")
+    return "ftrace"
+
+
+@dataclass
+class BpfSummary:
+    """What a run delivered (per event name) and what the kernel side lost."""
+
+    events: dict[str, int] = field(default_factory=dict)
+    delivered: int = 0
+    losses: Losses = field(default_factory=Losses)
+    duration: float = 0.0
+    startup: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {
+            "events": dict(self.events),
+            "total": self.delivered,
+            "lost": self.losses.lost,
+            "duration": round(self.duration, 6),
+            "startup": round(self.startup, 6),
+            "backend": "bpf",
+        }
+        d.update({k: v for k, v in self.losses.to_dict().items() if k != "lost"})
+        return d
+
+
+class BpfSession:
+    """One BPF tracing run: load, configure, attach, stream Events, count, close.
+
+    tool: "syscalls" (syscall entry/exit with arguments, lifecycle, counting),
+    "tcpconnect", "bashreadline". ``syscalls``: names to trace (None: all).
+    """
+
+    def __init__(
+        self,
+        tool: str = "syscalls",
+        *,
+        pids: Sequence[int] | None = None,
+        comm: str | None = None,
+        uid: int | None = None,
+        cgroup: int | None = None,
+        follow_children: bool = True,
+        syscalls: Sequence[str] | None = None,
+        emit: bool = True,
+        count: bool = False,
+        count_procs: bool = False,
+        lifecycle: bool = False,
+        ringbuf_kb: int = 16384,
+        str_max: int = 4096,
+        buf_max: int = 32,
+        argv_max: int = 64,
+        arg_max: int = 256,
+        bash_path: str = "/bin/bash",
+    ) -> None:
+        if tool not in TOOLS:
+            raise ProbewatchError(f"unknown BPF tool {tool!r} (have: {', '.join(TOOLS)})")
+        self.tool = tool
+        self._pids = list(pids or [])
+        self.comm = comm
+        self.uid = uid
+        self.cgroup = cgroup
+        self._follow = follow_children
+        self._syscalls = list(syscalls) if syscalls is not None else None
+        self._emit = emit
+        self._count = count
+        self._count_procs = count_procs
+        self._lifecycle = lifecycle
+        self._rb_bytes = _ringbuf_size(ringbuf_kb)
+        self._limits = (str_max, buf_max, argv_max, arg_max)
+        self._bash = bash_path
+        self._obj: libbpf.BpfObject | None = None
+        self._rb: libbpf.RingBuffer | None = None
+        self._raw: list[bytes] = []
+        self._closed = False
+        self._started = False
+        self._child_pid = 0
+        self._child_argv: list[str] = []
+        self._gate_w = -1
+        self._err_r = -1
+        self.returncode: int | None = None
+        self.counts: dict[str, int] = {}
+        self.delivered = 0
+        self._t_init = time.monotonic()
+        self._t0 = 0.0
+        self._t1 = 0.0
+        self._old_handlers: dict[int, Any] = {}
+        self._stopped = False
+        self._signalled = 0
+        self._in_poll = False
+        self.table: SyscallTable = syscall_table()
+        self.decoder = RecordDecoder(self.table, probe=f"bpf:{tool}")
+        _live.add(self)
+        if self._syscalls is not None:
+            unknown = [n for n in self._syscalls if n not in self.table.by_name]
+            if unknown:
+                raise NotFound(f"unknown syscall(s): {', '.join(unknown)}")
+
+    # -- context management
+    def __enter__(self) -> BpfSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- commands (same gate as Session.trace_command)
+    def trace_command(self, argv: Sequence[str]) -> int:
+        """Start ``argv`` held at a gate until the programs and its pid filter are in place."""
+        if not argv:
+            raise ProbewatchError("no command given")
+        if self._started:
+            raise ProbewatchError("trace_command() must come before start()")
+        gate_r, gate_w = os.pipe()
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(gate_w)
+                os.close(err_r)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_DFL)
+                os.read(gate_r, 1)
+                os.close(gate_r)
+                os.execvp(argv[0], list(argv))
+            except OSError as e:
+                try:
+                    os.write(err_w, f"{e.errno}".encode())
+                except OSError:
+                    pass
+            finally:
+                os._exit(127)
+        os.close(gate_r)
+        os.close(err_w)
+        self._child_pid = pid
+        self._child_argv = list(argv)
+        self._gate_w = gate_w
+        self._err_r = err_r
+        self._pids = [pid]
+        self._follow = True
+        return pid
+
+    @property
+    def child_pid(self) -> int:
+        return self._child_pid
+
+    # -- setup
+    def _configure(self, obj: libbpf.BpfObject) -> None:
+        ro = obj.rodata
+        ro["self_pid"] = os.getpid()
+        if self._pids:
+            ro["filter_pids"] = 1
+        ro["follow_forks"] = 1 if self._follow else 0
+        if self.comm:
+            ro["filter_comm"] = 1
+            ro["targ_comm"] = self.comm.encode()[:15]
+        if self.uid is not None:
+            ro["filter_uid"] = 1
+            ro["targ_uid"] = self.uid
+        if self.cgroup is not None:
+            ro["filter_cgroup"] = 1
+            ro["targ_cgroup"] = self.cgroup
+        obj.set_max_entries("events", self._rb_bytes)
+        if self.tool == "syscalls":
+            s, b, av, a = self._limits
+            ro["emit_events"] = 1 if self._emit else 0
+            ro["count_syscalls"] = 1 if self._count else 0
+            ro["count_procs"] = 1 if self._count_procs else 0
+            ro["emit_lifecycle"] = 1 if self._lifecycle else 0
+            ro["str_max"] = max(2, min(s, 4096))
+            ro["buf_max"] = max(0, min(b, 4096))
+            ro["argv_max"] = max(1, min(av, 128))
+            ro["arg_max"] = max(2, min(a, 4096))
+
+    def _fill_maps(self, obj: libbpf.BpfObject) -> None:
+        if self._pids:
+            pm = obj.map("pids")
+            for p in self._pids:
+                if p != self._child_pid and not os.path.exists(f"/proc/{p}"):
+                    raise NotFound(f"no process with pid {p}")
+                pm.update(struct.pack("<I", p), b"\x01")
+        if self.tool != "syscalls":
+            return
+        nm = obj.map("nrconf")
+        wanted = None if self._syscalls is None else set(self._syscalls)
+        for nr, info in self.table.by_nr.items():
+            if nr >= 1024:
+                continue
+            flags = 0
+            if self._emit and (wanted is None or info.name in wanted):
+                flags |= NR_TRACE
+            if info.name in NORETURN:
+                flags |= NR_NORETURN
+            kinds = arg_kinds(info)
+            argv_arg = kinds.index(6) if 6 in kinds else -1
+            val = NRCONF.pack(bytes(kinds), flags, argv_arg)
+            nm.update(struct.pack("<I", nr), val)
+        if self._syscalls is None or self._count or self._count_procs:
+            return
+
+    def _attach(self, obj: libbpf.BpfObject) -> None:
+        if self.tool == "syscalls":
+            obj.attach_tracepoint("pw_fork", "sched", "sched_process_fork")
+            obj.attach_tracepoint("pw_exit", "sched", "sched_process_exit")
+            if self._lifecycle:
+                obj.attach_tracepoint("pw_exec", "sched", "sched_process_exec")
+            if self._syscalls is not None and not (self._count or self._count_procs):
+                # a few syscalls: their own tracepoints, so other syscalls cost nothing
+                for name in self._syscalls:
+                    info = self.table.by_name[name]
+                    prog = f"pw_one_enter{min(len(info.args), 6)}"
+                    obj.attach_tracepoint(prog, "syscalls", f"sys_enter_{name}")
+                    if name not in ("exit", "exit_group"):
+                        obj.attach_tracepoint("pw_one_exit", "syscalls", f"sys_exit_{name}")
+            else:
+                obj.attach_tracepoint("pw_raw_enter", "raw_syscalls", "sys_enter")
+                obj.attach_tracepoint("pw_raw_exit", "raw_syscalls", "sys_exit")
+        elif self.tool == "tcpconnect":
+            obj.attach_tracepoint("pw_fork", "sched", "sched_process_fork")
+            obj.attach_tracepoint("pw_tcp_state", "sock", "inet_sock_set_state")
+        elif self.tool == "bashreadline":
+            from .elf.symbols import resolve_symbol
+
+            syms = resolve_symbol(self._bash, "readline")
+            obj.attach_uprobe("pw_readline", self._bash, syms[0].offset, retprobe=True)
+
+    def _autoload(self, obj: libbpf.BpfObject) -> None:
+        if self.tool != "syscalls":
+            return
+        few = self._syscalls is not None and not (self._count or self._count_procs)
+        for p in ("pw_raw_enter", "pw_raw_exit"):
+            obj.set_autoload(p, not few)
+        arities = set()
+        if few and self._syscalls is not None:
+            arities = {min(len(self.table.by_name[n].args), 6) for n in self._syscalls}
+        for n in range(7):
+            obj.set_autoload(f"pw_one_enter{n}", n in arities)
+        obj.set_autoload("pw_one_exit", few)
+        obj.set_autoload("pw_exec", self._lifecycle)
+
+    def start(self) -> None:
+        """Load, configure and attach; then release a gated command."""
+        if self._started:
+            return
+        self._started = True
+        obj = libbpf.BpfObject.open(object_bytes(self.tool), self.tool)
+        self._obj = obj
+        self._configure(obj)
+        self._autoload(obj)
+        obj.load()
+        self._install_signals()
+        self._fill_maps(obj)
+        raw = self._raw
+        self._rb = obj.ring_buffer("events", raw.append)
+        self._attach(obj)
+        self._t0 = time.monotonic()
+        if self._gate_w >= 0:
+            os.write(self._gate_w, b"g")
+            os.close(self._gate_w)
+            self._gate_w = -1
+            err = os.read(self._err_r, 64)
+            os.close(self._err_r)
+            self._err_r = -1
+            if err:
+                os.waitpid(self._child_pid, 0)
+                self._child_pid = 0
+                self.returncode = 127
+                raise NotFound(f"cannot run {self._child_argv[0]!r}: {os.strerror(int(err))}")
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        # Inside ring_buffer__poll/consume a handler only notes the signal: raising there
+        # could land in the ctypes sample callback, where ctypes swallows exceptions;
+        # events() raises KeyboardInterrupt / SystemExit at a safe point instead.
+        # Anywhere else (e.g. blocked writing to a full pipe) it raises at once.
+        def on_signal(signum: int, frame: object) -> None:
+            self._stopped = True
+            if self._in_poll:
+                self._signalled = signum
+                return
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
+
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            try:
+                self._old_handlers[sig] = signal.signal(sig, on_signal)
+            except (ValueError, OSError):
+                pass
+
+    def _restore_signals(self) -> None:
+        for sig, h in self._old_handlers.items():
+            try:
+                signal.signal(sig, h)
+            except (ValueError, OSError, TypeError):
+                pass
+        self._old_handlers.clear()
+
+    def _child_exited(self) -> bool:
+        if not self._child_pid:
+            return False
+        try:
+            pid, status = os.waitpid(self._child_pid, os.WNOHANG)
+        except ChildProcessError:
+            self._child_pid = 0
+            return True
+        if pid == 0:
+            return False
+        rc = os.waitstatus_to_exitcode(status)
+        self.returncode = 128 - rc if rc < 0 else rc
+        self._child_pid = 0
+        return True
+
+    # -- running
+    def stop(self) -> None:
+        self._stopped = True
+
+    def _drain(self) -> Iterator[Event]:
+        raw = self._raw
+        if not raw:
+            return
+        batch = raw[:]
+        raw.clear()
+        dec = self.decoder.decode
+        counts = self.counts
+        for rec in batch:
+            ev = dec(rec)
+            if ev is None:
+                continue
+            counts[ev.event] = counts.get(ev.event, 0) + 1
+            self.delivered += 1
+            yield ev
+
+    def events(self, duration: float | None = None,
+               max_events: int | None = None) -> Iterator[Event]:
+        """Yield Events until duration passes, max_events, stop(), or the command exits."""
+        self.start()
+        rb = self._rb
+        assert rb is not None
+        deadline = None if duration is None else self._t0 + duration
+        tracking = self._child_pid != 0
+        n = 0
+        try:
+            while True:
+                done = self._stopped
+                if deadline is not None and time.monotonic() >= deadline:
+                    done = True
+                if tracking and self._child_exited():
+                    done = True
+                self._in_poll = True
+                try:
+                    if done:
+                        rb.consume()
+                    else:
+                        wait = 100
+                        if deadline is not None:
+                            wait = max(0, min(100, int((deadline - time.monotonic()) * 1000)))
+                        rb.poll(wait)
+                finally:
+                    self._in_poll = False
+                for ev in self._drain():
+                    yield ev
+                    n += 1
+                    if max_events is not None and n >= max_events:
+                        return
+                if done:
+                    break
+        finally:
+            self._t1 = time.monotonic()
+        self._raise_signalled()
+
+    def _raise_signalled(self) -> None:
+        sig, self._signalled = self._signalled, 0
+        if sig == signal.SIGINT:
+            raise KeyboardInterrupt
+        if sig:
+            raise SystemExit(128 + sig)
+
+    def run(self, duration: float | None = None) -> None:
+        """Run without yielding events (counting modes): until duration or command exit."""
+        for _ in self.events(duration):
+            pass
+
+    # -- results
+    def losses(self) -> Losses:
+        if self._obj is None or self._obj.closed:
+            return getattr(self, "_last_losses", Losses())
+        m = self._obj.map("stats")
+        per = {}
+        for slot in range(STAT_MAX):
+            v = m.lookup(struct.pack("<I", slot), percpu=True)
+            if v is not None:
+                per[slot] = v
+        self._last_losses = parse_stats(per, libbpf.num_possible_cpus())
+        return self._last_losses
+
+    def syscall_counts(self) -> dict[str, tuple[int, int, int]]:
+        """name -> (calls, errors, time_ns), summed over CPUs (counted in the kernel)."""
+        if self._obj is None:
+            return {}
+        m = self._obj.map("sys_counts")
+        ncpu = libbpf.num_possible_cpus()
+        stride = ((COUNT.size + 7) // 8) * 8
+        out: dict[str, tuple[int, int, int]] = {}
+        for nr in self.table.by_nr:
+            if nr >= 1024:
+                continue
+            v = m.lookup(struct.pack("<I", nr), percpu=True)
+            if not v:
+                continue
+            c = e = t = 0
+            for cpu in range(ncpu):
+                a, b, d = COUNT.unpack_from(v, cpu * stride)
+                c, e, t = c + a, e + b, t + d
+            if c or e:
+                out[self.table.name(nr)] = (c, e, t)
+        return out
+
+    def proc_counts(self) -> dict[int, tuple[int, int, int]]:
+        """pid -> (calls, errors, time_ns)."""
+        if self._obj is None:
+            return {}
+        out = {}
+        for k, v in self._obj.map("proc_counts").items():
+            out[struct.unpack("<I", k)[0]] = COUNT.unpack_from(v)
+        return out
+
+    def summary(self) -> BpfSummary:
+        end = self._t1 or time.monotonic()
+        return BpfSummary(
+            events=dict(self.counts),
+            delivered=self.delivered,
+            losses=self.losses(),
+            duration=end - (self._t0 or end),
+            startup=(self._t0 - self._t_init) if self._t0 else 0.0,
+        )
+
+    def wait_command(self) -> int | None:
+        """Wait for a traced command and return its exit status."""
+        if self._child_pid:
+            _, status = os.waitpid(self._child_pid, 0)
+            rc = os.waitstatus_to_exitcode(status)
+            self.returncode = 128 - rc if rc < 0 else rc
+            self._child_pid = 0
+        return self.returncode
+
+    def close(self) -> None:
+        """Detach and close everything (links, ring buffer, maps, programs). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._gate_w >= 0:  # never released: the command must not run untraced
+                if self._child_pid:
+                    try:
+                        os.kill(self._child_pid, signal.SIGKILL)
+                        os.waitpid(self._child_pid, 0)
+                    except (ProcessLookupError, ChildProcessError):
+                        pass
+                    self._child_pid = 0
+                os.close(self._gate_w)
+                self._gate_w = -1
+            if self._err_r >= 0:
+                os.close(self._err_r)
+                self._err_r = -1
+            if self._obj is not None:
+                try:
+                    self.losses()
+                except ProbewatchError:
+                    pass
+                self._obj.close()
+        finally:
+            self._restore_signals()
+            _live.discard(self)
+
+
+def _ringbuf_size(kb: int) -> int:
+    """Ring buffers are a power-of-two number of pages."""
+    want = max(kb * 1024, os.sysconf("SC_PAGE_SIZE"))
+    size = 1
+    while size < want:
+        size <<= 1
+    return size
+
+
+@atexit.register
+def _close_all() -> None:
+    for s in list(_live):
+        try:
+            s.close()
+        except Exception:
+            pass
+
+
+__all__ = ["BpfSession", "BpfSummary", "bpf_available", "pick_backend"]

@@ -1,0 +1,225 @@
+"""probewatch syscalls: strace-style syscall tracing on the BPF backend.
+
+Also holds the few helpers the other BPF tools (execsnoop, opensnoop, syscount,
+tcpconnect, bashreadline) share: common options, backend choice, the run loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import IO, Any
+
+from ..errors import FeatureUnavailable, ProbewatchError
+from ..event import Event
+
+EXAMPLES = """examples:
+  probewatch syscalls -f -- ./prog arg        trace ./prog and its children, strace-style
+  probewatch syscalls -p 1234                 attach to a running process
+  probewatch syscalls -c -- make              per-syscall calls/errors/time table
+  probewatch syscalls -e openat,close -- ls   only these syscalls
+  probewatch syscalls --json -- ls | jq -r .event
+
+Strings (paths, argv, buffers up to -s bytes) are read from user memory in the
+kernel; a read that fails shows the pointer, as strace does, and is counted.
+"""
+
+
+# ------------------------------------------------------------------ shared helpers
+
+
+def add_bpf_common(p: argparse.ArgumentParser, command: bool = True) -> None:
+    """Options every BPF tool has: -p, --comm, --uid, --cgroup, -d, --json, --backend."""
+    p.add_argument("-p", "--pid", type=int, action="append", default=[],
+                   help="trace only this process (and its children); repeatable")
+    p.add_argument("--comm", help="trace only tasks with this comm (in-kernel filter)")
+    p.add_argument("-u", "--uid", type=int, help="trace only this user id")
+    p.add_argument("--cgroup", metavar="PATH",
+                   help="trace only this cgroup v2 (e.g. /sys/fs/cgroup/system.slice)")
+    p.add_argument("-d", "--duration", type=float, help="stop after SECS seconds")
+    p.add_argument("--json", action="store_true",
+                   help="JSON lines on stdout; the summary goes to stderr as JSON")
+    p.add_argument("--ringbuf-kb", type=int, default=65536,
+                   help="ring buffer size in KiB (default 65536: ~400k events of headroom)")
+    p.add_argument("--backend", choices=["auto", "ftrace", "bpf"], default="auto",
+                   help="collection backend (auto: BPF when the kernel allows it)")
+    if command:
+        # main() splits "-- COMMAND ARGS..." off into args.command_argv
+        p.set_defaults(accepts_command=True)
+
+
+def command_of(args: argparse.Namespace) -> list[str]:
+    return list(getattr(args, "command_argv", None) or [])
+
+
+def cgroup_id(path: str | None) -> int | None:
+    """The cgroup v2 id of a cgroup directory (its inode number)."""
+    if not path:
+        return None
+    if not path.startswith("/"):
+        path = os.path.join("/sys/fs/cgroup", path)
+    try:
+        return os.stat(path).st_ino
+    except OSError as e:
+        raise ProbewatchError(f"cgroup {path}: {e.strerror}") from None
+
+
+def require_bpf(args: argparse.Namespace, tool: str) -> None:
+    """Resolve --backend; the string-reading tools have no ftrace implementation."""
+    from ..bpf_session import pick_backend
+
+    if args.backend == "ftrace":
+        raise FeatureUnavailable(
+            f"{tool} needs the bpf backend: the ftrace backend cannot read syscall string "
+            "arguments on this kernel (no kprobes/eprobes); use --backend bpf or auto"
+        )
+    pick_backend(args.backend, needs_bpf=True)
+
+
+def session_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "pids": args.pid,
+        "comm": args.comm,
+        "uid": args.uid,
+        "cgroup": cgroup_id(args.cgroup),
+        "ringbuf_kb": args.ringbuf_kb,
+    }
+
+
+def run_tool(
+    args: argparse.Namespace,
+    session: Any,
+    on_event: Callable[[Event], None] | None,
+    out: IO[str] | None = None,
+    after: Callable[[], None] | None = None,
+) -> int:
+    """Start (gated command if any), stream events, print the summary, return the status."""
+    out = out or sys.stdout
+    cmd = command_of(args)
+    with session as s:
+        if cmd:
+            s.trace_command(cmd)
+        try:
+            if on_event is None:
+                s.run(duration=args.duration)
+            else:
+                for ev in s.events(duration=args.duration):
+                    on_event(ev)
+            out.flush()
+        except KeyboardInterrupt:
+            s.stop()
+        if after is not None:
+            after()
+        summ = s.summary()
+        rc = 0
+        if cmd:
+            s.close()
+            rc = s.wait_command() or 0
+    print_summary(summ.to_dict(), args.json)
+    return rc
+
+
+def print_summary(d: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"summary": d}), file=sys.stderr)
+        return
+    msg = (f"{d['total']} events in {d['duration']:.2f}s, lost {d['lost']} "
+           f"(generated {d['generated']}, failed reads {d['read_failed']}, "
+           f"truncated {d['truncated']})")
+    print(msg, file=sys.stderr)
+
+
+def emit_json(out: IO[str], ev: Event) -> None:
+    out.write(json.dumps(ev.to_dict(), ensure_ascii=False) + "\n")
+
+
+# ------------------------------------------------------------------ the tool
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "syscalls",
+        help="strace-style syscall tracing (BPF)",
+        description="Trace syscalls with decoded arguments, strace-style (BPF backend).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="follow children (always on for -- COMMAND, like strace -f)")
+    p.add_argument("-c", "--summary", action="store_true",
+                   help="count calls, errors and time per syscall (in the kernel); a table")
+    p.add_argument("-e", "--syscalls", metavar="LIST", help="only these syscalls (comma list)")
+    p.add_argument("-s", "--strsize", type=int, default=32,
+                   help="bytes of data buffers to show (strace -s; default 32)")
+    p.add_argument("-T", "--time", action="store_true", help="show time spent in each syscall")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the trace to FILE (strace -o)")
+    add_bpf_common(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+
+    require_bpf(args, "syscalls")
+    names = [n.strip() for n in args.syscalls.split(",")] if args.syscalls else None
+    if args.output:
+        with open(args.output, "w") as fh:
+            return _run(args, names, fh)
+    return _run(args, names, sys.stdout)
+
+
+def _run(args: argparse.Namespace, names: list[str] | None, out: IO[str]) -> int:
+    from ..bpf_session import BpfSession
+    from ..decode.syscalls import format_call
+
+    if args.summary:
+        s = BpfSession("syscalls", syscalls=names, emit=False, count=True,
+                       follow_children=True, **session_kwargs(args))
+        return run_tool(args, s, None, out, after=lambda: print_table(s, out))
+    s = BpfSession("syscalls", syscalls=names, follow_children=True,
+                   buf_max=args.strsize, **session_kwargs(args))
+    table = s.table
+    seen_pids: set[int] = set()
+    strmax = args.strsize
+
+    def show(ev: Event) -> None:
+        if args.json:
+            emit_json(out, ev)
+            return
+        if not ev.event.startswith("syscalls:"):
+            return
+        name = ev.event[len("syscalls:"):]
+        f = ev.fields
+        info = table.by_name.get(name)
+        argspec = info.args if info and info.known else [("long", f"arg{i}") for i in range(6)]
+        line = format_call(name, f, argspec, f.get("ret"), f.get("faults", ()),
+                           f.get("truncated", ()), strmax)
+        if args.time and f.get("duration_ns") is not None:
+            line += f" <{f['duration_ns'] / 1e9:.6f}>"
+        seen_pids.add(ev.tid)
+        if len(seen_pids) > 1 or args.pid:
+            line = f"[pid {ev.tid:>5}] {line}"
+        out.write(line + "\n")
+
+    return run_tool(args, s, show, out)
+
+
+def print_table(s: Any, out: IO[str]) -> None:
+    """A `strace -c` style table from the in-kernel counts."""
+    counts = s.syscall_counts()
+    total_t = sum(t for _, _, t in counts.values()) or 1
+    rows = sorted(counts.items(), key=lambda kv: (-kv[1][2], -kv[1][0], kv[0]))
+    out.write(f"{'% time':>6} {'seconds':>11} {'usecs/call':>11} {'calls':>9} "
+              f"{'errors':>9} syscall\n")
+    out.write("------ ----------- ----------- --------- --------- ----------------\n")
+    tc = te = tt = 0
+    for name, (c, e, t) in rows:
+        tc, te, tt = tc + c, te + e, tt + t
+        per = (t // 1000) // c if c else 0
+        out.write(f"{100.0 * t / total_t:6.2f} {t / 1e9:11.6f} {per:11d} {c:9d} "
+                  f"{(str(e) if e else ''):>9} {name}\n")
+    out.write("------ ----------- ----------- --------- --------- ----------------\n")
+    out.write(f"{100.0:6.2f} {tt / 1e9:11.6f} {((tt // 1000) // tc if tc else 0):11d} "
+              f"{tc:9d} {(str(te) if te else ''):>9} total\n")

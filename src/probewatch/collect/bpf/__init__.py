@@ -1,0 +1,1 @@
+"""The eBPF collection backend: libbpf through ctypes, CO-RE programs, built objects."""

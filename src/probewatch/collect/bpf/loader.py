@@ -1,0 +1,257 @@
+"""Find the built BPF objects, and turn their ring-buffer records into Events.
+
+The record layouts are those of ``probewatch.h``; each is decoded with one
+precompiled ``struct.Struct``.
+
+Example::
+
+    data = object_bytes("syscalls")          # obj/<machine>/syscalls.bpf.o
+    tab = syscall_table()                    # nr <-> name, args from the kernel
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import struct
+from dataclasses import dataclass, field
+from importlib import resources
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any
+
+from ...decode.syscalls import SyscallTable, parse_syscall_numbers, read_syscall_formats
+from ...errors import DecodeError, FeatureUnavailable
+from ...event import Event
+
+# enum pw_kind
+EV_SYSCALL, EV_SYS_ENTER, EV_FORK, EV_EXEC, EV_EXIT, EV_TCP, EV_READLINE = range(1, 8)
+# enum pw_stat
+STAT_GENERATED, STAT_RB_LOST, STAT_READ_FAIL, STAT_TRUNC = range(4)
+STAT_MAX = 8
+# blob flags
+BLOB_TRUNC, BLOB_FAULT, BLOB_NULL = 1, 2, 4
+# nrconf flags
+NR_TRACE, NR_NORETURN = 1, 2
+
+HDR = struct.Struct("<HHIQIIIIIIQ16s")  # struct pw_hdr, 64 bytes
+SYSCALL = struct.Struct("<qQ6QiI")  # struct pw_syscall after the header
+BLOB = struct.Struct("<BBHHH")
+FORK = struct.Struct("<II")
+EXEC = struct.Struct("<II256s")
+EXIT = struct.Struct("<iIQ")
+TCP = struct.Struct("<HHHH16s16sQ")
+READLINE = struct.Struct("<II256s")
+COUNT = struct.Struct("<QQQ")
+NRCONF = struct.Struct("<6sBb")
+SYSCALL_SIZE = HDR.size + SYSCALL.size  # 136
+
+ARCH_DIRS = {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+
+
+def machine() -> str:
+    m = os.uname().machine
+    return ARCH_DIRS.get(m, m)
+
+
+def _obj_path(name: str) -> Any:
+    base = resources.files("probewatch.collect.bpf").joinpath("obj")
+    return base.joinpath(machine()).joinpath(name)
+
+
+def object_bytes(name: str) -> bytes:
+    """The built object NAME.bpf.o for this machine (package data)."""
+    p = _obj_path(f"{name}.bpf.o")
+    try:
+        return p.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        raise FeatureUnavailable(
+            f"no BPF object {name}.bpf.o for {machine()} in this probewatch installation "
+            "(build it with scripts/build-bpf.sh)"
+        ) from None
+
+
+@functools.lru_cache(maxsize=4)
+def syscall_table(root: str | None = None) -> SyscallTable:
+    """Syscall numbers (built table) joined with the running kernel's formats."""
+    if root is None:
+        from ...kernel.tracefs import tracefs_root
+
+        try:
+            root = tracefs_root()
+        except Exception:
+            root = ""
+    try:
+        text = _obj_path("syscalls.tbl").read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        text = ""
+    nums = parse_syscall_numbers(text)
+    formats = read_syscall_formats(root) if root else {}
+    return SyscallTable(nums, formats)
+
+
+@dataclass
+class Losses:
+    """What the BPF programs counted: generated, lost to a full ring, failed reads."""
+
+    generated: int = 0
+    lost: int = 0
+    read_failed: int = 0
+    truncated: int = 0
+    lost_per_cpu: dict[int, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "generated": self.generated,
+            "lost": self.lost,
+            "read_failed": self.read_failed,
+            "truncated": self.truncated,
+            "lost_per_cpu": {str(k): v for k, v in sorted(self.lost_per_cpu.items())},
+        }
+
+
+def parse_stats(per_slot: dict[int, bytes], ncpu: int) -> Losses:
+    """Sum the per-CPU u64 counters of map "stats" (slot -> raw per-CPU values)."""
+    out = Losses()
+
+    def cpus(slot: int) -> list[int]:
+        raw = per_slot.get(slot, b"")
+        return [struct.unpack_from("<Q", raw, 8 * c)[0] for c in range(min(ncpu, len(raw) // 8))]
+
+    out.generated = sum(cpus(STAT_GENERATED))
+    lost = cpus(STAT_RB_LOST)
+    out.lost = sum(lost)
+    out.lost_per_cpu = {c: n for c, n in enumerate(lost)}
+    out.read_failed = sum(cpus(STAT_READ_FAIL))
+    out.truncated = sum(cpus(STAT_TRUNC))
+    return out
+
+
+class RecordDecoder:
+    """Ring-buffer records -> Events (the syscall names and argument names from ``table``).
+
+    execve/execveat entries (sent at entry, before the image is replaced) are held by
+    tid and joined with the return that follows; exit/exit_group have no return.
+    """
+
+    def __init__(self, table: SyscallTable, probe: str = "bpf") -> None:
+        self.table = table
+        self.probe = probe
+        self._pending: dict[int, tuple[dict[str, Any], list[str], list[str]]] = {}
+        self.unknown = 0
+
+    def decode(self, rec: bytes) -> Event | None:
+        if len(rec) < HDR.size:
+            self.unknown += 1
+            return None
+        (kind, _flags, cpu, ts, pid, tid, ppid, uid, gid, _pad, cgroup,
+         comm) = HDR.unpack_from(rec)
+        base = {"ppid": ppid, "uid": uid, "gid": gid, "cgroup": cgroup}
+        c = comm.split(b"\0", 1)[0].decode(errors="replace")
+        if kind == EV_SYSCALL or kind == EV_SYS_ENTER:
+            return self._syscall(kind, rec, ts, cpu, pid, tid, c, base)
+        if kind == EV_FORK:
+            child_pid, child_tid = FORK.unpack_from(rec, HDR.size)
+            base.update(child_pid=child_pid, child_tid=child_tid)
+            return Event(ts, cpu, pid, tid, c, "sched:sched_process_fork", self.probe, base)
+        if kind == EV_EXEC:
+            old, n, fname = EXEC.unpack_from(rec, HDR.size)
+            base.update(old_pid=old,
+                        filename=fname[: max(n - 1, 0)].decode(errors="surrogateescape"))
+            return Event(ts, cpu, pid, tid, c, "sched:sched_process_exec", self.probe, base)
+        if kind == EV_EXIT:
+            code, _p, start = EXIT.unpack_from(rec, HDR.size)
+            base.update(exit_code=code, start_ns=start)
+            return Event(ts, cpu, pid, tid, c, "sched:sched_process_exit", self.probe, base)
+        if kind == EV_TCP:
+            fam, sport, dport, state, sa, da, lat = TCP.unpack_from(rec, HDR.size)
+            if fam == 2:
+                saddr, daddr = str(IPv4Address(sa[:4])), str(IPv4Address(da[:4]))
+            else:
+                saddr, daddr = str(IPv6Address(sa)), str(IPv6Address(da))
+            base.update(family=fam, saddr=saddr, sport=sport, daddr=daddr, dport=dport,
+                        state=state, latency_ns=lat)
+            return Event(ts, cpu, pid, tid, c, "tcp:connect", self.probe, base)
+        if kind == EV_READLINE:
+            n, fl, line = READLINE.unpack_from(rec, HDR.size)
+            base["line"] = line[:n].split(b"\0", 1)[0].decode(errors="surrogateescape")
+            if fl & BLOB_FAULT:
+                base["faults"] = ["line"]
+            if fl & BLOB_TRUNC:
+                base["truncated"] = ["line"]
+            return Event(ts, cpu, pid, tid, c, "bash:readline", self.probe, base)
+        self.unknown += 1
+        return None
+
+    def _syscall(self, kind: int, rec: bytes, ts: int, cpu: int, pid: int, tid: int,
+                 comm: str, base: dict[str, Any]) -> Event | None:
+        if len(rec) < SYSCALL_SIZE:
+            raise DecodeError(f"short syscall record ({len(rec)} bytes)")
+        ret, dur, a0, a1, a2, a3, a4, a5, nr, dlen = SYSCALL.unpack_from(rec, HDR.size)
+        args = (a0, a1, a2, a3, a4, a5)
+        info = self.table.by_nr.get(nr)
+        name = info.name if info else f"syscall_{nr}"
+        names = info.arg_names if info and info.known else [f"arg{i}" for i in range(6)]
+        fields = base
+        fields["nr"] = nr
+        for i, n in enumerate(names[:6]):
+            fields[n] = args[i]
+        faults: list[str] = []
+        trunc: list[str] = []
+        off = SYSCALL_SIZE
+        end = min(len(rec), SYSCALL_SIZE + dlen)
+        while off + BLOB.size <= end:
+            ai, bkind, bflags, count, blen = BLOB.unpack_from(rec, off)
+            data = rec[off + BLOB.size : off + BLOB.size + blen]
+            off += BLOB.size + ((blen + 7) & ~7)
+            an = names[ai] if ai < len(names) else f"arg{ai}"
+            if bflags & BLOB_NULL:
+                continue
+            if bflags & BLOB_FAULT:
+                faults.append(an)
+                fields[f"{an}_ptr"] = args[ai] if ai < 6 else 0
+                if bkind != 6:
+                    continue
+            if bflags & BLOB_TRUNC:
+                trunc.append(an)
+            if bkind == 1:  # string
+                fields[an] = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            elif bkind == 6:  # argv
+                parts = data.split(b"\0")[:count]
+                fields[an] = [p.decode("utf-8", "surrogateescape") for p in parts]
+            else:
+                fields[an] = data
+        if faults:
+            fields["faults"] = faults
+        if trunc:
+            fields["truncated"] = trunc
+        if kind == EV_SYS_ENTER:
+            if name in ("exit", "exit_group"):
+                fields["ret"] = None
+                return Event(ts, cpu, pid, tid, comm, f"syscalls:{name}", self.probe, fields)
+            self._pending[tid] = (fields, faults, trunc)
+            return None
+        pend = self._pending.pop(tid, None)
+        if pend is not None:
+            pf, pfaults, ptrunc = pend
+            for k, v in pf.items():
+                if k not in ("ppid", "uid", "gid", "cgroup"):
+                    fields.setdefault(k, v)
+                    if isinstance(v, str | list):
+                        fields[k] = v
+            if pfaults:
+                fields["faults"] = pfaults
+            if ptrunc:
+                fields["truncated"] = ptrunc
+        fields["ret"] = ret
+        fields["duration_ns"] = dur
+        return Event(ts, cpu, pid, tid, comm, f"syscalls:{name}", self.probe, fields)
+
+
+__all__ = [
+    "object_bytes",
+    "syscall_table",
+    "RecordDecoder",
+    "Losses",
+    "parse_stats",
+    "machine",
+]

@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * probewatch.h: the records the BPF programs put into the ring buffer, and the
+ * configuration structs user space writes into maps. Shared by every *.bpf.c;
+ * the Python side mirrors these layouts with struct.Struct in loader.py (a unit
+ * test compares both against the BTF of the built objects).
+ *
+ * All records start with struct pw_hdr; hdr.kind says which struct follows.
+ */
+#ifndef PROBEWATCH_H
+#define PROBEWATCH_H
+
+#define PW_COMM_LEN 16
+#define PW_NR_MAX 1024        /* syscall numbers below this are traced */
+#define PW_MAX_PIDS 8192      /* pid filter set */
+#define PW_STR_MAX 4096       /* one path / string argument, with its NUL */
+#define PW_BUF_MAX 4096       /* data buffers (read/write) */
+#define PW_SOCKADDR_MAX 128   /* sizeof(struct sockaddr_storage) */
+#define PW_ARGV_CAP 128       /* hard cap on argv entries */
+#define PW_DATA_SIZE 8192     /* blob area of one syscall record (power of 2) */
+#define PW_DATA_MASK (PW_DATA_SIZE - 1)
+#define PW_BLOB_HDR 8
+
+/* hdr.kind */
+enum pw_kind {
+	PW_EV_SYSCALL = 1,   /* a syscall and its return (entry and exit joined) */
+	PW_EV_SYS_ENTER = 2, /* the entry of execve/execveat/exit/exit_group */
+	PW_EV_FORK = 3,
+	PW_EV_EXEC = 4,
+	PW_EV_EXIT = 5,
+	PW_EV_TCP = 6,
+	PW_EV_READLINE = 7,
+};
+
+/* per-CPU counters, map "stats" */
+enum pw_stat {
+	PW_STAT_GENERATED = 0, /* records the programs tried to submit */
+	PW_STAT_RB_LOST = 1,   /* ... of which the ring buffer had no room for */
+	PW_STAT_READ_FAIL = 2, /* user-memory reads that failed */
+	PW_STAT_TRUNC = 3,     /* strings/argv/buffers cut short */
+	PW_STAT_MAX = 8,
+};
+
+/* argument kinds, per syscall number and argument index (map "nrconf") */
+enum pw_arg_kind {
+	PW_ARG_NONE = 0,
+	PW_ARG_STR = 1,          /* NUL-terminated string (path, name) */
+	PW_ARG_BUF_IN = 2,       /* buffer of length args[i+1], read at exit */
+	PW_ARG_BUF_OUT = 3,      /* buffer of length ret, read at exit */
+	PW_ARG_SOCKADDR = 4,     /* struct sockaddr *, length args[i+1] */
+	PW_ARG_SOCKADDR_OUT = 5, /* struct sockaddr *, length *(int *)args[i+1], at exit */
+	PW_ARG_ARGV = 6,         /* char *const argv[] */
+};
+
+/* nrconf.flags */
+#define PW_NR_TRACE 1    /* emit records for this syscall */
+#define PW_NR_NORETURN 2 /* emit at entry (execve: memory gone at exit; exit_group) */
+
+/* blob.flags */
+#define PW_BLOB_TRUNC 1 /* cut short at the configured maximum */
+#define PW_BLOB_FAULT 2 /* reading user memory failed: no data */
+#define PW_BLOB_NULL 4  /* the pointer was NULL */
+
+struct pw_nrconf {
+	__u8 kinds[6];
+	__u8 flags;
+	__s8 argv_arg; /* index of a PW_ARG_ARGV argument or -1 */
+};
+
+struct pw_hdr {
+	__u16 kind;
+	__u16 flags;
+	__u32 cpu;
+	__u64 ts; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u32 pid; /* thread-group id */
+	__u32 tid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 gid;
+	__u32 _pad;
+	__u64 cgroup;
+	char comm[PW_COMM_LEN];
+}; /* 64 bytes */
+
+/* PW_EV_SYSCALL / PW_EV_SYS_ENTER, followed by data_len bytes of blobs */
+struct pw_syscall {
+	struct pw_hdr h;
+	__s64 ret;
+	__u64 dur_ns;
+	__u64 args[6];
+	__s32 nr;
+	__u32 data_len;
+}; /* 144 bytes */
+
+/* one captured argument; data follows, the next blob starts 8-aligned */
+struct pw_blob {
+	__u8 arg;   /* argument index */
+	__u8 kind;  /* enum pw_arg_kind */
+	__u16 flags;
+	__u16 count; /* argv: number of strings */
+	__u16 len;   /* bytes of data */
+};
+
+/* PW_EV_FORK */
+struct pw_fork {
+	struct pw_hdr h;
+	__u32 child_pid;
+	__u32 child_tid;
+};
+
+/* PW_EV_EXEC (sched_process_exec: the new image) */
+struct pw_exec {
+	struct pw_hdr h;
+	__u32 old_tid;
+	__u32 fname_len;
+	char fname[256];
+};
+
+/* PW_EV_EXIT (sched_process_exit of a whole process) */
+struct pw_exit {
+	struct pw_hdr h;
+	__s32 exit_code; /* wait status: code << 8 | signal */
+	__u32 _pad;
+	__u64 start_ns;  /* task start (CLOCK_MONOTONIC), for lifetimes */
+};
+
+/* PW_EV_TCP: an active TCP open (connect) and its outcome */
+struct pw_tcp {
+	struct pw_hdr h;
+	__u16 family;
+	__u16 sport;
+	__u16 dport;
+	__u16 newstate; /* TCP_ESTABLISHED (1) or TCP_CLOSE (7) */
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u64 latency_ns; /* SYN_SENT -> newstate */
+};
+
+/* PW_EV_READLINE */
+struct pw_readline {
+	struct pw_hdr h;
+	__u32 len;
+	__u32 flags; /* PW_BLOB_* */
+	char line[256];
+};
+
+/* per-syscall and per-process counters (maps sys_counts, proc_counts) */
+struct pw_count {
+	__u64 calls;
+	__u64 errors;
+	__u64 time_ns;
+};
+
+#endif /* PROBEWATCH_H */
