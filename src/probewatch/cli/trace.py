@@ -55,7 +55,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="JSON lines on stdout")
     p.add_argument("--count", action="store_true", help="count events only; print the summary")
     p.add_argument("--buffer-kb", type=int, help="per-CPU ring buffer size in KiB")
-    p.add_argument("--backend", choices=["auto", "ftrace"], default="auto")
+    p.add_argument("--backend", choices=["auto", "ftrace", "bpf"], default="auto",
+                   help="ftrace (private tracefs instance), bpf (eBPF programs; --filter is"
+                   " evaluated in user space) or auto (ftrace unless it cannot run here)")
     p.set_defaults(accepts_command=True)
 
 
@@ -80,12 +82,12 @@ def split_command(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..session import Session
+    from ..backends import open_session
 
     cmd = split_command(args)
     out = sys.stdout
-    with Session(backend=args.backend, buffer_kb=args.buffer_kb, pids=args.pid,
-                 comm=args.comm) as s:
+    with open_session(args.backend, buffer_kb=args.buffer_kb, pids=args.pid,
+                      comm=args.comm) as s:
         for spec in join_spec_words(args.specs):
             s.add(spec, filter=args.filter_expr)
         for w in s.warnings:

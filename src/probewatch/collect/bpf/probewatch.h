@@ -151,4 +151,92 @@ struct pw_count {
 	__u64 time_ns;
 };
 
+/*
+ * generic.bpf.c: one tracepoint program attached to any number of tracepoints and
+ * one uprobe program attached to any number of uprobes/uretprobes. The BPF cookie
+ * of each attachment is its "slot": the index of its configuration (map "tpconf"
+ * or "uconf") and the slot user space finds in the record header.
+ */
+#define PW_GEN_SLOTS 4096     /* attachments per run */
+#define PW_TP_DATA_MAX 4096   /* raw tracepoint record bytes copied at most */
+#define PW_TP_DLOC_MAX 8      /* __data_loc / __rel_loc fields looked at per event */
+#define PW_UARGS_MAX 8        /* arguments per uprobe */
+#define PW_UDEREF_MAX 4       /* memory reads per argument */
+#define PW_USTR_AREA 4096     /* strings/arrays of one uprobe record (power of 2) */
+
+/* pw_gen_hdr.kind */
+#define PW_GEN_TP 16
+#define PW_GEN_UPROBE 17
+
+/* pw_gen_hdr.flags */
+#define PW_GEN_TRUNC 1 /* the record was cut short (PW_TP_DATA_MAX / ustr_max) */
+
+/* pw_tpconf.dloc[] bit 15: a __rel_loc field (offset relative to the field's end) */
+#define PW_DLOC_REL 0x8000
+
+/* pw_uarg.kind */
+#define PW_UARG_INT 0   /* a number: the register, or size bytes read at the end */
+#define PW_UARG_STR 1   /* a NUL-terminated string at the address */
+#define PW_UARG_ARRAY 2 /* size bytes (count * element size) at the address */
+
+/* pw_uval.flags */
+#define PW_UVAL_FAULT 1 /* a memory read failed */
+#define PW_UVAL_TRUNC 2 /* the string filled ustr_max */
+
+struct pw_gen_hdr {
+	__u16 kind;
+	__u16 flags;
+	__u32 cpu;
+	__u64 ts; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u32 pid; /* thread-group id */
+	__u32 tid;
+	__u32 slot; /* the attachment's cookie */
+	__u32 size; /* bytes of data after the header */
+	char comm[PW_COMM_LEN];
+}; /* 48 bytes */
+
+/* per tracepoint attachment: how big its records are */
+struct pw_tpconf {
+	__u16 event_id;  /* common_type of the format */
+	__u16 fixed;     /* the format's fixed part, common fields included */
+	__u16 n_dloc;
+	__u16 _pad;
+	__u16 dloc[PW_TP_DLOC_MAX]; /* offsets of the dynamic fields' u32 locators */
+};
+
+/* one uprobe argument: v = regs[reg]; then per off[i]: v = *(u64 *)(v + off[i]),
+ * the last read being size bytes (INT), or the string / array at v + off[last] */
+struct pw_uarg {
+	__u8 reg;    /* u64 index into struct pt_regs */
+	__u8 nderef; /* number of off[] entries used */
+	__u8 kind;   /* PW_UARG_* */
+	__u8 _pad;
+	__u16 size;  /* INT: bytes of the last read (1, 2, 4, 8); ARRAY: bytes */
+	__u16 _pad2;
+	__s32 off[PW_UDEREF_MAX];
+};
+
+struct pw_uconf {
+	__u32 nargs;
+	__u32 _pad;
+	struct pw_uarg args[PW_UARGS_MAX];
+};
+
+/* one argument's value in a PW_GEN_UPROBE record */
+struct pw_uval {
+	__u64 val;   /* INT: the value; STR/ARRAY: offset of the data after the values */
+	__u16 len;   /* STR/ARRAY: bytes of data (a string's NUL included) */
+	__u16 flags; /* PW_UVAL_* */
+	__u32 _pad;
+};
+
+/* PW_GEN_UPROBE data: ip (uprobe: the probed address; uretprobe: the function's),
+ * ret_ip (uretprobe: the return address), one pw_uval per argument, then the
+ * string/array bytes */
+struct pw_urec {
+	__u64 ip;
+	__u64 ret_ip;
+	struct pw_uval vals[PW_UARGS_MAX];
+};
+
 #endif /* PROBEWATCH_H */

@@ -1,0 +1,727 @@
+"""BpfTraceSession: ``probewatch trace`` on the eBPF backend, same API and Events as Session.
+
+Tracepoints (``t:SYSTEM:NAME``, globs) and uprobes/uretprobes (``u:``/``ur:`` with
+``NAME=EXPR[:TYPE]`` arguments) are collected by the generic programs of
+``collect/bpf/generic.bpf.c`` (one program attached many times; the BPF cookie of an
+attachment names the probe). Tracepoint records are the raw ftrace record bytes and
+decode with the same :class:`~probewatch.decode.format.EventFormat` as ftrace's;
+uprobe events are named ``probewatch_<pid>:<symbol>_<n>`` and carry the same fields
+(``__probe_ip`` or ``__probe_func``/``__probe_ret_ip``, then the arguments) as the
+ftrace backend's. So ``--json`` output is interchangeable between the backends.
+
+Differences from the ftrace backend, by design:
+
+- ``comm`` and ``pid`` are read in the kernel when the event fires (ftrace looks
+  them up later in /proc); the tracer never traces itself.
+- ``--filter`` (tracefs syntax) is evaluated in user space with the kernel's
+  semantics (:mod:`probewatch.collect.bpf.filter`); string comparisons on pointer
+  fields, which need the kernel to read memory, are refused.
+- A tracepoint record longer than ``tp_max`` bytes (4096) is cut; its dynamic
+  fields are cut to what arrived and the event gets ``fields["truncated"]``.
+  Strings of uprobe arguments are read up to ``str_max`` bytes (4096).
+- ``U:`` (USDT) and ``k:``/``kr:`` specs are not supported (use ``--backend ftrace``).
+
+Example::
+
+    from probewatch.bpf_trace import BpfTraceSession
+    with BpfTraceSession() as s:
+        s.add("t:sched:sched_process_exec")
+        s.trace_command(["sh", "-c", "/bin/true"])
+        for ev in s.events():
+            print(ev.pid, ev.comm, ev.fields["filename"])
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import select
+import signal
+import struct
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Any
+
+from .collect.bpf import libbpf
+from .collect.bpf.filter import FilterField, Predicate, compile_filter
+from .collect.bpf.generic import (
+    GEN_TP,
+    GEN_TRUNC,
+    GEN_UPROBE,
+    HDR,
+    GenericCollector,
+    UArg,
+    UprobeDecoder,
+    compile_uarg,
+)
+from .decode.format import (
+    ELEM_STRING,
+    KIND_DATA_LOC,
+    KIND_INT,
+    KIND_POINTER,
+    KIND_REL_LOC,
+    KIND_STRING,
+    EventFormat,
+    load_format,
+    parse_format,
+)
+from .errors import DecodeError, NotFound, ProbewatchError, SpecError
+from .event import Event
+from .session import Summary
+from .sources.args import abi_for
+from .sources.spec import ProbeSpec, parse_spec
+from .sources.tracepoint import resolve_tracepoints
+
+_live: weakref.WeakSet[BpfTraceSession] = weakref.WeakSet()
+
+#: ring buffer KiB per CPU (one ring shared by all CPUs of this size times the CPUs):
+#: user space decodes slower than a syscall firehose produces, so the ring absorbs
+#: bursts of about a million events
+DEFAULT_BUFFER_KB = 32768
+#: events younger than this (ns) wait for records of other CPUs still in flight
+ORDER_LAG_NS = 2_000_000
+_INT_CODES = {(1, True): "b", (1, False): "B", (2, True): "h", (2, False): "H",
+              (4, True): "i", (4, False): "I", (8, True): "q", (8, False): "Q"}
+
+
+@dataclass
+class BpfTraceSummary(Summary):
+    """Summary plus what only the BPF side counts (failed user reads, truncation)."""
+
+    generated: int = 0
+    read_failed: int = 0
+    truncated: int = 0
+    startup: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d.update(backend="bpf", generated=self.generated, read_failed=self.read_failed,
+                 truncated=self.truncated, startup=round(self.startup, 6))
+        return d
+
+
+@dataclass
+class _Slot:
+    """One attachment: the event it produces and how its records decode."""
+
+    event: str
+    probe: str
+    fmt: EventFormat | None = None  # tracepoints
+    udec: UprobeDecoder | None = None  # uprobes
+    pred: Predicate | None = None
+    raw: Callable[[bytes, int, int, dict[str, Any]], dict[str, Any]] | None = None
+    dyn: list[tuple[str, int, bool]] = field(default_factory=list)  # (name, offset, rel)
+
+
+class BpfTraceSession:
+    """One BPF tracing session with the public API of :class:`probewatch.session.Session`.
+
+    Everything it creates in the kernel is a BPF object with fd-based links; close()
+    (``with``-exit, exceptions, SIGINT, SIGTERM, interpreter exit) removes it all.
+    """
+
+    backend = "bpf"
+
+    def __init__(
+        self,
+        backend: str = "bpf",
+        buffer_kb: int | None = None,
+        pids: Sequence[int] | None = None,
+        comm: str | None = None,
+        follow_children: bool = True,
+        tp_max: int = 4096,
+        str_max: int = 4096,
+    ) -> None:
+        if backend not in ("auto", "bpf"):
+            raise ProbewatchError(f"BpfTraceSession is the bpf backend, not {backend!r}")
+        from .kernel.tracefs import tracefs_root
+
+        self._t_init = time.monotonic()
+        self.root = tracefs_root()
+        self.comm = comm
+        self._pids = list(pids or [])
+        self._follow = follow_children
+        ncpu = os.cpu_count() or 1
+        per_cpu_kb = buffer_kb if buffer_kb else DEFAULT_BUFFER_KB
+        self._col = GenericCollector(
+            comm=comm, ringbuf_bytes=_pow2(per_cpu_kb * 1024 * ncpu),
+            tp_max=tp_max, ustr_max=str_max,
+        )
+        self._slots: list[_Slot] = []
+        self._probes: dict[str, list[str]] = {}
+        self._slot_probe: list[str] = []
+        self._events_seen: set[str] = set()
+        self._formats: dict[int, Any] = {}
+        self._started = False
+        self._closed = False
+        self._emit = True
+        self._child_pid = 0
+        self._child_argv: list[str] = []
+        self._gate_w = -1
+        self._err_r = -1
+        self._pidfd = -1
+        self.returncode: int | None = None
+        self.counts: dict[str, int] = {}
+        self.warnings: list[str] = []
+        self._pending: list[Event] = []
+        self._stopped = False
+        self._done = False
+        self._t0 = 0.0
+        self._t1 = 0.0
+        self._old_handlers: dict[int, Any] = {}
+        self._comms: dict[bytes, str] = {}
+        self.unknown = 0
+        self.decode_errors = 0
+        _live.add(self)
+
+    # -- context management
+    def __enter__(self) -> BpfTraceSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- probes
+    def add(self, spec: str, filter: str | None = None) -> list[str]:
+        """Arm a probe spec; returns the "system:name" events it produced.
+
+        Kinds: ``t:`` tracepoints (globs expand) and ``u:``/``ur:`` uprobes and
+        uretprobes. ``filter`` is a tracefs filter, applied in user space.
+        """
+        if self._started:
+            raise ProbewatchError("cannot add probes after the session has started")
+        ps = parse_spec(spec)
+        if filter is not None and not filter.strip():
+            filter = None
+        names: list[str] = []
+        if ps.kind == "tracepoint":
+            assert ps.system is not None and ps.name is not None
+            for s, n in resolve_tracepoints(self.root, ps.system, ps.name):
+                ev = f"{s}:{n}"
+                if ev in self._events_seen:
+                    continue
+                fmt = load_format(self.root, s, n)
+                slot = self._tp_slot(fmt, spec, filter)
+                self._col.add_tracepoint(fmt)
+                self._slots.append(slot)
+                self._formats[fmt.id] = fmt
+                self._events_seen.add(ev)
+                names.append(ev)
+        elif ps.kind in ("uprobe", "uretprobe"):
+            names = self._add_uprobe(ps, spec, filter)
+        else:
+            raise ps.error(
+                f"the bpf backend does not support {ps.kind} probes yet; use --backend ftrace",
+                part="kind")
+        self._probes[spec] = names
+        self.counts.setdefault(spec, 0)
+        return names
+
+    def _tp_slot(self, fmt: EventFormat, spec: str, filt: str | None) -> _Slot:
+        slot = _Slot(fmt.event_name, spec, fmt=fmt)
+        for f in fmt.fields:
+            if f.kind in (KIND_DATA_LOC, KIND_REL_LOC):
+                slot.dyn.append((f.name, f.offset, f.kind == KIND_REL_LOC))
+        if filt:
+            ffields, raw = _tp_filter_fields(fmt)
+            try:
+                slot.pred = compile_filter(filt, ffields)
+            except SpecError as e:
+                raise SpecError(f"{fmt.event_name}: {e.message}", e.spec, e.pos) from None
+            slot.raw = raw
+        return slot
+
+    def _add_uprobe(self, ps: ProbeSpec, spec: str, filt: str | None) -> list[str]:
+        from .elf.symbols import open_image
+        from .sources.uprobe import resolve_uprobe
+
+        pid = self._pids[0] if self._pids else None
+        probes = resolve_uprobe(ps, pid=pid)
+        names = []
+        for dp in probes:
+            for w in dp.warnings:
+                self.warnings.append(f"{ps.text}: {w}")
+            try:
+                abi = abi_for(open_image(dp.target_path).machine)
+            except ValueError as e:
+                raise ps.error(str(e), part="target") from None
+            args: list[UArg] = [compile_uarg(ps, a, abi) for a in ps.args]
+            retprobe = ps.kind == "uretprobe"
+            fmt = _uprobe_format(dp.group, dp.name, args, retprobe)
+            ev = f"{dp.group}:{dp.name}"
+            slot = _Slot(ev, spec, udec=UprobeDecoder(args, retprobe))
+            if filt:
+                ffields = [
+                    FilterField(f.name, f.size, f.signed,
+                                is_string=f.kind in (KIND_DATA_LOC, KIND_STRING))
+                    for f in fmt.all_fields
+                    if f.kind in (KIND_DATA_LOC, KIND_STRING)
+                    or (f.kind == KIND_INT and f.size in (1, 2, 4, 8))]
+                try:
+                    slot.pred = compile_filter(filt, ffields)
+                except SpecError as e:
+                    raise SpecError(f"{ev}: {e.message}", e.spec, e.pos) from None
+                slot.raw = _uprobe_raw(args)
+            self._col.add_uprobe(dp.target_path, dp.offset, retprobe, args)
+            self._slots.append(slot)
+            self._formats[-len(self._slots)] = fmt
+            names.append(ev)
+        return names
+
+    @property
+    def probes(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in self._probes.items()}
+
+    # -- commands
+    def trace_command(self, argv: Sequence[str]) -> int:
+        """Start ``argv`` gated (it waits until tracing is on) and trace it and its children."""
+        if not argv:
+            raise ProbewatchError("no command given")
+        if self._started:
+            raise ProbewatchError("trace_command() must come before start()")
+        gate_r, gate_w = os.pipe()
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(gate_w)
+                os.close(err_r)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_DFL)
+                os.read(gate_r, 1)
+                os.close(gate_r)
+                os.execvp(argv[0], list(argv))
+            except OSError as e:
+                try:
+                    os.write(err_w, f"{e.errno}".encode())
+                except OSError:
+                    pass
+            finally:
+                os._exit(127)
+        os.close(gate_r)
+        os.close(err_w)
+        self._child_pid = pid
+        try:
+            self._pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self._pidfd = -1
+        self._child_argv = list(argv)
+        self._gate_w = gate_w
+        self._err_r = err_r
+        self._pids = [pid]
+        self._follow = True
+        return pid
+
+    # -- running
+    def start(self, count_only: bool = False) -> None:
+        """Load and attach the programs, then release a gated command."""
+        if self._started:
+            return
+        if not self._probes:
+            raise ProbewatchError("no probes added")
+        self._started = True
+        col = self._col
+        for p in self._pids:
+            if p != self._child_pid and not os.path.exists(f"/proc/{p}"):
+                raise NotFound(f"no process with pid {p}")
+        col.pids = list(self._pids)
+        col.follow = self._follow
+        # counting needs no records unless a filter must look at the fields
+        self._emit = not count_only or any(s.pred is not None for s in self._slots)
+        self._install_signals()
+        col.load(emit=self._emit)
+        col.attach()
+        self._t0 = time.monotonic()
+        if self._gate_w >= 0:
+            os.write(self._gate_w, b"g")
+            os.close(self._gate_w)
+            self._gate_w = -1
+            err = os.read(self._err_r, 64)
+            os.close(self._err_r)
+            self._err_r = -1
+            if err:
+                os.waitpid(self._child_pid, 0)
+                self._child_pid = 0
+                self.returncode = 127
+                raise NotFound(f"cannot run {self._child_argv[0]!r}: {os.strerror(int(err))}")
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_term(signum: int, frame: object) -> None:
+            raise SystemExit(128 + signum)
+
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            try:
+                self._old_handlers[sig] = signal.signal(sig, on_term)
+            except (ValueError, OSError):
+                pass
+
+    def _restore_signals(self) -> None:
+        for sig, h in self._old_handlers.items():
+            try:
+                signal.signal(sig, h)
+            except (ValueError, OSError, TypeError):
+                pass
+        self._old_handlers.clear()
+
+    def _child_exited(self) -> bool:
+        if not self._child_pid:
+            return False
+        try:
+            pid, status = os.waitpid(self._child_pid, os.WNOHANG)
+        except ChildProcessError:
+            self._child_pid = 0
+            return True
+        if pid == 0:
+            return False
+        rc = os.waitstatus_to_exitcode(status)
+        self.returncode = 128 - rc if rc < 0 else rc
+        self._child_pid = 0
+        return True
+
+    def _decode(self, recs: list[bytes], out: list[Event]) -> None:
+        """Ring-buffer records -> Events appended to ``out`` (filters applied)."""
+        unpack = HDR.unpack_from
+        slots = self._slots
+        comms = self._comms
+        hsz = HDR.size
+        for rec in recs:
+            kind, flags, cpu, ts, pid, tid, slot_i, size, craw = unpack(rec)
+            try:
+                s = slots[slot_i]
+            except IndexError:
+                self.unknown += 1
+                continue
+            end = min(hsz + size, len(rec))
+            comm = comms.get(craw)
+            if comm is None:
+                comm = craw.partition(b"\0")[0].decode("utf-8", "replace")
+                comms[craw] = comm
+            try:
+                if kind == GEN_TP:
+                    assert s.fmt is not None
+                    if flags & GEN_TRUNC:
+                        rec, end, cut = _clip_dynamic(rec, hsz, end, s.dyn)
+                        fields = s.fmt.decode(rec, hsz, end)
+                        fields["truncated"] = cut
+                    else:
+                        # the generated decoder straight into an Event (one call)
+                        ev = s.fmt.maker(rec, hsz, end, ts, cpu)
+                        fields = ev.fields
+                        if s.pred is None or s.pred(s.raw(rec, hsz, end, fields),
+                                                    comm, cpu):
+                            ev.pid = pid
+                            ev.tid = tid
+                            ev.comm = comm
+                            ev.event = s.event
+                            ev.probe = s.probe
+                            out.append(ev)
+                        continue
+                elif kind == GEN_UPROBE and s.udec is not None:
+                    fields = s.udec.decode(rec, hsz, end)
+                else:
+                    self.unknown += 1
+                    continue
+            except (DecodeError, struct.error):
+                self.decode_errors += 1
+                continue
+            if s.pred is not None:
+                assert s.raw is not None
+                if not s.pred(s.raw(rec, hsz, end, fields), comm, cpu):
+                    continue
+            out.append(Event(ts, cpu, pid, tid, comm, s.event, s.probe, fields))
+
+    def _raw(self, duration: float | None, count_only: bool) -> Iterator[list[Event]]:
+        """Batches of time-ordered Events (count_only: empty batches while counting)."""
+        self.start(count_only=count_only)
+        col = self._col
+        deadline = None if duration is None else self._t0 + duration
+        tracking = self._child_pid != 0
+        pending = self._pending
+        by_ts = attrgetter("ts")
+        poller = select.poll()
+        rb_fd = col.epoll_fd()
+        if rb_fd >= 0:
+            poller.register(rb_fd, select.POLLIN)
+        if tracking and self._pidfd >= 0:
+            poller.register(self._pidfd, select.POLLIN)
+        counting_in_kernel = not self._emit
+        while True:
+            done = self._stopped
+            if not done:
+                if deadline is not None and time.monotonic() >= deadline:
+                    done = True
+                elif tracking and self._child_exited():
+                    done = True
+            if not done:
+                wait = 200.0 if deadline is None else max(
+                    0.0, min(200.0, (deadline - time.monotonic()) * 1000))
+                poller.poll(wait)
+            # records committed after this instant carry a later timestamp (minus the
+            # few microseconds a program takes between its clock read and the commit)
+            horizon = time.monotonic_ns() - ORDER_LAG_NS
+            col.consume()
+            raw = col.raw
+            if raw:
+                recs = raw[:]
+                raw.clear()
+                if count_only:
+                    evs: list[Event] = []
+                    self._decode(recs, evs)
+                    for ev in evs:
+                        self.counts[ev.probe] += 1
+                else:
+                    self._decode(recs, pending)
+            if count_only:
+                if done:
+                    break
+                yield []
+                continue
+            if pending:
+                pending.sort(key=by_ts)
+                if done:
+                    ready = pending[:]
+                    pending.clear()
+                else:
+                    i = _bisect_ts(pending, horizon)
+                    ready = pending[:i]
+                    del pending[:i]
+                if ready:
+                    counts = self.counts
+                    for ev in ready:
+                        counts[ev.probe] += 1
+                    yield ready
+            if done:
+                break
+        if counting_in_kernel:
+            per = col.slot_counts()
+            for i, n in per.items():
+                self.counts[self._slots[i].probe] += n
+        self._done = True
+        self._t1 = time.monotonic()
+
+    def events(
+        self, duration: float | None = None, max_events: int | None = None
+    ) -> Iterator[Event]:
+        """Yield Events in time order until duration passes, max_events, or the command exits."""
+        n = 0
+        try:
+            for batch in self._raw(duration, count_only=False):
+                for i, ev in enumerate(batch):
+                    yield ev
+                    n += 1
+                    if max_events is not None and n >= max_events:
+                        self.stop()
+                        for rest in batch[i + 1 :]:  # counted, but never delivered
+                            self.counts[rest.probe] -= 1
+                        return
+        finally:
+            if self._t1 == 0.0:
+                self._t1 = time.monotonic()
+
+    def batches(self, duration: float | None = None) -> Iterator[list[Event]]:
+        """Like :meth:`events`, a time-ordered list at a time (cheaper per event)."""
+        try:
+            for batch in self._raw(duration, count_only=False):
+                if batch:
+                    yield batch
+        finally:
+            if self._t1 == 0.0:
+                self._t1 = time.monotonic()
+
+    def drain(self) -> Iterator[Event]:
+        """After stop() (e.g. on ^C): the events still buffered, in time order."""
+        if not self._started or self._done:
+            return
+        self.stop()
+        for batch in self._raw(None, count_only=False):
+            yield from batch
+
+    def count(self, duration: float | None = None) -> dict[str, int]:
+        """Count events per probe (in the kernel when no filter needs the fields)."""
+        if self._done:
+            return dict(self.counts)
+        for _ in self._raw(duration, count_only=True):
+            pass
+        return dict(self.counts)
+
+    def stop(self) -> None:
+        """End the trace: links are destroyed now, what is buffered can still be read."""
+        self._stopped = True
+        self._col.detach()
+
+    def summary(self) -> BpfTraceSummary:
+        ls = self._col.losses()
+        end = self._t1 or time.monotonic()
+        s = BpfTraceSummary(
+            events=dict(self.counts),
+            lost=ls.lost,
+            lost_per_cpu=dict(ls.lost_per_cpu),
+            unknown=self.unknown + self.decode_errors,
+            duration=end - (self._t0 or end),
+            generated=ls.generated,
+            read_failed=ls.read_failed,
+            truncated=ls.truncated,
+            startup=(self._t0 - self._t_init) if self._t0 else 0.0,
+        )
+        return s
+
+    def wait_command(self) -> int | None:
+        """Wait for a traced command (after tracing ended) and return its exit status."""
+        if self._child_pid:
+            _, status = os.waitpid(self._child_pid, 0)
+            rc = os.waitstatus_to_exitcode(status)
+            self.returncode = 128 - rc if rc < 0 else rc
+            self._child_pid = 0
+        return self.returncode
+
+    def close(self) -> None:
+        """Detach and free every BPF object of this session. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._gate_w >= 0:  # never released: the command must not run untraced
+                if self._child_pid:
+                    try:
+                        os.kill(self._child_pid, signal.SIGKILL)
+                        os.waitpid(self._child_pid, 0)
+                    except (ProcessLookupError, ChildProcessError):
+                        pass
+                    self._child_pid = 0
+                os.close(self._gate_w)
+                self._gate_w = -1
+            if self._err_r >= 0:
+                os.close(self._err_r)
+                self._err_r = -1
+            self._col.close()
+        finally:
+            if self._pidfd >= 0:
+                os.close(self._pidfd)
+                self._pidfd = -1
+            self._restore_signals()
+            _live.discard(self)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _pow2(n: int) -> int:
+    size = max(n, os.sysconf("SC_PAGE_SIZE"))
+    p = 1
+    while p < size:
+        p <<= 1
+    return min(p, 1 << 30)
+
+
+def _bisect_ts(evs: list[Event], ts: int) -> int:
+    lo, hi = 0, len(evs)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if evs[mid].ts <= ts:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _clip_dynamic(rec: bytes, start: int, end: int,
+                  dyn: list[tuple[str, int, bool]]) -> tuple[bytes, int, list[str]]:
+    """A cut record: shorten dynamic fields that run past its end; -> (rec, end, names)."""
+    buf = bytearray(rec[:end])
+    cut = []
+    for name, off, rel in dyn:
+        p = start + off
+        if p + 4 > end:
+            continue
+        (loc,) = struct.unpack_from("<I", buf, p)
+        o = (loc & 0xFFFF) + (p + 4 if rel else start)
+        ln = loc >> 16
+        if o + ln > end:
+            ln = max(0, end - o)
+            struct.pack_into("<I", buf, p, (ln << 16) | (loc & 0xFFFF))
+            cut.append(name)
+    return bytes(buf), end, cut
+
+
+def _tp_filter_fields(
+    fmt: EventFormat,
+) -> tuple[list[FilterField], Callable[[bytes, int, int, dict[str, Any]], dict[str, Any]]]:
+    """The filterable fields of a tracepoint and a function reading their raw values."""
+    ffields = []
+    ints: list[tuple[str, struct.Struct, int]] = []
+    strings: list[str] = []
+    for f in fmt.all_fields:
+        if f.kind in (KIND_INT, KIND_POINTER) and f.size in (1, 2, 4, 8):
+            ffields.append(FilterField(f.name, f.size, f.signed,
+                                       is_pointer=f.kind == KIND_POINTER))
+            ints.append((f.name, struct.Struct("<" + _INT_CODES[(f.size, f.signed)]), f.offset))
+        elif f.kind == KIND_STRING or (
+            f.kind in (KIND_DATA_LOC, KIND_REL_LOC) and f.elem_kind == ELEM_STRING
+        ):
+            ffields.append(FilterField(f.name, is_string=True))
+            strings.append(f.name)
+
+    def raw(rec: bytes, start: int, end: int, fields: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {n: st.unpack_from(rec, start + off)[0] for n, st, off in ints}
+        for n in strings:
+            out[n] = fields.get(n, "")
+        return out
+
+    return ffields, raw
+
+
+def _uprobe_raw(args: list[UArg]) -> Callable[[bytes, int, int, dict[str, Any]], dict[str, Any]]:
+    def raw(rec: bytes, start: int, end: int, fields: dict[str, Any]) -> dict[str, Any]:
+        out = dict(fields)
+        (out["common_pid"],) = struct.unpack_from("<I", rec, 20)  # the header's tid
+        return out
+
+    return raw
+
+
+def _uprobe_format(group: str, name: str, args: list[UArg], retprobe: bool) -> EventFormat:
+    """The format the kernel would give this probe (field names, sizes, signedness)."""
+    lines = [
+        "\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;",
+        "\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;",
+        "\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;",
+        "\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;",
+        "",
+    ]
+    off = 8
+    heads = ["__probe_func", "__probe_ret_ip"] if retprobe else ["__probe_ip"]
+    for h in heads:
+        lines.append(f"\tfield:unsigned long {h};\toffset:{off};\tsize:8;\tsigned:0;")
+        off += 8
+    for a in args:
+        if a.kind == 1:
+            lines.append(f"\tfield:__data_loc char[] {a.name};\toffset:{off};\tsize:4;\tsigned:1;")
+            off += 4
+            continue
+        es = a.elem_size or a.size
+        t = f"{'s' if a.signed else 'u'}{es * 8}"
+        dims = "[]" if a.kind == 2 else ""
+        lines.append(f"\tfield:{t} {a.name}{dims};\toffset:{off};\tsize:{a.size};"
+                     f"\tsigned:{int(a.signed)};")
+        off += a.size
+    text = f"name: {name}\nID: 0\nformat:\n" + "\n".join(lines) + "\n\nprint fmt: \"\"\n"
+    return parse_format(text, group)
+
+
+@atexit.register
+def _close_all() -> None:
+    for s in list(_live):
+        try:
+            s.close()
+        except Exception:
+            pass
+
+
+__all__ = ["BpfTraceSession", "BpfTraceSummary", "libbpf"]

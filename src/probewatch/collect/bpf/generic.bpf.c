@@ -1,0 +1,306 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+/*
+ * generic.bpf.c: the BPF backend of "probewatch trace" (probewatch.bpf_trace).
+ *
+ * pw_tp: one program for every tracepoint. It copies the raw record (the bytes
+ * ftrace would store: fixed part plus the __data_loc data after it) into a ring
+ * buffer record after a struct pw_gen_hdr; user space decodes it with the same
+ * EventFormat decoder as ftrace records. The BPF cookie of each attachment is its
+ * slot in map "tpconf" (event id, fixed size, where the dynamic fields' locators
+ * are). The first 8 bytes of a tracepoint's BPF context hold a pt_regs pointer,
+ * not the common fields: they are rebuilt (common_type, common_pid; flags and
+ * preempt_count are 0).
+ *
+ * pw_uprobe: one program for every uprobe / uretprobe; the cookie is the slot in
+ * map "uconf", which describes how to fetch each argument from pt_regs and user
+ * memory (probewatch.h, struct pw_uarg).
+ *
+ * Counting (map "slot_counts") happens before emission; with "emit" off (count
+ * mode) nothing goes to the ring buffer.
+ */
+#include "common.bpf.h"
+
+const volatile bool emit = true;
+const volatile __u32 tp_max = PW_TP_DATA_MAX; /* raw record bytes copied at most */
+const volatile __u32 ustr_max = 256;          /* bytes per string argument (NUL incl.) */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PW_GEN_SLOTS);
+	__type(key, __u32);
+	__type(value, struct pw_tpconf);
+} tpconf SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PW_GEN_SLOTS);
+	__type(key, __u32);
+	__type(value, struct pw_uconf);
+} uconf SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PW_GEN_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} slot_counts SEC(".maps");
+
+struct pw_tp_buf {
+	struct pw_gen_hdr h;
+	/* twice the maximum: the verifier is shown a read's size fits with one mask */
+	__u8 data[2 * PW_TP_DATA_MAX];
+};
+
+struct pw_u_buf {
+	struct pw_gen_hdr h;
+	struct pw_urec r;
+	/* 2 * PW_USTR_AREA: a read of up to PW_USTR_AREA bytes at any offset below
+	 * PW_USTR_AREA stays inside, which is how the verifier is shown it does */
+	__u8 data[2 * PW_USTR_AREA];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pw_tp_buf);
+} tp_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pw_u_buf);
+} u_scratch SEC(".maps");
+
+static __always_inline void pw_gen_hdr_fill(struct pw_gen_hdr *h, __u16 kind, __u64 pid_tgid,
+					    __u32 slot)
+{
+	h->kind = kind;
+	h->flags = 0;
+	h->cpu = bpf_get_smp_processor_id();
+	h->ts = bpf_ktime_get_ns();
+	h->pid = pid_tgid >> 32;
+	h->tid = (__u32)pid_tgid;
+	h->slot = slot;
+	h->size = 0;
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+static __always_inline void pw_slot_count(__u32 slot)
+{
+	__u64 *n = bpf_map_lookup_elem(&slot_counts, &slot);
+
+	if (n)
+		*n += 1;
+}
+
+SEC("tracepoint/sched/sched_process_fork")
+int pw_gen_fork(struct trace_event_raw_sched_process_fork *ctx)
+{
+	pw_follow_fork(ctx);
+	return 0;
+}
+
+SEC("tracepoint")
+int pw_tp(void *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 slot = (__u32)bpf_get_attach_cookie(ctx);
+	struct pw_tpconf *c;
+	struct pw_tp_buf *b;
+	__u32 zero = 0, size, n;
+
+	if (!pw_wanted(pid_tgid))
+		return 0;
+	c = bpf_map_lookup_elem(&tpconf, &slot);
+	if (!c)
+		return 0;
+	pw_slot_count(slot);
+	if (!emit)
+		return 0;
+	b = bpf_map_lookup_elem(&tp_scratch, &zero);
+	if (!b)
+		return 0;
+	pw_gen_hdr_fill(&b->h, PW_GEN_TP, pid_tgid, slot);
+	size = c->fixed;
+	n = c->n_dloc;
+	for (int i = 0; i < PW_TP_DLOC_MAX; i++) {
+		__u32 loc = 0, off, end;
+
+		if (i >= n)
+			break;
+		off = c->dloc[i];
+		if (bpf_probe_read_kernel(&loc, sizeof(loc), ctx + (off & 0x7fff)))
+			continue;
+		end = (loc & 0xffff) + (loc >> 16);
+		if (off & PW_DLOC_REL)
+			end += (off & 0x7fff) + 4;
+		if (end > size)
+			size = end;
+	}
+	if (size > tp_max) {
+		size = tp_max;
+		b->h.flags = PW_GEN_TRUNC;
+		pw_stat_add(PW_STAT_TRUNC, 1);
+	}
+	if (size < 8)
+		size = 8;
+	pw_bound(size, 2 * PW_TP_DATA_MAX - 1);
+	if (bpf_probe_read_kernel(b->data, size, ctx)) {
+		pw_stat_add(PW_STAT_READ_FAIL, 1);
+		return 0;
+	}
+	/* the common fields (the context's first 8 bytes hold a pt_regs pointer) */
+	*(__u16 *)&b->data[0] = c->event_id;
+	b->data[2] = 0;
+	b->data[3] = 0;
+	*(__s32 *)&b->data[4] = (__u32)pid_tgid;
+	b->h.size = size;
+	pw_submit(b, sizeof(b->h) + size);
+	return 0;
+}
+
+static __always_inline int pw_uprobe_common(struct pt_regs *ctx, bool ret)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 slot = (__u32)bpf_get_attach_cookie(ctx);
+	__u64 regs[sizeof(struct pt_regs) / 8];
+	struct pw_uconf *c;
+	struct pw_u_buf *b;
+	__u32 zero = 0, pos = 0, nargs;
+
+	if (!pw_wanted(pid_tgid))
+		return 0;
+	c = bpf_map_lookup_elem(&uconf, &slot);
+	if (!c)
+		return 0;
+	pw_slot_count(slot);
+	if (!emit)
+		return 0;
+	b = bpf_map_lookup_elem(&u_scratch, &zero);
+	if (!b)
+		return 0;
+	pw_gen_hdr_fill(&b->h, PW_GEN_UPROBE, pid_tgid, slot);
+	if (bpf_probe_read_kernel(regs, sizeof(regs), ctx)) {
+		pw_stat_add(PW_STAT_READ_FAIL, 1);
+		return 0;
+	}
+	/* uprobe: the probed address; uretprobe: the function's entry (kernel >= 6.4) */
+	b->r.ip = bpf_get_func_ip(ctx);
+	b->r.ret_ip = ret ? PT_REGS_IP(ctx) : 0;
+	nargs = c->nargs;
+	for (int i = 0; i < PW_UARGS_MAX; i++) {
+		struct pw_uarg *a = &c->args[i];
+		struct pw_uval *u = &b->r.vals[i];
+		__u64 v = 0;
+		__u32 reg, nd, last;
+		long err = 0;
+
+		u->val = 0;
+		u->len = 0;
+		u->flags = 0;
+		u->_pad = 0;
+		if (i >= nargs)
+			continue;
+		reg = a->reg;
+		if (reg < sizeof(regs) / 8)
+			v = regs[reg];
+		nd = a->nderef;
+		if (nd > PW_UDEREF_MAX)
+			nd = PW_UDEREF_MAX;
+		/* the reads before the last one are pointer reads */
+		last = nd ? nd - 1 : 0;
+		for (int j = 0; j < PW_UDEREF_MAX - 1; j++) {
+			__u64 p;
+
+			if (j >= last)
+				break;
+			p = v + (__s64)a->off[j];
+			v = 0;
+			err = bpf_probe_read_user(&v, sizeof(v), (void *)p);
+			if (err)
+				break;
+		}
+		if (err) {
+			u->flags = PW_UVAL_FAULT;
+			pw_stat_add(PW_STAT_READ_FAIL, 1);
+			continue;
+		}
+		if (nd == 0) {
+			u->val = v;
+			continue;
+		}
+		if (last < PW_UDEREF_MAX)
+			v += (__s64)a->off[last & (PW_UDEREF_MAX - 1)];
+		if (a->kind == PW_UARG_INT) {
+			__u64 x = 0;
+			__u32 sz = a->size;
+
+			if (sz > 8)
+				sz = 8;
+			if (bpf_probe_read_user(&x, sz, (void *)v)) {
+				u->flags = PW_UVAL_FAULT;
+				pw_stat_add(PW_STAT_READ_FAIL, 1);
+			}
+			u->val = x;
+			continue;
+		}
+		if (pos >= PW_USTR_AREA) {
+			/* the record is full: later strings/arrays are cut */
+			u->flags = PW_UVAL_TRUNC;
+			b->h.flags |= PW_GEN_TRUNC;
+			pw_stat_add(PW_STAT_TRUNC, 1);
+			continue;
+		}
+		pw_bound(pos, PW_USTR_AREA - 1);
+		u->val = pos;
+		if (a->kind == PW_UARG_STR) {
+			__u32 max = ustr_max;
+			long n;
+
+			if (max > PW_USTR_AREA)
+				max = PW_USTR_AREA;
+			n = bpf_probe_read_user_str(&b->data[pos], max, (void *)v);
+			if (n < 0) {
+				u->flags = PW_UVAL_FAULT;
+				pw_stat_add(PW_STAT_READ_FAIL, 1);
+				continue;
+			}
+			if (n == max) {
+				u->flags = PW_UVAL_TRUNC;
+				pw_stat_add(PW_STAT_TRUNC, 1);
+			}
+			u->len = n;
+			pos += n;
+		} else {
+			__u32 sz = a->size;
+
+			if (sz > 512)
+				sz = 512;
+			if (bpf_probe_read_user(&b->data[pos], sz, (void *)v)) {
+				u->flags = PW_UVAL_FAULT;
+				pw_stat_add(PW_STAT_READ_FAIL, 1);
+				continue;
+			}
+			u->len = sz;
+			pos += sz;
+		}
+	}
+	pw_bound(pos, 2 * PW_USTR_AREA - 1);
+	b->h.size = sizeof(b->r) + pos;
+	pw_submit(b, sizeof(b->h) + sizeof(b->r) + pos);
+	return 0;
+}
+
+SEC("uprobe")
+int pw_uprobe(struct pt_regs *ctx)
+{
+	return pw_uprobe_common(ctx, false);
+}
+
+SEC("uretprobe")
+int pw_uretprobe(struct pt_regs *ctx)
+{
+	return pw_uprobe_common(ctx, true);
+}
