@@ -24,18 +24,37 @@ from typing import Any
 from .errors import FeatureUnavailable, ProbewatchError, TracefsError
 
 BACKENDS = ("auto", "ftrace", "bpf")
+_BPF_COUNT_KINDS = {"t", "tracepoint", "u", "uprobe", "ur", "uretprobe"}
 
 
-def open_session(backend: str = "auto", **kw: Any) -> Any:
+def open_session(
+    backend: str = "auto",
+    *,
+    counting: bool = False,
+    specs: list[str] | None = None,
+    user_filter: str | None = None,
+    **kw: Any,
+) -> Any:
     """A Session (ftrace) or BpfTraceSession (bpf) for ``backend``; same API either way.
 
     kw: buffer_kb, pids, comm, follow_children (as :class:`probewatch.session.Session`).
+    With ``auto``, counting-only runs of tracepoint/uprobe specs without a filter go
+    to bpf, which counts in the kernel (no record crosses to user space); everything
+    else goes to ftrace.
     """
     if backend not in BACKENDS:
         raise ProbewatchError(f"unknown backend {backend!r} (have: {', '.join(BACKENDS)})")
     if backend == "bpf":
         return _bpf(**kw)
     from .session import Session
+
+    if backend == "auto" and counting and not user_filter and specs and all(
+        sp.split(":", 1)[0] in _BPF_COUNT_KINDS for sp in specs
+    ):
+        try:
+            return _bpf(**kw)
+        except ProbewatchError:
+            pass  # fall through to ftrace
 
     if backend == "ftrace":
         return Session(backend="ftrace", **kw)

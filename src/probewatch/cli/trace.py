@@ -86,9 +86,11 @@ def run(args: argparse.Namespace) -> int:
 
     cmd = split_command(args)
     out = sys.stdout
+    specs = join_spec_words(args.specs)
     with open_session(args.backend, buffer_kb=args.buffer_kb, pids=args.pid,
-                      comm=args.comm) as s:
-        for spec in join_spec_words(args.specs):
+                      comm=args.comm, counting=args.count, specs=specs,
+                      user_filter=args.filter_expr) as s:
+        for spec in specs:
             s.add(spec, filter=args.filter_expr)
         for w in s.warnings:
             print(f"probewatch: warning: {w}", file=sys.stderr)
