@@ -23,7 +23,18 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path("/work/shared/tools/run-in-stock-kernel.sh")
+# CI lays shared/ beside the clone; developers have it at /work/shared
+SCRIPT = next(
+    (
+        p
+        for p in (
+            Path(__file__).resolve().parents[3] / "shared/tools/run-in-stock-kernel.sh",
+            Path("/work/shared/tools/run-in-stock-kernel.sh"),
+        )
+        if p.exists()
+    ),
+    Path("/work/shared/tools/run-in-stock-kernel.sh"),
+)
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.stockkernel
