@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Event",
     "Session",
+    "Capture",
     "ProbewatchError",
     "SpecError",
     "FeatureUnavailable",
@@ -41,4 +42,8 @@ def __getattr__(name: str) -> object:
         from .session import Session
 
         return Session
+    if name == "Capture":
+        from .capture import Capture
+
+        return Capture
     raise AttributeError(name)

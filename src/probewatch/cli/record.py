@@ -1,0 +1,308 @@
+"""probewatch record: store the events of probe specs in a capture file (SQLite)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ProbewatchError, SpecError
+from ..event import Event
+from ..sinks.jsonl import JsonLinesSink
+from ..sinks.text import TextSink
+from .trace import add_common, join_spec_words, split_command
+
+if TYPE_CHECKING:
+    from ..session import Session, Summary
+    from ..sinks.capture import CaptureWriter, ProbeInfo, RunInfo, WriteResult
+
+EXAMPLES = """examples:
+  probewatch record t:syscalls:sys_enter_getppid -- ./loop     ./loop's getppid calls
+  probewatch record 't:sched:sched_process_*' -d 60 -o procs.db  a minute of process life
+  probewatch record t:syscalls:sys_enter_openat -c cat --echo   record, and print as trace
+  probewatch record t:raw_syscalls:sys_enter t:raw_syscalls:sys_exit -p 1234 -d 10
+  probewatch record u:libc:malloc ur:libc:malloc -o malloc.db -- ls    calls as slices
+then look at it:
+  probewatch report procs.db --event sched_process_exec
+  probewatch stats procs.db
+  probewatch query procs.db "SELECT comm, count(*) FROM events GROUP BY comm"
+  probewatch export procs.db --perfetto procs.json        (open in ui.perfetto.dev)
+
+Specs, -p, -c, --filter, -d and -- COMMAND work as in probewatch trace. The capture
+(default probewatch-YYYYmmdd-HHMMSS.db in the current directory, mode 0600) is written
+while recording, in a transaction about every 0.1-0.4 s: a killed recorder loses at
+most its last uncommitted batch and the file still opens; a full disk stops the
+recording and keeps what was written. On stderr: where it wrote and what the kernel
+dropped (with --json as one line {"summary": {...}}). The exit status is the traced
+command's, or 1 when writing the capture failed.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "record",
+        usage="probewatch record [options] SPEC... [-- COMMAND ARGS...]",
+        help="record events of probe specs into a capture file",
+        description="Record events of probe specs into a capture file (SQLite), for "
+        "report, stats, query and export later.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common(p)
+    for a in p._actions:
+        if a.dest == "count":
+            a.help = argparse.SUPPRESS
+        elif a.dest == "json":
+            a.help = "summary on stderr as JSON (with --echo: events as JSON lines)"
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="capture file (default probewatch-YYYYmmdd-HHMMSS.db)")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    p.add_argument("--echo", action="store_true",
+                   help="also print the events on stdout, as probewatch trace does")
+    p.set_defaults(func=run)
+
+
+def default_path(now: float | None = None) -> str:
+    """probewatch-YYYYmmdd-HHMMSS.db, with -N added when that name is taken."""
+    base = time.strftime("probewatch-%Y%m%d-%H%M%S", time.localtime(now))
+    path = base + ".db"
+    n = 1
+    while os.path.lexists(path):
+        path = f"{base}-{n}.db"
+        n += 1
+    return path
+
+
+def _hex_fields(s: Session) -> dict[str, set[str]]:
+    fmts = getattr(s, "_formats", {}) or {}
+    # as probewatch trace: pointers and probe addresses in hex
+    return {
+        f"{f.system}:{f.name}": {
+            fl.name for fl in f.fields if "*" in fl.ctype or fl.name.startswith("__probe")
+        }
+        for f in fmts.values()
+    }
+
+
+def _run_info(args: argparse.Namespace, s: Session, cmd: list[str]) -> RunInfo:
+    from ..sinks.capture import RunInfo
+
+    col = getattr(s, "_collector", None)
+    return RunInfo(
+        backend=s.backend,
+        clock=getattr(col, "clock", None),
+        argv=["probewatch", *sys.argv[1:]],
+        command=cmd or None,
+        buffer_kb=args.buffer_kb,
+        filter=args.filter_expr,
+        pids=list(args.pid) or None,
+        comm=args.comm,
+    )
+
+
+def _probe_infos(args: argparse.Namespace, s: Session) -> list[ProbeInfo]:
+    from ..sinks.capture import ProbeInfo
+    from ..sources.spec import parse_spec
+
+    # dynamic probes (uprobes, kprobes, USDT) as the backend resolved them
+    dyn = {f"{dp.group}:{dp.name}": dp for dp in getattr(s, "_dynamic", []) or []}
+    out = []
+    for spec, events in s.probes.items():
+        info = ProbeInfo(spec, backend=s.backend, filter=args.filter_expr, events=events)
+        try:
+            ps = parse_spec(spec)
+        except SpecError:
+            ps = None
+        if ps is not None:
+            info.kind = ps.kind
+            if ps.kind == "tracepoint":
+                info.target = f"{ps.system}:{ps.name}"
+            else:
+                info.target, info.symbol = ps.target, ps.symbol
+                info.offset, info.address = ps.offset, ps.address
+        entry = ps is not None and not ps.offset and ps.address is None
+        resolved = []
+        for ev in events:
+            dp = dyn.get(ev)
+            if dp is None:
+                continue
+            resolved.append({"event": ev, "kind": dp.kind, "target": dp.target_path or None,
+                             "symbol": dp.symbol, "offset": dp.offset, "entry": entry})
+        if resolved:
+            info.resolved = resolved
+            info.target = resolved[0]["target"] or info.target
+        out.append(info)
+    return out
+
+
+def _pump(s: Session, writer: CaptureWriter, args: argparse.Namespace,
+          echo: Callable[[list[Event]], None] | None) -> None:
+    """The hot loop: hand every batch of events to the writer queue; never touch the
+    disk. Waits only when the writer is far behind (then the kernel drops and counts)."""
+    if args.max_events is None:
+        batches: Iterable[list[Event]] = s.batches(duration=args.duration)
+    else:
+        batches = ([ev] for ev in s.events(duration=args.duration,
+                                             max_events=args.max_events))
+    add_many = writer.add_many
+    for batch in batches:
+        add_many(batch)
+        if echo is not None:
+            echo(batch)
+        if writer.error is not None:
+            return
+        if writer.backlog() > writer.max_backlog:
+            writer.wait_backlog()
+
+
+def _echo(s: Session, as_json: bool) -> Callable[[list[Event]], None]:
+    if as_json:
+        return JsonLinesSink(sys.stdout).write_many
+    write = TextSink(sys.stdout, hex_fields=_hex_fields(s)).write
+
+    def text(batch: list[Event]) -> None:
+        for ev in batch:
+            write(ev)
+
+    return text
+
+
+def _finish(
+    writer: CaptureWriter, summ: Summary | None, status: str, message: str | None,
+    exit_status: int | None,
+) -> WriteResult:
+    if summ is None:
+        return writer.finish(status=status, message=message, exit_status=exit_status)
+    return writer.finish(
+        status=status,
+        message=message,
+        exit_status=exit_status,
+        lost_per_cpu=summ.lost_per_cpu,
+        lost_per_probe=None,  # the ftrace ring buffer counts losses per CPU only
+        counts=summ.events,
+        page_missed=summ.page_missed,
+        unknown=summ.unknown,
+    )
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _report(
+    res: WriteResult, summ: Summary | None, as_json: bool, error_shown: bool = False
+) -> None:
+    d: dict[str, Any] = summ.to_dict() if summ is not None else {
+        "events": {}, "total": 0, "lost": 0, "lost_per_cpu": {}, "duration": 0.0}
+    d.update({"file": os.path.abspath(res.path), "bytes": res.bytes, "written": res.events,
+              "status": res.status})
+    if as_json:
+        print(json.dumps({"summary": d}), file=sys.stderr)
+        return
+    if res.error is not None and not error_shown:
+        print(f"probewatch: error: {res.error}", file=sys.stderr)
+    per = ", ".join(f"{k}: {v}" for k, v in d["events"].items())
+    n = f"{res.events}" if res.events == d["total"] else f"{res.events} of {d['total']}"
+    msg = (f"recorded {n} events ({per}) in {d['duration']:.2f}s to {res.path} "
+           f"({_size(res.bytes)}), lost {d['lost']}")
+    if d["lost"]:
+        msg += " (per CPU: " + ", ".join(
+            f"cpu{c}={n}" for c, n in d["lost_per_cpu"].items() if n) + ")"
+    if res.status != "complete":
+        msg += f" [{res.status}]"
+    print(msg, file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..session import Session
+    from ..sinks.capture import CaptureWriter, read_proc
+
+    cmd = split_command(args)
+    if args.count:
+        raise ProbewatchError("record stores every event: --count does not apply "
+                              "(probewatch stats FILE counts a capture)")
+    path = args.output or default_path()
+    writer = CaptureWriter(path, force=args.force)
+    begun = False
+    summ: Summary | None = None
+    status, message = "complete", None
+    rc = 0
+    error_shown = False
+    try:
+        with Session(backend=args.backend, buffer_kb=args.buffer_kb, pids=args.pid,
+                     comm=args.comm) as s:
+            for spec in join_spec_words(args.specs):
+                s.add(spec, filter=args.filter_expr)
+            for w in s.warnings:
+                print(f"probewatch: warning: {w}", file=sys.stderr)
+            child = s.trace_command(cmd) if cmd else 0
+            t0 = time.monotonic_ns()
+            s.start()  # a bad -p pid or command fails here, before the run is written
+            info = _run_info(args, s, cmd)
+            writer.begin_run(info, _probe_infos(args, s), hex_fields=_hex_fields(s),
+                             start_ts=t0 if info.clock in (None, "mono") else None)
+            begun = True
+            for pid in args.pid:  # what /proc says about the processes asked for
+                pinfo = read_proc(pid)
+                if pinfo:
+                    writer.note_process(pid, **pinfo, source="proc")
+            if child:
+                exe = shutil.which(cmd[0])
+                writer.note_process(child, ppid=os.getpid(), argv=list(cmd),
+                                    exe=os.path.realpath(exe) if exe else None,
+                                    comm=os.path.basename(cmd[0])[:15], source="command")
+            writer.on_error = lambda e: s.stop()
+            echo = _echo(s, args.json) if args.echo else None
+            try:
+                _pump(s, writer, args, echo)
+            except KeyboardInterrupt:
+                # ^C ends the recording: store what was captured up to now
+                s.stop()
+                status, message = "interrupted", "interrupted (SIGINT)"
+                try:
+                    for ev in s.drain():
+                        writer.add(ev)
+                        if echo is not None:
+                            echo([ev])
+                except KeyboardInterrupt:
+                    pass
+            if echo is not None:
+                sys.stdout.flush()
+            if writer.error is not None:
+                error_shown = True
+                s.stop()
+                print(f"probewatch: error: {writer.error}", file=sys.stderr)
+                if cmd:
+                    print(f"probewatch: waiting for {cmd[0]} (pid {child}) to exit",
+                          file=sys.stderr)
+            summ = s.summary()
+            if cmd:
+                s.close()
+                rc = s.wait_command() or 0
+                writer.note_process(child, exit_code=rc)
+    except BaseException as e:
+        if not begun:
+            writer.abandon()
+            raise
+        if isinstance(e, KeyboardInterrupt | SystemExit):
+            st, msg = "interrupted", f"interrupted ({type(e).__name__})"
+        else:
+            st, msg = "error", f"{type(e).__name__}: {e}"
+        res = _finish(writer, summ, st, msg, None)
+        print(f"probewatch: {res.events} events kept in {res.path} [{res.status}]",
+              file=sys.stderr)
+        raise
+    res = _finish(writer, summ, status, message, rc if cmd else None)
+    _report(res, summ, args.json, error_shown)
+    if res.error is not None:
+        return 1
+    return rc

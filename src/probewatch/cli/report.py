@@ -1,0 +1,96 @@
+"""probewatch report: print the events of a capture as probewatch trace printed them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..sinks.jsonl import JsonLinesSink
+from ..sinks.text import TextSink
+from .trace import print_summary
+
+EXAMPLES = """examples:
+  probewatch report run.db                         every event, as trace prints it
+  probewatch report run.db --json | jq .fields     JSON lines, as trace --json
+  probewatch report run.db -p 1234 -c bash         one process, one comm
+  probewatch report run.db --event 'sys_enter_open*'
+  probewatch report run.db --event 'sched:*' -n 20
+
+--event is a glob over "system:name"; without ':' it matches the name only.
+-c is an exact comm, or a glob when it has * ? or [. -p matches the process (thread
+group) id and is repeatable. The summary goes to stderr like trace's (with --json as
+one line {"summary": {...}}), with the kernel's losses of the recording.
+"""
+
+
+def add_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-p", "--pid", type=int, action="append", default=[],
+                   help="only events of this process id; repeatable")
+    p.add_argument("-c", "--comm", help="only events of this comm (glob if it has * ? [)")
+    p.add_argument("--event", metavar="GLOB", help="only events whose system:name matches")
+    p.add_argument("--probe", metavar="SPEC", help="only events of this probe spec")
+
+
+def filters(args: argparse.Namespace) -> dict[str, Any]:
+    return {"pid": args.pid or None, "comm": args.comm, "event": args.event,
+            "probe": args.probe}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="print the events of a capture as trace would",
+        description="Print the events of a capture file as probewatch trace printed them.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("file", metavar="FILE", help="capture file written by probewatch record")
+    p.add_argument("--json", action="store_true", help="JSON lines on stdout")
+    add_filters(p)
+    p.add_argument("-n", "--max-events", type=int, help="stop after MAX events")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..capture import Capture
+
+    out = sys.stdout
+    with Capture(args.file) as cap:
+        counts: dict[str, int] = {p["spec"]: 0 for p in cap.probes()}
+        evs = cap.events(limit=args.max_events, **filters(args))
+        if args.json:
+            jsink = JsonLinesSink(out)
+            for ev in evs:
+                jsink.write(ev)
+                counts[ev.probe] = counts.get(ev.probe, 0) + 1
+        else:
+            tsink = TextSink(out, hex_fields=cap.hex_fields())
+            for ev in evs:
+                tsink.write(ev)
+                counts[ev.probe] = counts.get(ev.probe, 0) + 1
+        out.flush()
+        runs = cap.runs()
+    lost = sum(r.lost or 0 for r in runs)
+    per_cpu: dict[str, int] = {}
+    for r in runs:
+        for c, n in (r.lost_per_cpu or {}).items():
+            per_cpu[c] = per_cpu.get(c, 0) + n
+    d = {
+        "events": counts,
+        "total": sum(counts.values()),
+        "lost": lost,
+        "lost_per_cpu": per_cpu,
+        "page_missed": sum(r.page_missed or 0 for r in runs),
+        "duration": round(sum(r.duration for r in runs), 6),
+    }
+    unfinished = [r for r in runs if not r.complete or r.status != "complete"]
+    if args.json:
+        d["status"] = ",".join(r.status for r in runs) or "empty"
+    elif unfinished:
+        for r in unfinished:
+            why = r.message or ("the recorder stopped before closing the run (killed?); "
+                                "events up to its last commit are shown")
+            print(f"note: {args.file}: run {r.id} is {r.status}: {why}", file=sys.stderr)
+    print_summary(d, args.json)
+    return 0
