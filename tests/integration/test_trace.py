@@ -175,29 +175,47 @@ def test_two_sessions_at_once(tracefs: str, getppid_n: Path) -> None:
 
 
 class _TopLevel:
-    """Snapshot/restore of the top-level tracefs state that trace-cmd -k leaves behind."""
+    """Snapshot/restore of the top-level tracefs state that `trace-cmd record -k` keeps.
 
-    FILES = ("tracing_on", "buffer_size_kb", "trace_clock", "set_event_pid")
+    Only files whose value changed are written back, so nothing else is disturbed.
+    """
 
     def __init__(self, root: str) -> None:
         self.root = root
-        self.saved = {}
-        for f in self.FILES:
-            with open(os.path.join(root, f)) as fh:
-                self.saved[f] = fh.read()
+        self.saved: dict[str, str] = {}
+        files = ["tracing_on", "buffer_size_kb", "trace_clock", "set_event_pid",
+                 "current_tracer", "events/syscalls/sys_enter_getppid/enable",
+                 "events/syscalls/sys_enter_getppid/filter"]
+        files += [f"options/{o}" for o in os.listdir(os.path.join(root, "options"))]
+        for f in files:
+            try:
+                with open(os.path.join(root, f)) as fh:
+                    self.saved[f] = fh.read()
+            except OSError:
+                pass
+
+    @staticmethod
+    def _value(f: str, text: str) -> str:
+        if f == "trace_clock":
+            return text.split("[")[1].split("]")[0]
+        if f.endswith("/filter"):
+            return "0" if text.strip() == "none" else text.strip()
+        if f == "buffer_size_kb" and "expanded:" in text:
+            return text.split("expanded:")[1].strip(" )\n")
+        return text.strip()
 
     def restore(self) -> None:
-        ev = os.path.join(self.root, "events/syscalls/sys_enter_getppid")
-        for rel, val in (("enable", "0"), ("filter", "0")):
-            with open(os.path.join(ev, rel), "w") as fh:
-                fh.write(val)
-        with open(os.path.join(self.root, "set_event_pid"), "w") as fh:
-            fh.write("")
-        clock = self.saved["trace_clock"].split("[")[1].split("]")[0]
-        with open(os.path.join(self.root, "trace_clock"), "w") as fh:
-            fh.write(clock)
-        with open(os.path.join(self.root, "tracing_on"), "w") as fh:
-            fh.write(self.saved["tracing_on"].strip())
+        for f, old in self.saved.items():
+            path = os.path.join(self.root, f)
+            try:
+                with open(path) as fh:
+                    now = fh.read()
+                if now == old:
+                    continue
+                with open(path, "w") as fh:  # these files are replaced, not appended to
+                    fh.write(self._value(f, old))
+            except OSError:
+                pass
 
 
 def test_trace_cmd_alongside_is_not_disturbed(
