@@ -21,11 +21,11 @@ import atexit
 import os
 import signal
 import struct
-import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 from .collect.bpf import libbpf
@@ -41,6 +41,7 @@ from .collect.bpf.loader import (
     parse_stats,
     syscall_table,
 )
+from .collect.command import GatedCommand, SignalGuard
 from .decode.syscalls import NORETURN, SyscallTable, arg_kinds
 from .errors import FeatureUnavailable, NotFound, ProbewatchError
 from .event import Event
@@ -152,20 +153,17 @@ class BpfSession:
         self._raw: list[bytes] = []
         self._closed = False
         self._started = False
-        self._child_pid = 0
-        self._child_argv: list[str] = []
-        self._gate_w = -1
-        self._err_r = -1
-        self.returncode: int | None = None
+        self._command = GatedCommand()
         self.counts: dict[str, int] = {}
         self.delivered = 0
         self._t_init = time.monotonic()
         self._t0 = 0.0
         self._t1 = 0.0
-        self._old_handlers: dict[int, Any] = {}
         self._stopped = False
         self._signalled = 0
         self._in_poll = False
+        self._signals = SignalGuard(self._on_signal,
+                                    (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
         self.table: SyscallTable = syscall_table()
         self.decoder = RecordDecoder(self.table, probe=f"bpf:{tool}")
         _live.add(self)
@@ -188,38 +186,20 @@ class BpfSession:
             raise ProbewatchError("no command given")
         if self._started:
             raise ProbewatchError("trace_command() must come before start()")
-        gate_r, gate_w = os.pipe()
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(gate_w)
-                os.close(err_r)
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                    signal.signal(sig, signal.SIG_DFL)
-                os.read(gate_r, 1)
-                os.close(gate_r)
-                os.execvp(argv[0], list(argv))
-            except OSError as e:
-                try:
-                    os.write(err_w, f"{e.errno}".encode())
-                except OSError:
-                    pass
-            finally:
-                os._exit(127)
-        os.close(gate_r)
-        os.close(err_w)
-        self._child_pid = pid
-        self._child_argv = list(argv)
-        self._gate_w = gate_w
-        self._err_r = err_r
+        pid = self._command.start(argv)
         self._pids = [pid]
         self._follow = True
         return pid
 
     @property
     def child_pid(self) -> int:
-        return self._child_pid
+        """The traced command's pid until it has been reaped (then 0)."""
+        return self._command.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The traced command's exit status once it has ended (128+N: killed by signal N)."""
+        return self._command.returncode
 
     # -- setup
     def _configure(self, obj: libbpf.BpfObject) -> None:
@@ -253,7 +233,7 @@ class BpfSession:
         if self._pids:
             pm = obj.map("pids")
             for p in self._pids:
-                if p != self._child_pid and not os.path.exists(f"/proc/{p}"):
+                if p != self._command.pid and not os.path.exists(f"/proc/{p}"):
                     raise NotFound(f"no process with pid {p}")
                 pm.update(struct.pack("<I", p), b"\x01")
         if self.tool != "syscalls":
@@ -325,70 +305,26 @@ class BpfSession:
         self._configure(obj)
         self._autoload(obj)
         obj.load()
-        self._install_signals()
+        self._signals.install()
         self._fill_maps(obj)
         raw = self._raw
         self._rb = obj.ring_buffer("events", raw.append)
         self._attach(obj)
         self._t0 = time.monotonic()
-        if self._gate_w >= 0:
-            os.write(self._gate_w, b"g")
-            os.close(self._gate_w)
-            self._gate_w = -1
-            err = os.read(self._err_r, 64)
-            os.close(self._err_r)
-            self._err_r = -1
-            if err:
-                os.waitpid(self._child_pid, 0)
-                self._child_pid = 0
-                self.returncode = 127
-                raise NotFound(f"cannot run {self._child_argv[0]!r}: {os.strerror(int(err))}")
+        self._command.release()
 
-    def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Inside ring_buffer__poll/consume a handler only notes the signal: raising there
         # could land in the ctypes sample callback, where ctypes swallows exceptions;
         # events() raises KeyboardInterrupt / SystemExit at a safe point instead.
         # Anywhere else (e.g. blocked writing to a full pipe) it raises at once.
-        def on_signal(signum: int, frame: object) -> None:
-            self._stopped = True
-            if self._in_poll:
-                self._signalled = signum
-                return
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            raise SystemExit(128 + signum)
-
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            try:
-                self._old_handlers[sig] = signal.signal(sig, on_signal)
-            except (ValueError, OSError):
-                pass
-
-    def _restore_signals(self) -> None:
-        for sig, h in self._old_handlers.items():
-            try:
-                signal.signal(sig, h)
-            except (ValueError, OSError, TypeError):
-                pass
-        self._old_handlers.clear()
-
-    def _child_exited(self) -> bool:
-        if not self._child_pid:
-            return False
-        try:
-            pid, status = os.waitpid(self._child_pid, os.WNOHANG)
-        except ChildProcessError:
-            self._child_pid = 0
-            return True
-        if pid == 0:
-            return False
-        rc = os.waitstatus_to_exitcode(status)
-        self.returncode = 128 - rc if rc < 0 else rc
-        self._child_pid = 0
-        return True
+        self._stopped = True
+        if self._in_poll:
+            self._signalled = signum
+            return
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
 
     # -- running
     def stop(self) -> None:
@@ -417,14 +353,15 @@ class BpfSession:
         rb = self._rb
         assert rb is not None
         deadline = None if duration is None else self._t0 + duration
-        tracking = self._child_pid != 0
+        cmd = self._command
+        tracking = cmd.pid != 0
         n = 0
         try:
             while True:
                 done = self._stopped
                 if deadline is not None and time.monotonic() >= deadline:
                     done = True
-                if tracking and self._child_exited():
+                if tracking and cmd.exited():
                     done = True
                 self._in_poll = True
                 try:
@@ -516,12 +453,7 @@ class BpfSession:
 
     def wait_command(self) -> int | None:
         """Wait for a traced command and return its exit status."""
-        if self._child_pid:
-            _, status = os.waitpid(self._child_pid, 0)
-            rc = os.waitstatus_to_exitcode(status)
-            self.returncode = 128 - rc if rc < 0 else rc
-            self._child_pid = 0
-        return self.returncode
+        return self._command.wait()
 
     def close(self) -> None:
         """Detach and close everything (links, ring buffer, maps, programs). Idempotent."""
@@ -529,19 +461,7 @@ class BpfSession:
             return
         self._closed = True
         try:
-            if self._gate_w >= 0:  # never released: the command must not run untraced
-                if self._child_pid:
-                    try:
-                        os.kill(self._child_pid, signal.SIGKILL)
-                        os.waitpid(self._child_pid, 0)
-                    except (ProcessLookupError, ChildProcessError):
-                        pass
-                    self._child_pid = 0
-                os.close(self._gate_w)
-                self._gate_w = -1
-            if self._err_r >= 0:
-                os.close(self._err_r)
-                self._err_r = -1
+            self._command.close()  # a command never released is killed, not run untraced
             if self._obj is not None:
                 try:
                     self.losses()
@@ -549,7 +469,7 @@ class BpfSession:
                     pass
                 self._obj.close()
         finally:
-            self._restore_signals()
+            self._signals.restore()
             _live.discard(self)
 
 

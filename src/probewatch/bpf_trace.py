@@ -36,11 +36,10 @@ from __future__ import annotations
 import atexit
 import os
 import select
-import signal
 import struct
-import threading
 import time
 import weakref
+from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -58,6 +57,7 @@ from .collect.bpf.generic import (
     UprobeDecoder,
     compile_uarg,
 )
+from .collect.command import GatedCommand, SignalGuard
 from .decode.format import (
     ELEM_STRING,
     KIND_DATA_LOC,
@@ -71,7 +71,7 @@ from .decode.format import (
 )
 from .errors import DecodeError, NotFound, ProbewatchError, SpecError
 from .event import Event
-from .session import Summary
+from .session import EventStream, Summary
 from .sources.args import abi_for
 from .sources.spec import ProbeSpec, parse_spec
 from .sources.tracepoint import resolve_tracepoints
@@ -117,7 +117,7 @@ class _Slot:
     dyn: list[tuple[str, int, bool]] = field(default_factory=list)  # (name, offset, rel)
 
 
-class BpfTraceSession:
+class BpfTraceSession(EventStream):
     """One BPF tracing session with the public API of :class:`probewatch.session.Session`.
 
     Everything it creates in the kernel is a BPF object with fd-based links; close()
@@ -159,12 +159,7 @@ class BpfTraceSession:
         self._started = False
         self._closed = False
         self._emit = True
-        self._child_pid = 0
-        self._child_argv: list[str] = []
-        self._gate_w = -1
-        self._err_r = -1
-        self._pidfd = -1
-        self.returncode: int | None = None
+        self._command = GatedCommand()
         self.counts: dict[str, int] = {}
         self.warnings: list[str] = []
         self._pending: list[Event] = []
@@ -172,7 +167,7 @@ class BpfTraceSession:
         self._done = False
         self._t0 = 0.0
         self._t1 = 0.0
-        self._old_handlers: dict[int, Any] = {}
+        self._signals = SignalGuard()
         self._comms: dict[bytes, str] = {}
         self.unknown = 0
         self.decode_errors = 0
@@ -228,10 +223,7 @@ class BpfTraceSession:
                 slot.dyn.append((f.name, f.offset, f.kind == KIND_REL_LOC))
         if filt:
             ffields, raw = _tp_filter_fields(fmt)
-            try:
-                slot.pred = compile_filter(filt, ffields)
-            except SpecError as e:
-                raise SpecError(f"{fmt.event_name}: {e.message}", e.spec, e.pos) from None
+            slot.pred = _compile(filt, ffields, fmt.event_name)
             slot.raw = raw
         return slot
 
@@ -261,10 +253,7 @@ class BpfTraceSession:
                     for f in fmt.all_fields
                     if f.kind in (KIND_DATA_LOC, KIND_STRING)
                     or (f.kind == KIND_INT and f.size in (1, 2, 4, 8))]
-                try:
-                    slot.pred = compile_filter(filt, ffields)
-                except SpecError as e:
-                    raise SpecError(f"{ev}: {e.message}", e.spec, e.pos) from None
+                slot.pred = _compile(filt, ffields, ev)
                 slot.raw = _uprobe_raw(args)
             self._col.add_uprobe(dp.target_path, dp.offset, retprobe, args)
             self._slots.append(slot)
@@ -283,35 +272,7 @@ class BpfTraceSession:
             raise ProbewatchError("no command given")
         if self._started:
             raise ProbewatchError("trace_command() must come before start()")
-        gate_r, gate_w = os.pipe()
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(gate_w)
-                os.close(err_r)
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                    signal.signal(sig, signal.SIG_DFL)
-                os.read(gate_r, 1)
-                os.close(gate_r)
-                os.execvp(argv[0], list(argv))
-            except OSError as e:
-                try:
-                    os.write(err_w, f"{e.errno}".encode())
-                except OSError:
-                    pass
-            finally:
-                os._exit(127)
-        os.close(gate_r)
-        os.close(err_w)
-        self._child_pid = pid
-        try:
-            self._pidfd = os.pidfd_open(pid)
-        except (AttributeError, OSError):
-            self._pidfd = -1
-        self._child_argv = list(argv)
-        self._gate_w = gate_w
-        self._err_r = err_r
+        pid = self._command.start(argv)
         self._pids = [pid]
         self._follow = True
         return pid
@@ -326,64 +287,22 @@ class BpfTraceSession:
         self._started = True
         col = self._col
         for p in self._pids:
-            if p != self._child_pid and not os.path.exists(f"/proc/{p}"):
+            if p != self._command.pid and not os.path.exists(f"/proc/{p}"):
                 raise NotFound(f"no process with pid {p}")
         col.pids = list(self._pids)
         col.follow = self._follow
         # counting needs no records unless a filter must look at the fields
         self._emit = not count_only or any(s.pred is not None for s in self._slots)
-        self._install_signals()
+        self._signals.install()
         col.load(emit=self._emit)
         col.attach()
         self._t0 = time.monotonic()
-        if self._gate_w >= 0:
-            os.write(self._gate_w, b"g")
-            os.close(self._gate_w)
-            self._gate_w = -1
-            err = os.read(self._err_r, 64)
-            os.close(self._err_r)
-            self._err_r = -1
-            if err:
-                os.waitpid(self._child_pid, 0)
-                self._child_pid = 0
-                self.returncode = 127
-                raise NotFound(f"cannot run {self._child_argv[0]!r}: {os.strerror(int(err))}")
+        self._command.release()
 
-    def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-
-        def on_term(signum: int, frame: object) -> None:
-            raise SystemExit(128 + signum)
-
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            try:
-                self._old_handlers[sig] = signal.signal(sig, on_term)
-            except (ValueError, OSError):
-                pass
-
-    def _restore_signals(self) -> None:
-        for sig, h in self._old_handlers.items():
-            try:
-                signal.signal(sig, h)
-            except (ValueError, OSError, TypeError):
-                pass
-        self._old_handlers.clear()
-
-    def _child_exited(self) -> bool:
-        if not self._child_pid:
-            return False
-        try:
-            pid, status = os.waitpid(self._child_pid, os.WNOHANG)
-        except ChildProcessError:
-            self._child_pid = 0
-            return True
-        if pid == 0:
-            return False
-        rc = os.waitstatus_to_exitcode(status)
-        self.returncode = 128 - rc if rc < 0 else rc
-        self._child_pid = 0
-        return True
+    @property
+    def returncode(self) -> int | None:
+        """The traced command's exit status once it has ended (128+N: killed by signal N)."""
+        return self._command.returncode
 
     def _decode(self, recs: list[bytes], out: list[Event]) -> None:
         """Ring-buffer records -> Events appended to ``out`` (filters applied)."""
@@ -442,22 +361,23 @@ class BpfTraceSession:
         self.start(count_only=count_only)
         col = self._col
         deadline = None if duration is None else self._t0 + duration
-        tracking = self._child_pid != 0
+        cmd = self._command
+        tracking = cmd.pid != 0
         pending = self._pending
         by_ts = attrgetter("ts")
         poller = select.poll()
         rb_fd = col.epoll_fd()
         if rb_fd >= 0:
             poller.register(rb_fd, select.POLLIN)
-        if tracking and self._pidfd >= 0:
-            poller.register(self._pidfd, select.POLLIN)
+        if tracking and cmd.pidfd >= 0:
+            poller.register(cmd.pidfd, select.POLLIN)
         counting_in_kernel = not self._emit
         while True:
             done = self._stopped
             if not done:
                 if deadline is not None and time.monotonic() >= deadline:
                     done = True
-                elif tracking and self._child_exited():
+                elif tracking and cmd.exited():
                     done = True
             if not done:
                 wait = 200.0 if deadline is None else max(
@@ -489,7 +409,7 @@ class BpfTraceSession:
                     ready = pending[:]
                     pending.clear()
                 else:
-                    i = _bisect_ts(pending, horizon)
+                    i = bisect_right(pending, horizon, key=by_ts)
                     ready = pending[:i]
                     del pending[:i]
                 if ready:
@@ -505,51 +425,6 @@ class BpfTraceSession:
                 self.counts[self._slots[i].probe] += n
         self._done = True
         self._t1 = time.monotonic()
-
-    def events(
-        self, duration: float | None = None, max_events: int | None = None
-    ) -> Iterator[Event]:
-        """Yield Events in time order until duration passes, max_events, or the command exits."""
-        n = 0
-        try:
-            for batch in self._raw(duration, count_only=False):
-                for i, ev in enumerate(batch):
-                    yield ev
-                    n += 1
-                    if max_events is not None and n >= max_events:
-                        self.stop()
-                        for rest in batch[i + 1 :]:  # counted, but never delivered
-                            self.counts[rest.probe] -= 1
-                        return
-        finally:
-            if self._t1 == 0.0:
-                self._t1 = time.monotonic()
-
-    def batches(self, duration: float | None = None) -> Iterator[list[Event]]:
-        """Like :meth:`events`, a time-ordered list at a time (cheaper per event)."""
-        try:
-            for batch in self._raw(duration, count_only=False):
-                if batch:
-                    yield batch
-        finally:
-            if self._t1 == 0.0:
-                self._t1 = time.monotonic()
-
-    def drain(self) -> Iterator[Event]:
-        """After stop() (e.g. on ^C): the events still buffered, in time order."""
-        if not self._started or self._done:
-            return
-        self.stop()
-        for batch in self._raw(None, count_only=False):
-            yield from batch
-
-    def count(self, duration: float | None = None) -> dict[str, int]:
-        """Count events per probe (in the kernel when no filter needs the fields)."""
-        if self._done:
-            return dict(self.counts)
-        for _ in self._raw(duration, count_only=True):
-            pass
-        return dict(self.counts)
 
     def stop(self) -> None:
         """End the trace: links are destroyed now, what is buffered can still be read."""
@@ -574,12 +449,7 @@ class BpfTraceSession:
 
     def wait_command(self) -> int | None:
         """Wait for a traced command (after tracing ended) and return its exit status."""
-        if self._child_pid:
-            _, status = os.waitpid(self._child_pid, 0)
-            rc = os.waitstatus_to_exitcode(status)
-            self.returncode = 128 - rc if rc < 0 else rc
-            self._child_pid = 0
-        return self.returncode
+        return self._command.wait()
 
     def close(self) -> None:
         """Detach and free every BPF object of this session. Idempotent."""
@@ -587,25 +457,10 @@ class BpfTraceSession:
             return
         self._closed = True
         try:
-            if self._gate_w >= 0:  # never released: the command must not run untraced
-                if self._child_pid:
-                    try:
-                        os.kill(self._child_pid, signal.SIGKILL)
-                        os.waitpid(self._child_pid, 0)
-                    except (ProcessLookupError, ChildProcessError):
-                        pass
-                    self._child_pid = 0
-                os.close(self._gate_w)
-                self._gate_w = -1
-            if self._err_r >= 0:
-                os.close(self._err_r)
-                self._err_r = -1
+            self._command.close()  # a command never released is killed, not run untraced
             self._col.close()
         finally:
-            if self._pidfd >= 0:
-                os.close(self._pidfd)
-                self._pidfd = -1
-            self._restore_signals()
+            self._signals.restore()
             _live.discard(self)
 
 
@@ -620,15 +475,12 @@ def _pow2(n: int) -> int:
     return min(p, 1 << 30)
 
 
-def _bisect_ts(evs: list[Event], ts: int) -> int:
-    lo, hi = 0, len(evs)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if evs[mid].ts <= ts:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+def _compile(filt: str, ffields: list[FilterField], event: str) -> Predicate:
+    """compile_filter(), its SpecError naming the event the filter was meant for."""
+    try:
+        return compile_filter(filt, ffields)
+    except SpecError as e:
+        raise SpecError(f"{event}: {e.message}", e.spec, e.pos) from None
 
 
 def _clip_dynamic(rec: bytes, start: int, end: int,

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import atexit
 import os
-import signal
-import threading
 import time
 import weakref
+from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
+from .collect.command import GatedCommand, SignalGuard
 from .collect.ftrace import END, PAGE, WATERMARK, FtraceCollector
 from .decode.format import load_format, parse_header_layout
 from .decode.ringbuf import PageDecoder
@@ -64,7 +64,84 @@ class Summary:
         }
 
 
-class Session:
+class EventStream:
+    """The streaming half of the session API, shared by the ftrace :class:`Session` and
+    :class:`probewatch.bpf_trace.BpfTraceSession`: :meth:`events`, :meth:`batches`,
+    :meth:`drain` and :meth:`count`, all over the backend's ``_raw()`` generator of
+    time-ordered batches (which counts what it delivers in ``counts``).
+
+    Example::
+
+        with Session() as s:  # any EventStream
+            s.add("t:sched:sched_process_exec")
+            for batch in s.batches(duration=1):
+                print(len(batch))
+    """
+
+    counts: dict[str, int]
+    _started: bool
+    _done: bool
+    _t1: float
+
+    def _raw(self, duration: float | None, count_only: bool) -> Iterator[list[Event]]:
+        """Batches of time-ordered Events (count_only: empty batches while counting)."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """End the trace; what is buffered can still be read (drain(), count())."""
+        raise NotImplementedError
+
+    def events(
+        self, duration: float | None = None, max_events: int | None = None
+    ) -> Iterator[Event]:
+        """Yield Events in time order until duration passes, max_events, or the command exits."""
+        n = 0
+        try:
+            for batch in self._raw(duration, count_only=False):
+                for i, ev in enumerate(batch):
+                    yield ev
+                    n += 1
+                    if max_events is not None and n >= max_events:
+                        self.stop()
+                        for rest in batch[i + 1 :]:  # counted, but never delivered
+                            self.counts[rest.probe] -= 1
+                        return
+        finally:
+            if self._t1 == 0.0:
+                self._t1 = time.monotonic()
+
+    def batches(self, duration: float | None = None) -> Iterator[list[Event]]:
+        """Like :meth:`events`, a time-ordered list at a time (cheaper per event)."""
+        try:
+            for batch in self._raw(duration, count_only=False):
+                if batch:
+                    yield batch
+        finally:
+            if self._t1 == 0.0:
+                self._t1 = time.monotonic()
+
+    def drain(self) -> Iterator[Event]:
+        """After stop() (e.g. on ^C): the events still buffered, in time order."""
+        if not self._started or self._done:
+            return
+        self.stop()
+        for batch in self._raw(None, count_only=False):
+            yield from batch
+
+    def count(self, duration: float | None = None) -> dict[str, int]:
+        """Count events per probe without building Event records (fast path; the bpf
+        backend counts in the kernel when no filter needs the fields).
+
+        Interrupted (^C), call it again after stop() to count what is still buffered.
+        """
+        if self._done:
+            return dict(self.counts)
+        for _ in self._raw(duration, count_only=True):
+            pass
+        return dict(self.counts)
+
+
+class Session(EventStream):
     """One tracing session: a private backend instance, its probes and its lifecycle.
 
     Everything the session creates in the kernel is removed by :meth:`close`, which
@@ -98,15 +175,12 @@ class Session:
         self._exec_id = -1
         self._rename_id = -1
         self._started = False
-        self._child_pid = 0
-        self._gate_w = -1
-        self._err_r = -1
-        self.returncode: int | None = None
+        self._command = GatedCommand()
         self.counts: dict[str, int] = {}
         self._page_missed = 0
         self._t0 = 0.0
         self._t1 = 0.0
-        self._old_handlers: dict[int, Any] = {}
+        self._signals = SignalGuard()
         self.tasks = TaskCache(self.root)
         self._layout = parse_header_layout(
             _read(os.path.join(self.root, "events/header_page")),
@@ -115,7 +189,6 @@ class Session:
         self._decoder: PageDecoder | None = None
         self._pending: list[Event] = []
         self._dynamic: list[DynamicProbe] = []
-        self._pidfd = -1
         self.warnings: list[str] = []
         self._done = False
 
@@ -233,37 +306,7 @@ class Session:
     # -- commands
     def trace_command(self, argv: Sequence[str]) -> int:
         """Start ``argv`` gated (it waits until tracing is on) and trace it and its children."""
-        if not argv:
-            raise ProbewatchError("no command given")
-        gate_r, gate_w = os.pipe()
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(gate_w)
-                os.close(err_r)
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                    signal.signal(sig, signal.SIG_DFL)
-                os.read(gate_r, 1)
-                os.close(gate_r)
-                os.execvp(argv[0], list(argv))
-            except OSError as e:
-                try:
-                    os.write(err_w, f"{e.errno}".encode())
-                except OSError:
-                    pass
-            finally:
-                os._exit(127)
-        os.close(gate_r)
-        os.close(err_w)
-        self._child_pid = pid
-        try:
-            self._pidfd = os.pidfd_open(pid)  # readable when the command exits
-        except (AttributeError, OSError):
-            self._pidfd = -1
-        self._child_argv = list(argv)
-        self._gate_w = gate_w
-        self._err_r = err_r
+        pid = self._command.start(argv)
         self._pids = [pid]
         self._follow = True
         return pid
@@ -298,63 +341,19 @@ class Session:
                 try:
                     pids.extend(int(t) for t in os.listdir(f"/proc/{p}/task") if int(t) != p)
                 except OSError:
-                    if p != self._child_pid:
+                    if p != self._command.pid:
                         raise NotFound(f"no process with pid {p}") from None
             col.set_pids(pids, follow_fork=self._follow)
         self._decoder = PageDecoder(self._layout, self._formats)
-        self._install_signals()
+        self._signals.install()
         col.start()
         self._t0 = time.monotonic()
-        if self._gate_w >= 0:
-            os.write(self._gate_w, b"g")
-            os.close(self._gate_w)
-            self._gate_w = -1
-            err = os.read(self._err_r, 64)
-            os.close(self._err_r)
-            self._err_r = -1
-            if err:
-                os.waitpid(self._child_pid, 0)
-                self._child_pid = 0
-                self.returncode = 127
-                en = int(err)
-                raise NotFound(f"cannot run {self._child_argv[0]!r}: {os.strerror(en)}")
+        self._command.release()
 
-    def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-
-        def on_term(signum: int, frame: object) -> None:
-            raise SystemExit(128 + signum)
-
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            try:
-                self._old_handlers[sig] = signal.signal(sig, on_term)
-            except (ValueError, OSError):
-                pass
-
-    def _restore_signals(self) -> None:
-        for sig, h in self._old_handlers.items():
-            try:
-                signal.signal(sig, h)
-            except (ValueError, OSError, TypeError):
-                pass
-        self._old_handlers.clear()
-
-    def _child_exited(self) -> bool:
-        if not self._child_pid:
-            return False
-        try:
-            pid, status = os.waitpid(self._child_pid, os.WNOHANG)
-        except ChildProcessError:
-            self._child_pid = 0
-            return True
-        if pid == 0:
-            return False
-        self.returncode = os.waitstatus_to_exitcode(status)
-        if self.returncode < 0:
-            self.returncode = 128 - self.returncode
-        self._child_pid = 0
-        return True
+    @property
+    def returncode(self) -> int | None:
+        """The traced command's exit status once it has ended (128+N: killed by signal N)."""
+        return self._command.returncode
 
     def _raw(
         self, duration: float | None, count_only: bool
@@ -365,21 +364,22 @@ class Session:
         dec = self._decoder
         assert dec is not None
         deadline = None if duration is None else self._t0 + duration
-        tracking_child = self._child_pid != 0
+        cmd = self._command
+        tracking_child = cmd.pid != 0
         pending = self._pending  # kept on self: a generator closed by ^C can be resumed
         by_ts = attrgetter("ts")
         while True:
             if not col.stopped:
                 now = time.monotonic()
                 if (deadline is not None and now >= deadline) or (
-                    tracking_child and self._child_exited()
+                    tracking_child and cmd.exited()
                 ):
                     col.stop()
                 elif not col.drainer_alive():
                     col.stop()
                 else:
                     wait = 0.2 if deadline is None else min(0.2, max(0.0, deadline - now))
-                    col.wait_data(wait, self._pidfd if tracking_child else -1)
+                    col.wait_data(wait, cmd.pidfd if tracking_child else -1)
             else:
                 col.wait_data(0.05)
             # decided before reading the spool, so the read below sees all it wrote
@@ -407,7 +407,7 @@ class Session:
                     ready = pending[:]
                     pending.clear()
                 else:
-                    i = _bisect_ts(pending, emit_upto)
+                    i = bisect_right(pending, emit_upto, key=by_ts)
                     ready = pending[:i]
                     del pending[:i]
                 if ready:
@@ -461,55 +461,8 @@ class Session:
         del hidden
         return out
 
-    def events(
-        self, duration: float | None = None, max_events: int | None = None
-    ) -> Iterator[Event]:
-        """Yield Events in time order until duration passes, max_events, or the command exits."""
-        n = 0
-        try:
-            for batch in self._raw(duration, count_only=False):
-                for i, ev in enumerate(batch):
-                    yield ev
-                    n += 1
-                    if max_events is not None and n >= max_events:
-                        self._collector.stop()
-                        for rest in batch[i + 1 :]:  # counted, but never delivered
-                            self.counts[rest.probe] -= 1
-                        return
-        finally:
-            if self._t1 == 0.0:
-                self._t1 = time.monotonic()
-
-    def batches(self, duration: float | None = None) -> Iterator[list[Event]]:
-        """Like :meth:`events`, a time-ordered list at a time (cheaper per event)."""
-        try:
-            for batch in self._raw(duration, count_only=False):
-                if batch:
-                    yield batch
-        finally:
-            if self._t1 == 0.0:
-                self._t1 = time.monotonic()
-
-    def drain(self) -> Iterator[Event]:
-        """After stop() (e.g. on ^C): the events still buffered, in time order."""
-        if not self._started or self._done:
-            return
-        self._collector.stop()
-        for batch in self._raw(None, count_only=False):
-            yield from batch
-
-    def count(self, duration: float | None = None) -> dict[str, int]:
-        """Count events per probe without building Event records (fast path).
-
-        Interrupted (^C), call it again after stop() to count what is still buffered.
-        """
-        if self._done:
-            return dict(self.counts)
-        for _ in self._raw(duration, count_only=True):
-            pass
-        return dict(self.counts)
-
     def stop(self) -> None:
+        """Turn tracing off; what is buffered can still be read (drain(), count())."""
         self._collector.stop()
 
     def summary(self) -> Summary:
@@ -526,12 +479,7 @@ class Session:
 
     def wait_command(self) -> int | None:
         """Wait for a traced command (after tracing ended) and return its exit status."""
-        if self._child_pid:
-            _, status = os.waitpid(self._child_pid, 0)
-            rc = os.waitstatus_to_exitcode(status)
-            self.returncode = 128 - rc if rc < 0 else rc
-            self._child_pid = 0
-        return self.returncode
+        return self._command.wait()
 
     def _remove_dynamic(self) -> None:
         if self._dynamic:
@@ -544,23 +492,11 @@ class Session:
             return
         self._closed = True
         try:
-            if self._gate_w >= 0:  # command never released: let it go untraced? no: kill it
-                if self._child_pid:
-                    try:
-                        os.kill(self._child_pid, signal.SIGKILL)
-                        os.waitpid(self._child_pid, 0)
-                    except (ProcessLookupError, ChildProcessError):
-                        pass
-                    self._child_pid = 0
-                os.close(self._gate_w)
-                self._gate_w = -1
+            self._command.close()  # a command never released is killed, not run untraced
             self._collector.close()
         finally:
             self._remove_dynamic()
-            if self._pidfd >= 0:
-                os.close(self._pidfd)
-                self._pidfd = -1
-            self._restore_signals()
+            self._signals.restore()
             _live.discard(self)
 
 
@@ -573,17 +509,6 @@ def _remove_dynamic_probes(root: str, probes: list[DynamicProbe]) -> list[str]:
             errors.append(str(e))
     probes.clear()
     return errors
-
-
-def _bisect_ts(evs: list[Event], ts: int) -> int:
-    lo, hi = 0, len(evs)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if evs[mid].ts <= ts:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 def _read(path: str) -> str:

@@ -287,15 +287,19 @@ def test_cleanup_never_touches_live_or_foreign(tracefs: str) -> None:
     foreign = os.path.join(tracefs, "instances", "someone-elses")
     os.mkdir(foreign)
     try:
-        p = subprocess.Popen([*CLI, "trace", "t:sched:sched_switch", "-d", "30"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert wait_for(lambda: our_instances(tracefs, p.pid) != [])
-        r = run_cli("cleanup")
-        assert r.returncode == 0
-        assert our_instances(tracefs, p.pid) != []  # live owner: untouched
-        assert os.path.isdir(foreign)
-        p.send_signal(signal.SIGINT)
-        p.wait(timeout=30)
+        p = subprocess.Popen([*CLI, "trace", "t:sched:sched_switch", "-d", "60"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            assert wait_for(lambda: our_instances(tracefs, p.pid) != []), "no instance"
+            r = run_cli("cleanup")
+            assert r.returncode == 0, r.stderr
+            alive = p.poll() is None
+            assert our_instances(tracefs, p.pid) != [], (alive, r.stdout)  # live: untouched
+            assert os.path.isdir(foreign)
+        finally:
+            p.send_signal(signal.SIGINT)
+            _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
     finally:
         os.rmdir(foreign)
     assert our_instances(tracefs, p.pid) == []

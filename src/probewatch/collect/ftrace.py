@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from ..errors import TracefsError
 from ..kernel.tracefs import Instance, tracefs_root
+from .command import kill_child, try_reap
 
 REC = struct.Struct("<HHIQ")
 PAGE, WATERMARK, END = 1, 2, 3
@@ -306,16 +307,13 @@ class FtraceCollector:
                 self._punched = done
 
     def drainer_alive(self) -> bool:
+        """Is the drainer still running? Reaps it (without blocking) once it has ended."""
         if not self._drainer_pid:
             return False
-        try:
-            pid, _ = os.waitpid(self._drainer_pid, os.WNOHANG)
-        except ChildProcessError:
-            return False
-        if pid:
+        ended, _ = try_reap(self._drainer_pid)
+        if ended:
             self._drainer_pid = 0
-            return False
-        return True
+        return not ended
 
     def stats(self) -> dict[int, CpuStats]:
         out = {}
@@ -344,14 +342,7 @@ class FtraceCollector:
         except Exception:
             pass
         if self._drainer_pid:
-            try:
-                os.kill(self._drainer_pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
-                os.waitpid(self._drainer_pid, 0)
-            except ChildProcessError:
-                pass
+            kill_child(self._drainer_pid)
             self._drainer_pid = 0
         for fd in (
             list(self._cpu_fds.values())
