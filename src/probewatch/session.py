@@ -7,6 +7,14 @@ Example::
         s.add("tracepoint:sched:sched_process_exec")
         for ev in s.events(duration=2):
             print(ev.pid, ev.comm, ev.fields["filename"])
+
+The ftrace backend reads binary ring-buffer pages from every CPU's ``trace_pipe_raw``.
+It reads the instance's text ``trace_pipe`` instead (and says why in
+``Session.warnings``) only when it must: a CPU's ``trace_pipe_raw`` is missing or
+cannot be opened, ``events/header_page`` / ``header_event`` cannot be parsed, or
+``PROBEWATCH_FTRACE_TEXT=1`` is set. Events are the same either way, except that text
+timestamps have microsecond precision and ``char *`` pointer fields are None (see
+:mod:`probewatch.decode.tracetext`).
 """
 
 from __future__ import annotations
@@ -16,16 +24,24 @@ import os
 import time
 import weakref
 from bisect import bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from .collect.command import GatedCommand, SignalGuard
-from .collect.ftrace import END, PAGE, WATERMARK, FtraceCollector
-from .decode.format import load_format, parse_header_layout
+from .collect.ftrace import END, PAGE, TEXT, TEXT_ENV, WATERMARK, FtraceCollector
+from .decode.format import PageLayout, load_format, parse_header_layout
 from .decode.ringbuf import PageDecoder
-from .errors import FeatureUnavailable, KernelRejected, NotFound, ProbewatchError, SpecError
+from .decode.tracetext import TextDecoder
+from .errors import (
+    DecodeError,
+    FeatureUnavailable,
+    KernelRejected,
+    NotFound,
+    ProbewatchError,
+    SpecError,
+)
 from .event import Event
 from .kernel.features import check
 from .kernel.tasks import TaskCache
@@ -44,7 +60,12 @@ _HIDDEN = (("sched", "sched_process_exec"), ("task", "task_rename"))
 
 @dataclass
 class Summary:
-    """What a run delivered and lost. ``lost`` is the kernel's count (per-CPU stats)."""
+    """What a run delivered and lost. ``lost`` is the kernel's count (per-CPU stats).
+
+    ``page_missed`` / ``missed_per_cpu``: what the stream itself said was lost (the
+    missed-events counts of pages, or the ``[LOST N EVENTS]`` lines of the text
+    reader), a cross-check of ``lost``. ``reader`` (ftrace): ``"pages"`` or ``"text"``.
+    """
 
     events: dict[str, int] = field(default_factory=dict)
     lost: int = 0
@@ -52,9 +73,11 @@ class Summary:
     page_missed: int = 0
     unknown: int = 0
     duration: float = 0.0
+    missed_per_cpu: dict[int, int] = field(default_factory=dict)
+    reader: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "events": dict(self.events),
             "total": sum(self.events.values()),
             "lost": self.lost,
@@ -62,6 +85,10 @@ class Summary:
             "page_missed": self.page_missed,
             "duration": round(self.duration, 6),
         }
+        if self.reader:
+            d["reader"] = self.reader
+            d["missed_per_cpu"] = {str(k): v for k, v in sorted(self.missed_per_cpu.items())}
+        return d
 
 
 class EventStream:
@@ -165,6 +192,7 @@ class Session(EventStream):
         self._collector = FtraceCollector(buffer_kb=buffer_kb, root=self.root)
         self._closed = False
         _live.add(self)
+        self.warnings: list[str] = []
         self.comm = comm
         self._pids = list(pids or [])
         self._follow = follow_children
@@ -178,19 +206,25 @@ class Session(EventStream):
         self._command = GatedCommand()
         self.counts: dict[str, int] = {}
         self._page_missed = 0
+        self._missed_per_cpu: dict[int, int] = {}
         self._t0 = 0.0
         self._t1 = 0.0
         self._signals = SignalGuard()
         self.tasks = TaskCache(self.root)
-        self._layout = parse_header_layout(
-            _read(os.path.join(self.root, "events/header_page")),
-            _read(os.path.join(self.root, "events/header_event")),
-        )
         self._decoder: PageDecoder | None = None
+        self._text: TextDecoder | None = None
         self._pending: list[Event] = []
         self._dynamic: list[DynamicProbe] = []
-        self.warnings: list[str] = []
         self._done = False
+        try:
+            self._layout, self._text_reason = choose_reader(
+                self.root, os.environ, self._collector.raw_unavailable
+            )
+        except BaseException:
+            self.close()
+            raise
+        if self._text_reason is not None:
+            self.warnings.append(text_warning(self._text_reason))
 
     # -- context management
     def __enter__(self) -> Session:
@@ -344,11 +378,35 @@ class Session(EventStream):
                     if p != self._command.pid:
                         raise NotFound(f"no process with pid {p}") from None
             col.set_pids(pids, follow_fork=self._follow)
-        self._decoder = PageDecoder(self._layout, self._formats)
+        if self._text_reason is None:
+            assert self._layout is not None
+            self._decoder = PageDecoder(self._layout, self._formats)
         self._signals.install()
-        col.start()
+        col.start(text_reason=self._text_reason)
+        if col.text_reason is not None:
+            if self._text_reason is None:  # a trace_pipe_raw failed only now
+                self._text_reason = col.text_reason
+                self.warnings.append(text_warning(col.text_reason))
+            self._decoder = None
+            self._text = TextDecoder(self._formats)
+            for same in self._text.duplicate_names():
+                self.warnings.append(
+                    f"events {', '.join(same)} share a name: the text trace_pipe does not "
+                    f"show the system, so their lines are told apart by their fields only"
+                )
         self._t0 = time.monotonic()
         self._command.release()
+
+    @property
+    def reader(self) -> str:
+        """How events are read: ``"pages"`` (binary trace_pipe_raw) or ``"text"``
+        (trace_pipe fallback; ``text_reason`` says why)."""
+        return "text" if self._text_reason is not None else "pages"
+
+    @property
+    def text_reason(self) -> str | None:
+        """Why the text trace_pipe is read instead of binary pages (None: it is not)."""
+        return self._text_reason
 
     @property
     def returncode(self) -> int | None:
@@ -362,7 +420,8 @@ class Session(EventStream):
         self.start()
         col = self._collector
         dec = self._decoder
-        assert dec is not None
+        text = self._text
+        assert dec is not None or text is not None
         deadline = None if duration is None else self._t0 + duration
         cmd = self._command
         tracking_child = cmd.pid != 0
@@ -387,15 +446,22 @@ class Session(EventStream):
             emit_upto = -1
             for kind, cpu, payload in col.read_spool():
                 if kind == PAGE:
-                    assert isinstance(payload, bytes)
+                    assert isinstance(payload, bytes) and dec is not None
                     if count_only:
                         self._count(dec.count_page(payload))
-                        if dec.last_missed > 0:
-                            self._page_missed += dec.last_missed
-                        continue
-                    missed = dec.decode_page(payload, cpu, pending)
-                    if missed:
-                        self._page_missed += max(missed, 0)
+                        missed = dec.last_missed
+                    else:
+                        missed = dec.decode_page(payload, cpu, pending)
+                    if missed > 0:
+                        self._page_missed += missed
+                        mpc = self._missed_per_cpu
+                        mpc[cpu] = mpc.get(cpu, 0) + missed
+                elif kind == TEXT:
+                    assert isinstance(payload, bytes) and text is not None
+                    if count_only:
+                        self._count(text.count(payload))
+                    else:
+                        text.feed(payload, pending)
                 elif kind == WATERMARK:
                     assert isinstance(payload, int)
                     emit_upto = payload
@@ -413,12 +479,18 @@ class Session(EventStream):
                 if ready:
                     yield self._finish(ready)
             if col.ended or drainer_gone:
+                if text is not None:  # an unterminated last line (never from the kernel)
+                    if count_only:
+                        self._count(text.count(b"\n"))
+                    else:
+                        text.flush(pending)
                 if pending:
                     pending.sort(key=by_ts)
                     rest = pending[:]
                     pending.clear()
                     yield self._finish(rest)
                 self._done = True
+                self.warnings.extend(self.text_problems())
                 break
             if count_only:
                 yield []
@@ -440,8 +512,11 @@ class Session(EventStream):
         probe_of = self._event_probe
         counts = self.counts
         hidden = self._hidden_ids
+        text = self._text is not None
         out = []
         for ev in batch:
+            if text and ev.tid not in tasks and ev.pid > 0 and ev.comm not in ("", "<...>"):
+                tasks[ev.tid] = (ev.pid, ev.comm)  # what the kernel printed on the line
             ev.pid, ev.comm = tasks[ev.tid]
             probe = probe_of.get(ev.event)
             if ev.event == "sched:sched_process_exec":
@@ -467,15 +542,38 @@ class Session(EventStream):
 
     def summary(self) -> Summary:
         stats = self._collector.stats()
+        text = self._text
         s = Summary(
             events=dict(self.counts),
             lost_per_cpu={c: st.lost for c, st in stats.items()},
             page_missed=self._page_missed,
             unknown=getattr(self._decoder, "unknown", 0),
             duration=(self._t1 or time.monotonic()) - (self._t0 or time.monotonic()),
+            missed_per_cpu=dict(self._missed_per_cpu),
+            reader=self.reader,
         )
+        if text is not None:
+            s.page_missed = text.lost
+            s.missed_per_cpu = dict(text.lost_per_cpu)
+            s.unknown = text.unknown + text.bad
         s.lost = sum(s.lost_per_cpu.values())
         return s
+
+    def text_problems(self) -> list[str]:
+        """What the text reader could not take in (empty for the binary reader)."""
+        t = self._text
+        if t is None:
+            return []
+        out = []
+        if t.bad:
+            out.append(f"{t.bad} trace_pipe line(s) could not be parsed, e.g. "
+                       f"{t.bad_samples[0][:160]!r}")
+        if t.lost_unknown:
+            out.append(f"{t.lost_unknown} '[LOST EVENTS]' line(s) without a count")
+        if t.ambiguous:
+            out.append(f"{t.ambiguous} line(s) fit two events of the same name; "
+                       f"the first was taken")
+        return out
 
     def wait_command(self) -> int | None:
         """Wait for a traced command (after tracing ended) and return its exit status."""
@@ -514,6 +612,49 @@ def _remove_dynamic_probes(root: str, probes: list[DynamicProbe]) -> list[str]:
 def _read(path: str) -> str:
     with open(path) as f:
         return f.read()
+
+
+def choose_reader(
+    root: str, env: Mapping[str, str], raw_unavailable: Callable[[], str | None]
+) -> tuple[PageLayout | None, str | None]:
+    """-> (page layout or None, why the text trace_pipe must be read or None).
+
+    The binary reader needs the ring-buffer layout from ``events/header_page`` and
+    ``header_event`` and every CPU's ``trace_pipe_raw``; ``PROBEWATCH_FTRACE_TEXT=1``
+    asks for text regardless.
+
+    Example::
+
+        layout, why = choose_reader("/sys/kernel/tracing", os.environ, lambda: None)
+        why   # None: binary pages
+    """
+    layout: PageLayout | None = None
+    why: str | None = None
+    try:
+        layout = parse_header_layout(
+            _read(os.path.join(root, "events/header_page")),
+            _read(os.path.join(root, "events/header_event")),
+        )
+    except DecodeError as e:
+        why = f"the ring-buffer page layout cannot be parsed ({e})"
+    except OSError as e:
+        why = f"{e.filename or 'events/header_page'} cannot be read ({e.strerror})"
+    forced = env.get(TEXT_ENV, "").strip()
+    if forced and forced != "0":
+        return layout, f"{TEXT_ENV}={forced} is set"
+    if why is None:
+        why = raw_unavailable()
+    return layout, why
+
+
+def text_warning(reason: str) -> str:
+    """The one warning a session gives when it reads the text trace_pipe."""
+    return (
+        f"ftrace: reading the text trace_pipe instead of binary trace_pipe_raw pages "
+        f"because {reason}; timestamps are rounded to microseconds, and char * pointer "
+        f"fields and fields the kernel does not print (arrays over 8 bytes, cpumasks) "
+        f"are null"
+    )
 
 
 @atexit.register

@@ -244,6 +244,7 @@ def run(args: argparse.Namespace) -> int:
                 s.add(spec, filter=args.filter_expr)
             for w in s.warnings:
                 print(f"probewatch: warning: {w}", file=sys.stderr)
+            shown = len(s.warnings)
             child = s.trace_command(cmd) if cmd else 0
             t0 = time.monotonic_ns()
             s.start()  # a bad -p pid or command fails here, before the run is written
@@ -277,6 +278,8 @@ def run(args: argparse.Namespace) -> int:
                     pass
             if echo is not None:
                 sys.stdout.flush()
+            for w in s.warnings[shown:]:  # what came up while recording
+                print(f"probewatch: warning: {w}", file=sys.stderr)
             if writer.error is not None:
                 error_shown = True
                 s.stop()

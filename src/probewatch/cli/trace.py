@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             s.add(spec, filter=args.filter_expr)
         for w in s.warnings:
             print(f"probewatch: warning: {w}", file=sys.stderr)
+        shown = len(s.warnings)
         if cmd:
             s.trace_command(cmd)
         hexf = {
@@ -125,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 pass
         out.flush()
+        for w in s.warnings[shown:]:  # what came up while tracing
+            print(f"probewatch: warning: {w}", file=sys.stderr)
         summ = s.summary()
         rc = 0
         if cmd:

@@ -9,6 +9,14 @@ Spool record: ``<HHIQ`` = (cpu, kind, length, value) followed by ``length`` byte
 kind PAGE carries one raw ring-buffer page; WATERMARK says every CPU was drained
 to empty at monotonic time ``value``; END says the drainer is done.
 
+Text fallback: when the binary pages cannot be used (a CPU's ``trace_pipe_raw``
+missing or not openable, the session cannot parse ``events/header_page`` /
+``header_event``, or ``PROBEWATCH_FTRACE_TEXT=1``), ``start(text_reason=...)`` sets
+the instance's print options (:data:`TEXT_OPTIONS`) and the same drainer reads the
+instance's text ``trace_pipe`` (all CPUs, merged by the kernel) instead; its chunks
+are spooled as kind TEXT (cpu 0) and parsed by :mod:`probewatch.decode.tracetext`.
+Lifecycle, wake-ups and stats are the same in both modes.
+
 Example::
 
     c = FtraceCollector(buffer_kb=4096)
@@ -31,14 +39,35 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ..errors import TracefsError
+from ..errors import FeatureUnavailable, TracefsError
 from ..kernel.tracefs import Instance, tracefs_root
 from .command import kill_child, try_reap
 
 REC = struct.Struct("<HHIQ")
-PAGE, WATERMARK, END = 1, 2, 3
+PAGE, WATERMARK, END, TEXT = 1, 2, 3, 4
 PAGE_READ = 65536  # read() returns one sub-buffer (4 KiB by default) at most
 DEFAULT_BUFFER_KB = 4096  # per CPU; the kernel's default (1.4 MB) overflows in ~50 ms
+
+#: environment variable that forces the text ``trace_pipe`` reader ("1"; "0" = off)
+TEXT_ENV = "PROBEWATCH_FTRACE_TEXT"
+
+#: instance options of the text reader: one line shape whatever the event
+#: (decode/tracetext.py documents it). ``fields`` prints every field by name.
+TEXT_OPTIONS: tuple[tuple[str, bool], ...] = (
+    ("fields", True),
+    ("raw", False),
+    ("hex", False),
+    ("bin", False),
+    ("context-info", True),
+    ("record-tgid", True),
+    ("irq-info", False),
+    ("latency-format", False),
+    ("verbose", False),
+    ("stacktrace", False),
+    ("userstacktrace", False),
+    ("annotate", False),
+    ("block", False),
+)
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 PR_SET_PDEATHSIG = 1
@@ -89,8 +118,11 @@ def parse_stats(text: str, cpu: int) -> CpuStats:
     return st
 
 
-def _drainer(cpu_fds: dict[int, int], spool_fd: int, ctrl_fd: int, notify_fd: int) -> None:
-    """Body of the drainer process: poll, drain every CPU to EAGAIN, append to the spool."""
+def _drainer(
+    cpu_fds: dict[int, int], spool_fd: int, ctrl_fd: int, notify_fd: int, kind: int = PAGE
+) -> None:
+    """Body of the drainer process: poll, drain every fd to EAGAIN, append to the spool
+    (as ``kind`` records: PAGE for trace_pipe_raw, TEXT for trace_pipe)."""
     pack = REC.pack
     poller = select.poll()
     by_fd = {}
@@ -121,7 +153,7 @@ def _drainer(cpu_fds: dict[int, int], spool_fd: int, ctrl_fd: int, notify_fd: in
                     break
                 if not page:
                     break
-                chunks.append(pack(cpu, PAGE, len(page), 0))
+                chunks.append(pack(cpu, kind, len(page), 0))
                 chunks.append(page)
         chunks.append(pack(0, WATERMARK, 0, now))
         if final:
@@ -156,6 +188,8 @@ class FtraceCollector:
         self._read_off = 0
         self._punched = 0
         self._buf = b""
+        self._kind = PAGE
+        self.text_reason: str | None = None
         self.ended = False
         self.watermark = 0
         self.stopped = False
@@ -191,17 +225,83 @@ class FtraceCollector:
         return [c for c, _ in self.instance.cpu_dirs()]
 
     # -- running
-    def start(self) -> None:
-        """Open the per-CPU files, fork the drainer and turn tracing on."""
-        inst = self.instance
-        for cpu, d in inst.cpu_dirs():
+    def raw_unavailable(self) -> str | None:
+        """Why the binary per-CPU ``trace_pipe_raw`` files cannot be read, or None.
+
+        Opens (and closes) each CPU's file once, as :meth:`start` will.
+        """
+        fds, why = self._open_raw()
+        for fd in fds.values():
+            os.close(fd)
+        return why
+
+    def _open_raw(self) -> tuple[dict[int, int], str | None]:
+        fds: dict[int, int] = {}
+        try:
+            dirs = list(self.instance.cpu_dirs())
+        except OSError as e:
+            return fds, f"{self.instance.file('per_cpu')} cannot be listed ({e.strerror})"
+        if not dirs:
+            return fds, f"{self.instance.file('per_cpu')} lists no CPU"
+        for cpu, d in dirs:
+            path = os.path.join(d, "trace_pipe_raw")
             try:
-                self._cpu_fds[cpu] = os.open(
-                    os.path.join(d, "trace_pipe_raw"), os.O_RDONLY | os.O_NONBLOCK
-                )
-                self._stat_fds[cpu] = os.open(os.path.join(d, "stats"), os.O_RDONLY)
+                fds[cpu] = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
             except OSError as e:
-                raise TracefsError(f"cannot open {d}/trace_pipe_raw: {e.strerror}") from None
+                for fd in fds.values():
+                    os.close(fd)
+                if e.errno == errno.ENOENT:
+                    return {}, f"{path} does not exist"
+                return {}, f"{path} cannot be opened ({e.strerror})"
+        return fds, None
+
+    def _open_text(self, reason: str) -> int:
+        """Set the text options and open the instance's ``trace_pipe``."""
+        inst = self.instance
+        for name, on in TEXT_OPTIONS:
+            if not inst.set_option(name, on) and name == "fields":
+                raise FeatureUnavailable(
+                    f"cannot read trace events: {reason}, and the text fallback needs the "
+                    f"tracefs option 'fields' (Linux 6.1 or later)"
+                )
+        path = inst.file("trace_pipe")
+        try:
+            return os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as e:
+            raise TracefsError(
+                f"cannot open {path}: {e.strerror} (and the binary reader is unusable: "
+                f"{reason})"
+            ) from None
+
+    @property
+    def text_mode(self) -> bool:
+        """Is the text ``trace_pipe`` read (instead of binary pages)?"""
+        return self.text_reason is not None
+
+    def start(self, text_reason: str | None = None) -> None:
+        """Open the files to read, fork the drainer and turn tracing on.
+
+        Binary ``trace_pipe_raw`` pages unless ``text_reason`` says why not, or a CPU's
+        file cannot be opened: then the text ``trace_pipe`` (:attr:`text_reason` says
+        why; PAGE records become TEXT records).
+        """
+        inst = self.instance
+        if text_reason is None:
+            fds, text_reason = self._open_raw()
+            self._cpu_fds.update(fds)
+        if text_reason is not None:
+            self._cpu_fds[0] = self._open_text(text_reason)
+            self._kind = TEXT
+            self.text_reason = text_reason
+        try:
+            dirs = list(inst.cpu_dirs())
+        except OSError:
+            dirs = []
+        for cpu, d in dirs:
+            try:
+                self._stat_fds[cpu] = os.open(os.path.join(d, "stats"), os.O_RDONLY)
+            except OSError:
+                pass  # stats() reports what it can read
         self._spool = os.memfd_create("probewatch-spool", os.MFD_CLOEXEC)
         ctrl_r, self._ctrl_w = os.pipe()
         self._notify_r, notify_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -221,7 +321,7 @@ class FtraceCollector:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 os.close(self._ctrl_w)
                 os.close(self._notify_r)
-                _drainer(self._cpu_fds, self._spool, ctrl_r, notify_w)
+                _drainer(self._cpu_fds, self._spool, ctrl_r, notify_w, self._kind)
             except BaseException:
                 code = 1
             os._exit(code)
@@ -262,7 +362,7 @@ class FtraceCollector:
                 pass
 
     def read_spool(self) -> Iterator[tuple[int, int, bytes | int]]:
-        """Yield (kind, cpu, page bytes | watermark ns) for everything spooled so far."""
+        """Yield (kind, cpu, page or text bytes | watermark ns) for everything spooled."""
         if self._spool < 0:
             return
         size = os.fstat(self._spool).st_size
@@ -281,8 +381,8 @@ class FtraceCollector:
                 cpu, kind, length, value = unpack(data, pos)
                 if pos + hs + length > end:
                     break
-                if kind == PAGE:
-                    yield PAGE, cpu, data[pos + hs : pos + hs + length]
+                if kind == PAGE or kind == TEXT:
+                    yield kind, cpu, data[pos + hs : pos + hs + length]
                 elif kind == WATERMARK:
                     self.watermark = value
                     yield WATERMARK, cpu, value
