@@ -14,7 +14,10 @@ from ..errors import ProbewatchError
 
 # the order of `probewatch -h`; any other module in this package that defines
 # register() is picked up after these (so a new subcommand is one new module)
-FIRST = ["doctor", "trace", "list", "cleanup"]
+FIRST = [
+    "doctor", "trace", "record", "report", "stats", "query", "export", "list",
+    "syscalls", "execsnoop", "opensnoop", "syscount", "tcpconnect", "bashreadline", "cleanup",
+]
 
 
 def subcommand_modules() -> list[str]:
@@ -28,7 +31,9 @@ def subcommand_modules() -> list[str]:
 EPILOG = """examples:
   probewatch doctor                          what this kernel offers
   probewatch trace t:sched:sched_process_exec -d 5
-  probewatch trace t:syscalls:sys_enter_openat --json -- ls /   | jq .fields
+  probewatch trace t:syscalls:sys_enter_openat --json -- sh -c 'ls >/dev/null' | jq .fields
+  probewatch opensnoop -- cat /etc/hostname   paths opened, with fd or errno (eBPF)
+  probewatch record t:sched:sched_process_exec -o cap.db -d 10; probewatch report cap.db
   probewatch cleanup                         remove leftovers of killed runs
 """
 

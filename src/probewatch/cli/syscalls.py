@@ -21,7 +21,7 @@ EXAMPLES = """examples:
   probewatch syscalls -p 1234                 attach to a running process
   probewatch syscalls -c -- make              per-syscall calls/errors/time table
   probewatch syscalls -e openat,close -- ls   only these syscalls
-  probewatch syscalls --json -- ls | jq -r .event
+  probewatch syscalls --json -- sh -c 'ls >/dev/null' | jq -r .event
 
 Strings (paths, argv, buffers up to -s bytes) are read from user memory in the
 kernel; a read that fails shows the pointer, as strace does, and is counted.

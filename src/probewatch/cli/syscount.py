@@ -14,7 +14,7 @@ EXAMPLES = """examples:
   probewatch syscount -- ./workload            count the syscalls of a command
   probewatch syscount -P -d 5                  top processes by syscall count
   probewatch syscount -L -t 20 -p 1234         with time spent, top 20
-  probewatch syscount --json -- ls             one JSON document on stdout
+  probewatch syscount --json -- make -s        one JSON document on stdout
 
 Counting happens in the kernel (per-CPU maps): nothing is lost, however fast.
 """

@@ -14,7 +14,7 @@ EXAMPLES = """examples:
   probewatch trace 't:syscalls:sys_enter_open*' -c cat      open syscalls of commands named cat
   probewatch trace t:syscalls:sys_enter_getppid -- ./loop   only ./loop and its children
   probewatch trace t:sched:sched_switch --filter 'prev_pid == 1' -d 5
-  probewatch trace t:syscalls:sys_enter_openat --json -- ls | jq -r .fields.dfd
+  probewatch trace t:syscalls:sys_enter_openat --json -- sh -c 'ls >/dev/null' | jq .fields.dfd
   probewatch trace --count t:syscalls:sys_enter_getppid -p 1234 -d 10
 
   probewatch trace 'u:libc:malloc size=arg0:u64' -- ls              malloc sizes
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "trace",
         usage="probewatch trace [options] SPEC... [-- COMMAND ARGS...]",
         help="stream events from probe specs (tracepoints, uprobes, USDT, kprobes)",
-        description="Stream events from probe specs (ftrace backend, private instance).",
+        description="Stream events from probe specs (ftrace in a private tracefs instance, or eBPF).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -57,7 +57,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--buffer-kb", type=int, help="per-CPU ring buffer size in KiB")
     p.add_argument("--backend", choices=["auto", "ftrace", "bpf"], default="auto",
                    help="ftrace (private tracefs instance), bpf (eBPF programs; --filter is"
-                   " evaluated in user space) or auto (ftrace unless it cannot run here)")
+                   " evaluated in user space) or auto (ftrace; bpf for --count without --filter)")
     p.set_defaults(accepts_command=True)
 
 
