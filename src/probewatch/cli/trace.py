@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "trace",
         usage="probewatch trace [options] SPEC... [-- COMMAND ARGS...]",
         help="stream events from probe specs (tracepoints, uprobes, USDT, kprobes)",
-        description="Stream events from probe specs (ftrace in a private tracefs instance, or eBPF).",
+        description="Stream events from probe specs (ftrace in a private instance, or eBPF).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
