@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from .guest import run_guest
 
 # CI lays shared/ beside the clone; developers have it at /work/shared
 SCRIPT = next(
@@ -92,9 +93,8 @@ def test_kprobe_and_kretprobe_on_do_sys_openat2(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-file.txt"
     py = os.path.realpath(sys.executable)  # the real interpreter, not a pyenv shim
     cmd = f"{py} {guest} {known} {missing}"
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), SK_CWD_RW="0", SK_TIMEOUT="150")
-    r = subprocess.run([str(SCRIPT), cmd], cwd=tmp_path, env=env, capture_output=True,
-                       text=True, timeout=180)
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), SK_CWD_RW="0", SK_TIMEOUT="120")
+    r = run_guest(SCRIPT, cmd, tmp_path, env)
     assert r.returncode == 0, f"runner failed ({r.returncode}):\n{r.stderr[-3000:]}"
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["error"] is None, (out["error"], r.stderr[-2000:])
