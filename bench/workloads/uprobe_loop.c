@@ -22,13 +22,7 @@
  *
  * Build: gcc -O2 -o uprobe_loop uprobe_loop.c
  */
-#define _GNU_SOURCE
-#include <sched.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/resource.h>
-#include <time.h>
-#include <unistd.h>
+#include "loop_common.h"
 
 __attribute__((noinline)) long pw_bench_fn(long x)
 {
@@ -36,69 +30,19 @@ __attribute__((noinline)) long pw_bench_fn(long x)
 	return x + 1;
 }
 
-static long long now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static long long tv_ns(struct timeval tv)
-{
-	return (long long)tv.tv_sec * 1000000000LL + (long long)tv.tv_usec * 1000LL;
-}
-
 int main(int argc, char **argv)
 {
-	long long n, i, t0, t1;
+	long long n = loop_setup(argc, argv, "UPROBE_LOOP_CPU"), i, t0, t1;
 	long sum = 0;
 	int cpu_start, cpu_end;
-	const char *pin = getenv("UPROBE_LOOP_CPU");
-	struct rusage ru;
-	FILE *f;
 
-	if (argc != 3) {
-		fprintf(stderr, "usage: %s N REPORT\n", argv[0]);
+	if (n <= 0)
 		return 2;
-	}
-	n = atoll(argv[1]);
-	if (n <= 0) {
-		fprintf(stderr, "%s: N must be > 0\n", argv[0]);
-		return 2;
-	}
-	if (pin && *pin) {
-		cpu_set_t set;
-
-		CPU_ZERO(&set);
-		CPU_SET(atoi(pin), &set);
-		if (sched_setaffinity(0, sizeof(set), &set) != 0) {
-			perror("sched_setaffinity");
-			return 1;
-		}
-	}
-
 	cpu_start = sched_getcpu();
 	t0 = now_ns();
 	for (i = 0; i < n; i++)
 		sum += pw_bench_fn(i);
 	t1 = now_ns();
 	cpu_end = sched_getcpu();
-
-	getrusage(RUSAGE_SELF, &ru);
-	f = fopen(argv[2], "w");
-	if (!f) {
-		perror(argv[2]);
-		return 1;
-	}
-	fprintf(f, "pid %d\ncalls %lld\nt_loop_start %lld\nt_loop_end %lld\n", (int)getpid(), n,
-		t0, t1);
-	fprintf(f, "ns_per_call %.3f\nutime_ns %lld\nstime_ns %lld\nchecksum %ld\n",
-		(double)(t1 - t0) / (double)n, tv_ns(ru.ru_utime), tv_ns(ru.ru_stime), sum);
-	fprintf(f, "cpu_start %d\ncpu_end %d\n", cpu_start, cpu_end);
-	if (fclose(f) != 0) {
-		perror(argv[2]);
-		return 1;
-	}
-	return 0;
+	return loop_report(argv[2], n, -1, t0, t1, sum, cpu_start, cpu_end);
 }

@@ -109,6 +109,21 @@ class EventStream:
     _started: bool
     _done: bool
     _t1: float
+    _formats: dict[int, Any]
+    @property
+    def clock(self) -> str:
+        """The clock of Event.ts: "mono" = CLOCK_MONOTONIC (bpf_ktime_get_ns is the same)."""
+        return "mono"
+
+    @property
+    def formats(self) -> list[Any]:
+        """The EventFormat of every event this session decodes (hidden helpers too)."""
+        return list(self._formats.values())
+
+    @property
+    def dynamic_probes(self) -> list[Any]:
+        """The uprobe/kprobe/USDT definitions this session created (DynamicProbe)."""
+        return list(getattr(self, "_dynamic", []))
 
     def _raw(self, duration: float | None, count_only: bool) -> Iterator[list[Event]]:
         """Batches of time-ordered Events (count_only: empty batches while counting)."""
@@ -200,8 +215,6 @@ class Session(EventStream):
         self._event_probe: dict[str, str] = {}
         self._formats: dict[int, Any] = {}
         self._hidden_ids: set[int] = set()
-        self._exec_id = -1
-        self._rename_id = -1
         self._started = False
         self._command = GatedCommand()
         self.counts: dict[str, int] = {}
@@ -363,11 +376,6 @@ class Session(EventStream):
                 continue
             self._formats[fmt.id] = fmt
             self._hidden_ids.add(fmt.id)
-        for fid, fmt in self._formats.items():
-            if (fmt.system, fmt.name) == ("sched", "sched_process_exec"):
-                self._exec_id = fid
-            elif (fmt.system, fmt.name) == ("task", "task_rename"):
-                self._rename_id = fid
         if self._pids:
             pids = []
             for p in self._pids:
@@ -511,7 +519,6 @@ class Session(EventStream):
         tasks = self.tasks
         probe_of = self._event_probe
         counts = self.counts
-        hidden = self._hidden_ids
         text = self._text is not None
         out = []
         for ev in batch:
@@ -533,8 +540,12 @@ class Session(EventStream):
             ev.probe = probe
             counts[probe] += 1
             out.append(ev)
-        del hidden
         return out
+
+    @property
+    def clock(self) -> str:
+        """The trace clock of the private instance (Event.ts)."""
+        return str(self._collector.clock)
 
     def stop(self) -> None:
         """Turn tracing off; what is buffered can still be read (drain(), count())."""

@@ -3,49 +3,25 @@ kernel's own tracefs tree and binutils; ``list probes`` while probes are armed."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+
+from targets.build import build_for_tests
 
 from .helpers import CLI, run_cli, wait_for
 
 pytestmark = pytest.mark.integration
 
-TARGETS_DIR = Path(__file__).resolve().parents[1] / "targets"
-
-
-def _load_build() -> ModuleType:
-    path = TARGETS_DIR / "build.py"
-    name = "probewatch_test_targets_build"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def targets(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    build = _load_build()
-    try:
-        t = build.build(tmp_path_factory.mktemp("listtargets"))
-    except build.BuildUnavailable as e:
-        pytest.fail(f"cannot build the test target: {e}")
-    if not t.has_sdt:
-        pytest.fail("<sys/sdt.h> missing: apt-get install systemtap-sdt-dev")
-    return t
+    return build_for_tests(tmp_path_factory, "listtargets", require_sdt=True)
 
 
 def list_json(*args: str) -> Any:

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import importlib.util
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -30,44 +27,25 @@ from probewatch.elf.usdt import read_usdt_probes
 from probewatch.sources.spec import parse_spec
 from probewatch.sources.uprobe import DynamicProbe, resolve_uprobe
 from probewatch.sources.usdt import resolve_usdt
+from targets.build import build_for_tests
+
+from .helpers import require_uprobe_events
 
 pytestmark = pytest.mark.integration
 
 GROUP = f"probewatch_{os.getpid()}"
 
 
-def _load_build() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "targets" / "build.py"
-    name = "probewatch_test_targets_build"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def uprobes(tracefs: str) -> str:
     """The tracefs root, when this kernel has uprobe events."""
-    if not os.path.exists(os.path.join(tracefs, "uprobe_events")):
-        pytest.skip("kernel without CONFIG_UPROBE_EVENTS (no uprobe_events)")
-    return tracefs
+    return require_uprobe_events(tracefs)
 
 
 @pytest.fixture(scope="module")
 def targets(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    import platform
-
-    if platform.machine() != "x86_64":
-        pytest.skip("expected values below are for x86_64")
-    build = _load_build()
-    try:
-        return build.build(tmp_path_factory.mktemp("ktargets"))
-    except build.BuildUnavailable as e:
-        pytest.fail(f"cannot build the test target: {e}")
+    return build_for_tests(tmp_path_factory, "ktargets",
+                           x86_only="expected values below are for x86_64")
 
 
 # ------------------------------------------------------------------ tracefs helpers

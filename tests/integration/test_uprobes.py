@@ -12,25 +12,23 @@ remains in uprobe_events or instances/.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import platform
 import pty
 import select
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from .helpers import CLI, summary_of, wait_for
+from targets.build import build_for_tests
+
+from .helpers import CLI, require_uprobe_events, summary_of, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -46,38 +44,15 @@ MANY_RET = 1 + 2 + 3 + 4 + 5 + 6 + 77 + 88
 # ------------------------------------------------------------------ fixtures
 
 
-def _load_build() -> ModuleType:
-    path = TARGETS_DIR / "build.py"
-    name = "probewatch_test_targets_build"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def uprobes(tracefs: str) -> str:
-    if not os.path.exists(os.path.join(tracefs, "uprobe_events")):
-        pytest.skip("kernel without CONFIG_UPROBE_EVENTS (no uprobe_events)")
-    return tracefs
+    return require_uprobe_events(tracefs)
 
 
 @pytest.fixture(scope="module")
 def targets(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    if platform.machine() != "x86_64":
-        pytest.skip("expected register/stack layouts below are for x86_64")
-    build = _load_build()
-    try:
-        t = build.build(tmp_path_factory.mktemp("uptargets"))
-    except build.BuildUnavailable as e:
-        pytest.fail(f"cannot build the test target: {e}")
-    if not t.has_sdt:
-        pytest.fail("<sys/sdt.h> missing: apt-get install systemtap-sdt-dev")
-    return t
+    return build_for_tests(tmp_path_factory, "uptargets", require_sdt=True,
+                           x86_only="expected register/stack layouts below are for x86_64")
 
 
 @pytest.fixture(scope="module")

@@ -15,18 +15,26 @@ Variants, all in one output directory:
 USDT probes come from <sys/sdt.h> (Debian: systemtap-sdt-dev); without it the target
 builds with no-op probes and ``has_sdt`` is False.
 
-Use from a test module::
+Use from a test module (pytest puts tests/ on sys.path)::
 
-    targets = load_build_module().build(tmp_path)     # raises BuildUnavailable without gcc
+    from targets.build import build_for_tests
+
+    @pytest.fixture(scope="module")
+    def targets(tmp_path_factory):
+        return build_for_tests(tmp_path_factory, "targets", require_sdt=True)
+
+or call ``build(tmp_path)`` directly (raises BuildUnavailable without gcc).
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ["pw_target.c", "pw_sem.c"]
@@ -129,6 +137,35 @@ def build(out: Path) -> Targets:
     bdir.mkdir(parents=True, exist_ok=True)
     shutil.copy2(dbg, bdir / (bid[2:] + ".debug"))
     return Targets(out, pie, nopie, stripped, dbg, nodebug, buildid, root, lib, sdt)
+
+
+def build_for_tests(
+    tmp_path_factory: Any,
+    basename: str,
+    *,
+    skip_unavailable: bool = False,
+    require_sdt: bool = False,
+    x86_only: str | None = None,
+) -> Targets:
+    """The body of every test module's ``targets`` fixture.
+
+    Builds into ``tmp_path_factory.mktemp(basename)``. ``x86_only``: skip with that
+    reason on other machines. Without gcc/binutils: skip when ``skip_unavailable``,
+    else fail. ``require_sdt``: fail when <sys/sdt.h> is missing.
+    """
+    import pytest
+
+    if x86_only is not None and platform.machine() != "x86_64":
+        pytest.skip(x86_only)
+    try:
+        t = build(tmp_path_factory.mktemp(basename))
+    except BuildUnavailable as e:
+        if skip_unavailable:
+            pytest.skip(str(e))
+        pytest.fail(f"cannot build the test target: {e}")
+    if require_sdt and not t.has_sdt:
+        pytest.fail("<sys/sdt.h> missing: apt-get install systemtap-sdt-dev")
+    return t
 
 
 if __name__ == "__main__":

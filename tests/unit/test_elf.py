@@ -6,17 +6,14 @@ tests/targets/pw_target.c.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -24,30 +21,14 @@ import pytest
 from probewatch.elf import libs, symbols, usdt
 from probewatch.elf.symbols import open_image, resolve_symbol
 from probewatch.errors import NotFound, SpecError
+from targets.build import build_for_tests
 
 # ------------------------------------------------------------------ fixtures
 
 
-def _load_build() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "targets" / "build.py"
-    name = "probewatch_test_targets_build"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def targets(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    build = _load_build()
-    try:
-        return build.build(tmp_path_factory.mktemp("targets"))
-    except build.BuildUnavailable as e:
-        pytest.skip(str(e))
+    return build_for_tests(tmp_path_factory, "targets", skip_unavailable=True)
 
 
 @pytest.fixture(scope="module")

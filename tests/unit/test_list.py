@@ -6,14 +6,12 @@ No root needed: tracefs is a directory tree made in tmp_path from recorded files
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -21,6 +19,7 @@ import pytest
 from probewatch.cli import list as pwlist
 from probewatch.cli.main import main
 from probewatch.errors import FeatureUnavailable, NotFound
+from targets.build import build_for_tests
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "formats"
 
@@ -333,26 +332,9 @@ def test_cli_probes_points_at_cleanup_for_dead_owners(
 # ---------------------------------------------------------------- ELF listings
 
 
-def _load_build() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "targets" / "build.py"
-    name = "probewatch_test_targets_build"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def targets(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    build = _load_build()
-    try:
-        return build.build(tmp_path_factory.mktemp("listtargets"))
-    except build.BuildUnavailable as e:
-        pytest.skip(str(e))
+    return build_for_tests(tmp_path_factory, "listtargets", skip_unavailable=True)
 
 
 def _nm(path: Path) -> dict[str, int]:

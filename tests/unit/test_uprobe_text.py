@@ -5,17 +5,14 @@ Nothing here writes to tracefs (tests/integration/test_uprobe_kernel.py does).
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import os
 import platform
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -37,6 +34,7 @@ from probewatch.sources.uprobe import (
     resolve_uprobe,
 )
 from probewatch.sources.usdt import resolve_usdt, usdt_fetcharg
+from targets.build import build_for_tests
 
 _groups = itertools.count()
 
@@ -245,28 +243,10 @@ def test_groups() -> None:
 # ------------------------------------------------------------------ built targets
 
 
-def _load_build() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "targets" / "build.py"
-    name = "probewatch_test_targets_build"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def targets(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    if platform.machine() != "x86_64":
-        pytest.skip("the expected texts below are for x86_64")
-    build = _load_build()
-    try:
-        return build.build(tmp_path_factory.mktemp("targets"))
-    except build.BuildUnavailable as e:
-        pytest.skip(str(e))
+    return build_for_tests(tmp_path_factory, "targets", skip_unavailable=True,
+                           x86_only="the expected texts below are for x86_64")
 
 
 def objdump_offset(path: Path, name: str) -> int:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ProbewatchError, SpecError
 from ..event import Event
 from ..sinks.jsonl import JsonLinesSink
-from ..sinks.text import TextSink
+from ..sinks.text import TextSink, hex_fields
 from .trace import add_common, join_spec_words, split_command
 
 if TYPE_CHECKING:
@@ -78,24 +78,12 @@ def default_path(now: float | None = None) -> str:
     return path
 
 
-def _hex_fields(s: Session) -> dict[str, set[str]]:
-    fmts = getattr(s, "_formats", {}) or {}
-    # as probewatch trace: pointers and probe addresses in hex
-    return {
-        f"{f.system}:{f.name}": {
-            fl.name for fl in f.fields if "*" in fl.ctype or fl.name.startswith("__probe")
-        }
-        for f in fmts.values()
-    }
-
-
 def _run_info(args: argparse.Namespace, s: Session, cmd: list[str]) -> RunInfo:
     from ..sinks.capture import RunInfo
 
-    col = getattr(s, "_collector", None)
     return RunInfo(
         backend=s.backend,
-        clock=getattr(col, "clock", None),
+        clock=s.clock,
         argv=["probewatch", *sys.argv[1:]],
         command=cmd or None,
         buffer_kb=args.buffer_kb,
@@ -110,7 +98,7 @@ def _probe_infos(args: argparse.Namespace, s: Session) -> list[ProbeInfo]:
     from ..sources.spec import parse_spec
 
     # dynamic probes (uprobes, kprobes, USDT) as the backend resolved them
-    dyn = {f"{dp.group}:{dp.name}": dp for dp in getattr(s, "_dynamic", []) or []}
+    dyn = {f"{dp.group}:{dp.name}": dp for dp in s.dynamic_probes}
     out = []
     for spec, events in s.probes.items():
         info = ProbeInfo(spec, backend=s.backend, filter=args.filter_expr, events=events)
@@ -163,7 +151,7 @@ def _pump(s: Session, writer: CaptureWriter, args: argparse.Namespace,
 def _echo(s: Session, as_json: bool) -> Callable[[list[Event]], None]:
     if as_json:
         return JsonLinesSink(sys.stdout).write_many
-    write = TextSink(sys.stdout, hex_fields=_hex_fields(s)).write
+    write = TextSink(sys.stdout, hex_fields=hex_fields(s.formats)).write
 
     def text(batch: list[Event]) -> None:
         for ev in batch:
@@ -249,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
             t0 = time.monotonic_ns()
             s.start()  # a bad -p pid or command fails here, before the run is written
             info = _run_info(args, s, cmd)
-            writer.begin_run(info, _probe_infos(args, s), hex_fields=_hex_fields(s),
+            writer.begin_run(info, _probe_infos(args, s), hex_fields=hex_fields(s.formats),
                              start_ts=t0 if info.clock in (None, "mono") else None)
             begun = True
             for pid in args.pid:  # what /proc says about the processes asked for

@@ -7,7 +7,7 @@ import json
 import sys
 
 from ..sinks.jsonl import JsonLinesSink
-from ..sinks.text import TextSink
+from ..sinks.text import TextSink, hex_fields
 
 EXAMPLES = """examples:
   probewatch trace t:sched:sched_process_exec               exec events, system-wide
@@ -97,12 +97,7 @@ def run(args: argparse.Namespace) -> int:
         shown = len(s.warnings)
         if cmd:
             s.trace_command(cmd)
-        hexf = {
-            f"{f.system}:{f.name}": {
-                fl.name for fl in f.fields if "*" in fl.ctype or fl.name.startswith("__probe")
-            }
-            for f in s._formats.values()
-        }
+        hexf = hex_fields(s.formats)
         write = JsonLinesSink(out).write if args.json else TextSink(out, hex_fields=hexf).write
         try:
             if args.count:

@@ -39,7 +39,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ..errors import FeatureUnavailable, TracefsError
+from ..errors import FeatureUnavailable, ProbewatchError, TracefsError
 from ..kernel.tracefs import Instance, tracefs_root
 from .command import kill_child, try_reap
 
@@ -198,11 +198,11 @@ class FtraceCollector:
             inst.tracing_on(False)
             inst.set_buffer_kb(buffer_kb or DEFAULT_BUFFER_KB)
             inst.set_buffer_percent(1)
+            self.clock = clock
             try:
                 inst.set_clock(clock)
-            except Exception:
-                pass
-            self.clock = clock
+            except ProbewatchError:
+                self.clock = "local"  # the instance keeps the kernel's default clock
             inst.set_option("record-cmd", True)
             inst.set_option("record-tgid", True)
             inst.set_notrace_pids([os.getpid()])

@@ -16,6 +16,7 @@ import ctypes
 import errno
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 # syscall numbers of bpf(2) per machine (uname -m)
@@ -55,17 +56,24 @@ BPF_OBJ_NAME_LEN = 16
 TRIVIAL_PROG = bytes([0xB7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])
 
 
-class BpfError(OSError):
-    """bpf(2) failed; ``errno`` is set and ``log`` holds the verifier log, if any."""
+class SyscallError(OSError):
+    """A raw syscall made through :func:`syscall` failed; ``errno`` is set, ``what`` says which."""
 
-    def __init__(self, err: int, what: str, log: str = "") -> None:
+    def __init__(self, err: int, what: str) -> None:
         super().__init__(err, os.strerror(err))
         self.what = what
-        self.log = log
 
     def __str__(self) -> str:
         name = errno.errorcode.get(self.errno or 0, str(self.errno))
         return f"{self.what}: {name} ({self.strerror})"
+
+
+class BpfError(SyscallError):
+    """bpf(2) failed; ``errno`` is set, ``log`` holds the verifier log when one was asked for."""
+
+    def __init__(self, err: int, what: str, log: str = "") -> None:
+        super().__init__(err, what)
+        self.log = log
 
 
 class _MapCreateAttr(ctypes.Structure):
@@ -109,34 +117,40 @@ class _ProgLoadAttr(ctypes.Structure):
 _libc: ctypes.CDLL | None = None
 
 
-def _syscall() -> Any:
+def syscall(nr: int, *args: Any) -> int:
+    """libc syscall(nr, args...) (ctypes-typed args); the result, -1 with errno on failure."""
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
     fn = _libc.syscall
     fn.restype = ctypes.c_long
-    return fn
+    return int(fn(ctypes.c_long(nr), *args))
+
+
+def syscall_nr(
+    table: Mapping[str, int], what: str, error: type[SyscallError], machine: str | None = None
+) -> int:
+    """``table[machine]`` (default: this machine); ``error(ENOSYS, what + machine)`` if absent."""
+    m = machine or os.uname().machine
+    try:
+        return table[m]
+    except KeyError:
+        raise error(errno.ENOSYS, f"{what}{m}") from None
 
 
 def sys_bpf_nr(machine: str | None = None) -> int:
     """The bpf(2) syscall number on ``machine`` (default: this one); ENOSYS if unknown."""
-    m = machine or os.uname().machine
-    try:
-        return SYS_BPF[m]
-    except KeyError:
-        raise BpfError(errno.ENOSYS, f"bpf(2) syscall number unknown for machine {m}") from None
+    return syscall_nr(SYS_BPF, "bpf(2) syscall number unknown for machine ", BpfError, machine)
 
 
 def bpf(cmd: int, attr: ctypes.Structure, what: str = "bpf") -> int:
     """Call bpf(cmd, &attr, sizeof attr); return the (non-negative) result or raise BpfError."""
-    nr = sys_bpf_nr()
-    fn = _syscall()
-    ret = fn(
-        ctypes.c_long(nr), ctypes.c_int(cmd), ctypes.byref(attr), ctypes.c_uint(ctypes.sizeof(attr))
+    ret = syscall(
+        sys_bpf_nr(), ctypes.c_int(cmd), ctypes.byref(attr), ctypes.c_uint(ctypes.sizeof(attr))
     )
     if ret < 0:
         raise BpfError(ctypes.get_errno(), what)
-    return int(ret)
+    return ret
 
 
 def kernel_version_code(release: str | None = None) -> int:
@@ -207,7 +221,10 @@ def map_create(map_type: int, key_size: int, value_size: int, max_entries: int) 
 
 __all__ = [
     "BpfError",
+    "SyscallError",
     "bpf",
+    "syscall",
+    "syscall_nr",
     "prog_load",
     "map_create",
     "kernel_version_code",

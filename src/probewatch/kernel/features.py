@@ -221,7 +221,8 @@ class _Probe:
         f = self._results.get(name)
         if f is None:
             try:
-                f = _CHECKS[name](self)
+                dep = _REQUIRES.get(name)
+                f = (self.needs(dep, name) if dep else None) or _CHECKS[name](self)
             except ProbewatchError as e:
                 f = Feature(name, False, str(e))
             except OSError as e:
@@ -229,9 +230,11 @@ class _Probe:
             self._results[name] = f
         return f
 
-    def no_tracefs(self, name: str) -> Feature | None:
-        if self.root() is None:
-            return Feature(name, False, f"needs tracefs: {self.root_error}")
+    def needs(self, dep: str, name: str) -> Feature | None:
+        """The answer for ``name`` when the feature ``dep`` it builds on is missing."""
+        base = self.get(dep)
+        if not base.available:
+            return Feature(name, False, f"needs {dep}: {base.reason}")
         return None
 
     # -- the one trial instance: mkdir works? does the kernel let us select `function`?
@@ -321,9 +324,6 @@ def _check_tracefs(p: _Probe) -> Feature:
 
 def _check_instances(p: _Probe) -> Feature:
     name = "tracefs instances"
-    miss = p.no_tracefs(name)
-    if miss:
-        return miss
     if not os.path.isdir(p.path("instances")):
         return Feature(
             name,
@@ -342,9 +342,6 @@ def _check_instances(p: _Probe) -> Feature:
 
 def _check_tracepoints(p: _Probe) -> Feature:
     name = "tracepoints"
-    miss = p.no_tracefs(name)
-    if miss:
-        return miss
     events = p.path("events")
     systems = [
         d for d in _listdir(events) if os.path.isdir(os.path.join(events, d))
@@ -371,9 +368,6 @@ def _check_tracepoints(p: _Probe) -> Feature:
 
 def _check_syscalls(p: _Probe) -> Feature:
     name = "syscall tracepoints"
-    miss = p.no_tracefs(name)
-    if miss:
-        return miss
     evs = [e for e in _listdir(p.path("events/syscalls")) if e.startswith("sys_enter_")]
     if evs:
         return Feature(name, True, "", f"{len(evs)} syscalls (sys_enter_*/sys_exit_*)")
@@ -389,9 +383,6 @@ def _check_syscalls(p: _Probe) -> Feature:
 
 def _check_uprobe_events(p: _Probe) -> Feature:
     name = "uprobe_events"
-    miss = p.no_tracefs(name)
-    if miss:
-        return miss
     if os.path.exists(p.path("uprobe_events")):
         return Feature(name, True, "", "user-space dynamic probes (u:/p: on ELF offsets)")
     reason = "uprobe_events missing: kernel built without CONFIG_UPROBE_EVENTS"
@@ -403,9 +394,6 @@ def _check_uprobe_events(p: _Probe) -> Feature:
 
 def _check_kprobe_events(p: _Probe) -> Feature:
     name = "kprobe_events"
-    miss = p.no_tracefs(name)
-    if miss:
-        return miss
     if os.path.exists(p.path("kprobe_events")):
         return Feature(name, True, "", "kernel dynamic probes (p:/r: on kernel functions)")
     if p.kc("KPROBES") == "n":
@@ -424,9 +412,6 @@ def _check_kprobe_events(p: _Probe) -> Feature:
 
 def _check_dynamic_events(p: _Probe) -> Feature:
     name = "dynamic_events"
-    miss = p.no_tracefs(name)
-    if miss:
-        return miss
     if os.path.exists(p.path("dynamic_events")):
         return Feature(name, True, "", "generic dynamic event control file")
     return Feature(
@@ -445,9 +430,6 @@ def _function_listed(p: _Probe) -> bool:
 
 def _check_function_tracer(p: _Probe) -> Feature:
     name = "function tracer"
-    miss = p.no_tracefs(name)
-    if miss:
-        return miss
     text = _read(p.path("available_tracers"))
     if text is None:
         return Feature(
@@ -504,9 +486,6 @@ def _check_function_tracer(p: _Probe) -> Feature:
 
 def _check_hist(p: _Probe) -> Feature:
     name = "hist triggers"
-    miss = p.no_tracefs(name)
-    if miss:
-        return miss
     candidates = [p.path("events/sched/sched_switch")]
     events = p.path("events")
     for s in sorted(_listdir(events))[:8]:
@@ -532,9 +511,6 @@ def _check_hist(p: _Probe) -> Feature:
 
 def _check_eprobes(p: _Probe) -> Feature:
     name = "eprobes"
-    miss = p.no_tracefs(name)
-    if miss:
-        return miss
     fix = f"rebuild with CONFIG_EPROBE_EVENTS=y (Linux 5.15+), or use {DISTRO_FIX}"
     if p.kc("EPROBE_EVENTS") == "n":
         return Feature(name, False, f"kernel built without CONFIG_EPROBE_EVENTS; {fix}")
@@ -673,13 +649,6 @@ def _bpf_reason(err: int) -> str:
     return os.strerror(err)
 
 
-def _bpf_base(p: _Probe, name: str) -> Feature | None:
-    base = p.get("BPF")
-    if not base.available:
-        return Feature(name, False, f"needs BPF: {base.reason}")
-    return None
-
-
 def _check_bpf(p: _Probe) -> Feature:
     name = "BPF"
     from .bpfsys import BPF_MAP_TYPE_ARRAY, BpfError, map_create
@@ -698,12 +667,23 @@ def _check_bpf(p: _Probe) -> Feature:
     return Feature(name, True, "", ", ".join(bits))
 
 
-def _prog_check(p: _Probe, name: str, prog_type: int, type_name: str, needs: str) -> Feature:
-    miss = _bpf_base(p, name)
-    if miss:
-        return miss
+# BPF program types probed by loading "r0 = 0; exit": feature -> (enum name, why not)
+_PROG_TYPES = {
+    "BPF tracepoint programs": (
+        "BPF_PROG_TYPE_TRACEPOINT", "kernel built without CONFIG_BPF_EVENTS (Linux 4.7+)"),
+    "BPF kprobe programs": (
+        "BPF_PROG_TYPE_KPROBE", "kernel built without CONFIG_BPF_EVENTS (Linux 4.1+)"),
+    "BPF raw_tracepoint programs": (
+        "BPF_PROG_TYPE_RAW_TRACEPOINT", "needs Linux 4.17+ built with CONFIG_BPF_EVENTS"),
+}
+
+
+def _check_bpf_prog(p: _Probe, name: str) -> Feature:
+    from . import bpfsys
     from .bpfsys import BpfError, prog_load
 
+    type_name, needs = _PROG_TYPES[name]
+    prog_type = getattr(bpfsys, type_name)
     try:
         fd = prog_load(prog_type)
     except BpfError as e:
@@ -725,28 +705,9 @@ def _prog_check(p: _Probe, name: str, prog_type: int, type_name: str, needs: str
     return Feature(name, True, "", f"{type_name} 'r0 = 0; exit' loaded (GPL)")
 
 
-def _check_bpf_tp(p: _Probe) -> Feature:
-    from .bpfsys import BPF_PROG_TYPE_TRACEPOINT
-
-    return _prog_check(
-        p,
-        "BPF tracepoint programs",
-        BPF_PROG_TYPE_TRACEPOINT,
-        "BPF_PROG_TYPE_TRACEPOINT",
-        "kernel built without CONFIG_BPF_EVENTS (Linux 4.7+)",
-    )
-
-
-def _check_bpf_kprobe(p: _Probe) -> Feature:
-    from .bpfsys import BPF_PROG_TYPE_KPROBE
-
-    f = _prog_check(
-        p,
-        "BPF kprobe programs",
-        BPF_PROG_TYPE_KPROBE,
-        "BPF_PROG_TYPE_KPROBE",
-        "kernel built without CONFIG_BPF_EVENTS (Linux 4.1+)",
-    )
+def _check_bpf_kprobe(p: _Probe, name: str) -> Feature:
+    # (the prerequisite is checked here, not by _REQUIRES: the detail is added either way)
+    f = p.needs("BPF", name) or _check_bpf_prog(p, name)
     kprobes = (p.root() is not None and os.path.exists(p.path("kprobe_events"))) or os.path.isdir(
         os.path.join(EVENT_SOURCE_DIR, "kprobe")
     )
@@ -755,23 +716,8 @@ def _check_bpf_kprobe(p: _Probe) -> Feature:
     return f
 
 
-def _check_bpf_raw_tp(p: _Probe) -> Feature:
-    from .bpfsys import BPF_PROG_TYPE_RAW_TRACEPOINT
-
-    return _prog_check(
-        p,
-        "BPF raw_tracepoint programs",
-        BPF_PROG_TYPE_RAW_TRACEPOINT,
-        "BPF_PROG_TYPE_RAW_TRACEPOINT",
-        "needs Linux 4.17+ built with CONFIG_BPF_EVENTS",
-    )
-
-
 def _check_ringbuf(p: _Probe) -> Feature:
     name = "BPF ring buffer map"
-    miss = _bpf_base(p, name)
-    if miss:
-        return miss
     from .bpfsys import BPF_MAP_TYPE_RINGBUF, BpfError, map_create
 
     size = max(4096, os.sysconf("SC_PAGE_SIZE"))
@@ -834,11 +780,23 @@ _CHECKS: dict[str, Callable[[_Probe], Feature]] = {
     "perf_event_open": _check_perf,
     "perf uprobe PMU": _check_uprobe_pmu,
     "BPF": _check_bpf,
-    "BPF tracepoint programs": _check_bpf_tp,
-    "BPF kprobe programs": _check_bpf_kprobe,
-    "BPF raw_tracepoint programs": _check_bpf_raw_tp,
+    "BPF tracepoint programs": lambda p: _check_bpf_prog(p, "BPF tracepoint programs"),
+    "BPF kprobe programs": lambda p: _check_bpf_kprobe(p, "BPF kprobe programs"),
+    "BPF raw_tracepoint programs": lambda p: _check_bpf_prog(p, "BPF raw_tracepoint programs"),
     "BPF ring buffer map": _check_ringbuf,
     "BTF": _check_btf,
+}
+
+# feature -> the feature it builds on; when that one is missing, so is this one
+_REQUIRES: dict[str, str] = {
+    **dict.fromkeys(
+        ("tracefs instances", "tracepoints", "syscall tracepoints", "uprobe_events",
+         "kprobe_events", "dynamic_events", "function tracer", "hist triggers", "eprobes"),
+        "tracefs",
+    ),
+    "BPF tracepoint programs": "BPF",
+    "BPF raw_tracepoint programs": "BPF",
+    "BPF ring buffer map": "BPF",
 }
 assert tuple(_CHECKS) == FEATURE_NAMES
 

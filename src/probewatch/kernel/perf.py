@@ -15,9 +15,8 @@ Example::
 from __future__ import annotations
 
 import ctypes
-import errno
-import os
-from typing import Any
+
+from .bpfsys import SyscallError, syscall, syscall_nr
 
 SYS_PERF_EVENT_OPEN = {
     "x86_64": 298,
@@ -126,36 +125,14 @@ class PerfEventAttr(ctypes.Structure):
 assert ctypes.sizeof(PerfEventAttr) == PERF_ATTR_SIZE_VER8
 
 
-class PerfError(OSError):
+class PerfError(SyscallError):
     """perf_event_open(2) failed; ``errno`` is set."""
-
-    def __init__(self, err: int, what: str) -> None:
-        super().__init__(err, os.strerror(err))
-        self.what = what
-
-    def __str__(self) -> str:
-        name = errno.errorcode.get(self.errno or 0, str(self.errno))
-        return f"{self.what}: {name} ({self.strerror})"
-
-
-_libc: ctypes.CDLL | None = None
-
-
-def _syscall() -> Any:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    fn = _libc.syscall
-    fn.restype = ctypes.c_long
-    return fn
 
 
 def sys_perf_event_open_nr(machine: str | None = None) -> int:
-    m = machine or os.uname().machine
-    try:
-        return SYS_PERF_EVENT_OPEN[m]
-    except KeyError:
-        raise PerfError(errno.ENOSYS, f"perf_event_open syscall number unknown for {m}") from None
+    return syscall_nr(
+        SYS_PERF_EVENT_OPEN, "perf_event_open syscall number unknown for ", PerfError, machine
+    )
 
 
 def new_attr(type_: int, config: int, flags: int = 0) -> PerfEventAttr:
@@ -181,9 +158,8 @@ def perf_event_open(
     flags: int = PERF_FLAG_FD_CLOEXEC,
 ) -> int:
     """Open a perf event; return its fd or raise PerfError."""
-    fn = _syscall()
-    ret = fn(
-        ctypes.c_long(sys_perf_event_open_nr()),
+    ret = syscall(
+        sys_perf_event_open_nr(),
         ctypes.byref(attr),
         ctypes.c_int(pid),
         ctypes.c_int(cpu),
@@ -193,7 +169,7 @@ def perf_event_open(
     if ret < 0:
         what = f"perf_event_open(type {attr.type}, config {attr.config})"
         raise PerfError(ctypes.get_errno(), what)
-    return int(ret)
+    return ret
 
 
 __all__ = [

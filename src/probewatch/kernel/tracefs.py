@@ -19,6 +19,7 @@ import itertools
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -315,8 +316,6 @@ def remove_instance(root: str, name: str) -> None:
             write_file(os.path.join(path, rel), val)
         except Exception:
             pass
-    import time
-
     last: OSError | None = None
     for _ in range(50):
         try:

@@ -9,9 +9,20 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import IO, Any
 
 from ..event import Event
+
+
+def hex_fields(formats: Iterable[Any]) -> dict[str, set[str]]:
+    """Per "system:name", the fields shown in hex: pointers and probe addresses."""
+    return {
+        f"{f.system}:{f.name}": {
+            fl.name for fl in f.fields if "*" in fl.ctype or fl.name.startswith("__probe")
+        }
+        for f in formats
+    }
 
 
 def _fmt(v: Any, as_hex: bool) -> str:

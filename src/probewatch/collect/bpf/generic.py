@@ -19,7 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import ctypes
 import os
 import struct
 from dataclasses import dataclass, field
@@ -237,38 +236,6 @@ class _Attach:
     offset: int = 0
 
 
-class _TpOpts(ctypes.Structure):
-    # struct bpf_tracepoint_opts (libbpf >= 0.8)
-    _fields_ = [("sz", ctypes.c_size_t), ("bpf_cookie", ctypes.c_uint64)]
-
-
-def _attach_tracepoint(obj: libbpf.BpfObject, prog: str, system: str, name: str,
-                       cookie: int) -> None:
-    L = libbpf.lib()
-    fn = L.bpf_program__attach_tracepoint_opts
-    fn.restype = ctypes.c_void_p
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p]
-    opts = _TpOpts(ctypes.sizeof(_TpOpts), cookie)
-    libbpf.log_mark()
-    ctypes.set_errno(0)
-    ptr = fn(obj._prog(prog), system.encode(), name.encode(), ctypes.byref(opts))
-    obj._link(ptr, f"{prog} to tracepoint {system}:{name}")
-
-
-def _attach_uprobe(obj: libbpf.BpfObject, prog: str, path: str, offset: int, retprobe: bool,
-                   cookie: int) -> None:
-    opts = libbpf._UprobeOpts()
-    opts.sz = ctypes.sizeof(libbpf._UprobeOpts)
-    opts.retprobe = retprobe
-    opts.bpf_cookie = cookie
-    libbpf.log_mark()
-    ctypes.set_errno(0)
-    ptr = libbpf.lib().bpf_program__attach_uprobe_opts(
-        obj._prog(prog), -1, path.encode(), offset, ctypes.byref(opts))
-    kind = "uretprobe" if retprobe else "uprobe"
-    obj._link(ptr, f"{prog} as {kind} to {path}+{offset:#x}")
-
-
 @dataclass
 class GenericCollector:
     """Load generic.bpf.o, attach it per slot, and collect raw ring-buffer records.
@@ -357,10 +324,11 @@ class GenericCollector:
             obj.attach_tracepoint("pw_gen_fork", "sched", "sched_process_fork")
         for a in self._attach:
             if a.kind == "tp":
-                _attach_tracepoint(obj, "pw_tp", a.system, a.name, a.slot)
+                obj.attach_tracepoint("pw_tp", a.system, a.name, cookie=a.slot)
             else:
-                prog = "pw_uretprobe" if a.kind == "uretprobe" else "pw_uprobe"
-                _attach_uprobe(obj, prog, a.path, a.offset, a.kind == "uretprobe", a.slot)
+                retprobe = a.kind == "uretprobe"
+                prog = "pw_uretprobe" if retprobe else "pw_uprobe"
+                obj.attach_uprobe(prog, a.path, a.offset, retprobe, cookie=a.slot)
 
     def add_pids(self, pids: list[int]) -> None:
         assert self._obj is not None

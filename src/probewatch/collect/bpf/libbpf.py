@@ -131,7 +131,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_program__set_autoload": (i, [vp, ctypes.c_bool]),
         "bpf_program__fd": (i, [vp]),
         "bpf_prog_test_run_opts": (i, [i, vp]),
-        "bpf_program__attach_tracepoint": (vp, [vp, cp, cp]),
+        "bpf_program__attach_tracepoint_opts": (vp, [vp, cp, cp, vp]),
         "bpf_program__attach_raw_tracepoint": (vp, [vp, cp]),
         "bpf_program__attach_uprobe_opts": (vp, [vp, i, cp, sz, vp]),
         "bpf_link__destroy": (i, [vp]),
@@ -228,6 +228,11 @@ class _OpenOpts(ctypes.Structure):
         ("kernel_log_size", ctypes.c_size_t),
         ("kernel_log_level", ctypes.c_uint32),
     ]
+
+
+class _TracepointOpts(ctypes.Structure):
+    # struct bpf_tracepoint_opts (libbpf >= 0.8)
+    _fields_ = [("sz", ctypes.c_size_t), ("bpf_cookie", ctypes.c_uint64)]
 
 
 class _UprobeOpts(ctypes.Structure):
@@ -606,11 +611,17 @@ class BpfObject:
         self._links.append(link)
         return link
 
-    def attach_tracepoint(self, prog: str, category: str, name: str) -> Link:
+    def attach_tracepoint(self, prog: str, category: str, name: str, cookie: int = 0) -> Link:
+        """Attach to tracepoint ``category:name``.
+
+        ``cookie`` is what the program's bpf_get_attach_cookie() returns.
+        """
         p = self._prog(prog)
+        opts = _TracepointOpts(ctypes.sizeof(_TracepointOpts), cookie)
         log_mark()
         ctypes.set_errno(0)
-        ptr = lib().bpf_program__attach_tracepoint(p, category.encode(), name.encode())
+        ptr = lib().bpf_program__attach_tracepoint_opts(p, category.encode(), name.encode(),
+                                                        ctypes.byref(opts))
         return self._link(ptr, f"{prog} to tracepoint {category}:{name}")
 
     def attach_raw_tracepoint(self, prog: str, name: str) -> Link:
@@ -621,12 +632,16 @@ class BpfObject:
         return self._link(ptr, f"{prog} to raw tracepoint {name}")
 
     def attach_uprobe(self, prog: str, path: str, offset: int, retprobe: bool = False,
-                      pid: int = -1) -> Link:
-        """Attach at file ``offset`` of ``path`` (all processes unless ``pid``)."""
+                      pid: int = -1, cookie: int = 0) -> Link:
+        """Attach at file ``offset`` of ``path`` (all processes unless ``pid``).
+
+        ``cookie`` is what the program's bpf_get_attach_cookie() returns.
+        """
         p = self._prog(prog)
         opts = _UprobeOpts()
         opts.sz = ctypes.sizeof(_UprobeOpts)
         opts.retprobe = retprobe
+        opts.bpf_cookie = cookie
         log_mark()
         ctypes.set_errno(0)
         ptr = lib().bpf_program__attach_uprobe_opts(p, pid, path.encode(), offset,
