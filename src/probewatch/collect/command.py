@@ -6,8 +6,18 @@ not one of its events is missed. A second pipe (close-on-exec) carries the errno
 back when the exec fails. Exit statuses follow the shell: the exit code, or
 ``128 + N`` for a command killed by signal N.
 
+The command runs as it would untraced: its PATH search is done before the fork
+(:func:`resolve_command`, so the traced child makes exactly one ``execve``), and
+the child gets back the signal dispositions and signal mask this process started
+with (Python itself ignores SIGPIPE and SIGXFSZ; those go back to the default).
+Environment, working directory, file descriptors and rlimits are left as they are.
+A gated child whose parent dies (the gate pipe closes unopened) exits with 127
+instead of running untraced.
+
 :class:`SignalGuard` turns SIGTERM and SIGHUP into ``SystemExit(128 + N)`` while a
-session runs, so that its ``finally`` / ``with`` clean-up runs on those signals too.
+session exists, so that its ``finally`` / ``with`` clean-up runs on those signals
+too; :meth:`SignalGuard.deferred` holds signals back while a kernel object is
+created and recorded, so that a signal at any moment leaves nothing behind.
 
 Example::
 
@@ -20,10 +30,15 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import select
 import signal
+import stat
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import Any
 
@@ -34,6 +49,81 @@ Handler = Callable[[int, FrameType | None], Any]
 
 #: what the shell reports for a command that could not be run
 EXEC_FAILED = 127
+
+#: signals CPython ignores at start-up (a command must get them back as SIG_DFL)
+PYTHON_IGNORED = frozenset({signal.SIGPIPE, signal.SIGXFSZ})
+
+
+def _startup_ignored() -> frozenset[int]:
+    """Signals this process was started with ignored (nohup's SIGHUP, a background
+    job's SIGINT), read before probewatch installs any handler."""
+    out = set()
+    for sig in signal.valid_signals():
+        if sig in PYTHON_IGNORED or sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            if signal.getsignal(sig) is signal.SIG_IGN:
+                out.add(int(sig))
+        except (ValueError, OSError):
+            pass
+    return frozenset(out)
+
+
+#: dispositions and mask inherited by this process, restored in a traced command
+STARTUP_IGNORED = _startup_ignored()
+STARTUP_MASK = frozenset(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+
+def resolve_command(name: str, path: str | None = None) -> str:
+    """The file ``execvp(name)`` would run: ``name`` itself when it has a slash, else
+    the first executable regular file named ``name`` in ``path`` (default: $PATH).
+
+    Raises NotFound ("cannot run 'X': ...") when there is none, with execvp's errno
+    (EACCES when only non-executable candidates were found).
+
+    Example::
+
+        resolve_command("grep")    # '/usr/bin/grep'
+        resolve_command("./prog")  # './prog' (checked, not searched)
+    """
+    if not name:
+        raise NotFound("cannot run '': No such file or directory")
+    if "/" in name:
+        candidates = [name]
+    else:
+        search = os.environ.get("PATH", os.defpath) if path is None else path
+        candidates = [os.path.join(d or ".", name) for d in search.split(os.pathsep)]
+    err = errno.ENOENT
+    for c in candidates:
+        try:
+            st = os.stat(c)
+        except OSError as e:
+            if e.errno == errno.EACCES:
+                err = errno.EACCES
+            continue
+        if stat.S_ISREG(st.st_mode) and os.access(c, os.X_OK):
+            return c
+        err = errno.EACCES
+    where = "" if "/" in name else " (searched PATH)"
+    raise NotFound(f"cannot run {name!r}: {os.strerror(err)}{where}")
+
+
+def _child_signal_plan() -> tuple[list[tuple[int, Any]], frozenset[int] | None]:
+    """What the forked child must change: [(signal, SIG_DFL|SIG_IGN)], and the mask to
+    set (None when the current one is right). Computed in the parent, before fork."""
+    changes: list[tuple[int, Any]] = []
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        want = signal.SIG_IGN if sig in STARTUP_IGNORED else signal.SIG_DFL
+        try:
+            have = signal.getsignal(sig)
+        except (ValueError, OSError):
+            continue
+        if have is not want:
+            changes.append((int(sig), want))
+    mask = frozenset(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    return changes, (None if mask == STARTUP_MASK else STARTUP_MASK)
 
 
 def exit_code(status: int) -> int:
@@ -120,6 +210,9 @@ class GatedCommand:
     def start(self, argv: Sequence[str]) -> int:
         """Fork ``argv`` held at the gate; returns its pid.
 
+        The PATH search is done here (NotFound, before anything is forked, when
+        there is nothing to run), so the child execs exactly once.
+
         Example::
 
             pid = GatedCommand().start(["cat", "/etc/hostname"])
@@ -128,18 +221,22 @@ class GatedCommand:
             raise ProbewatchError("no command given")
         if self.pid or self.gated:
             raise ProbewatchError("a command was started already")
+        exe = resolve_command(argv[0])
+        args = list(argv)
+        changes, mask = _child_signal_plan()
         gate_r, gate_w = os.pipe()
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
             try:
+                for sig, disp in changes:
+                    signal.signal(sig, disp)
+                if mask is not None:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 os.close(gate_w)
                 os.close(err_r)
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                    signal.signal(sig, signal.SIG_DFL)
-                os.read(gate_r, 1)
-                os.close(gate_r)
-                os.execvp(argv[0], list(argv))
+                if os.read(gate_r, 1) == b"g":  # EOF: the tracer is gone, do not run
+                    os.execve(exe, args, os.environb)
             except OSError as e:
                 try:
                     os.write(err_w, f"{e.errno}".encode())
@@ -154,7 +251,7 @@ class GatedCommand:
             self.pidfd = os.pidfd_open(pid)  # readable when the command exits
         except (AttributeError, OSError):
             self.pidfd = -1
-        self.argv = list(argv)
+        self.argv = args
         self._gate_w = gate_w
         self._err_r = err_r
         return pid
@@ -223,6 +320,60 @@ class GatedCommand:
             kill_child(self.pid)
             self._reaped(self.returncode)
 
+    def wait_for(
+        self, timeout: float | None, interrupted: Callable[[], bool] | None = None
+    ) -> bool:
+        """Wait up to ``timeout`` seconds (None: no limit) for the command to exit.
+
+        True once it has ended (``returncode`` is set); False on time-out or as soon
+        as ``interrupted()`` is true (checked at least every 50 ms, e.g. a flag a
+        signal handler sets).
+
+        Example::
+
+            if not cmd.wait_for(2.0):
+                cmd.terminate()
+        """
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self.exited():
+            if not self.pid or (interrupted is not None and interrupted()):
+                return self._ended
+            left = 0.05 if end is None else min(0.05, end - time.monotonic())
+            if left <= 0:
+                return False
+            if self.pidfd >= 0:
+                select.select([self.pidfd], [], [], left)
+            else:
+                time.sleep(left)
+        return True
+
+    def terminate(self, sig: int = signal.SIGTERM, grace: float = 2.0) -> bool:
+        """Stop a running command: send ``sig``, wait up to ``grace`` seconds, then
+        SIGKILL. True when it ended of its own accord or from ``sig``; False when it
+        had to be killed. ``returncode`` is its status either way.
+
+        Example::
+
+            cmd.terminate(signal.SIGHUP)  # returncode 129 unless it handles SIGHUP
+        """
+        if not self.pid:
+            return True
+        if self.gated:  # never ran: nothing to ask
+            self.close()
+            return True
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+        if self.wait_for(grace):
+            return True
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.wait()
+        return False
+
     def close(self) -> None:
         """Kill a command that was never released, and close the pipes and pidfd.
 
@@ -264,14 +415,24 @@ class SignalGuard:
     """Install a handler for some signals (main thread only), and restore the old ones.
 
     By default SIGTERM and SIGHUP raise ``SystemExit(128 + N)``, which runs every
-    ``finally`` and ``with``-exit on the way out. In any thread but the main one
+    ``finally`` and ``with``-exit on the way out. ``chain`` names signals whose
+    current Python handler (e.g. SIGINT's KeyboardInterrupt) is kept but routed
+    through the guard, so that :meth:`deferred` holds them back as well; a chained
+    signal that is ignored or default is left alone. In any thread but the main one
     (where Python cannot set handlers) :meth:`install` does nothing.
+
+    Inside ``with guard.deferred():`` a signal is only noted; it is acted on when the
+    outermost such block ends. A session creates each kernel object and records it
+    for clean-up inside one such block, so no signal can fall between the two.
 
     Example::
 
-        guard = SignalGuard()
+        guard = SignalGuard(chain=[signal.SIGINT])
         guard.install()
         try:
+            with guard.deferred():
+                obj = create_kernel_object()  # a SIGTERM here waits ...
+                owned.append(obj)             # ... until it is recorded
             run()  # SIGTERM here -> SystemExit(143)
         finally:
             guard.restore()
@@ -281,28 +442,83 @@ class SignalGuard:
         self,
         handler: Handler = raise_exit,
         signals: Sequence[int] = (signal.SIGTERM, signal.SIGHUP),
+        chain: Sequence[int] = (),
     ) -> None:
         self.handler = handler
         self.signals = tuple(signals)
+        self.chain = tuple(s for s in chain if s not in self.signals)
         self._old: dict[int, Any] = {}
+        self._depth = 0
+        self._pending = 0
+
+    @property
+    def installed(self) -> bool:
+        """Are this guard's handlers in place?"""
+        return bool(self._old)
 
     def install(self) -> None:
         """Set the handler for each signal, remembering the handler it replaces.
+
+        Does nothing when installed already.
 
         Example::
 
             SignalGuard(signals=[signal.SIGINT, signal.SIGTERM]).install()
         """
-        if threading.current_thread() is not threading.main_thread():
+        if self._old or threading.current_thread() is not threading.main_thread():
             return
         for sig in self.signals:
             try:
-                self._old[sig] = signal.signal(sig, self.handler)
+                self._old[sig] = signal.signal(sig, self._dispatch)
+            except (ValueError, OSError):
+                pass
+        for sig in self.chain:
+            try:
+                if callable(signal.getsignal(sig)):
+                    self._old[sig] = signal.signal(sig, self._dispatch)
             except (ValueError, OSError):
                 pass
 
+    def _dispatch(self, signum: int, frame: FrameType | None) -> None:
+        if self._depth > 0:
+            if not self._pending:
+                self._pending = signum
+            return
+        self._act(signum, frame)
+
+    def _act(self, signum: int, frame: FrameType | None) -> None:
+        if signum in self.chain:
+            old = self._old.get(signum)
+            if callable(old):
+                old(signum, frame)
+            return
+        self.handler(signum, frame)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold this guard's signals back until the block ends; then act on the first.
+
+        Blocks nest; only the outermost one acts.
+
+        Example::
+
+            with guard.deferred():
+                os.mkdir(instance_dir)
+                created.append(instance_dir)
+        """
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0 and self._pending:
+                sig, self._pending = self._pending, 0
+                self._act(sig, None)
+
     def restore(self) -> None:
         """Put back the handlers :meth:`install` replaced. Idempotent.
+
+        A signal still held back by :meth:`deferred` is acted on when that block ends.
 
         Example::
 
@@ -323,5 +539,6 @@ __all__ = [
     "exit_code",
     "kill_child",
     "raise_exit",
+    "resolve_command",
     "try_reap",
 ]
