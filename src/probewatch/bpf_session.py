@@ -162,15 +162,22 @@ class BpfSession:
         self._stopped = False
         self._signalled = 0
         self._in_poll = False
+        # before the first kernel object (the BPF object, the gated command): from here
+        # on SIGINT/SIGTERM/SIGHUP run close(); start() holds them back while it creates
         self._signals = SignalGuard(self._on_signal,
                                     (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
-        self.table: SyscallTable = syscall_table()
-        self.decoder = RecordDecoder(self.table, probe=f"bpf:{tool}")
+        self._signals.install()
         _live.add(self)
-        if self._syscalls is not None:
-            unknown = [n for n in self._syscalls if n not in self.table.by_name]
-            if unknown:
-                raise NotFound(f"unknown syscall(s): {', '.join(unknown)}")
+        try:
+            self.table: SyscallTable = syscall_table()
+            self.decoder = RecordDecoder(self.table, probe=f"bpf:{tool}")
+            if self._syscalls is not None:
+                unknown = [n for n in self._syscalls if n not in self.table.by_name]
+                if unknown:
+                    raise NotFound(f"unknown syscall(s): {', '.join(unknown)}")
+        except BaseException:
+            self.close()
+            raise
 
     # -- context management
     def __enter__(self) -> BpfSession:
@@ -186,7 +193,8 @@ class BpfSession:
             raise ProbewatchError("no command given")
         if self._started:
             raise ProbewatchError("trace_command() must come before start()")
-        pid = self._command.start(argv)
+        with self._signals.deferred():  # forked and recorded (close() kills it), or neither
+            pid = self._command.start(argv)
         self._pids = [pid]
         self._follow = True
         return pid
@@ -300,18 +308,18 @@ class BpfSession:
         if self._started:
             return
         self._started = True
-        obj = libbpf.BpfObject.open(object_bytes(self.tool), self.tool)
-        self._obj = obj
-        self._configure(obj)
-        self._autoload(obj)
-        obj.load()
-        self._signals.install()
-        self._fill_maps(obj)
-        raw = self._raw
-        self._rb = obj.ring_buffer("events", raw.append)
-        self._attach(obj)
-        self._t0 = time.monotonic()
-        self._command.release()
+        with self._signals.deferred():  # every object is recorded as it is made
+            obj = libbpf.BpfObject.open(object_bytes(self.tool), self.tool)
+            self._obj = obj
+            self._configure(obj)
+            self._autoload(obj)
+            obj.load()
+            self._fill_maps(obj)
+            raw = self._raw
+            self._rb = obj.ring_buffer("events", raw.append)
+            self._attach(obj)
+            self._t0 = time.monotonic()
+            self._command.release()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Inside ring_buffer__poll/consume a handler only notes the signal: raising there
@@ -461,13 +469,16 @@ class BpfSession:
             return
         self._closed = True
         try:
-            self._command.close()  # a command never released is killed, not run untraced
-            if self._obj is not None:
+            with self._signals.deferred():  # a second signal cannot cut clean-up short
                 try:
-                    self.losses()
-                except ProbewatchError:
-                    pass
-                self._obj.close()
+                    self._command.close()  # a command never released is killed
+                finally:
+                    if self._obj is not None:
+                        try:
+                            self.losses()
+                        except ProbewatchError:
+                            pass
+                        self._obj.close()
         finally:
             self._signals.restore()
             _live.discard(self)
@@ -487,7 +498,7 @@ def _close_all() -> None:
     for s in list(_live):
         try:
             s.close()
-        except Exception:
+        except BaseException:  # a signal held back during close(): exiting anyway
             pass
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import atexit
 import os
 import select
+import signal
 import struct
 import time
 import weakref
@@ -138,9 +139,23 @@ class BpfTraceSession(EventStream):
     ) -> None:
         if backend not in ("auto", "bpf"):
             raise ProbewatchError(f"BpfTraceSession is the bpf backend, not {backend!r}")
+        self._t_init = time.monotonic()
+        self._closed = False
+        self._command = GatedCommand()
+        # before the first kernel object: SIGTERM/SIGHUP/SIGINT from here on run close()
+        self._signals = SignalGuard(chain=(signal.SIGINT,))
+        self._signals.install()
+        _live.add(self)
+        try:
+            self._setup(buffer_kb, pids, comm, follow_children, tp_max, str_max)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, buffer_kb: int | None, pids: Sequence[int] | None, comm: str | None,
+               follow_children: bool, tp_max: int, str_max: int) -> None:
         from .kernel.tracefs import tracefs_root
 
-        self._t_init = time.monotonic()
         self.root = tracefs_root()
         self.comm = comm
         self._pids = list(pids or [])
@@ -157,9 +172,7 @@ class BpfTraceSession(EventStream):
         self._events_seen: set[str] = set()
         self._formats: dict[int, Any] = {}
         self._started = False
-        self._closed = False
         self._emit = True
-        self._command = GatedCommand()
         self.counts: dict[str, int] = {}
         self.warnings: list[str] = []
         self._pending: list[Event] = []
@@ -167,11 +180,9 @@ class BpfTraceSession(EventStream):
         self._done = False
         self._t0 = 0.0
         self._t1 = 0.0
-        self._signals = SignalGuard()
         self._comms: dict[bytes, str] = {}
         self.unknown = 0
         self.decode_errors = 0
-        _live.add(self)
 
     # -- context management
     def __enter__(self) -> BpfTraceSession:
@@ -272,7 +283,8 @@ class BpfTraceSession(EventStream):
             raise ProbewatchError("no command given")
         if self._started:
             raise ProbewatchError("trace_command() must come before start()")
-        pid = self._command.start(argv)
+        with self._signals.deferred():  # forked and recorded (close() kills it), or neither
+            pid = self._command.start(argv)
         self._pids = [pid]
         self._follow = True
         return pid
@@ -293,11 +305,11 @@ class BpfTraceSession(EventStream):
         col.follow = self._follow
         # counting needs no records unless a filter must look at the fields
         self._emit = not count_only or any(s.pred is not None for s in self._slots)
-        self._signals.install()
-        col.load(emit=self._emit)
-        col.attach()
-        self._t0 = time.monotonic()
-        self._command.release()
+        with self._signals.deferred():  # each object is recorded in col as it is made
+            col.load(emit=self._emit)
+            col.attach()
+            self._t0 = time.monotonic()
+            self._command.release()
 
     @property
     def returncode(self) -> int | None:
@@ -457,8 +469,13 @@ class BpfTraceSession(EventStream):
             return
         self._closed = True
         try:
-            self._command.close()  # a command never released is killed, not run untraced
-            self._col.close()
+            with self._signals.deferred():  # a second signal cannot cut clean-up short
+                try:
+                    self._command.close()  # a command never released is killed
+                finally:
+                    col = getattr(self, "_col", None)
+                    if col is not None:
+                        col.close()
         finally:
             self._signals.restore()
             _live.discard(self)
@@ -572,7 +589,7 @@ def _close_all() -> None:
     for s in list(_live):
         try:
             s.close()
-        except Exception:
+        except BaseException:  # a signal held back during close(): exiting anyway
             pass
 
 

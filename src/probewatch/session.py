@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import time
 import weakref
 from bisect import bisect_right
@@ -202,11 +203,9 @@ class Session(EventStream):
         if backend not in ("auto", "ftrace"):
             raise ProbewatchError(f"backend {backend!r} is not available (have: auto, ftrace)")
         self.backend = "ftrace"
-        self.root = tracefs_root()
-        sweep_stale(self.root)
-        self._collector = FtraceCollector(buffer_kb=buffer_kb, root=self.root)
+        self.root = ""
+        self._collector: FtraceCollector | None = None
         self._closed = False
-        _live.add(self)
         self.warnings: list[str] = []
         self.comm = comm
         self._pids = list(pids or [])
@@ -222,14 +221,23 @@ class Session(EventStream):
         self._missed_per_cpu: dict[int, int] = {}
         self._t0 = 0.0
         self._t1 = 0.0
-        self._signals = SignalGuard()
-        self.tasks = TaskCache(self.root)
         self._decoder: PageDecoder | None = None
         self._text: TextDecoder | None = None
         self._pending: list[Event] = []
         self._dynamic: list[DynamicProbe] = []
         self._done = False
+        # before the first kernel object: from here on SIGTERM/SIGHUP (SystemExit) and
+        # SIGINT (KeyboardInterrupt) run close(); each object is created and recorded
+        # with signals held back (deferred), so none can fall in between
+        self._signals = SignalGuard(chain=(signal.SIGINT,))
+        self._signals.install()
+        _live.add(self)
         try:
+            self.root = tracefs_root()
+            sweep_stale(self.root)
+            with self._signals.deferred():
+                self._collector = FtraceCollector(buffer_kb=buffer_kb, root=self.root)
+            self.tasks = TaskCache(self.root)
             self._layout, self._text_reason = choose_reader(
                 self.root, os.environ, self._collector.raw_unavailable
             )
@@ -238,6 +246,11 @@ class Session(EventStream):
             raise
         if self._text_reason is not None:
             self.warnings.append(text_warning(self._text_reason))
+
+    @property
+    def _col(self) -> FtraceCollector:
+        assert self._collector is not None
+        return self._collector
 
     # -- context management
     def __enter__(self) -> Session:
@@ -268,7 +281,7 @@ class Session(EventStream):
             ev = f"{s}:{n}"
             if ev in self._event_probe:
                 continue
-            self._collector.enable(s, n, kfilter)
+            self._col.enable(s, n, kfilter)
             fmt = load_format(self.root, s, n)
             self._formats[fmt.id] = fmt
             self._event_probe[ev] = spec
@@ -302,14 +315,15 @@ class Session(EventStream):
             for w in dp.warnings:
                 self.warnings.append(f"{ps.text}: {w}")
             ctrl = os.path.join(self.root, dp.control_file)
-            try:
-                write_file(ctrl, dp.definition + "\n", append=True, root=self.root)
-            except KernelRejected as e:
-                raise KernelRejected(
-                    f"the kernel refused probe {ps.text!r} (definition: {dp.definition})\n"
-                    + str(e).split("\n", 1)[-1]
-                ) from None
-            self._dynamic.append(dp)
+            with self._signals.deferred():  # defined and recorded, or neither
+                try:
+                    write_file(ctrl, dp.definition + "\n", append=True, root=self.root)
+                except KernelRejected as e:
+                    raise KernelRejected(
+                        f"the kernel refused probe {ps.text!r} (definition: {dp.definition})\n"
+                        + str(e).split("\n", 1)[-1]
+                    ) from None
+                self._dynamic.append(dp)
             out.append((dp.group, dp.name))
         return out
 
@@ -353,7 +367,8 @@ class Session(EventStream):
     # -- commands
     def trace_command(self, argv: Sequence[str]) -> int:
         """Start ``argv`` gated (it waits until tracing is on) and trace it and its children."""
-        pid = self._command.start(argv)
+        with self._signals.deferred():  # forked and recorded (close() kills it), or neither
+            pid = self._command.start(argv)
         self._pids = [pid]
         self._follow = True
         return pid
@@ -364,8 +379,12 @@ class Session(EventStream):
             return
         if not self._probes:
             raise ProbewatchError("no probes added")
+        with self._signals.deferred():  # the drainer is forked and recorded, or not at all
+            self._start()
+
+    def _start(self) -> None:
         self._started = True
-        col = self._collector
+        col = self._col
         for s, n in _HIDDEN:
             if f"{s}:{n}" in self._event_probe:
                 continue
@@ -389,7 +408,6 @@ class Session(EventStream):
         if self._text_reason is None:
             assert self._layout is not None
             self._decoder = PageDecoder(self._layout, self._formats)
-        self._signals.install()
         col.start(text_reason=self._text_reason)
         if col.text_reason is not None:
             if self._text_reason is None:  # a trace_pipe_raw failed only now
@@ -426,7 +444,7 @@ class Session(EventStream):
     ) -> Iterator[list[Event]]:
         """Batches of time-ordered Events (or, count_only, empty batches while counting)."""
         self.start()
-        col = self._collector
+        col = self._col
         dec = self._decoder
         text = self._text
         assert dec is not None or text is not None
@@ -545,14 +563,15 @@ class Session(EventStream):
     @property
     def clock(self) -> str:
         """The trace clock of the private instance (Event.ts)."""
-        return str(self._collector.clock)
+        return str(self._col.clock)
 
     def stop(self) -> None:
         """Turn tracing off; what is buffered can still be read (drain(), count())."""
-        self._collector.stop()
+        if self._collector is not None:
+            self._collector.stop()
 
     def summary(self) -> Summary:
-        stats = self._collector.stats()
+        stats = self._col.stats()
         text = self._text
         s = Summary(
             events=dict(self.counts),
@@ -596,15 +615,23 @@ class Session(EventStream):
                 self.warnings.append(err)
 
     def close(self) -> None:
-        """Remove everything this session created in the kernel. Idempotent."""
+        """Remove everything this session created in the kernel. Idempotent.
+
+        Signals are held back while it runs (a second SIGTERM cannot cut the clean-up
+        short) and acted on when it is done.
+        """
         if self._closed:
             return
         self._closed = True
         try:
-            self._command.close()  # a command never released is killed, not run untraced
-            self._collector.close()
+            with self._signals.deferred():
+                try:
+                    self._command.close()  # a command never released is killed
+                    if self._collector is not None:
+                        self._collector.close()
+                finally:
+                    self._remove_dynamic()
         finally:
-            self._remove_dynamic()
             self._signals.restore()
             _live.discard(self)
 
@@ -673,5 +700,5 @@ def _close_all() -> None:
     for s in list(_live):
         try:
             s.close()
-        except Exception:
+        except BaseException:  # a signal held back during close(): exiting anyway
             pass

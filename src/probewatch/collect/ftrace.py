@@ -310,6 +310,11 @@ class FtraceCollector:
         if pid == 0:  # drainer
             code = 0
             try:
+                # first: the parent's handlers (SystemExit, KeyboardInterrupt) must not
+                # run here; ^C reaches the whole process group, the parent decides
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGHUP, signal.SIG_DFL)
                 _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
                 if os.getppid() != parent:
                     os._exit(0)
@@ -317,8 +322,6 @@ class FtraceCollector:
                     os.setpriority(os.PRIO_PROCESS, 0, -10)
                 except OSError:
                     pass
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 os.close(self._ctrl_w)
                 os.close(self._notify_r)
                 _drainer(self._cpu_fds, self._spool, ctrl_r, notify_w, self._kind)
