@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Run the whole test suite (installing what it needs first), as root on Debian.
 #   bash scripts/test.sh [PYTEST ARGS...]
+# Everything runs with the Python of probewatch's virtual environment (see
+# scripts/install.sh; PROBEWATCH_VENV chooses it), whatever python3 is on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
 WITH_TESTS=1 bash scripts/install.sh
+PY=${PROBEWATCH_VENV:-/opt/probewatch/venv}/bin/python
 echo "== ruff";  "$PY" -m ruff check src tests $( [ -d bench ] && echo bench )
 echo "== bpf objects up to date"; bash scripts/build-bpf.sh --check
 echo "== mypy";  "$PY" -m mypy
