@@ -11,6 +11,12 @@ transaction the writer keeps ``reserve`` bytes allocated past the end of the WAL
 the file system cannot give them, the recording stops with :class:`DiskFullError`
 while there is still room to close the run properly.
 
+Only regular files are written (:func:`check_output_path`): a device node, FIFO,
+directory or symbolic link at the path is refused, even with ``force``. An existing
+capture replaced with ``force`` stays as it was until the new one is finished: the new
+one is written to a hidden temporary file beside it and renamed over it by
+:meth:`CaptureWriter.finish` (after a write error the old file is kept instead).
+
 The schema is versioned (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`,
 ``PRAGMA application_id`` = :data:`APPLICATION_ID` and the ``meta`` table); see
 :data:`SCHEMA` for the tables. :func:`open_capture` validates a file and opens it
@@ -36,6 +42,7 @@ import json
 import os
 import re
 import sqlite3
+import stat
 import struct
 import threading
 import time
@@ -539,17 +546,75 @@ def open_capture(path: str) -> sqlite3.Connection:
 # ----------------------------------------------------------------------------- writing
 
 
-def _create_file(path: str, force: bool) -> None:
-    if force:
-        for p in (path, path + "-wal", path + "-shm", path + "-journal"):
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                raise CaptureWriteError(f"cannot replace {p}: {e.strerror}", path) from None
+_KINDS = (
+    (stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+def file_kind(mode: int) -> str:
+    """"a FIFO", "a directory", ... for an ``st_mode`` (``"a regular file"``)."""
+    for test, name in _KINDS:
+        if test(mode):
+            return name
+    return "a regular file" if stat.S_ISREG(mode) else "not a regular file"
+
+
+def check_output_path(path: str, force: bool) -> bool:
+    """Validate a capture's output path before anything is written or armed.
+
+    Only a regular file is ever replaced (with ``force``): a device node, FIFO,
+    socket, directory or symbolic link is refused even with ``force``. The directory
+    must exist. Returns True when ``path`` exists and will be replaced. Raises
+    CaptureWriteError.
+
+    Example::
+
+        replacing = check_output_path("run.db", force=True)
+    """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        st: os.stat_result | None = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise CaptureWriteError(f"cannot use {path}: {e.strerror}", path) from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        kind = file_kind(st.st_mode)
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                kind += f" (to {file_kind(os.stat(path).st_mode)})"
+            except OSError:
+                kind += " (dangling)"
+        raise CaptureWriteError(
+            f"{path} is {kind}, not a regular file: a capture is written only to a new or "
+            "an existing regular file (--force never replaces anything else); choose "
+            "another name with -o", path)
+    if st is not None and not force:
+        raise CaptureWriteError(
+            f"{path} exists: choose another name with -o, or overwrite it with --force", path
+        )
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise CaptureWriteError(f"cannot create {path}: no directory {parent}", path)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CaptureWriteError(f"cannot create {path}: {parent} is not writable", path)
+    return st is not None
+
+
+def _unlink_regular(p: str) -> None:
+    """Remove ``p`` if it is a regular file (a stale -wal/-shm/-journal); never else."""
+    try:
+        if stat.S_ISREG(os.lstat(p).st_mode):
+            os.unlink(p)
+    except OSError:
+        pass
+
+
+def _create_file(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
     except FileExistsError:
         raise CaptureWriteError(
             f"{path} exists: choose another name with -o, or overwrite it with --force", path
@@ -558,6 +623,24 @@ def _create_file(path: str, force: bool) -> None:
         raise CaptureWriteError(f"cannot create {path}: {e.strerror}", path) from None
     try:
         os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _temp_name(path: str) -> str:
+    d, base = os.path.split(os.path.abspath(path))
+    return os.path.join(d, f".{base}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+
+
+def _fsync_path(p: str, directory: bool = False) -> None:
+    try:
+        fd = os.open(p, (os.O_RDONLY | os.O_DIRECTORY) if directory else os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
 
@@ -612,18 +695,31 @@ class CaptureWriter:
         self._first_ts: int | None = None
         self._last_ts: int | None = None
         self._last_commit = 0.0
-        _create_file(path, force)
+        #: True: ``path`` exists and is replaced by :meth:`finish` (the capture is
+        #: written to a temporary file beside it until then); False: written in place
+        self.replacing = check_output_path(path, force)
+        #: the file SQLite writes: ``path``, or the temporary file while replacing
+        self.file = _temp_name(path) if self.replacing else path
+        created = False
         try:
+            if not self.replacing:
+                # -wal/-shm/-journal left by a capture deleted without them would be
+                # taken as this new file's journal
+                for sfx in ("-wal", "-shm", "-journal"):
+                    _unlink_regular(path + sfx)
+            _create_file(self.file)
+            created = True
             self._conn = self._init_db()
         except BaseException:
-            self._unlink_all()
+            if created:
+                self._unlink_all()
             raise
 
     # -- setup
     def _init_db(self) -> sqlite3.Connection:
         path = self.path
         try:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(self.file, isolation_level=None, check_same_thread=False)
             # header fields first, in rollback mode, so the main file carries them
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -659,11 +755,8 @@ class CaptureWriter:
         return conn
 
     def _unlink_all(self) -> None:
-        for p in (self.path, self.path + "-wal", self.path + "-shm", self.path + "-journal"):
-            try:
-                os.unlink(p)
-            except OSError:
-                pass
+        for p in (self.file, self.file + "-wal", self.file + "-shm", self.file + "-journal"):
+            _unlink_regular(p)
 
     def abandon(self) -> None:
         """Close and delete the file (nothing was recorded: e.g. a probe failed to arm)."""
@@ -824,7 +917,7 @@ class CaptureWriter:
             return
         if self._wal_fd < 0:
             try:
-                self._wal_fd = os.open(self.path + "-wal", os.O_WRONLY | os.O_CLOEXEC)
+                self._wal_fd = os.open(self.file + "-wal", os.O_WRONLY | os.O_CLOEXEC)
             except OSError:
                 return  # not there yet: SQLite creates it with the first write
         try:
@@ -1050,8 +1143,10 @@ class CaptureWriter:
             conn.close()
         except sqlite3.Error:
             pass
+        if self.replacing:
+            err = self._replace(err)
         size = 0
-        for p in (self.path, self.path + "-wal"):
+        for p in (self.file, self.file + "-wal"):
             try:
                 size += os.path.getsize(p)
             except OSError:
@@ -1059,6 +1154,50 @@ class CaptureWriter:
         return WriteResult(self.path, self.run_id, self.written, size,
                            "disk-full" if isinstance(err, DiskFullError) else
                            ("error" if err else status), err)
+
+    def _replace(self, err: CaptureWriteError | None) -> CaptureWriteError | None:
+        """Put the finished temporary file in place of the old capture; after a write
+        error drop it instead and leave the old capture as it was."""
+        path = self.path
+        if err is None:
+            try:
+                st = os.lstat(path)
+                if not stat.S_ISREG(st.st_mode):
+                    err = CaptureWriteError(
+                        f"{path} became {file_kind(st.st_mode)} while recording: not "
+                        f"replaced; the new capture is {self.file}", path)
+                    self.error = err
+                    return err
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                err = CaptureWriteError(f"cannot replace {path}: {e.strerror}; the new "
+                                        f"capture is {self.file}", path)
+                self.error = err
+                return err
+            _fsync_path(self.file)
+            for sfx in ("-wal", "-shm", "-journal"):  # the old capture's, if any
+                _unlink_regular(path + sfx)
+            try:
+                os.replace(self.file, path)
+            except OSError as e:
+                err = CaptureWriteError(f"cannot replace {path}: {e.strerror}; the new "
+                                        f"capture is {self.file}", path)
+                self.error = err
+                return err
+            for sfx in ("-wal", "-shm"):  # empty after the checkpoint; not ours any more
+                _unlink_regular(self.file + sfx)
+            _fsync_path(os.path.dirname(os.path.abspath(path)), directory=True)
+            self.file = path
+            return None
+        self._unlink_all()
+        kept = self.written
+        self.written = 0
+        cls = DiskFullError if isinstance(err, DiskFullError) else CaptureWriteError
+        err = cls(f"{err}; as it was replacing an existing capture, the {kept} new events "
+                  f"were dropped and the old {path} is left unchanged", path)
+        self.error = err
+        return err
 
     def _rollback(self) -> None:
         try:
