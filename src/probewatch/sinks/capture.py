@@ -74,6 +74,8 @@ __all__ = [
     "check_capture_file",
     "decode_fields",
     "translate_db_error",
+    "damaged",
+    "check_output_path",
     "read_proc",
 ]
 
@@ -353,16 +355,69 @@ def _is_disk_full(e: BaseException, path: str) -> bool:
         return False
 
 
-def translate_db_error(e: sqlite3.Error, path: str) -> CaptureError:
-    """An SQLite error while reading ``path`` -> a CaptureError naming the file."""
+_DAMAGE_HINTS = ("malformed", "not a database", "disk I/O", "Could not decode", "no such column",
+                 "no such table", "prohibited", "syntax error", "unrecognized token")
+
+
+def damaged(path: str, detail: object) -> TruncatedCaptureError:
+    """The one error for a capture whose content is damaged: ``PATH: damaged capture: ...``.
+
+    Example::
+
+        raise damaged("run.db", "event type 7 missing")
+    """
+    text = str(detail)
+    if isinstance(detail, UnicodeDecodeError):
+        text = f"text that is not UTF-8 ({detail.reason})"
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return TruncatedCaptureError(f"{path}: damaged capture: {text}", path)
+
+
+def translate_db_error(e: BaseException, path: str) -> CaptureError:
+    """An SQLite error (or the UnicodeDecodeError sqlite3 raises for a message or a text
+    that is not UTF-8) while reading ``path`` -> a CaptureError naming the file."""
+    if isinstance(e, UnicodeDecodeError):
+        return damaged(path, e)
     msg = str(e)
-    if isinstance(e, sqlite3.DatabaseError) and (
-        "malformed" in msg or "not a database" in msg or "disk I/O" in msg
-    ):
-        return TruncatedCaptureError(
-            f"{path}: capture is truncated or damaged ({msg})", path
-        )
+    if isinstance(e, sqlite3.DatabaseError) and any(h in msg for h in _DAMAGE_HINTS):
+        return damaged(path, f"truncated or damaged ({msg})")
     return CaptureError(f"{path}: cannot read the capture ({msg})", path)
+
+
+_expected_schema: frozenset[tuple[str, str, str, str]] | None = None
+
+
+def expected_schema() -> frozenset[tuple[str, str, str, str]]:
+    """(type, name, tbl_name, sql) of every table and view :data:`SCHEMA` creates, as
+    ``sqlite_master`` holds them in a capture of this schema version."""
+    global _expected_schema
+    if _expected_schema is None:
+        conn = sqlite3.connect(":memory:")
+        try:
+            for stmt in _statements(SCHEMA):
+                conn.execute(stmt)
+            _expected_schema = frozenset(conn.execute(
+                "SELECT type, name, tbl_name, sql FROM sqlite_master"
+                " WHERE name NOT LIKE 'sqlite_%'").fetchall())
+        finally:
+            conn.close()
+    return _expected_schema
+
+
+def check_schema(conn: sqlite3.Connection, path: str) -> None:
+    """Raise the damaged-capture error unless the tables and views are exactly those of
+    :data:`SCHEMA` (a changed byte in a column name or type shows up here, not as a
+    KeyError deep in a reader)."""
+    have = frozenset(conn.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+    ).fetchall())
+    want = expected_schema()
+    if have != want:
+        bad = sorted(str(r[1]) for r in (have ^ want))
+        raise damaged(path, "its tables differ from a capture's (" + ", ".join(
+            dict.fromkeys(bad)) + ")")
 
 
 def _uname() -> tuple[str, str, str]:
@@ -506,7 +561,7 @@ def open_capture(path: str) -> sqlite3.Connection:
     check_capture_file(path)
     try:
         conn = sqlite3.connect(_ro_uri(path), uri=True, check_same_thread=False)
-    except sqlite3.Error as e:
+    except (sqlite3.Error, UnicodeDecodeError) as e:
         raise translate_db_error(e, path) from None
     try:
         conn.execute("PRAGMA query_only = ON")
@@ -517,29 +572,33 @@ def open_capture(path: str) -> sqlite3.Connection:
                                    "capture", path)
         if uv > SCHEMA_VERSION:
             raise CaptureVersionError(_newer_msg(path, uv), path)
+        # the application id says "capture" from here on: what is missing is damage
         try:
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.OperationalError:
-            raise NotACaptureError(f"{path} is an SQLite database but not a probewatch "
-                                   "capture (no meta table)", path) from None
+            raise damaged(path, "it has no meta table") from None
         if meta.get("format") != FORMAT_NAME:
-            raise NotACaptureError(f"{path} is an SQLite database but not a probewatch "
-                                   "capture", path)
+            raise damaged(path, f"meta.format is {meta.get('format')!r:.40}, not "
+                          f"{FORMAT_NAME!r}")
         try:
             schema = int(meta.get("schema", "0"))
         except ValueError:
             schema = 0
         if schema > SCHEMA_VERSION:
             raise CaptureVersionError(_newer_msg(path, schema), path)
+        check_schema(conn, path)
         # touch the tables the reader needs: a damaged file fails here, not later
         conn.execute("SELECT count(*) FROM event_types").fetchone()
         conn.execute("SELECT max(id) FROM event_rows").fetchone()
     except CaptureError:
         conn.close()
         raise
-    except sqlite3.Error as e:
+    except (sqlite3.Error, UnicodeDecodeError) as e:
         conn.close()
         raise translate_db_error(e, path) from None
+    except (TypeError, ValueError, AttributeError) as e:  # meta values of the wrong type
+        conn.close()
+        raise damaged(path, e) from None
     return conn
 
 
