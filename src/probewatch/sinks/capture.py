@@ -54,6 +54,7 @@ from typing import Any
 
 from ..errors import DecodeError, NotFound, ProbewatchError
 from ..event import Event
+from ..files import file_kind
 from .jsonl import fields_json
 
 __all__ = [
@@ -603,21 +604,6 @@ def open_capture(path: str) -> sqlite3.Connection:
 
 
 # ----------------------------------------------------------------------------- writing
-
-
-_KINDS = (
-    (stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"),
-)
-
-
-def file_kind(mode: int) -> str:
-    """"a FIFO", "a directory", ... for an ``st_mode`` (``"a regular file"``)."""
-    for test, name in _KINDS:
-        if test(mode):
-            return name
-    return "a regular file" if stat.S_ISREG(mode) else "not a regular file"
 
 
 def check_output_path(path: str, force: bool) -> bool:
