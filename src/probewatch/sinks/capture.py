@@ -975,8 +975,7 @@ class CaptureWriter:
                 raise DiskFullError(
                     f"{self.path}: disk full after {self.written} events ({free // 1024} "
                     f"KiB free on {where}, the recorder stops below "
-                    f"{self.reserve // 1024} KiB); recording stopped, the events written "
-                    "so far are kept",
+                    f"{self.reserve // 1024} KiB); recording stopped, {self._kept()}",
                     self.path,
                 ) from None
             self._close_wal_fd()
@@ -1191,7 +1190,7 @@ class CaptureWriter:
         if self.replacing:
             err = self._replace(err)
         size = 0
-        for p in (self.file, self.file + "-wal"):
+        for p in ((self.path,) if self.replacing and err else (self.file, self.file + "-wal")):
             try:
                 size += os.path.getsize(p)
             except OSError:
@@ -1236,12 +1235,7 @@ class CaptureWriter:
             self.file = path
             return None
         self._unlink_all()
-        kept = self.written
         self.written = 0
-        cls = DiskFullError if isinstance(err, DiskFullError) else CaptureWriteError
-        err = cls(f"{err}; as it was replacing an existing capture, the {kept} new events "
-                  f"were dropped and the old {path} is left unchanged", path)
-        self.error = err
         return err
 
     def _rollback(self) -> None:
@@ -1251,18 +1245,24 @@ class CaptureWriter:
         except sqlite3.Error:
             pass
 
+    def _kept(self) -> str:
+        if self.replacing:
+            return (f"the new recording is dropped and the existing {self.path} is left "
+                    "unchanged")
+        return "the events written so far are kept"
+
     def _write_error(self, e: BaseException) -> CaptureWriteError:
         if isinstance(e, CaptureWriteError):
             return e
         if _is_disk_full(e, self.path):
             return DiskFullError(
                 f"{self.path}: disk full after {self.written} events; recording stopped, "
-                "the events written so far are kept",
+                f"{self._kept()}",
                 self.path,
             )
         return CaptureWriteError(
             f"{self.path}: writing the capture failed after {self.written} events ({e}); "
-            "recording stopped, the events written so far are kept",
+            f"recording stopped, {self._kept()}",
             self.path,
         )
 
