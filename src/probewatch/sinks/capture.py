@@ -836,10 +836,11 @@ class CaptureWriter:
                 " kernel, machine, version, argv, command, backend, buffer_kb, filter, pids,"
                 " comm, recorder_pid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    "recording", now, now, start_ts, run.clock, run.host or host,
-                    run.kernel or kernel, run.machine or machine, run.version or __version__,
-                    _json_or_none(run.argv), _json_or_none(run.command), run.backend,
-                    run.buffer_kb, run.filter, _json_or_none(run.pids), run.comm, os.getpid(),
+                    "recording", now, now, start_ts, run.clock, _text(run.host or host),
+                    _text(run.kernel or kernel), run.machine or machine,
+                    run.version or __version__, _json_or_none(run.argv),
+                    _json_or_none(run.command), run.backend, run.buffer_kb, _text(run.filter),
+                    _json_or_none(run.pids), _text(run.comm), os.getpid(),
                 ),
             )
             self.run_id = int(cur.lastrowid or 0)
@@ -860,9 +861,10 @@ class CaptureWriter:
         cur = self._conn.execute(
             "INSERT INTO probes (run_id, spec, kind, backend, filter, events, target, symbol,"
             " offset, address, resolved) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (self.run_id, p.spec, p.kind, p.backend, p.filter, json.dumps(list(p.events)),
-             p.target, p.symbol, p.offset, p.address,
-             json.dumps([dict(r) for r in p.resolved]) if p.resolved else None),
+            (self.run_id, _text(p.spec), p.kind, p.backend, _text(p.filter),
+             _json_or_none(p.events), _text(p.target), _text(p.symbol), p.offset, p.address,
+             json.dumps([{k: _text(v) for k, v in r.items()} for r in p.resolved])
+             if p.resolved else None),
         )
         pid = int(cur.lastrowid or 0)
         self._probe_ids[p.spec] = pid
@@ -1309,15 +1311,26 @@ def _add_source(p: dict[str, Any], src: str) -> None:
 def _proc_row(run_id: int, pid: int, p: Mapping[str, Any]) -> tuple[Any, ...]:
     argv = p.get("argv")
     return (
-        run_id, pid, p.get("ppid"), p.get("comm"), p.get("exe"),
-        json.dumps(list(argv)) if argv is not None else None,
+        run_id, pid, p.get("ppid"), _text(p.get("comm")), _text(p.get("exe")),
+        _json_or_none(argv),
         p.get("start_ts"), p.get("exec_ts"), p.get("exit_ts"), p.get("start_time"),
         p.get("exit_code"), p.get("source"),
     )
 
 
+def _text(v: Any) -> Any:
+    """A str that SQLite can store: bytes that were not UTF-8 (argv, paths and comm
+    arrive with surrogate escapes) become visible ``\\xNN`` escapes."""
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            return v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return v
+
+
 def _json_or_none(v: Sequence[Any] | None) -> str | None:
-    return None if v is None else json.dumps(list(v))
+    return None if v is None else json.dumps([_text(x) for x in v])
 
 
 def _statements(script: str) -> list[str]:
