@@ -10,8 +10,8 @@ import argparse
 import importlib
 import sys
 
-from ..errors import ProbewatchError
-from .output import output_failed, say, silence_stdout
+from ..errors import OutputError, ProbewatchError
+from .output import output_failed, say, silence_stdout, stop_children
 
 # the order of `probewatch -h`; any other module in this package that defines
 # register() is picked up after these (so a new subcommand is one new module)
@@ -78,9 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         if sys.stdout is not None:
             sys.stdout.flush()  # an output that cannot take the rest fails here, not at exit
     except ProbewatchError as e:
+        if isinstance(e, OutputError):
+            stop_children()
         say(f"probewatch: error: {e}")
         _flush_quietly()
-        return 1
+        return int(getattr(e, "exit_status", 1))
     except KeyboardInterrupt:
         _flush_quietly()
         return 130

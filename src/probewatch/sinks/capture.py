@@ -371,6 +371,8 @@ def damaged(path: str, detail: object) -> TruncatedCaptureError:
     if isinstance(detail, UnicodeDecodeError):
         text = f"text that is not UTF-8 ({detail.reason})"
     text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    # one line: the damaged text may hold newlines and control characters of its own
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in " ".join(text.split()))
     if len(text) > 200:
         text = text[:200] + "..."
     return TruncatedCaptureError(f"{path}: damaged capture: {text}", path)
