@@ -329,6 +329,8 @@ def _value_types(fields: Mapping[str, Any]) -> dict[str, str]:
 def decode_fields(text: str, value_types: Mapping[str, str] | None) -> dict[str, Any]:
     """Stored JSON -> the field dict the backend produced (bytes and tuples restored)."""
     fields: dict[str, Any] = json.loads(text)
+    if not isinstance(fields, dict):
+        raise ValueError("event fields are not an object")
     if value_types:
         for k, t in value_types.items():
             v = fields.get(k)
