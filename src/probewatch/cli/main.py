@@ -36,6 +36,11 @@ EPILOG = """examples:
   probewatch opensnoop -- cat /etc/hostname   paths opened, with fd or errno (eBPF)
   probewatch record t:sched:sched_process_exec -o cap.db -d 10; probewatch report cap.db
   probewatch cleanup                         remove leftovers of killed runs
+
+exit status: 0 done; 1 error (one line "probewatch: error: ..." on stderr); 2 usage;
+74 the output cannot be written (full disk, /dev/full, I/O error: a traced command is
+stopped, what was armed in the kernel removed); 130 interrupted; with -- COMMAND, the
+command's own status.
 """
 
 
