@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         return output_failed(e)
     except UnicodeError as e:
         # an argument or file name that is not valid UTF-8 where text was needed
+        stop_children()  # a traced command must not go on untraced
         say(f"probewatch: error: {_unicode_message(e)}")
+        _flush_quietly()
         return 1
     return rc
 
