@@ -42,9 +42,10 @@ capture replaced with --force stays as it was until the new one is complete (tha
 written to a hidden temporary file beside it, then renamed over it). It is written
 while recording, in a transaction about every 0.1-0.4 s: a killed recorder loses at
 most its last uncommitted batch and the file still opens; a full disk stops the
-recording and keeps what was written. On stderr: where it wrote and what the kernel
+recording and keeps what was written (when replacing with --force: keeps the old
+capture unchanged instead). On stderr: where it wrote and what the kernel
 dropped (with --json as one line {"summary": {...}}). The exit status is the traced
-command's, or 1 when writing the capture failed.
+command's, or 1 when writing the capture failed (74 when --echo cannot write stdout).
 """
 
 
