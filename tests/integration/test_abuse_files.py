@@ -452,21 +452,23 @@ def test_report_on_a_live_then_killed_capture(tracefs: str, tmp_path: Path) -> N
             except Exception:
                 return False
         assert wait_for(committed, 20)
-        r = run_cli("report", str(db))
-        assert r.returncode == 0, r.stderr
-        assert "still being recorded" in r.stderr and "killed" not in r.stderr
-        assert "lost unknown (still recording)" in r.stderr
-        r = run_cli("stats", str(db))
-        assert "status     recording" in r.stdout
-        assert "lost       unknown (still recording)" in r.stdout
+        rc, err = _cli("report", str(db))
+        assert rc == 0, err
+        assert "still being recorded" in err and "killed" not in err
+        assert "lost unknown (still recording)" in err
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert main(["stats", str(db)]) == 0
+        assert "status     recording" in out.getvalue()
+        assert "lost       unknown (still recording)" in out.getvalue()
     finally:
         p.kill()
         p.wait()
-    r = run_cli("report", str(db))
-    assert "lost unknown (the run did not finish)" in r.stderr
-    assert f"the recorder (pid {p.pid}) ended without closing the run" in r.stderr
-    r = run_cli("report", str(db), "--json")
-    assert '"lost": null' in r.stderr and '"status": "unfinished"' in r.stderr
+    rc, err = _cli("report", str(db))
+    assert "lost unknown (the run did not finish)" in err
+    assert f"the recorder (pid {p.pid}) ended without closing the run" in err
+    rc, err = _cli("report", str(db), "--json")
+    assert '"lost": null' in err and '"status": "unfinished"' in err
     r = run_cli("stats", str(db))
     assert "lost       unknown (the run did not finish)" in r.stdout
     # a reused pid is not the recorder: a python process started after the run began
@@ -478,12 +480,14 @@ def test_report_on_a_live_then_killed_capture(tracefs: str, tmp_path: Path) -> N
                   (other.pid,))
         c.commit()
         c.close()
-        r = run_cli("report", str(db))
-        assert "is unfinished" in r.stderr and "still being recorded" not in r.stderr
+        rc, err = _cli("report", str(db))
+        assert "is unfinished" in err and "still being recorded" not in err
     finally:
         other.kill()
         other.wait()
+    # the SIGKILLed recorder's instance: swept by cleanup, as after any SIGKILL
     subprocess.run([*CLI, "cleanup"], capture_output=True, timeout=60)
+    assert our_instances(tracefs, p.pid) == []
 
 
 # ----------------------------------------------------------------- damaged captures
