@@ -33,8 +33,10 @@ from .sinks.capture import (
     CaptureVersionError,
     NotACaptureError,
     TruncatedCaptureError,
+    damaged,
     decode_fields,
     open_capture,
+    read_proc,
     translate_db_error,
 )
 
@@ -45,6 +47,7 @@ __all__ = [
     "ProcessStats",
     "QueryResult",
     "MissingDependency",
+    "QueryRefused",
     "CaptureError",
     "NotACaptureError",
     "TruncatedCaptureError",
@@ -52,6 +55,10 @@ __all__ = [
 ]
 
 _GLOB = frozenset("*?[")
+
+
+class QueryRefused(CaptureError):
+    """:meth:`Capture.query` refused a statement that would write, or touch another file."""
 
 
 class MissingDependency(ProbewatchError, ImportError):
@@ -181,16 +188,139 @@ def _loads(text: str | None) -> Any:
         return None
 
 
+_INT = (int,)
+_NUM = (int, float)
+_STR = (str,)
+_RUN_TYPES: dict[str, tuple[type, ...]] = {
+    "id": _INT, "exit_status": _INT, "buffer_kb": _INT, "recorder_pid": _INT,
+    "events": _INT, "first_ts": _INT, "last_ts": _INT, "lost": _INT, "page_missed": _INT,
+    "unknown": _INT, "start_ts": _INT, "start_time": _NUM, "end_time": _NUM,
+    "updated_time": _NUM, "status": _STR, "message": _STR, "clock": _STR, "host": _STR,
+    "kernel": _STR, "machine": _STR, "version": _STR, "backend": _STR, "filter": _STR,
+    "comm": _STR, "argv": (list,), "command": (list,), "pids": (list,),
+    "lost_per_cpu": (dict,), "lost_per_probe": (dict,),
+}
+_RUN_REQUIRED = frozenset({"id", "status", "start_time", "events"})
+_PROBE_TYPES: dict[str, tuple[type, ...]] = {
+    "id": _INT, "run_id": _INT, "spec": _STR, "kind": _STR, "backend": _STR, "filter": _STR,
+    "events": (list,), "target": _STR, "symbol": _STR, "offset": _INT, "address": _INT,
+    "resolved": (list,), "count": _INT, "lost": _INT,
+}
+_PROC_TYPES: dict[str, tuple[type, ...]] = {
+    "run_id": _INT, "pid": _INT, "ppid": _INT, "comm": _STR, "exe": _STR, "argv": (list,),
+    "start_ts": _INT, "exec_ts": _INT, "exit_ts": _INT, "start_time": _NUM,
+    "exit_code": _INT, "source": _STR,
+}
+
+
+def _check_row(path: str, table: str, d: dict[str, Any],
+               types: dict[str, tuple[type, ...]], required: frozenset[str]) -> None:
+    """Raise the damaged-capture error when a column holds a value of the wrong type
+    (a changed byte can turn a number into text or a blob)."""
+    for k, t in types.items():
+        v = d.get(k)
+        if v is None:
+            if k in required:
+                raise damaged(path, f"{table}.{k} is empty")
+            continue
+        if not isinstance(v, t) or isinstance(v, bool):
+            raise damaged(path, f"{table}.{k} holds {type(v).__name__} {v!r:.40}")
+        if isinstance(v, dict) and not all(
+            isinstance(a, str) and isinstance(b, int) for a, b in v.items()
+        ):
+            raise damaged(path, f"{table}.{k} is not a map of counts")
+
+
 def _recorder_alive(r: Run) -> bool:
-    """Is the process that is writing this run still there (same host only)?"""
+    """Is the process that is writing this run still there (same host only)? The pid
+    alone is not enough: a pid reused after the recorder died belongs to a process that
+    started after the run did."""
     if not r.recorder_pid or r.host != os.uname().nodename:
         return False
-    try:
-        with open(f"/proc/{r.recorder_pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-    except OSError:
+    info = read_proc(r.recorder_pid)
+    if info is None:
         return False
-    return b"probewatch" in cmdline or b"python" in cmdline
+    started = info.get("start_time")
+    if isinstance(started, int | float) and started > r.start_time + 2.0:
+        return False  # started after the run began: not its recorder
+    argv = info.get("argv") or []
+    return any("probewatch" in a or "python" in a for a in argv)
+
+
+# PRAGMAs a query may run: they only read. The first set takes a table or index name.
+_PRAGMA_NAMED = frozenset({"table_info", "table_xinfo", "index_list", "index_info",
+                           "index_xinfo", "foreign_key_list"})
+_PRAGMA_READ = frozenset({
+    "application_id", "user_version", "schema_version", "page_size", "page_count",
+    "freelist_count", "encoding", "compile_options", "function_list", "module_list",
+    "pragma_list", "collation_list", "table_list", "database_list", "integrity_check",
+    "quick_check", "foreign_key_check", "journal_mode", "data_version", "auto_vacuum",
+})
+_ALLOWED_ACTIONS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ,
+                              sqlite3.SQLITE_RECURSIVE})
+_ACTION_NAMES = {
+    getattr(sqlite3, n): n[7:].replace("_", " ")
+    for n in dir(sqlite3)
+    if n.startswith("SQLITE_") and n[7:] in {
+        "ATTACH", "DETACH", "PRAGMA", "INSERT", "UPDATE", "DELETE", "TRANSACTION",
+        "CREATE_TABLE", "CREATE_TEMP_TABLE", "CREATE_VIEW", "CREATE_TEMP_VIEW",
+        "CREATE_INDEX", "CREATE_TEMP_INDEX", "CREATE_TRIGGER", "CREATE_TEMP_TRIGGER",
+        "CREATE_VTABLE", "DROP_TABLE", "DROP_VIEW", "DROP_INDEX", "DROP_TRIGGER",
+        "DROP_TEMP_TABLE", "DROP_TEMP_VIEW", "DROP_TEMP_INDEX", "DROP_TEMP_TRIGGER",
+        "DROP_VTABLE", "ALTER_TABLE", "REINDEX", "ANALYZE", "SAVEPOINT", "FUNCTION"}
+}
+
+
+class QueryAuthorizer:
+    """SQLite authorizer of :meth:`Capture.query`: reading is allowed, and nothing else.
+
+    Denied: ATTACH (and VACUUM INTO, which attaches its target) and DETACH, which would
+    open or create another file; PRAGMAs that set something or are not known to only
+    read; every write, transaction and schema change; ``load_extension``. ``denied``
+    names the first refused action, for the error message.
+
+    Example::
+
+        conn.set_authorizer(QueryAuthorizer())
+    """
+
+    def __init__(self) -> None:
+        self.denied: str | None = None
+
+    def __call__(self, action: int, a1: str | None, a2: str | None, db: str | None,
+                 trigger: str | None) -> int:
+        if action in _ALLOWED_ACTIONS:
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_UPDATE and a1 == "sqlite_master" and db == "main":
+            # asked when a table-valued function (json_each, pragma_table_info) is set
+            # up; a real UPDATE of sqlite_master is refused by SQLite itself
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_FUNCTION:
+            if (a2 or "").lower() not in ("load_extension", "readfile", "writefile", "edit"):
+                return sqlite3.SQLITE_OK
+            what = f"the function {a2}() is not allowed"
+        elif action == sqlite3.SQLITE_PRAGMA:
+            name = (a1 or "").lower()
+            if (name in _PRAGMA_NAMED) or (name in _PRAGMA_READ and a2 is None):
+                return sqlite3.SQLITE_OK
+            what = (f"PRAGMA {a1} = {a2} would change a setting" if a2 is not None
+                    else f"PRAGMA {a1} is not known to only read")
+        elif action == sqlite3.SQLITE_ATTACH:
+            what = ("ATTACH and VACUUM INTO would open or create another file: query reads "
+                    "this capture only")
+        elif action == sqlite3.SQLITE_DETACH:
+            what = "DETACH is not allowed"
+        elif action in (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE) \
+                and a1 in ("sqlite_master", "sqlite_temp_master"):
+            what = "changing the schema is not allowed (the capture is read-only)"
+        else:
+            what = _ACTION_NAMES.get(action, f"action {action}")
+            if a1:
+                what += f" {a1}"
+            what += " is not allowed (the capture is read-only)"
+        if self.denied is None:
+            self.denied = what
+        return sqlite3.SQLITE_DENY
 
 
 class Capture:
@@ -210,9 +340,12 @@ class Capture:
         try:
             (self.schema_version,) = self._conn.execute("PRAGMA user_version").fetchone()
             self._types = self._load_types()
-        except sqlite3.Error as e:
+        except (sqlite3.Error, UnicodeDecodeError) as e:
             self._conn.close()
             raise translate_db_error(e, self.path) from None
+        except CaptureError:
+            self._conn.close()
+            raise
 
     # -- lifecycle
     def close(self) -> None:
@@ -227,7 +360,7 @@ class Capture:
     def __repr__(self) -> str:
         return f"Capture({self.path!r})"
 
-    def _err(self, e: sqlite3.Error) -> CaptureError:
+    def _err(self, e: BaseException) -> CaptureError:
         return translate_db_error(e, self.path)
 
     def _load_types(self) -> dict[int, _Type]:
@@ -236,7 +369,12 @@ class Capture:
             "SELECT t.id, t.name, p.spec, p.id, p.run_id, t.hex_fields, t.value_types"
             " FROM event_types t JOIN probes p ON p.id = t.probe_id"
         ):
-            out[tid] = _Type(tid, name, spec, pid, run_id, _loads(hexf) or [], _loads(vt))
+            hx, vts = _loads(hexf) or [], _loads(vt)
+            if not (isinstance(tid, int) and isinstance(name, str) and isinstance(spec, str)
+                    and isinstance(hx, list) and all(isinstance(h, str) for h in hx)
+                    and (vts is None or isinstance(vts, dict))):
+                raise damaged(self.path, f"event type {tid!r:.20} is not readable")
+            out[tid] = _Type(tid, name, spec, pid, run_id, hx, vts)
         return out
 
     # -- metadata
@@ -250,6 +388,7 @@ class Capture:
                 d: dict[str, Any] = dict(zip(cols, row, strict=True))
                 for k in ("argv", "command", "pids", "lost_per_cpu", "lost_per_probe"):
                     d[k] = _loads(d.get(k))
+                _check_row(self.path, "runs", d, _RUN_TYPES, _RUN_REQUIRED)
                 kw: dict[str, Any] = {k: d.get(k) for k in Run.__dataclass_fields__}
                 r = Run(**kw)
                 if r.status == "recording" and not _recorder_alive(r):
@@ -260,7 +399,7 @@ class Capture:
                     )
                 out.append(r)
             return out
-        except sqlite3.Error as e:
+        except (sqlite3.Error, UnicodeDecodeError) as e:
             raise self._err(e) from None
 
     def probes(self) -> list[dict[str, Any]]:
@@ -269,6 +408,9 @@ class Capture:
         for r in rows:
             r["events"] = _loads(r.get("events")) or []
             r["resolved"] = _loads(r.get("resolved"))
+            _check_row(self.path, "probes", r, _PROBE_TYPES, frozenset({"id", "spec"}))
+            if not all(isinstance(x, dict) for x in r["resolved"] or []):
+                raise damaged(self.path, "probes.resolved is not a list of objects")
         return rows
 
     def processes(self) -> list[dict[str, Any]]:
@@ -276,6 +418,7 @@ class Capture:
         rows = self._dicts("SELECT * FROM processes ORDER BY run_id, pid")
         for r in rows:
             r["argv"] = _loads(r.get("argv"))
+            _check_row(self.path, "processes", r, _PROC_TYPES, frozenset({"pid"}))
         return rows
 
     def hex_fields(self) -> dict[str, set[str]]:
@@ -298,7 +441,7 @@ class Capture:
             cur = self._conn.execute(sql, params)
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, r, strict=True)) for r in cur]
-        except sqlite3.Error as e:
+        except (sqlite3.Error, UnicodeDecodeError) as e:
             raise self._err(e) from None
 
     # -- events
@@ -383,12 +526,14 @@ class Capture:
                 if not rows:
                     break
                 for ts, cpu, p, t, c, type_id, fields in rows:
+                    if (type(ts) is not int or type(c) is not str or type(p) is not int
+                            or type(t) is not int or type(cpu) is not int
+                            or type(fields) is not str):
+                        raise damaged(self.path, f"an event row holds a value of the wrong "
+                                      f"type ({ts!r:.30}, {c!r:.30})")
                     ty = types.get(type_id)
                     if ty is None:
-                        raise TruncatedCaptureError(
-                            f"{self.path}: capture is damaged (event type {type_id} missing)",
-                            self.path,
-                        )
+                        raise damaged(self.path, f"event type {type_id!r:.20} missing")
                     if ty.value_types:
                         f = decode_fields(fields, ty.value_types)
                     else:
@@ -397,6 +542,8 @@ class Capture:
                             f = dict(hit)
                         else:
                             f = loads(fields)
+                            if type(f) is not dict:
+                                raise damaged(self.path, "event fields are not an object")
                             if len(fields) < 512 and all(
                                 isinstance(v, scalar) for v in f.values()
                             ):
@@ -404,12 +551,10 @@ class Capture:
                                     cache.clear()
                                 cache[fields] = dict(f)
                     yield Event(ts, cpu, p, t, c, ty.name, ty.probe, f)
-        except sqlite3.Error as e:
+        except (sqlite3.Error, UnicodeDecodeError) as e:
             raise self._err(e) from None
-        except ValueError as e:
-            raise TruncatedCaptureError(
-                f"{self.path}: capture is damaged (bad event fields: {e})", self.path
-            ) from None
+        except (ValueError, TypeError, AttributeError, RecursionError) as e:
+            raise damaged(self.path, f"bad event fields ({e})") from None
 
     def count(
         self,
@@ -428,12 +573,18 @@ class Capture:
             return int(
                 self._conn.execute("SELECT count(*) FROM event_rows" + w[0], w[1]).fetchone()[0]
             )
-        except sqlite3.Error as e:
+        except (sqlite3.Error, UnicodeDecodeError) as e:
             raise self._err(e) from None
 
     # -- summaries
     def stats(self) -> CaptureStats:
         """Events per probe, per event and per process, duration, span and losses."""
+        try:
+            return self._stats()
+        except (TypeError, ValueError, AttributeError) as e:  # values of the wrong type
+            raise damaged(self.path, e) from None
+
+    def _stats(self) -> CaptureStats:
         runs = self.runs()
         try:
             per_type = dict(
@@ -451,8 +602,15 @@ class Capture:
                 "SELECT (SELECT ts FROM event_rows ORDER BY id LIMIT 1),"
                 " (SELECT ts FROM event_rows ORDER BY id DESC LIMIT 1)"
             ).fetchone()
-        except sqlite3.Error as e:
+        except (sqlite3.Error, UnicodeDecodeError) as e:
             raise self._err(e) from None
+        for pid, comm, _n, _ in procs:
+            if not isinstance(pid, int) or not isinstance(comm, str):
+                raise damaged(self.path, f"an event row holds pid {pid!r:.20}, comm {comm!r:.20}")
+        for pid, (ppid, exe) in info.items():
+            if not (ppid is None or isinstance(ppid, int)) or not (
+                    exe is None or isinstance(exe, str)):
+                raise damaged(self.path, f"processes row of pid {pid!r:.20} is not readable")
         per_probe: dict[str, int] = {}
         per_event: dict[str, int] = {}
         for p in self.probes():
@@ -509,10 +667,19 @@ class Capture:
     def query(self, sql: str, params: Sequence[Any] = ()) -> QueryResult:
         """Run read-only SQL over the capture (tables: runs, probes, event_types,
         event_rows, processes, meta; view: events). Writes are refused."""
+        auth = QueryAuthorizer()
+        self._conn.set_authorizer(auth)
         try:
             cur = self._conn.execute(sql, params)
         except sqlite3.Error as e:
+            if auth.denied is not None:
+                raise QueryRefused(f"query refused: {auth.denied}", self.path) from None
+            if isinstance(e, sqlite3.DatabaseError) and not isinstance(
+                    e, sqlite3.OperationalError | sqlite3.ProgrammingError):
+                raise self._err(e) from None
             raise CaptureError(f"query failed: {e}", self.path) from None
+        except UnicodeDecodeError as e:
+            raise self._err(e) from None
         cols = [d[0] for d in cur.description] if cur.description else []
 
         def rows() -> Iterator[tuple[Any, ...]]:
@@ -522,7 +689,14 @@ class Capture:
                     if not batch:
                         return
                     yield from batch
+            except UnicodeDecodeError as e:
+                raise self._err(e) from None
             except sqlite3.Error as e:
+                if isinstance(e, sqlite3.DatabaseError) and not isinstance(
+                        e, sqlite3.OperationalError | sqlite3.ProgrammingError):
+                    raise self._err(e) from None
+                if "Could not decode" in str(e):
+                    raise self._err(e) from None
                 raise CaptureError(f"query failed: {e}", self.path) from None
 
         return QueryResult(cols, rows())

@@ -53,3 +53,10 @@ class TracefsError(ProbewatchError):
 
 class NotFound(ProbewatchError, LookupError):
     """A named thing (event, binary, symbol, file) does not exist."""
+
+
+class OutputError(ProbewatchError):
+    """An output (stdout, or a file named with an option) cannot be written: full disk,
+    /dev/full, I/O error. The CLI exits with :attr:`exit_status` 74 (EX_IOERR)."""
+
+    exit_status = 74

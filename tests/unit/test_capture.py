@@ -244,7 +244,7 @@ def test_query_is_read_only(cap_path: Path, sql: str, capsys: pytest.CaptureFixt
     before = cap_path.read_bytes()
     assert main(["query", str(cap_path), sql]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("probewatch: error: query failed:"), err
+    assert err.startswith("probewatch: error: query refused:"), err
     assert "Traceback" not in err
     assert cap_path.read_bytes() == before
     with Capture(cap_path) as cap:

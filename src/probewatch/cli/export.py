@@ -7,7 +7,7 @@ import sys
 from contextlib import AbstractContextManager, nullcontext
 from typing import IO
 
-from ..errors import ProbewatchError
+from ..errors import OutputError, ProbewatchError
 from ..sinks.jsonl import JsonLinesSink
 from .report import add_filters, filters
 
@@ -46,7 +46,7 @@ def _open(path: str) -> AbstractContextManager[IO[str]]:
     try:
         return open(path, "w", encoding="utf-8")
     except OSError as e:
-        raise ProbewatchError(f"cannot write {path}: {e.strerror}") from None
+        raise OutputError(f"cannot write {path}: {e.strerror}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
                         w.write(ev)
                     st = w.close()
             except OSError as e:
-                raise ProbewatchError(f"cannot write {args.perfetto}: {e.strerror}") from None
+                if args.perfetto == "-":
+                    raise  # stdout: the one line and exit status 74 of cli.main
+                raise OutputError(f"cannot write {args.perfetto}: {e.strerror}") from None
             print(f"{args.perfetto}: {st.events} events as {st.slices} slices and "
                   f"{st.instants} instants on {st.threads} threads of {st.processes} "
                   f"processes" + (f" ({st.unmatched} unpaired enter/exit events)"
@@ -102,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
                         sink.write(ev)
                         n += 1
             except OSError as e:
-                raise ProbewatchError(f"cannot write {args.jsonl}: {e.strerror}") from None
+                if args.jsonl == "-":
+                    raise  # stdout: the one line and exit status 74 of cli.main
+                raise OutputError(f"cannot write {args.jsonl}: {e.strerror}") from None
             print(f"{args.jsonl}: {n} events as JSON lines", file=sys.stderr)
     return 0

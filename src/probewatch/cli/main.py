@@ -10,7 +10,8 @@ import argparse
 import importlib
 import sys
 
-from ..errors import ProbewatchError
+from ..errors import OutputError, ProbewatchError
+from .output import output_failed, say, silence_stdout, stop_children
 
 # the order of `probewatch -h`; any other module in this package that defines
 # register() is picked up after these (so a new subcommand is one new module)
@@ -35,6 +36,11 @@ EPILOG = """examples:
   probewatch opensnoop -- cat /etc/hostname   paths opened, with fd or errno (eBPF)
   probewatch record t:sched:sched_process_exec -o cap.db -d 10; probewatch report cap.db
   probewatch cleanup                         remove leftovers of killed runs
+
+exit status: 0 done; 1 error (one line "probewatch: error: ..." on stderr); 2 usage;
+74 the output cannot be written (full disk, /dev/full, I/O error: a traced command is
+stopped, what was armed in the kernel removed); 130 interrupted; with -- COMMAND, the
+command's own status.
 """
 
 
@@ -74,19 +80,50 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         rc = int(args.func(args) or 0)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # an output that cannot take the rest fails here, not at exit
     except ProbewatchError as e:
-        print(f"probewatch: error: {e}", file=sys.stderr)
-        return 1
+        if isinstance(e, OutputError):
+            stop_children()
+        say(f"probewatch: error: {e}")
+        _flush_quietly()
+        return int(getattr(e, "exit_status", 1))
     except KeyboardInterrupt:
+        _flush_quietly()
         return 130
     except BrokenPipeError:
         # stdout closed (e.g. piped into head): not an error worth a traceback
-        try:
-            sys.stdout = None
-        except Exception:
-            pass
+        silence_stdout()
         return 0
+    except OSError as e:
+        # /dev/full, a full disk, an I/O error: one line, the traced command stopped
+        # (the session's with-exit already removed what it made in the kernel)
+        return output_failed(e)
+    except UnicodeError as e:
+        # an argument or file name that is not valid UTF-8 where text was needed
+        stop_children()  # a traced command must not go on untraced
+        say(f"probewatch: error: {_unicode_message(e)}")
+        _flush_quietly()
+        return 1
     return rc
+
+
+def _flush_quietly() -> None:
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except (OSError, ValueError):
+        silence_stdout()
+
+
+def _unicode_message(e: UnicodeError) -> str:
+    obj = getattr(e, "object", None)
+    if isinstance(obj, str):
+        shown = obj.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return f"'{shown}' is not valid UTF-8 text ({getattr(e, 'reason', e)})"
+    if isinstance(obj, bytes | bytearray):
+        return f"{bytes(obj)[:60]!r}: not valid UTF-8 text ({getattr(e, 'reason', e)})"
+    return f"not valid UTF-8 text ({e})"
 
 
 if __name__ == "__main__":

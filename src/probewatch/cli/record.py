@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..collect.command import SignalGuard
 from ..errors import ProbewatchError, SpecError
 from ..event import Event
 from ..sinks.jsonl import JsonLinesSink
@@ -34,12 +35,17 @@ then look at it:
   probewatch export procs.db --perfetto procs.json        (open in ui.perfetto.dev)
 
 Specs, -p, -c, --filter, -d and -- COMMAND work as in probewatch trace. The capture
-(default probewatch-YYYYmmdd-HHMMSS.db in the current directory, mode 0600) is written
+(default probewatch-YYYYmmdd-HHMMSS.db in the current directory, mode 0600) must be a
+new or a regular file: a device node, FIFO, directory or symbolic link is refused, even
+with --force. It is created only once the specs, filter and command were accepted; a
+capture replaced with --force stays as it was until the new one is complete (that is
+written to a hidden temporary file beside it, then renamed over it). It is written
 while recording, in a transaction about every 0.1-0.4 s: a killed recorder loses at
 most its last uncommitted batch and the file still opens; a full disk stops the
-recording and keeps what was written. On stderr: where it wrote and what the kernel
+recording and keeps what was written (when replacing with --force: keeps the old
+capture unchanged instead). On stderr: where it wrote and what the kernel
 dropped (with --json as one line {"summary": {...}}). The exit status is the traced
-command's, or 1 when writing the capture failed.
+command's, or 1 when writing the capture failed (74 when --echo cannot write stdout).
 """
 
 
@@ -211,15 +217,31 @@ def _report(
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..session import Session
-    from ..sinks.capture import CaptureWriter, read_proc
+    from ..sinks.capture import check_output_path
 
     cmd = split_command(args)
     if args.count:
         raise ProbewatchError("record stores every event: --count does not apply "
                               "(probewatch stats FILE counts a capture)")
     path = args.output or default_path()
-    writer = CaptureWriter(path, force=args.force)
+    # validate the output before anything is armed or written; the file itself is made
+    # only once every spec, filter and the command were accepted (a replaced capture
+    # stays as it was until the new one is complete)
+    check_output_path(path, args.force)
+    # SIGTERM/SIGHUP from here on unwind (SystemExit), so nothing made is left behind
+    guard = SignalGuard()
+    guard.install()
+    try:
+        return _record(args, cmd, path)
+    finally:
+        guard.restore()
+
+
+def _record(args: argparse.Namespace, cmd: list[str], path: str) -> int:
+    from ..session import Session
+    from ..sinks.capture import CaptureWriter, read_proc
+
+    writer: CaptureWriter | None = None
     begun = False
     summ: Summary | None = None
     status, message = "complete", None
@@ -234,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"probewatch: warning: {w}", file=sys.stderr)
             shown = len(s.warnings)
             child = s.trace_command(cmd) if cmd else 0
+            writer = CaptureWriter(path, force=args.force)
             t0 = time.monotonic_ns()
             s.start()  # a bad -p pid or command fails here, before the run is written
             info = _run_info(args, s, cmd)
@@ -281,8 +304,9 @@ def run(args: argparse.Namespace) -> int:
                 rc = s.wait_command() or 0
                 writer.note_process(child, exit_code=rc)
     except BaseException as e:
-        if not begun:
-            writer.abandon()
+        if not begun or writer is None:
+            if writer is not None:
+                writer.abandon()  # nothing recorded: no file is left (an old one is kept)
             raise
         if isinstance(e, KeyboardInterrupt | SystemExit):
             st, msg = "interrupted", f"interrupted ({type(e).__name__})"
@@ -292,6 +316,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"probewatch: {res.events} events kept in {res.path} [{res.status}]",
               file=sys.stderr)
         raise
+    assert writer is not None
     res = _finish(writer, summ, status, message, rc if cmd else None)
     _report(res, summ, args.json, error_shown)
     if res.error is not None:

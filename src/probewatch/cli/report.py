@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -20,7 +21,8 @@ EXAMPLES = """examples:
 --event is a glob over "system:name"; without ':' it matches the name only.
 -c is an exact comm, or a glob when it has * ? or [. -p matches the process (thread
 group) id and is repeatable. The summary goes to stderr like trace's (with --json as
-one line {"summary": {...}}), with the kernel's losses of the recording.
+one line {"summary": {...}}), with the kernel's losses of the recording: "unknown"
+(JSON null) while a run is still being recorded or when its recorder was killed.
 """
 
 
@@ -71,12 +73,15 @@ def run(args: argparse.Namespace) -> int:
                 counts[ev.probe] = counts.get(ev.probe, 0) + 1
         out.flush()
         runs = cap.runs()
-    lost = sum(r.lost or 0 for r in runs)
+    # a run that did not end (still recording, or its recorder was killed) has no loss
+    # count yet: "unknown", as stats says, not 0
+    lost: int | None = None if any(r.lost is None for r in runs) else sum(
+        r.lost or 0 for r in runs)
     per_cpu: dict[str, int] = {}
     for r in runs:
         for c, n in (r.lost_per_cpu or {}).items():
             per_cpu[c] = per_cpu.get(c, 0) + n
-    d = {
+    d: dict[str, Any] = {
         "events": counts,
         "total": sum(counts.values()),
         "lost": lost,
@@ -87,10 +92,22 @@ def run(args: argparse.Namespace) -> int:
     unfinished = [r for r in runs if not r.complete or r.status != "complete"]
     if args.json:
         d["status"] = ",".join(r.status for r in runs) or "empty"
-    elif unfinished:
-        for r in unfinished:
+        print(json.dumps({"summary": d}), file=sys.stderr)
+        return 0
+    for r in unfinished:
+        if r.status == "recording":
+            why = (f"still being recorded (recorder pid {r.recorder_pid} is running); "
+                   "events up to its last commit are shown")
+        else:
             why = r.message or ("the recorder stopped before closing the run (killed?); "
                                 "events up to its last commit are shown")
-            print(f"note: {args.file}: run {r.id} is {r.status}: {why}", file=sys.stderr)
-    print_summary(d, args.json)
+        print(f"note: {args.file}: run {r.id} is {r.status}: {why}", file=sys.stderr)
+    if lost is None:
+        per = ", ".join(f"{k}: {v}" for k, v in d["events"].items())
+        why = ("still recording" if any(r.status == "recording" for r in runs)
+               else "the run did not finish")
+        print(f"{d['total']} events ({per}) in {d['duration']:.2f}s, lost unknown ({why})",
+              file=sys.stderr)
+    else:
+        print_summary(d, False)
     return 0

@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
             w(f"  note     {r.message}\n")
     w(f"events     {st.events} in {st.duration:.2f} s (first to last event: {st.span:.6f} s)\n")
     if st.lost is None:
-        why = ("the run did not finish" if any(not r.complete for r in st.runs)
+        why = ("still recording" if any(r.status == "recording" for r in st.runs)
+               else "the run did not finish" if any(not r.complete for r in st.runs)
                else "not recorded")
         w(f"lost       unknown ({why})\n")
     else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import os
+import struct
 import threading
 import zlib
 from collections import OrderedDict
@@ -29,6 +30,7 @@ from elftools.elf.gnuversions import GNUVerDefSection, GNUVerSymSection
 from elftools.elf.sections import NoteSection, SymbolTableSection
 
 from ..errors import NotFound, SpecError
+from ..files import check_regular, open_regular
 
 __all__ = [
     "DEBUG_ROOTS",
@@ -117,9 +119,13 @@ class ElfImage:
         self.build_id: str | None = None
         self.debuglink: tuple[str, int] | None = None
         try:
-            with open(path, "rb") as f:
+            with open_regular(path) as f:
                 self._read(ELFFile(f))
         except ELFError as e:
+            raise NotFound(f"{path} is not a valid ELF file ({e})") from None
+        except OSError as e:  # a file that says it is regular but cannot be read
+            raise NotFound(f"{path}: cannot read it as an ELF file ({e.strerror})") from None
+        except (ValueError, struct.error, UnicodeDecodeError) as e:
             raise NotFound(f"{path} is not a valid ELF file ({e})") from None
         self._by_name: dict[str, list[Symbol]] = {}
         for s in self.symbols:
@@ -305,6 +311,7 @@ def open_image(path: str) -> ElfImage:
         raise NotFound(f"{path}: permission denied") from None
     except OSError as e:
         raise NotFound(f"{path}: {e.strerror}") from None
+    check_regular(path, st, "an ELF file")  # never open a FIFO, device or directory
     key = (path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
     with _cache_lock:
         img = _cache.get(key)
@@ -343,7 +350,7 @@ class DebugSearch:
 
 def _crc32_file(path: str) -> int:
     crc = 0
-    with open(path, "rb") as f:
+    with open_regular(path, "a debug file") as f:
         while chunk := f.read(1 << 20):
             crc = zlib.crc32(chunk, crc)
     return crc & 0xFFFFFFFF

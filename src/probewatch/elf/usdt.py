@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import NoteSection
 
 from ..errors import NotFound
+from ..files import check_regular, open_regular
 from .symbols import open_image
 
 __all__ = ["UsdtArg", "UsdtProbe", "parse_usdt_arg", "parse_usdt_args", "read_usdt_probes"]
@@ -185,6 +187,7 @@ def read_usdt_probes(path: str) -> list[UsdtProbe]:
         st = os.stat(path)
     except OSError as e:
         raise NotFound(f"{path}: {e.strerror}") from None
+    check_regular(path, st, "an ELF file")  # never open a FIFO, device or directory
     key = (path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
     with _lock:
         hit = _cache.get(key)
@@ -193,7 +196,7 @@ def read_usdt_probes(path: str) -> list[UsdtProbe]:
     img = open_image(path)
     probes: list[UsdtProbe] = []
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             elf = ELFFile(f)
             word = 8 if elf.elfclass == 64 else 4
             order: Literal["little", "big"] = "little" if elf.little_endian else "big"
@@ -216,6 +219,10 @@ def read_usdt_probes(path: str) -> list[UsdtProbe]:
                     )
     except ELFError as e:
         raise NotFound(f"{path} is not a valid ELF file ({e})") from None
+    except OSError as e:
+        raise NotFound(f"{path}: cannot read it as an ELF file ({e.strerror})") from None
+    except (ValueError, struct.error, UnicodeDecodeError, IndexError) as e:
+        raise NotFound(f"{path}: damaged USDT notes ({e})") from None
     with _lock:
         _cache[key] = probes
         while len(_cache) > 32:

@@ -136,7 +136,9 @@ def clear_error_log(root: str) -> None:
 def write_file(path: str, text: str, append: bool = False, root: str | None = None) -> None:
     """Write ``text`` to a tracefs file; a refusal becomes KernelRejected with error_log."""
     flags = os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC)
-    data = text.encode()
+    # argv bytes that are not UTF-8 (a comm or string in a filter) arrive as surrogate
+    # escapes: write them back as the bytes they were, which the kernel compares
+    data = text.encode("utf-8", "surrogateescape")
     if root:
         clear_error_log(root)
     try:

@@ -11,6 +11,12 @@ transaction the writer keeps ``reserve`` bytes allocated past the end of the WAL
 the file system cannot give them, the recording stops with :class:`DiskFullError`
 while there is still room to close the run properly.
 
+Only regular files are written (:func:`check_output_path`): a device node, FIFO,
+directory or symbolic link at the path is refused, even with ``force``. An existing
+capture replaced with ``force`` stays as it was until the new one is finished: the new
+one is written to a hidden temporary file beside it and renamed over it by
+:meth:`CaptureWriter.finish` (after a write error the old file is kept instead).
+
 The schema is versioned (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`,
 ``PRAGMA application_id`` = :data:`APPLICATION_ID` and the ``meta`` table); see
 :data:`SCHEMA` for the tables. :func:`open_capture` validates a file and opens it
@@ -36,6 +42,7 @@ import json
 import os
 import re
 import sqlite3
+import stat
 import struct
 import threading
 import time
@@ -47,6 +54,7 @@ from typing import Any
 
 from ..errors import DecodeError, NotFound, ProbewatchError
 from ..event import Event
+from ..files import file_kind
 from .jsonl import fields_json
 
 __all__ = [
@@ -67,6 +75,8 @@ __all__ = [
     "check_capture_file",
     "decode_fields",
     "translate_db_error",
+    "damaged",
+    "check_output_path",
     "read_proc",
 ]
 
@@ -319,6 +329,8 @@ def _value_types(fields: Mapping[str, Any]) -> dict[str, str]:
 def decode_fields(text: str, value_types: Mapping[str, str] | None) -> dict[str, Any]:
     """Stored JSON -> the field dict the backend produced (bytes and tuples restored)."""
     fields: dict[str, Any] = json.loads(text)
+    if not isinstance(fields, dict):
+        raise ValueError("event fields are not an object")
     if value_types:
         for k, t in value_types.items():
             v = fields.get(k)
@@ -346,16 +358,71 @@ def _is_disk_full(e: BaseException, path: str) -> bool:
         return False
 
 
-def translate_db_error(e: sqlite3.Error, path: str) -> CaptureError:
-    """An SQLite error while reading ``path`` -> a CaptureError naming the file."""
+_DAMAGE_HINTS = ("malformed", "not a database", "disk I/O", "Could not decode", "no such column",
+                 "no such table", "prohibited", "syntax error", "unrecognized token")
+
+
+def damaged(path: str, detail: object) -> TruncatedCaptureError:
+    """The one error for a capture whose content is damaged: ``PATH: damaged capture: ...``.
+
+    Example::
+
+        raise damaged("run.db", "event type 7 missing")
+    """
+    text = str(detail)
+    if isinstance(detail, UnicodeDecodeError):
+        text = f"text that is not UTF-8 ({detail.reason})"
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    # one line: the damaged text may hold newlines and control characters of its own
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in " ".join(text.split()))
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return TruncatedCaptureError(f"{path}: damaged capture: {text}", path)
+
+
+def translate_db_error(e: BaseException, path: str) -> CaptureError:
+    """An SQLite error (or the UnicodeDecodeError sqlite3 raises for a message or a text
+    that is not UTF-8) while reading ``path`` -> a CaptureError naming the file."""
+    if isinstance(e, UnicodeDecodeError):
+        return damaged(path, e)
     msg = str(e)
-    if isinstance(e, sqlite3.DatabaseError) and (
-        "malformed" in msg or "not a database" in msg or "disk I/O" in msg
-    ):
-        return TruncatedCaptureError(
-            f"{path}: capture is truncated or damaged ({msg})", path
-        )
+    if isinstance(e, sqlite3.DatabaseError) and any(h in msg for h in _DAMAGE_HINTS):
+        return damaged(path, f"truncated or damaged ({msg})")
     return CaptureError(f"{path}: cannot read the capture ({msg})", path)
+
+
+_expected_schema: frozenset[tuple[str, str, str, str]] | None = None
+
+
+def expected_schema() -> frozenset[tuple[str, str, str, str]]:
+    """(type, name, tbl_name, sql) of every table and view :data:`SCHEMA` creates, as
+    ``sqlite_master`` holds them in a capture of this schema version."""
+    global _expected_schema
+    if _expected_schema is None:
+        conn = sqlite3.connect(":memory:")
+        try:
+            for stmt in _statements(SCHEMA):
+                conn.execute(stmt)
+            _expected_schema = frozenset(conn.execute(
+                "SELECT type, name, tbl_name, sql FROM sqlite_master"
+                " WHERE name NOT LIKE 'sqlite_%'").fetchall())
+        finally:
+            conn.close()
+    return _expected_schema
+
+
+def check_schema(conn: sqlite3.Connection, path: str) -> None:
+    """Raise the damaged-capture error unless the tables and views are exactly those of
+    :data:`SCHEMA` (a changed byte in a column name or type shows up here, not as a
+    KeyError deep in a reader)."""
+    have = frozenset(conn.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+    ).fetchall())
+    want = expected_schema()
+    if have != want:
+        bad = sorted(str(r[1]) for r in (have ^ want))
+        raise damaged(path, "its tables differ from a capture's (" + ", ".join(
+            dict.fromkeys(bad)) + ")")
 
 
 def _uname() -> tuple[str, str, str]:
@@ -499,7 +566,7 @@ def open_capture(path: str) -> sqlite3.Connection:
     check_capture_file(path)
     try:
         conn = sqlite3.connect(_ro_uri(path), uri=True, check_same_thread=False)
-    except sqlite3.Error as e:
+    except (sqlite3.Error, UnicodeDecodeError) as e:
         raise translate_db_error(e, path) from None
     try:
         conn.execute("PRAGMA query_only = ON")
@@ -510,46 +577,93 @@ def open_capture(path: str) -> sqlite3.Connection:
                                    "capture", path)
         if uv > SCHEMA_VERSION:
             raise CaptureVersionError(_newer_msg(path, uv), path)
+        # the application id says "capture" from here on: what is missing is damage
         try:
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.OperationalError:
-            raise NotACaptureError(f"{path} is an SQLite database but not a probewatch "
-                                   "capture (no meta table)", path) from None
+            raise damaged(path, "it has no meta table") from None
         if meta.get("format") != FORMAT_NAME:
-            raise NotACaptureError(f"{path} is an SQLite database but not a probewatch "
-                                   "capture", path)
+            raise damaged(path, f"meta.format is {meta.get('format')!r:.40}, not "
+                          f"{FORMAT_NAME!r}")
         try:
             schema = int(meta.get("schema", "0"))
         except ValueError:
             schema = 0
         if schema > SCHEMA_VERSION:
             raise CaptureVersionError(_newer_msg(path, schema), path)
+        check_schema(conn, path)
         # touch the tables the reader needs: a damaged file fails here, not later
         conn.execute("SELECT count(*) FROM event_types").fetchone()
         conn.execute("SELECT max(id) FROM event_rows").fetchone()
     except CaptureError:
         conn.close()
         raise
-    except sqlite3.Error as e:
+    except (sqlite3.Error, UnicodeDecodeError) as e:
         conn.close()
         raise translate_db_error(e, path) from None
+    except (TypeError, ValueError, AttributeError) as e:  # meta values of the wrong type
+        conn.close()
+        raise damaged(path, e) from None
     return conn
 
 
 # ----------------------------------------------------------------------------- writing
 
 
-def _create_file(path: str, force: bool) -> None:
-    if force:
-        for p in (path, path + "-wal", path + "-shm", path + "-journal"):
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                raise CaptureWriteError(f"cannot replace {p}: {e.strerror}", path) from None
+def check_output_path(path: str, force: bool) -> bool:
+    """Validate a capture's output path before anything is written or armed.
+
+    Only a regular file is ever replaced (with ``force``): a device node, FIFO,
+    socket, directory or symbolic link is refused even with ``force``. The directory
+    must exist. Returns True when ``path`` exists and will be replaced. Raises
+    CaptureWriteError.
+
+    Example::
+
+        replacing = check_output_path("run.db", force=True)
+    """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        st: os.stat_result | None = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise CaptureWriteError(f"cannot use {path}: {e.strerror}", path) from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        kind = file_kind(st.st_mode)
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                kind += f" (to {file_kind(os.stat(path).st_mode)})"
+            except OSError:
+                kind += " (dangling)"
+        raise CaptureWriteError(
+            f"{path} is {kind}, not a regular file: a capture is written only to a new or "
+            "an existing regular file (--force never replaces anything else); choose "
+            "another name with -o", path)
+    if st is not None and not force:
+        raise CaptureWriteError(
+            f"{path} exists: choose another name with -o, or overwrite it with --force", path
+        )
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise CaptureWriteError(f"cannot create {path}: no directory {parent}", path)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CaptureWriteError(f"cannot create {path}: {parent} is not writable", path)
+    return st is not None
+
+
+def _unlink_regular(p: str) -> None:
+    """Remove ``p`` if it is a regular file (a stale -wal/-shm/-journal); never else."""
+    try:
+        if stat.S_ISREG(os.lstat(p).st_mode):
+            os.unlink(p)
+    except OSError:
+        pass
+
+
+def _create_file(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
     except FileExistsError:
         raise CaptureWriteError(
             f"{path} exists: choose another name with -o, or overwrite it with --force", path
@@ -558,6 +672,24 @@ def _create_file(path: str, force: bool) -> None:
         raise CaptureWriteError(f"cannot create {path}: {e.strerror}", path) from None
     try:
         os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _temp_name(path: str) -> str:
+    d, base = os.path.split(os.path.abspath(path))
+    return os.path.join(d, f".{base}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+
+
+def _fsync_path(p: str, directory: bool = False) -> None:
+    try:
+        fd = os.open(p, (os.O_RDONLY | os.O_DIRECTORY) if directory else os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
 
@@ -612,18 +744,31 @@ class CaptureWriter:
         self._first_ts: int | None = None
         self._last_ts: int | None = None
         self._last_commit = 0.0
-        _create_file(path, force)
+        #: True: ``path`` exists and is replaced by :meth:`finish` (the capture is
+        #: written to a temporary file beside it until then); False: written in place
+        self.replacing = check_output_path(path, force)
+        #: the file SQLite writes: ``path``, or the temporary file while replacing
+        self.file = _temp_name(path) if self.replacing else path
+        created = False
         try:
+            if not self.replacing:
+                # -wal/-shm/-journal left by a capture deleted without them would be
+                # taken as this new file's journal
+                for sfx in ("-wal", "-shm", "-journal"):
+                    _unlink_regular(path + sfx)
+            _create_file(self.file)
+            created = True
             self._conn = self._init_db()
         except BaseException:
-            self._unlink_all()
+            if created:
+                self._unlink_all()
             raise
 
     # -- setup
     def _init_db(self) -> sqlite3.Connection:
         path = self.path
         try:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(self.file, isolation_level=None, check_same_thread=False)
             # header fields first, in rollback mode, so the main file carries them
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -659,11 +804,8 @@ class CaptureWriter:
         return conn
 
     def _unlink_all(self) -> None:
-        for p in (self.path, self.path + "-wal", self.path + "-shm", self.path + "-journal"):
-            try:
-                os.unlink(p)
-            except OSError:
-                pass
+        for p in (self.file, self.file + "-wal", self.file + "-shm", self.file + "-journal"):
+            _unlink_regular(p)
 
     def abandon(self) -> None:
         """Close and delete the file (nothing was recorded: e.g. a probe failed to arm)."""
@@ -698,10 +840,11 @@ class CaptureWriter:
                 " kernel, machine, version, argv, command, backend, buffer_kb, filter, pids,"
                 " comm, recorder_pid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    "recording", now, now, start_ts, run.clock, run.host or host,
-                    run.kernel or kernel, run.machine or machine, run.version or __version__,
-                    _json_or_none(run.argv), _json_or_none(run.command), run.backend,
-                    run.buffer_kb, run.filter, _json_or_none(run.pids), run.comm, os.getpid(),
+                    "recording", now, now, start_ts, run.clock, _text(run.host or host),
+                    _text(run.kernel or kernel), run.machine or machine,
+                    run.version or __version__, _json_or_none(run.argv),
+                    _json_or_none(run.command), run.backend, run.buffer_kb, _text(run.filter),
+                    _json_or_none(run.pids), _text(run.comm), os.getpid(),
                 ),
             )
             self.run_id = int(cur.lastrowid or 0)
@@ -722,9 +865,10 @@ class CaptureWriter:
         cur = self._conn.execute(
             "INSERT INTO probes (run_id, spec, kind, backend, filter, events, target, symbol,"
             " offset, address, resolved) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (self.run_id, p.spec, p.kind, p.backend, p.filter, json.dumps(list(p.events)),
-             p.target, p.symbol, p.offset, p.address,
-             json.dumps([dict(r) for r in p.resolved]) if p.resolved else None),
+            (self.run_id, _text(p.spec), p.kind, p.backend, _text(p.filter),
+             _json_or_none(p.events), _text(p.target), _text(p.symbol), p.offset, p.address,
+             json.dumps([{k: _text(v) for k, v in r.items()} for r in p.resolved])
+             if p.resolved else None),
         )
         pid = int(cur.lastrowid or 0)
         self._probe_ids[p.spec] = pid
@@ -824,7 +968,7 @@ class CaptureWriter:
             return
         if self._wal_fd < 0:
             try:
-                self._wal_fd = os.open(self.path + "-wal", os.O_WRONLY | os.O_CLOEXEC)
+                self._wal_fd = os.open(self.file + "-wal", os.O_WRONLY | os.O_CLOEXEC)
             except OSError:
                 return  # not there yet: SQLite creates it with the first write
         try:
@@ -837,8 +981,7 @@ class CaptureWriter:
                 raise DiskFullError(
                     f"{self.path}: disk full after {self.written} events ({free // 1024} "
                     f"KiB free on {where}, the recorder stops below "
-                    f"{self.reserve // 1024} KiB); recording stopped, the events written "
-                    "so far are kept",
+                    f"{self.reserve // 1024} KiB); recording stopped, {self._kept()}",
                     self.path,
                 ) from None
             self._close_wal_fd()
@@ -1050,8 +1193,10 @@ class CaptureWriter:
             conn.close()
         except sqlite3.Error:
             pass
+        if self.replacing:
+            err = self._replace(err)
         size = 0
-        for p in (self.path, self.path + "-wal"):
+        for p in ((self.path,) if self.replacing and err else (self.file, self.file + "-wal")):
             try:
                 size += os.path.getsize(p)
             except OSError:
@@ -1060,6 +1205,45 @@ class CaptureWriter:
                            "disk-full" if isinstance(err, DiskFullError) else
                            ("error" if err else status), err)
 
+    def _replace(self, err: CaptureWriteError | None) -> CaptureWriteError | None:
+        """Put the finished temporary file in place of the old capture; after a write
+        error drop it instead and leave the old capture as it was."""
+        path = self.path
+        if err is None:
+            try:
+                st = os.lstat(path)
+                if not stat.S_ISREG(st.st_mode):
+                    err = CaptureWriteError(
+                        f"{path} became {file_kind(st.st_mode)} while recording: not "
+                        f"replaced; the new capture is {self.file}", path)
+                    self.error = err
+                    return err
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                err = CaptureWriteError(f"cannot replace {path}: {e.strerror}; the new "
+                                        f"capture is {self.file}", path)
+                self.error = err
+                return err
+            _fsync_path(self.file)
+            for sfx in ("-wal", "-shm", "-journal"):  # the old capture's, if any
+                _unlink_regular(path + sfx)
+            try:
+                os.replace(self.file, path)
+            except OSError as e:
+                err = CaptureWriteError(f"cannot replace {path}: {e.strerror}; the new "
+                                        f"capture is {self.file}", path)
+                self.error = err
+                return err
+            for sfx in ("-wal", "-shm"):  # empty after the checkpoint; not ours any more
+                _unlink_regular(self.file + sfx)
+            _fsync_path(os.path.dirname(os.path.abspath(path)), directory=True)
+            self.file = path
+            return None
+        self._unlink_all()
+        self.written = 0
+        return err
+
     def _rollback(self) -> None:
         try:
             if self._conn.in_transaction:
@@ -1067,18 +1251,24 @@ class CaptureWriter:
         except sqlite3.Error:
             pass
 
+    def _kept(self) -> str:
+        if self.replacing:
+            return (f"the new recording is dropped and the existing {self.path} is left "
+                    "unchanged")
+        return "the events written so far are kept"
+
     def _write_error(self, e: BaseException) -> CaptureWriteError:
         if isinstance(e, CaptureWriteError):
             return e
         if _is_disk_full(e, self.path):
             return DiskFullError(
                 f"{self.path}: disk full after {self.written} events; recording stopped, "
-                "the events written so far are kept",
+                f"{self._kept()}",
                 self.path,
             )
         return CaptureWriteError(
             f"{self.path}: writing the capture failed after {self.written} events ({e}); "
-            "recording stopped, the events written so far are kept",
+            f"recording stopped, {self._kept()}",
             self.path,
         )
 
@@ -1125,15 +1315,26 @@ def _add_source(p: dict[str, Any], src: str) -> None:
 def _proc_row(run_id: int, pid: int, p: Mapping[str, Any]) -> tuple[Any, ...]:
     argv = p.get("argv")
     return (
-        run_id, pid, p.get("ppid"), p.get("comm"), p.get("exe"),
-        json.dumps(list(argv)) if argv is not None else None,
+        run_id, pid, p.get("ppid"), _text(p.get("comm")), _text(p.get("exe")),
+        _json_or_none(argv),
         p.get("start_ts"), p.get("exec_ts"), p.get("exit_ts"), p.get("start_time"),
         p.get("exit_code"), p.get("source"),
     )
 
 
+def _text(v: Any) -> Any:
+    """A str that SQLite can store: bytes that were not UTF-8 (argv, paths and comm
+    arrive with surrogate escapes) become visible ``\\xNN`` escapes."""
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            return v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return v
+
+
 def _json_or_none(v: Sequence[Any] | None) -> str | None:
-    return None if v is None else json.dumps(list(v))
+    return None if v is None else json.dumps([_text(x) for x in v])
 
 
 def _statements(script: str) -> list[str]:
