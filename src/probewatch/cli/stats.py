@@ -7,6 +7,8 @@ import json
 import sys
 import time
 
+from .args import top_arg
+
 EXAMPLES = """examples:
   probewatch stats run.db                 the summary, top 20 processes
   probewatch stats run.db --top 0         every process
@@ -28,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("file", metavar="FILE", help="capture file written by probewatch record")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    p.add_argument("--top", type=int, default=20, metavar="N",
+    p.add_argument("--top", type=top_arg, default=20, metavar="N",
                    help="processes to list (0: all; default 20)")
     p.set_defaults(func=run)
 
