@@ -59,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
             emit_json(out, ev)
             return
         argv = f.get("argv")
-        if not isinstance(argv, list):
+        if argv is None:  # execve(path, NULL, ...): the kernel runs it with argc 0
+            argv = ["(null)"]
+        elif not isinstance(argv, list):
             argv = [f"<unreadable argv {f.get('argv_ptr', 0):#x}>"]
         text = " ".join(_word(a) for a in argv)
         if "argv" in f.get("truncated", ()):

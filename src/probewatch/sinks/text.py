@@ -40,8 +40,9 @@ def _fmt(v: Any, as_hex: bool) -> str:
         return v.hex()
     if v is None:
         return "(null)"
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_fmt(x, as_hex) for x in v) + "]"
+    if isinstance(v, list | tuple) and any(isinstance(x, str) for x in v):
+        inner = ", ".join(quote_text(x) if isinstance(x, str) else _fmt(x, False) for x in v)
+        return f"({inner})" if isinstance(v, tuple) else f"[{inner}]"
     return escape_text(str(v))
 
 
