@@ -6,8 +6,8 @@
  *                         upper half of the dfd register is 0), the same with dfd
  *                         sign-extended to 64 bits, a NULL path, a path of exactly
  *                         4095 bytes and one of 4096 (ENAMETOOLONG)
- *   hostile exec          prctl(PR_SET_NAME) to a hostile comm, then execve of
- *                         /bin/true with hostile argv and env
+ *   hostile exec [PROG]   prctl(PR_SET_NAME) to a hostile comm, then execve of
+ *                         PROG (default /bin/true) with hostile argv and env
  *   hostile comm NAME     set comm to NAME and exit (for -c tests)
  */
 #define _GNU_SOURCE
@@ -52,12 +52,13 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (argc >= 2 && !strcmp(argv[1], "exec")) {
-		char *av[] = {"/bin/true", (char *)names[0], (char *)names[1], (char *)names[2],
+		const char *prog = argc >= 3 ? argv[2] : "/bin/true";
+		char *av[] = {(char *)prog, (char *)names[0], (char *)names[1], (char *)names[2],
 			      (char *)names[3], "", NULL};
 		char *ev[] = {"X=\xff", "Y=\n", NULL};
 
 		prctl(PR_SET_NAME, "ev\xff\n\x1b[1m", 0, 0, 0);
-		execve("/bin/true", av, ev);
+		execve(prog, av, ev);
 		return 1;
 	}
 	if (argc >= 3 && !strcmp(argv[1], "comm")) {
@@ -66,6 +67,6 @@ int main(int argc, char **argv)
 		getppid();
 		return 0;
 	}
-	fprintf(stderr, "usage: hostile open DIR | exec | comm NAME\n");
+	fprintf(stderr, "usage: hostile open DIR | exec [PROG] | comm NAME\n");
 	return 2;
 }

@@ -185,7 +185,7 @@ class RecordDecoder:
         (kind, _flags, cpu, ts, pid, tid, ppid, uid, gid, _pad, cgroup,
          comm) = HDR.unpack_from(rec)
         base = {"ppid": ppid, "uid": uid, "gid": gid, "cgroup": cgroup}
-        c = comm.split(b"\0", 1)[0].decode(errors="replace")
+        c = comm.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")  # lossless
         if kind == EV_SYSCALL or kind == EV_SYS_ENTER:
             return self._syscall(kind, rec, ts, cpu, pid, tid, c, base)
         if kind == EV_FORK:
