@@ -117,14 +117,17 @@ def test_syscalls_execve_with_command_every_sink(bpf: None, hostile: Path,
     safe_text(trace.read_bytes())
 
 
-def test_syscalls_execve_system_wide_survives(bpf: None, hostile: Path) -> None:
+def test_syscalls_execve_system_wide_survives(bpf: None, hostile: Path,
+                                              tmp_path: Path) -> None:
     """The crash of the issue: a monitor of every execve, any user execs b'\\xff\\xfe'."""
+    prog = tmp_path / "pw-hostile-true"  # other processes may run /bin/true meanwhile
+    shutil.copy("/bin/true", prog)
     p = subprocess.Popen([*CLI, "syscalls", "-e", "execve", "--json", "-d", "4"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         t_end = time.monotonic() + 30
         while p.poll() is None and time.monotonic() < t_end:
-            subprocess.run([str(hostile), "exec"], check=True)
+            subprocess.run([str(hostile), "exec", str(prog)], check=True)
             time.sleep(0.2)
         out, err = p.communicate(timeout=30)
     finally:
@@ -133,7 +136,8 @@ def test_syscalls_execve_system_wide_survives(bpf: None, hostile: Path) -> None:
             p.wait()
     assert p.returncode == 0, err
     assert b"Traceback" not in err
-    assert _execve_argv(json_events(out)) == [b"/bin/true", *ARGV_TAIL]
+    prog_b = os.fsencode(prog)
+    assert _execve_argv(json_events(out), prog_b) == [prog_b, *ARGV_TAIL]
 
 
 def test_opensnoop_paths_dfd_null_and_exact_length(bpf: None, hostile: Path,
@@ -312,3 +316,28 @@ def test_opensnoop_deadline_with_a_slow_reader(bpf: None) -> None:
         load.kill()
         load.wait()
     _check_deadline(took, out, err, d)
+
+
+# ------------------------------------------------------------------ pids that do not run
+
+
+def _no_such_pid() -> int:
+    with open("/proc/sys/kernel/pid_max") as f:
+        p = int(f.read()) - 1
+    while os.path.exists(f"/proc/{p}"):
+        p -= 1
+    return p
+
+
+@pytest.mark.parametrize("tool", [["trace", "t:syscalls:sys_enter_getppid"], ["execsnoop"]])
+@pytest.mark.parametrize("pid", ["gone", "99999999"])
+def test_pid_that_does_not_run(hostile: Path, tool: list[str], pid: str) -> None:
+    if tool[0] == "execsnoop":
+        from probewatch.bpf_session import bpf_available
+
+        if not bpf_available()[0]:
+            pytest.skip("BPF backend unavailable")
+    p = str(_no_such_pid()) if pid == "gone" else pid
+    rc, out, err = pw(*tool, "-p", p, "-d", "1")
+    assert rc == 1 and out == b""
+    assert err.strip().splitlines()[-1] == f"probewatch: error: no process with pid {p}"

@@ -32,13 +32,6 @@ def _parsed(argv: list[str]) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def _no_such_pid() -> int:
-    p = A._pid_max() - 1
-    while os.path.exists(f"/proc/{p}"):
-        p -= 1
-    return p
-
-
 @pytest.mark.parametrize("cmd", TRACING + ["report"])
 @pytest.mark.parametrize("n", ["0", "-1", "-100"])
 def test_max_events_at_least_one(capsys: pytest.CaptureFixture[str], cmd: str, n: str) -> None:
@@ -67,24 +60,17 @@ def test_duration(capsys: pytest.CaptureFixture[str], cmd: str, d: str, why: str
 
 @pytest.mark.parametrize("cmd", TRACING + BPF_TOOLS)
 def test_pid(capsys: pytest.CaptureFixture[str], cmd: str) -> None:
+    # a pid that does not run is refused when tracing starts (test_abuse_output.py)
     assert "0 is the kernel's idle task" in _refused(capsys, _argv(cmd, "-p", "0"))
     assert "must be a process id of at least 1" in _refused(capsys, _argv(cmd, "-p", "-5"))
-    gone = _no_such_pid()
-    assert f"no process with pid {gone}" in _refused(capsys, _argv(cmd, "-p", str(gone)))
-    assert "must be below pid_max" in _refused(capsys, _argv(cmd, "-p", "99999999999"))
+    assert "not a whole number: '12a'" in _refused(capsys, _argv(cmd, "-p", "12a"))
     assert _parsed(_argv(cmd, "-p", str(os.getpid()), "-p", "1")).pid == [os.getpid(), 1]
 
 
-def test_report_pid_need_not_run(capsys: pytest.CaptureFixture[str]) -> None:
-    gone = _no_such_pid()
-    assert _parsed(["report", "x.db", "-p", str(gone)]).pid == [gone]
+def test_report_and_list_pid(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _parsed(["report", "x.db", "-p", "4000000"]).pid == [4000000]  # need not run
     assert "idle task" in _refused(capsys, ["report", "x.db", "-p", "0"])
-
-
-def test_list_pid(capsys: pytest.CaptureFixture[str]) -> None:
-    gone = _no_such_pid()
-    msg = _refused(capsys, ["list", "symbols", "libc", "-p", str(gone)])
-    assert f"no process with pid {gone}" in msg
+    assert "idle task" in _refused(capsys, ["list", "symbols", "libc", "-p", "0"])
 
 
 @pytest.mark.parametrize("v,why", [("0", "at least 2"), ("-5", "at least 2"), ("1", "at least 2"),

@@ -36,8 +36,7 @@ def run(args: argparse.Namespace) -> int:
     require_bpf(args, "bashreadline")
     s = BpfSession("bashreadline", bash_path=args.bash, **session_kwargs(args))
     out = stdout()
-    if not args.json:
-        out.write(f"{'TIME':<9} {'PID':<7} COMMAND\n")
+    header = "" if args.json else f"{'TIME':<9} {'PID':<7} COMMAND\n"
 
     def show(ev: Event) -> None:
         if args.json:
@@ -49,4 +48,4 @@ def run(args: argparse.Namespace) -> int:
         out.write(f"{time.strftime('%H:%M:%S'):<9} {ev.pid:<7} {line}\n")
         out.flush()
 
-    return run_tool(args, s, show, out)
+    return run_tool(args, s, show, out, header=header)

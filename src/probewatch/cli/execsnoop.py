@@ -47,8 +47,7 @@ def run(args: argparse.Namespace) -> int:
     s = BpfSession("syscalls", syscalls=["execve", "execveat"], argv_max=args.max_args,
                    arg_max=args.arg_len, **session_kwargs(args))
     out = stdout()
-    if not args.json:
-        out.write(f"{'PCOMM':<16} {'PID':<7} {'PPID':<7} {'RET':>4} ARGS\n")
+    header = "" if args.json else f"{'PCOMM':<16} {'PID':<7} {'PPID':<7} {'RET':>4} ARGS\n"
 
     def show(ev: Event) -> None:
         f = ev.fields
@@ -69,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         r = str(ret) if ret >= 0 else errno_name(-ret)
         out.write(f"{escape_text(ev.comm):<16} {ev.pid:<7} {f.get('ppid', 0):<7} {r:>4} {text}\n")
 
-    return run_tool(args, s, show, out)
+    return run_tool(args, s, show, out, header=header)
 
 
 def _word(a: str) -> str:

@@ -44,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
     s = BpfSession("syscalls", syscalls=names, **session_kwargs(args))
     out = stdout()
     t0: list[int] = []
-    if not args.json:
-        out.write(("TIME(s)   " if args.timestamp else "")
-                  + f"{'PID':<7} {'COMM':<16} {'FD':>4} {'ERR':<7} {'FLAGS':<24} PATH\n")
+    header = "" if args.json else (("TIME(s)   " if args.timestamp else "")
+                                   + f"{'PID':<7} {'COMM':<16} {'FD':>4} {'ERR':<7} "
+                                   f"{'FLAGS':<24} PATH\n")
 
     def show(ev: Event) -> None:
         f = ev.fields
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         out.write(f"{ts}{ev.pid:<7} {escape_text(ev.comm):<16} {fd:>4} {err:<7} "
                   f"{open_flags(int(fl)):<24} {path}\n")
 
-    return run_tool(args, s, show, out)
+    return run_tool(args, s, show, out, header=header)
 
 
 def _has_tp(name: str) -> bool:

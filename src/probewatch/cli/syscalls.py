@@ -113,12 +113,14 @@ def run_tool(
     on_event: Callable[[Event], None] | None,
     out: IO[str] | Out | None = None,
     after: Callable[[], None] | None = None,
+    header: str = "",
 ) -> int:
     """Start (gated command if any), stream events, print the summary, return the status.
 
     With -d, events stamped after the deadline are not shown, and a reader of stdout
     too slow to take the rest by then does not hold the run up (what it did not take
-    is counted in a warning).
+    is counted in a warning). ``header`` is printed once tracing is on (not before an
+    error such as a pid that does not run).
     """
     out = out or stdout()
     cmd = command_of(args)
@@ -131,6 +133,8 @@ def run_tool(
                 s.run(duration=args.duration)
             else:
                 s.start()
+                out.write(header)
+                out.flush()  # tracing is on: a reader may wait for this line
                 dl = Deadline(args.duration, getattr(s, "clock", "mono"))
                 dl.arm(out if isinstance(out, Out) else None)
                 try:

@@ -44,9 +44,8 @@ def run(args: argparse.Namespace) -> int:
     require_bpf(args, "tcpconnect")
     s = BpfSession("tcpconnect", **session_kwargs(args))
     out = stdout()
-    if not args.json:
-        out.write(f"{'PID':<7} {'COMM':<16} {'IP':<2} {'SADDR:SPORT':<40} "
-                  f"{'DADDR:DPORT':<40} RESULT\n")
+    header = "" if args.json else (f"{'PID':<7} {'COMM':<16} {'IP':<2} {'SADDR:SPORT':<40} "
+                                   f"{'DADDR:DPORT':<40} RESULT\n")
 
     def show(ev: Event) -> None:
         f = ev.fields
@@ -61,4 +60,4 @@ def run(args: argparse.Namespace) -> int:
                   f"{_ep(f['saddr'], f['sport'], fam):<40} "
                   f"{_ep(f['daddr'], f['dport'], fam):<40} {'ok' if ok else 'failed'}\n")
 
-    return run_tool(args, s, show, out)
+    return run_tool(args, s, show, out, header=header)

@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import atexit
 import os
 import select
 import sys
@@ -64,6 +65,14 @@ class Out:
         self.cutoff: float | None = None
         self.cut_lines = 0
         self._tty = self.fd is not None and os.isatty(self.fd)
+        if self.fd in (1, 2):  # what is buffered still goes out when the run ends early
+            atexit.register(self._flush_at_exit)
+
+    def _flush_at_exit(self) -> None:
+        try:
+            self.flush()
+        except (OSError, OutputCut):
+            pass
 
     def set_cutoff(self, when: float | None) -> None:
         """Writes give up at ``when`` (time.monotonic()); None: they block as long as needed."""
