@@ -229,3 +229,61 @@ def test_deadline_compares_event_stamps() -> None:
     assert d.on_time(evs) == 2
     assert d.on_time(evs[:2]) == 2
     assert Deadline(None).on_time(evs) == 3
+
+
+# ------------------------------------------------------------------ BPF tool records
+
+
+def _hdr(kind: int, comm: bytes) -> bytes:
+    from probewatch.collect.bpf.loader import HDR
+
+    return HDR.pack(kind, 0, 1, 5_000, 77, 77, 1, 0, 0, 0, 1, comm)
+
+
+def _blob(ai: int, kind: int, flags: int, data: bytes, count: int = 0) -> bytes:
+    from probewatch.collect.bpf.loader import BLOB
+
+    return BLOB.pack(ai, kind, flags, count, len(data)) + data + bytes(-len(data) % 8)
+
+
+def test_bpf_records_keep_bytes_and_c_values() -> None:
+    """opensnoop/execsnoop/bashreadline records: comm, paths, lines keep their bytes;
+    int arguments are C ints (dfd -100 however the register held it); NULL is None."""
+    from probewatch.collect.bpf.loader import (
+        BLOB_NULL,
+        BLOB_TRUNC,
+        EV_READLINE,
+        EV_SYSCALL,
+        READLINE,
+        SYSCALL,
+        RecordDecoder,
+    )
+    from probewatch.decode.syscalls import SyscallTable
+
+    table = SyscallTable({257: "openat"}, {"openat": [
+        ("int", "dfd"), ("const char *", "filename"), ("int", "flags"), ("umode_t", "mode")]})
+    dec = RecordDecoder(table)
+    comm = b"ev\xff\n\x1b[1m"
+    for raw_dfd in (0xFFFFFF9C, 0xFFFFFFFFFFFFFF9C):  # zero- and sign-extended AT_FDCWD
+        data = _blob(1, 1, 0, b"/tmp/\xff\n\0")
+        rec = (_hdr(EV_SYSCALL, comm) + SYSCALL.pack(-2, 10, raw_dfd, 0x1000, 0, 0, 0, 0, 257,
+                                                     len(data)) + data)
+        ev = dec.decode(rec)
+        assert ev is not None
+        assert ev.fields["dfd"] == -100
+        assert ev.fields["filename"] == _from_bytes(b"/tmp/\xff\n")
+        assert ev.comm == _from_bytes(comm)
+        d = json.loads(event_json(ev))
+        assert json_bytes(d["comm"]) == comm and json_bytes(d["fields"]["filename"]) == (
+            b"/tmp/\xff\n")
+    data = _blob(1, 1, BLOB_NULL, b"")
+    ev = dec.decode(_hdr(EV_SYSCALL, b"x") + SYSCALL.pack(-14, 1, 0xFFFFFF9C, 0, 0, 0, 0, 0,
+                                                          257, len(data)) + data)
+    assert ev is not None and ev.fields["filename"] is None
+    assert json.loads(event_json(ev))["fields"]["filename"] is None
+    line = b"ls \xff\n\x1b[2K"
+    ev = dec.decode(_hdr(EV_READLINE, b"bash") + READLINE.pack(len(line), BLOB_TRUNC, line))
+    assert ev is not None and ev.fields["line"] == _from_bytes(line)
+    assert ev.fields["truncated"] == ["line"]
+    assert json_bytes(json.loads(event_json(ev))["fields"]["line"]) == line
+    assert escape_text(ev.fields["line"]) == "ls \\xff\\n\\x1b[2K"
