@@ -171,6 +171,20 @@ def test_format_call_never_raises(path: bytes, argv: list[bytes]) -> None:
     assert line.startswith('execve("')
 
 
+@settings(max_examples=200)
+@given(st.binary(max_size=80), st.binary(max_size=40))
+def test_format_call_socket_data_never_raises(buf: bytes, addr: bytes) -> None:
+    for line in (
+        format_call("write", {"fd": 3, "buf": buf, "count": len(buf)},
+                    [("unsigned int", "fd"), ("const char *", "buf"), ("size_t", "count")],
+                    len(buf), strmax=64),
+        format_call("connect", {"fd": 3, "uservaddr": addr, "addrlen": len(addr)},
+                    [("int", "fd"), ("struct sockaddr *", "uservaddr"), ("int", "addrlen")],
+                    0),
+    ):
+        _safe_line(line)
+
+
 def test_format_call_null_path() -> None:
     line = format_call("openat", {"dfd": -100, "filename": None, "flags": 0, "mode": 0},
                        [("int", "dfd"), ("const char *", "filename"), ("int", "flags"),
