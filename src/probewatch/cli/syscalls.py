@@ -149,8 +149,9 @@ def run_tool(
                 except OutputCut as e:
                     s.stop()
                     cut = e.lines
-                if isinstance(out, Out):
-                    out.set_cutoff(None)
+                finally:
+                    if isinstance(out, Out):
+                        out.set_cutoff(None)
         except KeyboardInterrupt:
             s.stop()
         if after is not None:
