@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .decode.escape import from_json
 from .errors import ProbewatchError
 from .event import Event
 from .sinks.capture import (
@@ -397,6 +398,8 @@ class Capture:
                             f = dict(hit)
                         else:
                             f = loads(fields)
+                            if '"b64"' in fields:  # undecodable bytes (sinks/capture.py)
+                                f = from_json(f)
                             if len(fields) < 512 and all(
                                 isinstance(v, scalar) for v in f.values()
                             ):

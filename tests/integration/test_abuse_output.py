@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from conftest import build_c  # tests/conftest.py (pytest puts tests/ on sys.path)
-from probewatch.decode.escape import from_json, json_bytes
+from probewatch.decode.escape import json_bytes
 
 from .helpers import CLI
 
@@ -206,7 +206,12 @@ def hostile_prog(tmp_path: Path) -> bytes:
 
 
 SPECS = ["t:task:task_rename", "t:sched:sched_process_exec"]
-RC = "\ufffd".encode()  # U+REPLACEMENT CHARACTER in UTF-8
+HOSTILE_COMM = b"ev\xff\n\x1b[1m"  # what hostile.c gives itself with prctl(PR_SET_NAME)
+
+
+def _exec_event(evs: list[dict[str, Any]], prog: bytes) -> dict[str, Any]:
+    return next(e for e in evs if e["event"] == "sched:sched_process_exec"
+                and json_bytes(e["fields"]["filename"]) == prog)
 
 
 def test_trace_text_and_json(hostile: Path, hostile_prog: bytes) -> None:
@@ -214,19 +219,19 @@ def test_trace_text_and_json(hostile: Path, hostile_prog: bytes) -> None:
     rc, out, err = pw("trace", *SPECS, *cmd)
     assert rc == 0, err
     lines = safe_text(out)
-    # ftrace decodes undecodable bytes as U+FFFD (printable); the rest is escaped
-    assert any(b"newcomm=ev" + RC + b"\\n\\x1b[1m" in ln for ln in lines), out
-    assert any(b"dir" + RC + b"\\nsshd 1 \\x1b[2K/true" in ln for ln in lines), out
+    assert any(b"newcomm=ev\\xff\\n\\x1b[1m" in ln for ln in lines), out
+    assert any(b"dir\\xff\\nsshd 1 \\x1b[2K/true" in ln for ln in lines), out
     rc, out, err = pw("trace", "--json", *SPECS, *cmd)
     assert rc == 0, err
     evs = json_events(out)
-    names = [e["fields"].get("newcomm") for e in evs]
-    assert "ev\ufffd\n\x1b[1m" in names  # ftrace decodes with U+FFFD (documented)
-    assert any(isinstance(e["fields"].get("filename"), str)
-               and e["fields"]["filename"].endswith("\nsshd 1 \x1b[2K/true") for e in evs)
+    assert HOSTILE_COMM in [json_bytes(e["fields"]["newcomm"]) for e in evs
+                            if e["event"] == "task:task_rename"]
+    ex = _exec_event(evs, hostile_prog)  # the path, byte for byte
+    assert json_bytes(ex["comm"]).startswith(b"true")
 
 
-def test_record_report_query_stats(hostile: Path, hostile_prog: bytes, tmp_path: Path) -> None:
+def test_record_report_query_export(hostile: Path, hostile_prog: bytes,
+                                    tmp_path: Path) -> None:
     cap = str(tmp_path / "cap.db")
     rc, out, err = pw("record", *SPECS, "-o", cap, "--echo", "--", str(hostile), "exec",
                       hostile_prog)
@@ -234,19 +239,31 @@ def test_record_report_query_stats(hostile: Path, hostile_prog: bytes, tmp_path:
     safe_text(out)
     rc, out, err = pw("report", cap)
     assert rc == 0, err
-    assert b"newcomm=ev" + RC + b"\\n\\x1b[1m" in out
+    assert b"newcomm=ev\\xff\\n\\x1b[1m" in out
     safe_text(out)
     rc, out, err = pw("report", cap, "--json")
     assert rc == 0, err
-    assert "ev\ufffd\n\x1b[1m" in [from_json(e["fields"]).get("newcomm") for e in
-                                   json_events(out)]
+    evs = json_events(out)
+    assert HOSTILE_COMM in [json_bytes(e["fields"]["newcomm"]) for e in evs
+                            if e["event"] == "task:task_rename"]
+    _exec_event(evs, hostile_prog)  # lossless through the capture
     rc, out, err = pw("query", cap, "SELECT comm, fields FROM events")
     assert rc == 0, err
-    lines = safe_text(out)
-    assert any(b"ev" + RC + b"\\n\\x1b[1m" in ln for ln in lines)
+    safe_text(out)
+    rc, out, err = pw("query", cap, "SELECT json_extract(fields, '$.filename') AS f FROM "
+                      "events WHERE event = 'sched:sched_process_exec'", "--json")
+    assert rc == 0, err
+    files = [json.loads(r["f"]) if r["f"].startswith("{") else r["f"]
+             for r in json_events(out)]
+    assert hostile_prog in [json_bytes(f) for f in files]
     rc, out, err = pw("stats", cap)
     assert rc == 0, err
     safe_text(out)
+    pf, jl = tmp_path / "p.json", tmp_path / "e.jsonl"
+    rc, out, err = pw("export", cap, "--perfetto", str(pf), "--jsonl", str(jl))
+    assert rc == 0, err
+    json.loads(pf.read_bytes())  # strict UTF-8, valid JSON
+    _exec_event(json_events(jl.read_bytes()), hostile_prog)
 
 
 # ------------------------------------------------------------------ -c longer than a comm

@@ -45,9 +45,10 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..decode.escape import from_json, has_surrogates, raw_bytes
 from ..errors import DecodeError, NotFound, ProbewatchError
 from ..event import Event
-from .jsonl import fields_json
+from .jsonl import fields_json, obj_json
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -276,24 +277,15 @@ class WriteResult:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _default(v: Any) -> Any:
-    if isinstance(v, bytes | bytearray | memoryview):
-        return list(bytes(v))
-    return str(v)
-
-
 #: fields -> JSON text exactly as the JSON-lines sink writes them (tuples become arrays,
 #: bytes lists of ints); value_types in event_types says which lists were which
 _dumps = fields_json
-_dumps_ascii = json.JSONEncoder(
-    ensure_ascii=True, separators=(",", ":"), default=_default, check_circular=False
-).encode
 
 
 def _safe_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """A row whose strings hold lone surrogates (undecodable bytes kept by
-    surrogateescape): comm gets U+FFFD, fields \\uXXXX escapes (json.loads gives the
-    same str back)."""
+    surrogateescape): comm gets U+FFFD, fields the {"b64": ...} form of the JSON sink
+    (valid UTF-8 for SQLite's json functions; decode_fields gives the same str back)."""
     ts, cpu, pid, tid, comm, type_id, fields = row
     try:
         comm.encode("utf-8")
@@ -302,7 +294,7 @@ def _safe_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     try:
         fields.encode("utf-8")
     except UnicodeEncodeError:
-        fields = _dumps_ascii(json.loads(fields))
+        fields = obj_json(json.loads(fields))
     return ts, cpu, pid, tid, comm, type_id, fields
 
 
@@ -319,6 +311,8 @@ def _value_types(fields: Mapping[str, Any]) -> dict[str, str]:
 def decode_fields(text: str, value_types: Mapping[str, str] | None) -> dict[str, Any]:
     """Stored JSON -> the field dict the backend produced (bytes and tuples restored)."""
     fields: dict[str, Any] = json.loads(text)
+    if '"b64"' in text:  # strings with undecodable bytes (see _safe_row)
+        fields = from_json(fields)
     if value_types:
         for k, t in value_types.items():
             v = fields.get(k)
@@ -1122,10 +1116,17 @@ def _add_source(p: dict[str, Any], src: str) -> None:
         p["source"] = cur + "," + src
 
 
+def _utf8(v: Any) -> Any:
+    """Text SQLite can store: undecodable bytes (lone surrogates) as U+FFFD."""
+    if isinstance(v, str) and has_surrogates(v):
+        return raw_bytes(v).decode("utf-8", "replace")
+    return v
+
+
 def _proc_row(run_id: int, pid: int, p: Mapping[str, Any]) -> tuple[Any, ...]:
     argv = p.get("argv")
     return (
-        run_id, pid, p.get("ppid"), p.get("comm"), p.get("exe"),
+        run_id, pid, p.get("ppid"), _utf8(p.get("comm")), _utf8(p.get("exe")),
         json.dumps(list(argv)) if argv is not None else None,
         p.get("start_ts"), p.get("exec_ts"), p.get("exit_ts"), p.get("start_time"),
         p.get("exit_code"), p.get("source"),
