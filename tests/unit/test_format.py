@@ -132,10 +132,11 @@ def test_sched_switch_comm_arrays() -> None:
     assert fmt.decode(rec, 0, 64) == {
         "prev_comm": "swapper/0", "prev_pid": 0, "prev_prio": 120, "prev_state": 0,
         "next_comm": "bash-\u00e9", "next_pid": 77, "next_prio": 120}
-    # invalid utf-8 is replaced, not an error; a comm without NUL takes all 16 bytes
+    # invalid utf-8 is kept (surrogateescape: lossless, the sinks escape it), not an
+    # error; a comm without NUL takes all 16 bytes
     rec2 = bytearray(rec)
     rec2[8:24] = b"\xff\xfeABCDEFGHIJKLMN"
-    assert fmt.decode(bytes(rec2), 0, 64)["prev_comm"] == "\ufffd\ufffdABCDEFGHIJKLMN"
+    assert fmt.decode(bytes(rec2), 0, 64)["prev_comm"] == "\udcff\udcfeABCDEFGHIJKLMN"
 
 
 def data_loc(offset: int, length: int) -> bytes:

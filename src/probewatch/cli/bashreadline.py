@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
+from ..decode.escape import escape_text
 from ..event import Event
-from .syscalls import add_bpf_common, emit_json, require_bpf, run_tool, session_kwargs
+from .syscalls import add_bpf_common, emit_json, require_bpf, run_tool, session_kwargs, stdout
 
 EXAMPLES = """examples:
   probewatch bashreadline                      every interactive bash on the system
@@ -35,18 +35,17 @@ def run(args: argparse.Namespace) -> int:
 
     require_bpf(args, "bashreadline")
     s = BpfSession("bashreadline", bash_path=args.bash, **session_kwargs(args))
-    out = sys.stdout
-    if not args.json:
-        out.write(f"{'TIME':<9} {'PID':<7} COMMAND\n")
+    out = stdout()
+    header = "" if args.json else f"{'TIME':<9} {'PID':<7} COMMAND\n"
 
     def show(ev: Event) -> None:
         if args.json:
             emit_json(out, ev)
             return
-        line = ev.fields.get("line", "")
+        line = escape_text(str(ev.fields.get("line", "")))
         if "faults" in ev.fields:
             line = "<unreadable>"
         out.write(f"{time.strftime('%H:%M:%S'):<9} {ev.pid:<7} {line}\n")
         out.flush()
 
-    return run_tool(args, s, show, out)
+    return run_tool(args, s, show, out, header=header)

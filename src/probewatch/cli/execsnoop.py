@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 
+from ..decode.escape import escape_text
 from ..event import Event
-from .syscalls import add_bpf_common, emit_json, require_bpf, run_tool, session_kwargs
+from .args import MAX_ARG_LEN, MAX_ARGS, arg_len_arg, max_args_arg
+from .syscalls import add_bpf_common, emit_json, require_bpf, run_tool, session_kwargs, stdout
 
 EXAMPLES = """examples:
   probewatch execsnoop                         every exec on the system
@@ -29,8 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("-x", "--failed", action="store_true", help="include failed execs")
-    p.add_argument("--max-args", type=int, default=64, help="argv entries to read (<= 128)")
-    p.add_argument("--arg-len", type=int, default=256, help="bytes per argv entry to read")
+    p.add_argument("--max-args", type=max_args_arg, default=64,
+                   help=f"argv entries to read (1..{MAX_ARGS}; default 64)")
+    p.add_argument("--arg-len", type=arg_len_arg, default=256,
+                   help=f"bytes per argv entry to read, with its NUL (2..{MAX_ARG_LEN}; "
+                   "default 256)")
     add_bpf_common(p)
     p.set_defaults(func=run)
 
@@ -42,9 +46,8 @@ def run(args: argparse.Namespace) -> int:
     require_bpf(args, "execsnoop")
     s = BpfSession("syscalls", syscalls=["execve", "execveat"], argv_max=args.max_args,
                    arg_max=args.arg_len, **session_kwargs(args))
-    out = sys.stdout
-    if not args.json:
-        out.write(f"{'PCOMM':<16} {'PID':<7} {'PPID':<7} {'RET':>4} ARGS\n")
+    out = stdout()
+    header = "" if args.json else f"{'PCOMM':<16} {'PID':<7} {'PPID':<7} {'RET':>4} ARGS\n"
 
     def show(ev: Event) -> None:
         f = ev.fields
@@ -55,13 +58,21 @@ def run(args: argparse.Namespace) -> int:
             emit_json(out, ev)
             return
         argv = f.get("argv")
-        if not isinstance(argv, list):
+        if argv is None:  # execve(path, NULL, ...): the kernel runs it with argc 0
+            argv = ["(null)"]
+        elif not isinstance(argv, list):
             argv = [f"<unreadable argv {f.get('argv_ptr', 0):#x}>"]
-        text = " ".join(shlex.quote(a) if a == "" or any(c.isspace() for c in a) else a
-                        for a in argv)
+        text = " ".join(_word(a) for a in argv)
         if "argv" in f.get("truncated", ()):
             text += " ..."
         r = str(ret) if ret >= 0 else errno_name(-ret)
-        out.write(f"{ev.comm:<16} {ev.pid:<7} {f.get('ppid', 0):<7} {r:>4} {text}\n")
+        out.write(f"{escape_text(ev.comm):<16} {ev.pid:<7} {f.get('ppid', 0):<7} {r:>4} {text}\n")
 
-    return run_tool(args, s, show, out)
+    return run_tool(args, s, show, out, header=header)
+
+
+def _word(a: str) -> str:
+    """One argv entry as text: escaped (no control characters, one line), and quoted
+    when empty or holding spaces."""
+    e = escape_text(a)
+    return shlex.quote(e) if e == "" or " " in e else e

@@ -29,6 +29,7 @@ from ..kernel.dynevents import (  # noqa: F401  (parse_probe_line is re-exported
     parse_probe_line,
     probe_rows,
 )
+from .args import live_pid_arg
 
 EXAMPLES = """examples:
   probewatch list tracepoints 'sched:*'            tracepoints of one system
@@ -117,11 +118,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     y = add("symbols", "list the functions of an ELF file (program or library)")
     y.add_argument("binary", metavar="BINARY", help="path, program on $PATH, or library (libc)")
     y.add_argument("glob", nargs="?", metavar="GLOB", help="function name pattern")
-    y.add_argument("-p", "--pid", type=int, help="resolve BINARY in this process's maps")
+    y.add_argument("-p", "--pid", type=live_pid_arg, help="resolve BINARY in this process's maps")
     u = add("usdt", "list the USDT (SystemTap SDT) probes of an ELF file")
     u.add_argument("binary", metavar="BINARY", help="path, program on $PATH, or library (libc)")
     u.add_argument("glob", nargs="?", metavar="GLOB", help="NAME or PROVIDER:NAME pattern")
-    u.add_argument("-p", "--pid", type=int, help="resolve BINARY in this process's maps")
+    u.add_argument("-p", "--pid", type=live_pid_arg, help="resolve BINARY in this process's maps")
     add("probes", "list the dynamic probes (uprobes, kprobes, ...) defined in the kernel now")
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from ..decode.escape import escape_text
 from ..event import Event
-from .syscalls import add_bpf_common, emit_json, require_bpf, run_tool, session_kwargs
+from .syscalls import add_bpf_common, emit_json, require_bpf, run_tool, session_kwargs, stdout
 
 EXAMPLES = """examples:
   probewatch opensnoop                         every open on the system
@@ -42,11 +42,11 @@ def run(args: argparse.Namespace) -> int:
     names = [n for n in OPEN_SYSCALLS if n in s.table.by_name and _has_tp(n)]
     s.close()
     s = BpfSession("syscalls", syscalls=names, **session_kwargs(args))
-    out = sys.stdout
+    out = stdout()
     t0: list[int] = []
-    if not args.json:
-        out.write(("TIME(s)   " if args.timestamp else "")
-                  + f"{'PID':<7} {'COMM':<16} {'FD':>4} {'ERR':<7} {'FLAGS':<24} PATH\n")
+    header = "" if args.json else (("TIME(s)   " if args.timestamp else "")
+                                   + f"{'PID':<7} {'COMM':<16} {'FD':>4} {'ERR':<7} "
+                                   f"{'FLAGS':<24} PATH\n")
 
     def show(ev: Event) -> None:
         f = ev.fields
@@ -59,10 +59,16 @@ def run(args: argparse.Namespace) -> int:
             emit_json(out, ev)
             return
         fd, err = (str(ret), "") if ret >= 0 else ("-1", errno_name(-ret))
-        path = f.get("filename", f.get("pathname"))
+        raw = f.get("filename", f.get("pathname"))
         if "faults" in f:
             ptr = f.get("filename_ptr", f.get("pathname_ptr", 0))
             path = f"<unreadable {ptr:#x}>"
+        elif raw is None:
+            path = "(null)"
+        else:
+            path = escape_text(str(raw))
+            if "filename" in f.get("truncated", ()) or "pathname" in f.get("truncated", ()):
+                path += "..."
         fl = f.get("flags", 0) if ev.event != "syscalls:creat" else 0o1101
         if ev.event == "syscalls:openat2":
             fl = 0
@@ -71,10 +77,10 @@ def run(args: argparse.Namespace) -> int:
             if not t0:
                 t0.append(ev.ts)
             ts = f"{(ev.ts - t0[0]) / 1e9:<9.6f} "
-        out.write(f"{ts}{ev.pid:<7} {ev.comm:<16} {fd:>4} {err:<7} "
+        out.write(f"{ts}{ev.pid:<7} {escape_text(ev.comm):<16} {fd:>4} {err:<7} "
                   f"{open_flags(int(fl)):<24} {path}\n")
 
-    return run_tool(args, s, show, out)
+    return run_tool(args, s, show, out, header=header)
 
 
 def _has_tp(name: str) -> bool:

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from ..decode.escape import escape_text
+
 EXAMPLES = """examples:
   probewatch query run.db "SELECT comm, count(*) AS n FROM events GROUP BY comm ORDER BY n DESC"
   probewatch query run.db "SELECT ts, pid, json_extract(fields, '$.filename') AS file
@@ -42,7 +44,7 @@ def _cell(v: Any) -> str:
         return v.hex()
     if isinstance(v, float):
         return repr(v)
-    return str(v)
+    return escape_text(str(v))  # what traced processes wrote: one line, no escapes
 
 
 def _jsonable(v: Any) -> Any:

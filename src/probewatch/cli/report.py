@@ -9,6 +9,7 @@ from typing import Any
 
 from ..sinks.jsonl import JsonLinesSink
 from ..sinks.text import TextSink
+from .args import count_arg, pid_arg
 from .trace import print_summary
 
 EXAMPLES = """examples:
@@ -27,7 +28,7 @@ one line {"summary": {...}}), with the kernel's losses of the recording: "unknow
 
 
 def add_filters(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-p", "--pid", type=int, action="append", default=[],
+    p.add_argument("-p", "--pid", type=pid_arg, action="append", default=[],
                    help="only events of this process id; repeatable")
     p.add_argument("-c", "--comm", help="only events of this comm (glob if it has * ? [)")
     p.add_argument("--event", metavar="GLOB", help="only events whose system:name matches")
@@ -50,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", metavar="FILE", help="capture file written by probewatch record")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout")
     add_filters(p)
-    p.add_argument("-n", "--max-events", type=int, help="stop after MAX events")
+    p.add_argument("-n", "--max-events", type=count_arg, help="stop after MAX events")
     p.set_defaults(func=run)
 
 

@@ -7,6 +7,9 @@ import json
 import sys
 import time
 
+from ..decode.escape import escape_text
+from .args import top_arg
+
 EXAMPLES = """examples:
   probewatch stats run.db                 the summary, top 20 processes
   probewatch stats run.db --top 0         every process
@@ -28,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("file", metavar="FILE", help="capture file written by probewatch record")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    p.add_argument("--top", type=int, default=20, metavar="N",
+    p.add_argument("--top", type=top_arg, default=20, metavar="N",
                    help="processes to list (0: all; default 20)")
     p.set_defaults(func=run)
 
@@ -66,9 +69,9 @@ def run(args: argparse.Namespace) -> int:
           f"{r.machine or '?'}), probewatch {r.version or '?'}\n")
         if r.command:
             ex = "" if r.exit_status is None else f" (exit {r.exit_status})"
-            w(f"  command  {' '.join(r.command)}{ex}\n")
+            w(f"  command  {' '.join(map(escape_text, r.command))}{ex}\n")
         if r.argv:
-            w(f"  recorded {' '.join(r.argv)}\n")
+            w(f"  recorded {' '.join(map(escape_text, r.argv))}\n")
         if r.message:
             w(f"  note     {r.message}\n")
     w(f"events     {st.events} in {st.duration:.2f} s (first to last event: {st.span:.6f} s)\n")
@@ -93,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     w(f"per process ({len(st.per_process)}):\n")
     w(f"  {'EVENTS':>10}  {'PID':>7}  {'COMM':16} EXE\n")
     for p in procs:
-        w(f"  {p.events:>10}  {p.pid:>7}  {p.comm:16} {p.exe or ''}\n")
+        w(f"  {p.events:>10}  {p.pid:>7}  {escape_text(p.comm):16} "
+          f"{escape_text(p.exe or '')}\n")
     if len(procs) < len(st.per_process):
         w(f"  ... {len(st.per_process) - len(procs)} more (--top 0 lists all)\n")
     return 0

@@ -15,6 +15,16 @@ from typing import IO, Any
 
 from ..errors import FeatureUnavailable, ProbewatchError
 from ..event import Event
+from ..sinks.jsonl import event_json
+from ..sinks.writer import Deadline, Out, OutputCut
+from .args import (
+    buffer_kb_arg,
+    comm_arg,
+    duration_arg,
+    live_pid_arg,
+    strsize_arg,
+    uid_arg,
+)
 
 EXAMPLES = """examples:
   probewatch syscalls -f -- ./prog arg        trace ./prog and its children, strace-style
@@ -33,16 +43,19 @@ kernel; a read that fails shows the pointer, as strace does, and is counted.
 
 def add_bpf_common(p: argparse.ArgumentParser, command: bool = True) -> None:
     """Options every BPF tool has: -p, --comm, --uid, --cgroup, -d, --json, --backend."""
-    p.add_argument("-p", "--pid", type=int, action="append", default=[],
+    p.add_argument("-p", "--pid", type=live_pid_arg, action="append", default=[],
                    help="trace only this process (and its children); repeatable")
-    p.add_argument("--comm", help="trace only tasks with this comm (in-kernel filter)")
-    p.add_argument("-u", "--uid", type=int, help="trace only this user id")
+    p.add_argument("--comm", type=comm_arg,
+                   help="trace only tasks with this comm (in-kernel filter; 15 bytes)")
+    p.add_argument("-u", "--uid", type=uid_arg, help="trace only this user id")
     p.add_argument("--cgroup", metavar="PATH",
                    help="trace only this cgroup v2 (e.g. /sys/fs/cgroup/system.slice)")
-    p.add_argument("-d", "--duration", type=float, help="stop after SECS seconds")
+    p.add_argument("-d", "--duration", type=duration_arg, metavar="SECS",
+                   help="stop after SECS seconds")
     p.add_argument("--json", action="store_true",
                    help="JSON lines on stdout; the summary goes to stderr as JSON")
-    p.add_argument("--ringbuf-kb", type=int, default=65536,
+    p.add_argument("--ringbuf-kb", type=buffer_kb_arg(per_cpu=False, lo=4, pow2=True),
+                   default=65536,
                    help="ring buffer size in KiB (default 65536: ~400k events of headroom)")
     p.add_argument("--backend", choices=["auto", "ftrace", "bpf"], default="auto",
                    help="collection backend (auto: BPF when the kernel allows it)")
@@ -89,16 +102,29 @@ def session_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def stdout() -> Out:
+    """Standard output for the tools: UTF-8 whatever the strings hold (see sinks.writer)."""
+    return Out(sys.stdout)
+
+
 def run_tool(
     args: argparse.Namespace,
     session: Any,
     on_event: Callable[[Event], None] | None,
-    out: IO[str] | None = None,
+    out: IO[str] | Out | None = None,
     after: Callable[[], None] | None = None,
+    header: str = "",
 ) -> int:
-    """Start (gated command if any), stream events, print the summary, return the status."""
-    out = out or sys.stdout
+    """Start (gated command if any), stream events, print the summary, return the status.
+
+    With -d, events stamped after the deadline are not shown, and a reader of stdout
+    too slow to take the rest by then does not hold the run up (what it did not take
+    is counted in a warning). ``header`` is printed once tracing is on (not before an
+    error such as a pid that does not run).
+    """
+    out = out or stdout()
     cmd = command_of(args)
+    cut = 0
     with session as s:
         if cmd:
             s.trace_command(cmd)
@@ -106,13 +132,34 @@ def run_tool(
             if on_event is None:
                 s.run(duration=args.duration)
             else:
-                for ev in s.events(duration=args.duration):
-                    on_event(ev)
-            out.flush()
+                s.start()
+                out.write(header)
+                out.flush()  # tracing is on: a reader may wait for this line
+                dl = Deadline(args.duration, getattr(s, "clock", "mono"))
+                dl.arm(out if isinstance(out, Out) else None)
+                try:
+                    for ev in s.events(duration=args.duration):
+                        if dl.late(ev.ts):  # not shown, not counted
+                            s.counts[ev.event] = s.counts.get(ev.event, 1) - 1
+                            s.delivered -= 1
+                            s.stop()
+                            break
+                        on_event(ev)
+                    out.flush()
+                except OutputCut as e:
+                    s.stop()
+                    cut = e.lines
+                finally:
+                    if isinstance(out, Out):
+                        out.set_cutoff(None)
         except KeyboardInterrupt:
             s.stop()
         if after is not None:
             after()
+        out.flush()
+        if cut:
+            print(f"probewatch: warning: {cut} lines were not written: the reader of the "
+                  "output did not take them before the end of -d", file=sys.stderr)
         summ = s.summary()
         rc = 0
         if cmd:
@@ -132,8 +179,9 @@ def print_summary(d: dict[str, Any], as_json: bool) -> None:
     print(msg, file=sys.stderr)
 
 
-def emit_json(out: IO[str], ev: Event) -> None:
-    out.write(json.dumps(ev.to_dict(), ensure_ascii=False) + "\n")
+def emit_json(out: IO[str] | Out, ev: Event) -> None:
+    """One event as a JSON line (valid UTF-8 JSON whatever its strings hold)."""
+    out.write(event_json(ev) + "\n")
 
 
 # ------------------------------------------------------------------ the tool
@@ -152,7 +200,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-c", "--summary", action="store_true",
                    help="count calls, errors and time per syscall (in the kernel); a table")
     p.add_argument("-e", "--syscalls", metavar="LIST", help="only these syscalls (comma list)")
-    p.add_argument("-s", "--strsize", type=int, default=32,
+    p.add_argument("-s", "--strsize", type=strsize_arg, default=32,
                    help="bytes of data buffers to show (strace -s; default 32)")
     p.add_argument("-T", "--time", action="store_true", help="show time spent in each syscall")
     p.add_argument("-o", "--output", metavar="FILE", help="write the trace to FILE (strace -o)")
@@ -166,11 +214,11 @@ def run(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.syscalls.split(",")] if args.syscalls else None
     if args.output:
         with open(args.output, "w") as fh:
-            return _run(args, names, fh)
-    return _run(args, names, sys.stdout)
+            return _run(args, names, Out(fh))
+    return _run(args, names, stdout())
 
 
-def _run(args: argparse.Namespace, names: list[str] | None, out: IO[str]) -> int:
+def _run(args: argparse.Namespace, names: list[str] | None, out: Out) -> int:
     from ..bpf_session import BpfSession
     from ..decode.syscalls import format_call
 
@@ -206,7 +254,7 @@ def _run(args: argparse.Namespace, names: list[str] | None, out: IO[str]) -> int
     return run_tool(args, s, show, out)
 
 
-def print_table(s: Any, out: IO[str]) -> None:
+def print_table(s: Any, out: IO[str] | Out) -> None:
     """A `strace -c` style table from the in-kernel counts."""
     counts = s.syscall_counts()
     total_t = sum(t for _, _, t in counts.values()) or 1

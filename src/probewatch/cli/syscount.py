@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
-from .syscalls import add_bpf_common, require_bpf, run_tool, session_kwargs
+from ..decode.escape import escape_text
+from ..sinks.jsonl import obj_json
+from .args import top_arg
+from .syscalls import add_bpf_common, require_bpf, run_tool, session_kwargs, stdout
 
 EXAMPLES = """examples:
   probewatch syscount -d 5                     top syscalls system-wide for 5 s
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-P", "--process", action="store_true", help="count per process")
     p.add_argument("-L", "--latency", action="store_true", help="show time spent")
-    p.add_argument("-t", "--top", type=int, default=10, help="rows to show (0: all)")
+    p.add_argument("-t", "--top", type=top_arg, default=10, help="rows to show (0: all)")
     p.add_argument("-x", "--failures", action="store_true", help="show the error counts")
     add_bpf_common(p)
     p.set_defaults(func=run)
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     require_bpf(args, "syscount")
     s = BpfSession("syscalls", emit=False, count=not args.process, count_procs=args.process,
                    **session_kwargs(args))
-    out = sys.stdout
+    out = stdout()
     result: dict[str, Any] = {}
 
     def collect() -> None:
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         if args.top:
             rows = rows[: args.top]
         if args.json:
-            out.write(json.dumps({"rows": rows}) + "\n")
+            out.write(obj_json({"rows": rows}) + "\n")
             return
         key = "PID    COMM" if args.process else "SYSCALL"
         head = f"{key:<24} {'COUNT':>10}"
@@ -72,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
             head += f" {'TIME (us)':>12}"
         out.write(head + "\n")
         for r in rows:
-            label = (f"{r['pid']:<6} {r['comm']}" if args.process else r["syscall"])
+            label = (f"{r['pid']:<6} {escape_text(r['comm'])}" if args.process
+                     else r["syscall"])
             line = f"{label:<24} {r['count']:>10}"
             if args.failures:
                 line += f" {r['errors']:>8}"
@@ -87,7 +89,7 @@ def _comms(counts: dict[int, Any]) -> dict[int, str]:
     out = {}
     for pid in counts:
         try:
-            with open(f"/proc/{pid}/comm") as f:
+            with open(f"/proc/{pid}/comm", encoding="utf-8", errors="surrogateescape") as f:
                 out[pid] = f.read().strip()
         except OSError:
             out[pid] = "[exited]"

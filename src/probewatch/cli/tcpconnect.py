@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from ..decode.escape import escape_text
 from ..event import Event
-from .syscalls import add_bpf_common, emit_json, require_bpf, run_tool, session_kwargs
+from .syscalls import add_bpf_common, emit_json, require_bpf, run_tool, session_kwargs, stdout
 
 EXAMPLES = """examples:
   probewatch tcpconnect                        every outgoing TCP connection
@@ -43,10 +43,9 @@ def run(args: argparse.Namespace) -> int:
 
     require_bpf(args, "tcpconnect")
     s = BpfSession("tcpconnect", **session_kwargs(args))
-    out = sys.stdout
-    if not args.json:
-        out.write(f"{'PID':<7} {'COMM':<16} {'IP':<2} {'SADDR:SPORT':<40} "
-                  f"{'DADDR:DPORT':<40} RESULT\n")
+    out = stdout()
+    header = "" if args.json else (f"{'PID':<7} {'COMM':<16} {'IP':<2} {'SADDR:SPORT':<40} "
+                                   f"{'DADDR:DPORT':<40} RESULT\n")
 
     def show(ev: Event) -> None:
         f = ev.fields
@@ -57,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
             emit_json(out, ev)
             return
         fam = f["family"]
-        out.write(f"{ev.pid:<7} {ev.comm:<16} {4 if fam == 2 else 6:<2} "
+        out.write(f"{ev.pid:<7} {escape_text(ev.comm):<16} {4 if fam == 2 else 6:<2} "
                   f"{_ep(f['saddr'], f['sport'], fam):<40} "
                   f"{_ep(f['daddr'], f['dport'], fam):<40} {'ok' if ok else 'failed'}\n")
 
-    return run_tool(args, s, show, out)
+    return run_tool(args, s, show, out, header=header)

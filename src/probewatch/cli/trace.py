@@ -5,9 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from typing import Any
 
+from ..event import Event
 from ..sinks.jsonl import JsonLinesSink
 from ..sinks.text import TextSink, hex_fields
+from ..sinks.writer import Deadline, Out, OutputCut
+from .args import (
+    buffer_kb_arg,
+    comm_arg,
+    count_arg,
+    duration_arg,
+    live_pid_arg,
+    refuse,
+    warn,
+)
 
 EXAMPLES = """examples:
   probewatch trace t:sched:sched_process_exec               exec events, system-wide
@@ -46,15 +59,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("specs", nargs="+", metavar="SPEC", help="probe spec, e.g. t:sched:sched_switch")
-    p.add_argument("-p", "--pid", type=int, action="append", default=[],
+    p.add_argument("-p", "--pid", type=live_pid_arg, action="append", default=[],
                    help="trace only this process (its threads and children); repeatable")
-    p.add_argument("-c", "--comm", help="trace only tasks with this comm (in-kernel filter)")
+    p.add_argument("-c", "--comm", type=comm_arg,
+                   help="trace only tasks with this comm (in-kernel filter; the kernel keeps"
+                   " 15 bytes, a longer name is cut)")
     p.add_argument("--filter", dest="filter_expr", help="tracefs filter expression, in-kernel")
-    p.add_argument("-d", "--duration", type=float, help="stop after SECS seconds")
-    p.add_argument("-n", "--max-events", type=int, help="stop after MAX events")
+    p.add_argument("-d", "--duration", type=duration_arg, metavar="SECS",
+                   help="stop after SECS seconds")
+    p.add_argument("-n", "--max-events", type=count_arg, metavar="MAX",
+                   help="stop after MAX events")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout")
     p.add_argument("--count", action="store_true", help="count events only; print the summary")
-    p.add_argument("--buffer-kb", type=int, help="per-CPU ring buffer size in KiB")
+    p.add_argument("--buffer-kb", type=buffer_kb_arg(per_cpu=True),
+                   help="per-CPU ring buffer size in KiB (at most a quarter of RAM in all)")
     p.add_argument("--backend", choices=["auto", "ftrace", "bpf"], default="auto",
                    help="ftrace (private tracefs instance), bpf (eBPF programs; --filter is"
                    " evaluated in user space) or auto (ftrace; bpf for --count without --filter)")
@@ -84,8 +102,10 @@ def split_command(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from ..backends import open_session
 
+    refuse(args.count and args.max_events is not None,
+           "-n limits the events printed and --count prints none: give one of them")
     cmd = split_command(args)
-    out = sys.stdout
+    out = Out(sys.stdout)
     specs = join_spec_words(args.specs)
     with open_session(args.backend, buffer_kb=args.buffer_kb, pids=args.pid,
                       comm=args.comm, counting=args.count, specs=specs,
@@ -102,13 +122,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             if args.count:
                 s.count(duration=args.duration)
-            elif args.json and args.max_events is None:
-                write_many = JsonLinesSink(out).write_many
-                for batch in s.batches(duration=args.duration):
-                    write_many(batch)
             else:
-                for ev in s.events(duration=args.duration, max_events=args.max_events):
-                    write(ev)
+                stream(s, args, out, write)
         except KeyboardInterrupt:
             # ^C ends the trace: deliver what was captured up to now, then the summary
             s.stop()
@@ -130,6 +145,43 @@ def run(args: argparse.Namespace) -> int:
             rc = s.wait_command() or 0
         print_summary(summ.to_dict(), args.json)
         return rc
+
+
+def stream(s: Any, args: argparse.Namespace, out: Out, write: Callable[[Event], None]) -> None:
+    """Events to the sink until -d, -n, the command's end or stop().
+
+    With -d, nothing stamped after the deadline is printed (nor counted), and a reader
+    of stdout that has not taken the output by shortly after it does not hold the run
+    up: what it did not take is dropped with a warning.
+    """
+    s.start()
+    dl = Deadline(args.duration, s.clock)
+    dl.arm(out)
+    write_many = JsonLinesSink(out).write_many if args.json else None
+    left = args.max_events
+    try:
+        for batch in s.batches(duration=args.duration):
+            k = dl.on_time(batch)
+            if left is not None:
+                k = min(k, left)
+                left -= k
+            if write_many is not None:
+                write_many(batch if k == len(batch) else batch[:k])
+            else:
+                for ev in batch[:k]:
+                    write(ev)
+            if k < len(batch) or left == 0:  # past the deadline or -n: the rest is not shown
+                for ev in batch[k:]:
+                    s.counts[ev.probe] -= 1
+                s.stop()
+                break
+        out.flush()
+    except OutputCut as e:
+        s.stop()
+        warn(f"{e.lines} lines were not written: the reader of the output did not take "
+             "them before the end of -d")
+    finally:
+        out.set_cutoff(None)
 
 
 def print_summary(d: dict, as_json: bool) -> None:

@@ -562,7 +562,9 @@ def _raise_bounds(ev: str, start: int, end: int, n: int) -> None:
 
 
 def _cstr(b: bytes) -> str:
-    return b.partition(b"\0")[0].decode("utf-8", "replace")
+    # lossless: bytes that are not UTF-8 stay as surrogateescape surrogates (the sinks
+    # escape them: decode/escape.py)
+    return b.partition(b"\0")[0].decode("utf-8", "surrogateescape")
 
 
 def _ints(buf: Any, pos: int, nbytes: int, code: str, es: int) -> tuple[int, ...]:

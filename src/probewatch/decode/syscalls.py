@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .escape import raw_bytes
+
 # ------------------------------------------------------------------ errno
 
 # kernel-internal codes that leak to tracers when a syscall is restarted
@@ -533,18 +535,25 @@ def _int(v: Any) -> int:
     return v if isinstance(v, int) else 0
 
 
+def _raw(v: Any) -> bytes:
+    """A decoded string (undecodable bytes as surrogateescape) back to its bytes."""
+    if isinstance(v, bytes | bytearray):
+        return bytes(v)
+    return raw_bytes(str(v))
+
+
 def _arg_text(sc: str, name: str, ctype: str, v: Any, fields: Fields, bad: set[str],
               trunc: set[str], strmax: int) -> str:
     """One argument, generically by its C type and name."""
     if isinstance(v, list):  # argv
-        items = ", ".join(quote(s.encode() if isinstance(s, str) else s, strmax) for s in v)
+        items = ", ".join(quote(_raw(s), strmax) for s in v)
         return f"[{items}{', ...' if name in trunc else ''}]"
     if isinstance(v, bytes | bytearray):
         if "sockaddr" in ctype:
             return format_sockaddr(bytes(v))
         return quote(bytes(v), strmax, truncated=name in trunc)
     if isinstance(v, str):
-        return quote(v.encode("utf-8", "surrogateescape"), None, truncated=name in trunc)
+        return quote(_raw(v), None, truncated=name in trunc)
     iv = _int(v)
     if "*" in ctype or name in _ADDR_NAMES:
         return pointer(iv)

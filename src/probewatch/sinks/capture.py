@@ -52,10 +52,11 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..decode.escape import from_json
 from ..errors import DecodeError, NotFound, ProbewatchError
 from ..event import Event
 from ..files import file_kind
-from .jsonl import fields_json
+from .jsonl import fields_json, obj_json
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -286,24 +287,15 @@ class WriteResult:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _default(v: Any) -> Any:
-    if isinstance(v, bytes | bytearray | memoryview):
-        return list(bytes(v))
-    return str(v)
-
-
 #: fields -> JSON text exactly as the JSON-lines sink writes them (tuples become arrays,
 #: bytes lists of ints); value_types in event_types says which lists were which
 _dumps = fields_json
-_dumps_ascii = json.JSONEncoder(
-    ensure_ascii=True, separators=(",", ":"), default=_default, check_circular=False
-).encode
 
 
 def _safe_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """A row whose strings hold lone surrogates (undecodable bytes kept by
-    surrogateescape): comm gets U+FFFD, fields \\uXXXX escapes (json.loads gives the
-    same str back)."""
+    surrogateescape): comm gets U+FFFD, fields the {"b64": ...} form of the JSON sink
+    (valid UTF-8 for SQLite's json functions; decode_fields gives the same str back)."""
     ts, cpu, pid, tid, comm, type_id, fields = row
     try:
         comm.encode("utf-8")
@@ -312,7 +304,7 @@ def _safe_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     try:
         fields.encode("utf-8")
     except UnicodeEncodeError:
-        fields = _dumps_ascii(json.loads(fields))
+        fields = obj_json(json.loads(fields))
     return ts, cpu, pid, tid, comm, type_id, fields
 
 
@@ -331,6 +323,8 @@ def decode_fields(text: str, value_types: Mapping[str, str] | None) -> dict[str,
     fields: dict[str, Any] = json.loads(text)
     if not isinstance(fields, dict):
         raise ValueError("event fields are not an object")
+    if '"b64"' in text:  # strings with undecodable bytes (see _safe_row)
+        fields = from_json(fields)
     if value_types:
         for k, t in value_types.items():
             v = fields.get(k)

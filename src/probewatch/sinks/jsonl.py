@@ -3,6 +3,11 @@
 The encoder is hand-rolled for the hot path (ints and strings, names cached) and
 falls back to :mod:`json` for anything else; output is the same JSON either way.
 
+Every line is valid UTF-8 JSON, whatever the traced processes did: a string holding
+bytes that are not UTF-8 (decoded with surrogateescape) is written as the object
+``{"b64": "<base64 of the raw bytes>"}`` (see :mod:`probewatch.decode.escape`;
+:func:`probewatch.decode.escape.from_json` restores the original strings).
+
 Example::
 
     sink = JsonLinesSink(sys.stdout)
@@ -13,9 +18,11 @@ from __future__ import annotations
 
 import json
 from json.encoder import encode_basestring  # the C implementation when available
-from typing import IO, Any
+from typing import Any
 
+from ..decode.escape import has_surrogates, to_json
 from ..event import Event, _jsonable
+from .writer import TextOut
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 _quoted: dict[str, str] = {}
@@ -40,6 +47,8 @@ def _k(name: str) -> str:
 
 
 def fields_json(fields: dict[str, Any]) -> str:
+    """The fields as JSON text; strings with undecodable bytes are kept as lone
+    surrogates here (the capture stores this form; :func:`event_json` does not)."""
     parts = []
     for k, v in fields.items():
         t = type(v)
@@ -53,16 +62,26 @@ def fields_json(fields: dict[str, Any]) -> str:
 
 
 def event_json(ev: Event) -> str:
-    """The JSON text of one event (no newline)."""
-    return (
+    """The JSON text of one event (no newline): valid UTF-8 JSON, always."""
+    line = (
         f'{{"ts":{ev.ts},"cpu":{ev.cpu},"pid":{ev.pid},"tid":{ev.tid},'
         f'"comm":{_q(ev.comm)},"event":{_q(ev.event)},"probe":{_q(ev.probe)},'
         f'"fields":{fields_json(ev.fields)}}}'
     )
+    if line.isascii() or not has_surrogates(line):
+        return line
+    return _dumps(to_json({"ts": ev.ts, "cpu": ev.cpu, "pid": ev.pid, "tid": ev.tid,
+                           "comm": ev.comm, "event": ev.event, "probe": ev.probe,
+                           "fields": ev.fields}))
+
+
+def obj_json(obj: Any) -> str:
+    """Any JSON-able object as one line of valid UTF-8 JSON (undecodable bytes as b64)."""
+    return _dumps(to_json(obj))
 
 
 class JsonLinesSink:
-    def __init__(self, out: IO[str]) -> None:
+    def __init__(self, out: TextOut) -> None:
         self.out = out
 
     def write(self, ev: Event) -> None:
@@ -73,4 +92,4 @@ class JsonLinesSink:
             self.out.write("\n".join(map(event_json, evs)) + "\n")
 
     def write_obj(self, obj: Any) -> None:
-        self.out.write(_dumps(obj) + "\n")
+        self.out.write(obj_json(obj) + "\n")

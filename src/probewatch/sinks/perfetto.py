@@ -35,11 +35,28 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
+from ..decode.escape import has_surrogates, to_json_key
 from ..event import Event, _jsonable
 
 __all__ = ["PairRules", "PerfettoWriter", "ExportStats", "check_trace_events"]
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+
+def _readable(v: Any) -> Any:
+    """Strings with undecodable bytes as text the viewer can show (\\xNN escapes)."""
+    if isinstance(v, str):
+        return to_json_key(v) if has_surrogates(v) else v
+    if isinstance(v, dict):
+        return {_readable(k): _readable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_readable(x) for x in v]
+    return v
+
+
+def _dumps(obj: Any) -> str:
+    text = _encode(obj)
+    return text if text.isascii() or not has_surrogates(text) else _encode(_readable(obj))
 _SUFFIX = re.compile(r"_\d+$")
 
 ENTER, EXIT, RAW_ENTER, RAW_EXIT = 1, 2, 3, 4

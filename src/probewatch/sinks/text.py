@@ -1,5 +1,9 @@
 """Plain text: one aligned line per event, perf-tools style.
 
+Everything a traced process controls (comm, string fields, argv) goes through
+:func:`probewatch.decode.escape.escape_text`: control characters, line breaks and
+undecodable bytes are printed as escapes, so a line is always one event.
+
 Example::
 
     sink = TextSink(sys.stdout, hex_fields={"syscalls:sys_enter_openat": {"filename"}})
@@ -10,9 +14,11 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import IO, Any
+from typing import Any
 
+from ..decode.escape import escape_text, quote_text
 from ..event import Event
+from .writer import TextOut
 
 
 def hex_fields(formats: Iterable[Any]) -> dict[str, set[str]]:
@@ -29,16 +35,21 @@ def _fmt(v: Any, as_hex: bool) -> str:
     if isinstance(v, int) and as_hex:
         return hex(v)
     if isinstance(v, str):
-        return repr(v) if (" " in v or not v) else v
+        return quote_text(v) if (" " in v or not v) else escape_text(v)
     if isinstance(v, bytes | bytearray):
         return v.hex()
-    return str(v)
+    if v is None:
+        return "(null)"
+    if isinstance(v, list | tuple) and any(isinstance(x, str) for x in v):
+        inner = ", ".join(quote_text(x) if isinstance(x, str) else _fmt(x, False) for x in v)
+        return f"({inner})" if isinstance(v, tuple) else f"[{inner}]"
+    return escape_text(str(v))
 
 
 class TextSink:
     HEADER = f"{'TIME(s)':>15} {'CPU':5} {'COMM':16} {'PID/TID':13} EVENT"
 
-    def __init__(self, out: IO[str], hex_fields: dict[str, set[str]] | None = None) -> None:
+    def __init__(self, out: TextOut, hex_fields: dict[str, set[str]] | None = None) -> None:
         self.out = out
         self.hex_fields = hex_fields or {}
         self.header_done = False
@@ -47,8 +58,10 @@ class TextSink:
         hx = self.hex_fields.get(ev.event, ())
         args = " ".join(f"{k}={_fmt(v, k in hx)}" for k, v in ev.fields.items())
         pidtid = f"{ev.pid}/{ev.tid}"
+        comm = escape_text(ev.comm)
         return (
-            f"{ev.ts / 1e9:15.6f} [{ev.cpu:03d}] {ev.comm:16.16} {pidtid:13} {ev.event} {args}"
+            f"{ev.ts / 1e9:15.6f} [{ev.cpu:03d}] {comm:<16} {pidtid:13} "
+            f"{escape_text(ev.event)} {args}"
         )
 
     def write(self, ev: Event) -> None:

@@ -172,7 +172,7 @@ def uprobe_config(args: list[UArg]) -> bytes:
 
 
 def _cstr(b: bytes) -> str:
-    return b.partition(b"\0")[0].decode("utf-8", "replace")
+    return b.partition(b"\0")[0].decode("utf-8", "surrogateescape")  # lossless
 
 
 class UprobeDecoder:

@@ -126,6 +126,44 @@ def parse_stats(per_slot: dict[int, bytes], ncpu: int) -> Losses:
     return out
 
 
+def _s32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+def _s64(v: int) -> int:
+    return v - (1 << 64) if v & (1 << 63) else v
+
+
+def _u32(v: int) -> int:
+    return v & 0xFFFFFFFF
+
+
+# the C types of syscall arguments (tracepoint formats) that are not 64-bit unsigned:
+# the registers carry them as 64 bits, upper half undefined for 32-bit types
+_S32 = {"int", "pid_t", "key_t", "clockid_t", "mqd_t", "int32_t", "__s32", "timer_t"}
+_S64 = {"long", "off_t", "loff_t", "ssize_t", "__kernel_old_time_t", "time_t"}
+_U32 = {"unsigned int", "u32", "__u32", "uid_t", "gid_t", "umode_t", "old_uid_t",
+        "old_gid_t", "rwf_t", "unsigned", "mode_t", "qid_t"}
+
+
+def _converters(args: list[tuple[str, str]]) -> list[Any]:
+    """Per argument, how its raw 64-bit register value becomes the C value (None: as is):
+    dfd -100 (AT_FDCWD) is -100, not 4294967196 or 18446744073709551516."""
+    out: list[Any] = [None] * 6
+    for i, (ctype, _name) in enumerate(args[:6]):
+        ct = " ".join(ctype.replace("const ", "").split())
+        if "*" in ct:
+            continue
+        if ct in _S32:
+            out[i] = _s32
+        elif ct in _S64:
+            out[i] = _s64
+        elif ct in _U32:
+            out[i] = _u32
+    return out
+
+
 class RecordDecoder:
     """Ring-buffer records -> Events (the syscall names and argument names from ``table``).
 
@@ -137,6 +175,7 @@ class RecordDecoder:
         self.table = table
         self.probe = probe
         self._pending: dict[int, tuple[dict[str, Any], list[str], list[str]]] = {}
+        self._conv: dict[int, list[Any]] = {}
         self.unknown = 0
 
     def decode(self, rec: bytes) -> Event | None:
@@ -146,7 +185,7 @@ class RecordDecoder:
         (kind, _flags, cpu, ts, pid, tid, ppid, uid, gid, _pad, cgroup,
          comm) = HDR.unpack_from(rec)
         base = {"ppid": ppid, "uid": uid, "gid": gid, "cgroup": cgroup}
-        c = comm.split(b"\0", 1)[0].decode(errors="replace")
+        c = comm.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")  # lossless
         if kind == EV_SYSCALL or kind == EV_SYS_ENTER:
             return self._syscall(kind, rec, ts, cpu, pid, tid, c, base)
         if kind == EV_FORK:
@@ -193,8 +232,12 @@ class RecordDecoder:
         names = info.arg_names if info and info.known else [f"arg{i}" for i in range(6)]
         fields = base
         fields["nr"] = nr
+        conv = self._conv.get(nr)
+        if conv is None:
+            conv = self._conv[nr] = _converters(info.args if info and info.known else [])
         for i, n in enumerate(names[:6]):
-            fields[n] = args[i]
+            c = conv[i]
+            fields[n] = args[i] if c is None else c(args[i])
         faults: list[str] = []
         trunc: list[str] = []
         off = SYSCALL_SIZE
@@ -204,7 +247,8 @@ class RecordDecoder:
             data = rec[off + BLOB.size : off + BLOB.size + blen]
             off += BLOB.size + ((blen + 7) & ~7)
             an = names[ai] if ai < len(names) else f"arg{ai}"
-            if bflags & BLOB_NULL:
+            if bflags & BLOB_NULL:  # a NULL pointer: no string (JSON null, "NULL" in text)
+                fields[an] = None
                 continue
             if bflags & BLOB_FAULT:
                 faults.append(an)
@@ -236,7 +280,7 @@ class RecordDecoder:
             for k, v in pf.items():
                 if k not in ("ppid", "uid", "gid", "cgroup"):
                     fields.setdefault(k, v)
-                    if isinstance(v, str | list):
+                    if v is None or isinstance(v, str | list):
                         fields[k] = v
             if pfaults:
                 fields["faults"] = pfaults

@@ -109,6 +109,18 @@ static __always_inline __u32 pw_clamp(__u32 v, __u32 max)
 }
 
 /*
+ * A string read with bpf_probe_read_user_str() that filled its buffer (it returns
+ * the size, NUL included) is cut short unless the user string ends just there: a
+ * path of PATH_MAX - 1 bytes fits PW_STR_MAX exactly and is whole.
+ */
+static __always_inline bool pw_ends_at(__u64 a, __u32 at)
+{
+	char c = 1;
+
+	return !bpf_probe_read_user(&c, 1, (const void *)(a + at)) && c == 0;
+}
+
+/*
  * Capture argument i (ik >> 8) of kind k (ik & 0xff) into the blob area at @off;
  * returns the new offset. Global (verified once, on its own) to keep the callers'
  * verifier state small; BPF calls take at most five arguments.
@@ -149,7 +161,7 @@ __noinline __u32 pw_read_blob(__u32 off, __u32 ik, __u64 a, __u64 next, __s64 re
 		if (n < 0) {
 			flags = PW_BLOB_FAULT;
 			n = 0;
-		} else if (n == max) {
+		} else if (n == max && !pw_ends_at(a, max - 1)) {
 			flags = PW_BLOB_TRUNC;
 		}
 		goto done;
@@ -253,7 +265,7 @@ static long pw_argv_one(__u32 j, struct pw_argv_state *st)
 		st->flags |= PW_BLOB_FAULT;
 		return 1;
 	}
-	if (n == lim)
+	if (n == lim && !pw_ends_at((__u64)p, lim - 1))
 		st->flags |= PW_BLOB_TRUNC;
 	st->pos += n;
 	st->count++;
