@@ -212,3 +212,64 @@ def test_collapse_bounded() -> None:
     for pid in range(10, 20):
         c.add(mk(pid=pid))
     assert len(c) == 3
+
+
+# ------------------------------------------------------------------ capture tables
+
+
+def _write_capture(path: Any, alerts: list[Alert], snapshot: list[dict[str, Any]]) -> None:
+    from probewatch.detect.pipeline import alert_row
+    from probewatch.sinks.capture import CaptureWriter, RunInfo
+
+    w = CaptureWriter(str(path))
+    w.begin_run(RunInfo(backend="bpf", clock="mono"), [])
+    w.note_snapshot(snapshot)
+    for a in alerts:
+        w.add(a.raw[0])
+        w.add_alert(alert_row(a))
+    res = w.finish()
+    assert res.error is None
+
+
+def test_capture_alerts_and_snapshot(tmp_path: Any) -> None:
+    from probewatch.capture import Capture
+
+    a = mk(target=b"/etc/sh\xffdow".decode("utf-8", "surrogateescape"))
+    b = mk(pid=4410, ts=2_000_000_000)
+    rep = Alert(**{**a.__dict__, "kind": "repeat", "count": 7})
+    snap = [{"pid": 1, "ppid": 0, "exe": "/sbin/init",
+             "argv": ["/sbin/init", b"\xfe".decode("utf-8", "surrogateescape")]},
+            {"pid": 812, "ppid": 1, "exe": "/usr/sbin/sshd"}]
+    _write_capture(tmp_path / "c.db", [a, b, rep], snap)
+    with Capture(tmp_path / "c.db") as cap:
+        got = cap.alerts()
+        assert [(x["id"], x["count"]) for x in got] == [(a.id, 7), (b.id, 1)]
+        r = restore_undecodable(got[0])
+        assert r["matched"]["TargetFilename"].encode("utf-8", "surrogateescape") == \
+            b"/etc/sh\xffdow"
+        assert got[1]["lineage"] == "init(1) > sshd(812) > bash(4410)"
+        assert cap.process_snapshot() == snap  # undecodable bytes round-trip exactly
+        row = cap.query("SELECT rule_id, level, pid, lineage FROM alerts ORDER BY ts")
+        assert list(row.rows)[1] == ("r-shadow", "high", 4410,
+                                     "init(1) > sshd(812) > bash(4410)")
+        assert sum(1 for _ in cap.events()) == 3
+
+
+def test_schema1_capture_still_opens(tmp_path: Any) -> None:
+    import sqlite3
+
+    from probewatch.capture import Capture
+
+    path = tmp_path / "old.db"
+    _write_capture(path, [mk()], [{"pid": 1, "ppid": 0}])
+    c = sqlite3.connect(path)
+    c.execute("DROP TABLE alerts")
+    c.execute("DROP TABLE process_snapshot")
+    c.execute("PRAGMA user_version = 1")
+    c.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    c.commit()
+    c.close()
+    with Capture(path) as cap:
+        assert cap.schema_version == 1
+        assert cap.alerts() == [] and cap.process_snapshot() == []
+        assert sum(1 for _ in cap.events()) == 1

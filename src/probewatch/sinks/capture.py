@@ -70,8 +70,10 @@ __all__ = [
     "read_proc",
 ]
 
-#: capture schema number, also in ``PRAGMA user_version`` and ``meta.schema``
-SCHEMA_VERSION = 1
+#: capture schema number, also in ``PRAGMA user_version`` and ``meta.schema``;
+#: 2 added the ``alerts`` and ``process_snapshot`` tables (probewatch watch -o),
+#: a schema 1 file still opens (those tables are then empty)
+SCHEMA_VERSION = 2
 #: ``PRAGMA application_id`` of every capture: ASCII "PWCP"
 APPLICATION_ID = 0x50574350
 FORMAT_NAME = "probewatch-capture"
@@ -174,10 +176,45 @@ CREATE TABLE processes (
   source     TEXT,               -- where the row came from: proc, trace, command
   PRIMARY KEY (run_id, pid)
 );
+""" + """
+CREATE TABLE alerts (              -- schema 2: probewatch watch -o
+  id           INTEGER PRIMARY KEY, -- the alert's id (watch --json "id")
+  run_id       INTEGER NOT NULL REFERENCES runs(id),
+  ts           INTEGER NOT NULL,   -- trace clock ns of the first matching event
+  last_ts      INTEGER,            -- of the last repeat folded into this alert
+  time         REAL,               -- wall clock of ts
+  count        INTEGER NOT NULL,   -- 1 + the repeats collapsed into it
+  level        TEXT NOT NULL,
+  rule_id      TEXT NOT NULL,
+  title        TEXT,
+  techniques   TEXT,               -- JSON list of ATT&CK ids
+  pid          INTEGER,
+  image        TEXT,
+  command_line TEXT,
+  lineage      TEXT,               -- "sshd(812) > bash(4410) > python3(4502)", escaped
+  matched      TEXT,               -- JSON object: field -> value
+  alert        TEXT NOT NULL       -- the whole alert as watch --json prints it
+);
+
+CREATE TABLE process_snapshot (    -- schema 2: the process table watch started from
+  run_id  INTEGER NOT NULL REFERENCES runs(id),
+  pid     INTEGER NOT NULL,
+  ppid    INTEGER,
+  info    TEXT NOT NULL,           -- JSON object: the process table's record
+  PRIMARY KEY (run_id, pid)
+);
 """
 
 _INSERT_ROW = (
     "INSERT INTO event_rows (ts, cpu, pid, tid, comm, type_id, fields) VALUES (?,?,?,?,?,?,?)"
+)
+_ALERT_COLS = (
+    "id", "run_id", "ts", "last_ts", "time", "count", "level", "rule_id", "title",
+    "techniques", "pid", "image", "command_line", "lineage", "matched", "alert",
+)
+_INSERT_ALERT = (
+    f"INSERT OR REPLACE INTO alerts ({', '.join(_ALERT_COLS)}) "
+    f"VALUES ({', '.join('?' * len(_ALERT_COLS))})"
 )
 _PROC_COLS = (
     "run_id", "pid", "ppid", "comm", "exe", "argv", "start_ts", "exec_ts", "exit_ts",
@@ -958,6 +995,9 @@ class CaptureWriter:
             _add_source(p, "trace")
 
     def _apply_ctl(self, kind: str, payload: Any) -> None:
+        if kind in ("alert", "snapshot"):
+            self._apply_detect(kind, payload)
+            return
         if kind == "proc":
             pid, info = payload
             p = self._proc(pid)
@@ -967,6 +1007,29 @@ class CaptureWriter:
                     p[k] = v
             if src:
                 _add_source(p, src)
+
+    # -- detection (probewatch watch -o): alerts and the process-table snapshot
+    def add_alert(self, row: Mapping[str, Any]) -> None:
+        """Insert one row of ``alerts`` (columns by name; ``id`` given): a row with
+        the id of one already written replaces it (a repeat count that grew)."""
+        self._ctl.append(("alert", dict(row)))
+
+    def note_snapshot(self, procs: Iterable[Mapping[str, Any]]) -> None:
+        """Store the process table a run started from (``process_snapshot``): one
+        JSON-ready record per process, with at least ``pid`` and ``ppid``."""
+        self._ctl.append(("snapshot", [dict(p) for p in procs]))
+
+    def _apply_detect(self, kind: str, payload: Any) -> None:
+        conn = self._conn
+        if kind == "alert":
+            row = {c: payload.get(c) for c in _ALERT_COLS}
+            row["run_id"] = self.run_id
+            conn.execute(_INSERT_ALERT, [_text_ok(row[c]) for c in _ALERT_COLS])
+            return
+        conn.executemany(
+            "INSERT OR REPLACE INTO process_snapshot (run_id, pid, ppid, info) VALUES (?,?,?,?)",
+            [(self.run_id, int(p["pid"]), p.get("ppid"), _dumps_ascii(p)) for p in payload],
+        )
 
     # -- finishing
     def _stop_thread(self) -> None:
@@ -1130,6 +1193,19 @@ def _proc_row(run_id: int, pid: int, p: Mapping[str, Any]) -> tuple[Any, ...]:
         p.get("start_ts"), p.get("exec_ts"), p.get("exit_ts"), p.get("start_time"),
         p.get("exit_code"), p.get("source"),
     )
+
+
+def _text_ok(v: Any) -> Any:
+    """A value SQLite can store: strings with undecodable bytes get U+FFFD."""
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            try:
+                return v.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            except UnicodeEncodeError:
+                return v.encode("utf-8", "replace").decode("utf-8")
+    return v
 
 
 def _json_or_none(v: Sequence[Any] | None) -> str | None:
