@@ -131,6 +131,9 @@ class BpfSession:
         argv_max: int = 64,
         arg_max: int = 256,
         bash_path: str = "/bin/bash",
+        exec_info: bool = False,
+        exec_argv_bytes: int = 4096,
+        exec_env_bytes: int = 8192,
     ) -> None:
         if tool not in TOOLS:
             raise ProbewatchError(f"unknown BPF tool {tool!r} (have: {', '.join(TOOLS)})")
@@ -148,6 +151,10 @@ class BpfSession:
         self._rb_bytes = _ringbuf_size(ringbuf_kb)
         self._limits = (str_max, buf_max, argv_max, arg_max)
         self._bash = bash_path
+        # exec info (with lifecycle): argv, cwd, env, credentials read in the kernel at
+        # exec, and process-only fork records with start times (see probewatch.h)
+        self._exec_info = exec_info
+        self._xlimits = (exec_argv_bytes, exec_env_bytes)
         self._obj: libbpf.BpfObject | None = None
         self._rb: libbpf.RingBuffer | None = None
         self._raw: list[bytes] = []
@@ -228,6 +235,11 @@ class BpfSession:
             ro["buf_max"] = max(0, min(b, 4096))
             ro["argv_max"] = max(1, min(av, 128))
             ro["arg_max"] = max(2, min(a, 4096))
+            if self._exec_info and self._lifecycle:
+                xa, xe = self._xlimits
+                ro["exec_info"] = 1
+                ro["xargv_max"] = max(0, min(xa, 8192))
+                ro["xenv_max"] = max(0, min(xe, 8192))
 
     def _fill_maps(self, obj: libbpf.BpfObject) -> None:
         if self._pids:
@@ -261,6 +273,8 @@ class BpfSession:
             obj.attach_tracepoint("pw_exit", "sched", "sched_process_exit")
             if self._lifecycle:
                 obj.attach_tracepoint("pw_exec", "sched", "sched_process_exec")
+                if self._exec_info:
+                    obj.attach_raw_tracepoint("pw_fork_info", "sched_process_fork")
             if self._syscalls is not None and not (self._count or self._count_procs):
                 # a few syscalls: their own tracepoints, so other syscalls cost nothing
                 for name in self._syscalls:
@@ -294,6 +308,7 @@ class BpfSession:
             obj.set_autoload(f"pw_one_enter{n}", n in arities)
         obj.set_autoload("pw_one_exit", few)
         obj.set_autoload("pw_exec", self._lifecycle)
+        obj.set_autoload("pw_fork_info", self._lifecycle and self._exec_info)
 
     def start(self) -> None:
         """Load, configure and attach; then release a gated command."""
