@@ -273,3 +273,24 @@ def test_schema1_capture_still_opens(tmp_path: Any) -> None:
         assert cap.schema_version == 1
         assert cap.alerts() == [] and cap.process_snapshot() == []
         assert sum(1 for _ in cap.events()) == 1
+
+
+def test_report_alerts(tmp_path: Any, capsys: Any) -> None:
+    from probewatch.cli.main import main
+
+    a = mk()
+    b = mk(pid=4410, ts=2_000_000_000, target="/etc/gshadow")
+    rep = Alert(**{**a.__dict__, "kind": "repeat", "count": 3})
+    _write_capture(tmp_path / "c.db", [a, b, rep], [{"pid": 1, "ppid": 0}])
+    assert main(["report", str(tmp_path / "c.db"), "--alerts"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines == [alert_line(Alert(**{**a.__dict__, "count": 3})), alert_line(b)]
+    assert "(x3)" in lines[0]
+    assert "2 alerts (4 with repeats): high 2" in err
+    assert main(["report", str(tmp_path / "c.db"), "--alerts", "--json", "-p", "4410"]) == 0
+    out, err = capsys.readouterr()
+    objs = [json.loads(x) for x in out.splitlines()]
+    assert [(o["process"]["pid"], o["matched"]["TargetFilename"]) for o in objs] == \
+        [(4410, "/etc/gshadow")]
+    assert json.loads(err)["summary"]["alerts"] == 1

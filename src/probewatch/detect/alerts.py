@@ -563,3 +563,43 @@ def restore_undecodable(obj: dict[str, Any]) -> dict[str, Any]:
 def iter_lines(alerts: Iterable[Alert], as_json: bool) -> Iterator[str]:
     for a in alerts:
         yield alert_json(a) if as_json else alert_line(a)
+
+
+def alert_from_dict(obj: Mapping[str, Any]) -> Alert:
+    """An Alert back from its JSON object (as :func:`alert_json` wrote it; apply
+    :func:`restore_undecodable` first for the exact strings). Raw events stay dicts."""
+    import datetime
+
+    rule = obj.get("rule") or {}
+    t = obj.get("time")
+    wall = 0.0
+    if isinstance(t, str):
+        try:
+            wall = datetime.datetime.strptime(t, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                tzinfo=datetime.UTC).timestamp()
+        except ValueError:
+            wall = 0.0
+    elif isinstance(t, int | float):
+        wall = float(t)
+    return Alert(
+        ts=int(obj.get("ts") or 0),
+        last_ts=int(obj.get("last_ts") or obj.get("ts") or 0),
+        time=wall,
+        level=str(obj.get("level") or "informational"),
+        rule_id=str(rule.get("id") or ""),
+        title=str(rule.get("title") or ""),
+        techniques=list(rule.get("techniques") or []),
+        tags=list(rule.get("tags") or []),
+        description=str(rule.get("description") or ""),
+        rule_path=rule.get("path"),
+        process=dict(obj.get("process") or {}),
+        ancestry=[(int(x.get("pid", 0)), str(x.get("name", "?")))
+                  for x in obj.get("ancestry") or []],
+        matched=dict(obj.get("matched") or {}),
+        events=list(obj.get("events") or []),
+        raw=list(obj.get("raw_events") or []),
+        group=obj.get("group"),
+        count=int(obj.get("count") or 1),
+        kind=str(obj.get("type") or "alert"),
+        id=int(obj.get("id") or 0) or next(_ids),
+    )
