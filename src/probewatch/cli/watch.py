@@ -103,14 +103,10 @@ def _load_engine(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _problem(p: Any) -> str:
-    where = str(getattr(p, "path", "") or "?")
-    line = getattr(p, "line", None)
-    if line:
-        where += f":{line}"
-    rid = getattr(p, "rule_id", None)
+    """``FILE:LINE: RULE-ID not run: REASON`` (escaped: rule files come from anywhere)."""
     from ..detect.alerts import esc
 
-    return f"{where}: rule {esc(rid) if rid else '?'}: {esc(getattr(p, 'reason', p))}"
+    return esc(str(p))
 
 
 def _rule_count(rules: Any) -> int:
@@ -161,7 +157,7 @@ def run_replay(args: argparse.Namespace) -> int:
 
     rules, engine = _load_engine(args)
     with replay_events(args.replay) as rp:
-        table = new_table()
+        table = new_table(replay=True)
         restore_table(table, rp.snapshot)
         det = Detector(engine, table=table, mapper=new_mapper(table),
                        emit=_emitter(sys.stdout, args.json), window_s=args.window,
@@ -206,19 +202,24 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
     rc = 0
     st = None
     stopped_by: str | None = None
+    n_snap = 0
+    lost_cpu: dict[int, int] = {}
     try:
         with live_events(backend=args.backend, pids=args.pid, command=cmd or None,
-                         ringbuf_kb=args.ringbuf_kb) as src:
+                         ringbuf_kb=getattr(args, "ringbuf_kb", None) or 65536,
+                         buffer_kb=getattr(args, "buffer_kb", None)) as src:
             if src.backend != "bpf":
                 print(f"probewatch: warning: {fallback_message(src.reason, rules)}",
                       file=sys.stderr)
             from ..detect.pipeline import new_table
 
-            table = new_table()
+            lookups: list[dict[str, Any]] = []
+            table = new_table(on_lookup=lookups.append if writer is not None else None)
             seed_table(table)
             det = Detector(engine, table=table,
                            emit=None if capture_only else _emitter(sys.stdout, args.json),
                            window_s=getattr(args, "window", 60.0), writer=writer)
+            src.start()  # a bad -p pid or a probe the kernel refuses fails here
             det.stats.backend = src.backend
             det.stats.rules = _rule_count(rules) if rules is not None else 0
             if writer is not None:
@@ -232,14 +233,20 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                                backend=src.backend) for p in src.probes],
                 )
                 begun = True
-                writer.note_snapshot(table_snapshot(table))
+                snap = table_snapshot(table)
+                n_snap = len(snap)
+                writer.note_snapshot(snap)
             t0 = time.monotonic()
             feed = det.feed
             try:
                 for ev in src.events(duration=args.duration):
                     feed(ev)
-                    if writer is not None and writer.error is not None:
-                        src.stop()
+                    if writer is not None:
+                        if lookups:
+                            writer.note_snapshot(lookups)
+                            lookups.clear()
+                        if writer.error is not None:
+                            src.stop()
             except KeyboardInterrupt:
                 stopped_by = "SIGINT"
                 src.stop()
@@ -248,10 +255,12 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                 src.stop()
             st = det.finish()
             st.duration = time.monotonic() - t0
+            if writer is not None and lookups:
+                writer.note_snapshot(lookups)
             try:
-                st.lost = src.lost()
+                st.lost, lost_cpu = src.losses()
             except ProbewatchError:
-                pass
+                lost_cpu = {}
             if cmd:
                 src.session.close()
                 rc = src.session.wait_command() or 0
@@ -268,10 +277,19 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
     if writer is not None:
         res = writer.finish(status=status, message=message,
                             exit_status=rc if cmd else None,
-                            lost_per_cpu={0: st.lost} if st is not None else None)
+                            lost_per_cpu=lost_cpu if st is not None else None)
         if res.error is not None:
             print(f"probewatch: error: {res.error}", file=sys.stderr)
             rc = rc or 1
+        elif capture_only and st is not None:
+            msg = (f"recorded {res.events} events for watch in {st.duration:.2f}s to "
+                   f"{res.path} (process table of {n_snap} processes), lost {st.lost}"
+                   f"{' [' + status + ']' if status != 'complete' else ''}")
+            if args.json:
+                msg = json.dumps({"summary": {**st.to_dict(), "file": os.path.abspath(
+                    res.path), "written": res.events, "status": res.status}})
+            print(msg, file=sys.stderr)
+            return rc
         elif not args.json:
             print(f"probewatch: {res.events} events and {st.alerts if st else 0} alerts "
                   f"stored in {res.path}", file=sys.stderr)

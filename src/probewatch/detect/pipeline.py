@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import os
 import time
@@ -117,10 +118,34 @@ class WatchStats:
         return s + f", {self.rules} rules, {self.duration:.2f}s ({self.backend})"
 
 
-def new_table() -> Any:
+#: where a replay's process table "reads /proc": nowhere (everything it may know is in
+#: the capture's snapshot)
+_NO_PROC = "/nonexistent/probewatch-replay-proc"
+
+
+def new_table(*, replay: bool = False,
+              on_lookup: Callable[[dict[str, Any]], None] | None = None) -> Any:
+    """A ProcessTable. ``replay``: one that never reads this machine's /proc.
+    ``on_lookup``: called with the record of every process the table reads from /proc
+    after the seed (a pid seen before its fork), so that a capture can store it too
+    and its replay knows the same processes."""
     from ..analyze.proctable import ProcessTable
 
-    return ProcessTable()
+    if replay:
+        return ProcessTable(proc_root=_NO_PROC)
+    if on_lookup is None:
+        return ProcessTable()
+    hook = on_lookup
+
+    class RecordingTable(ProcessTable):
+        def get(self, pid: int, start: int = 0) -> Any:
+            n = self.lookups
+            p = super().get(pid, start)
+            if p is not None and self.lookups != n:
+                hook(p.to_dict())
+            return p
+
+    return RecordingTable()
 
 
 def new_mapper(table: Any) -> Any:
@@ -243,12 +268,22 @@ class Detector:
             self.emit(a)
 
     def tick(self, now_ts: int | None = None) -> None:
-        """Close collapse windows that ended by ``now_ts`` (default: the last event)."""
-        for a in self.collapser.expire(self._last_ts if now_ts is None else now_ts):
+        """Close correlation windows and collapse windows that ended by ``now_ts``
+        (default: the last event's time; event time, so a replay does the same)."""
+        now = self._last_ts if now_ts is None else now_ts
+        flush = getattr(self.engine, "flush", None)
+        if flush is not None:
+            for m in flush(now):
+                self._match(m)
+        for a in self.collapser.expire(now):
             self._out(a)
 
     def finish(self) -> WatchStats:
-        """Report the open collapse windows; the final counts."""
+        """Decide the open correlations, report the open collapse windows; the counts."""
+        flush = getattr(self.engine, "flush", None)
+        if flush is not None:
+            for m in flush(None):
+                self._match(m)
         for a in self.collapser.flush():
             self._out(a)
         st = self.stats
@@ -305,7 +340,8 @@ def needed_syscalls(table: Any = None) -> list[str]:
 
         table = syscall_table()
     known = table.by_name
-    return sorted({n for n in names if n in known})
+    # a syscall the kernel has no tracepoint for (compiled out) cannot be attached
+    return sorted({n for n in names if n in known and known[n].known})
 
 
 @dataclass
@@ -329,9 +365,16 @@ class LiveSource:
             if out is not None:
                 yield out
 
-    def lost(self) -> int:
+    def losses(self) -> tuple[int, dict[int, int]]:
+        """(events the kernel dropped, per CPU)."""
         s = self.session.summary()
-        return int(s.losses.lost if self.backend == "bpf" else s.lost)
+        if self.backend == "bpf":
+            return int(s.losses.lost), dict(s.losses.lost_per_cpu)
+        return int(s.lost), dict(s.lost_per_cpu)
+
+    def start(self) -> None:
+        """Arm the probes (then a gated command runs); errors come out here."""
+        self.session.start()
 
     def stop(self) -> None:
         self.session.stop()
@@ -369,8 +412,11 @@ def live_events(
         raise FeatureUnavailable(f"the BPF backend is not usable here: {why}")
     if not why:
         names = needed_syscalls()
+        kw: dict[str, Any] = {}
+        if "exec_info" in inspect.signature(BpfSession).parameters:
+            kw["exec_info"] = True  # argv, cwd, environment, creds read at exec
         s = BpfSession("syscalls", syscalls=names, lifecycle=True, pids=list(pids) or None,
-                       follow_children=True, ringbuf_kb=ringbuf_kb)
+                       follow_children=True, ringbuf_kb=ringbuf_kb, **kw)
         with s:
             if command:
                 s.trace_command(list(command))
