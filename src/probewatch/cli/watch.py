@@ -34,6 +34,8 @@ matched events; "type" is "alert", or "repeat" for a collapsed window's count. A
 string with undecodable bytes has U+FFFD in their place and its exact bytes in
 "undecodable" (JSON Pointer -> base64). The summary (events, alerts, lost, rule
 errors) goes to stderr; with --json as one line {"summary": {...}}.
+SIGINT and SIGTERM end watch with the summary; with -- COMMAND, SIGTERM is passed on
+to the command and watch exits with its status.
 Where BPF is missing, watch runs on tracefs events and says once which fields and
 rules are then unavailable (PROBEWATCH_WATCH_BACKEND=ftrace or --backend ftrace
 forces it).
@@ -207,7 +209,7 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
     try:
         with live_events(backend=args.backend, pids=args.pid, command=cmd or None,
                          ringbuf_kb=getattr(args, "ringbuf_kb", None) or 65536,
-                         buffer_kb=getattr(args, "buffer_kb", None)) as src:
+                         buffer_kb=getattr(args, "buffer_kb", None), rules=rules) as src:
             if src.backend != "bpf":
                 print(f"probewatch: warning: {fallback_message(src.reason, rules)}",
                       file=sys.stderr)
@@ -251,8 +253,17 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                 stopped_by = "SIGINT"
                 src.stop()
             except SystemExit as e:
-                stopped_by = f"signal {int(e.code or 0) - 128}" if e.code else "SystemExit"
+                signum = int(e.code) - 128 if isinstance(e.code, int) and e.code > 128 else 0
+                stopped_by = f"signal {signum}" if signum else "SystemExit"
                 src.stop()
+                child = src.command_pid
+                if child and signum:
+                    # SIGTERM/SIGHUP were meant for the whole run: the command gets them
+                    # too (^C reaches it from the terminal by itself)
+                    try:
+                        os.kill(child, signum)
+                    except ProcessLookupError:
+                        pass
             st = det.finish()
             st.duration = time.monotonic() - t0
             if writer is not None and lookups:

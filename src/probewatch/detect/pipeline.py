@@ -318,30 +318,33 @@ def alert_row(a: Alert) -> dict[str, Any]:
 # ------------------------------------------------------------------ sources
 
 
-def needed_syscalls(table: Any = None) -> list[str]:
-    """The syscalls the mapper consumes (its own list when it has one), known here."""
-    names: Iterable[str] = DEFAULT_SYSCALLS
+def needed_syscalls(rules: Any = None, table: Any = None) -> list[str]:
+    """The syscalls to trace for ``rules`` (None: everything watch can use), as the
+    mapper says (detect.mapping.needed_syscalls), only those this kernel can trace."""
     try:
-        from . import mapping
-
-        for attr in ("SYSCALLS", "NEEDED_SYSCALLS"):
-            v = getattr(mapping, attr, None) or getattr(getattr(mapping, "Mapper", None),
-                                                        attr.lower(), None)
-            if v:
-                names = v
-                break
-        f = getattr(mapping, "needed_syscalls", None)
-        if callable(f):
-            names = f()
+        from .mapping import needed_syscalls as mapper_needs
     except ImportError:
-        pass
+        mapper_needs = None
     if table is None:
         from ..collect.bpf.loader import syscall_table
 
         table = syscall_table()
+    names: Iterable[str] = (mapper_needs(rules, table) if mapper_needs is not None
+                            else DEFAULT_SYSCALLS)
     known = table.by_name
-    # a syscall the kernel has no tracepoint for (compiled out) cannot be attached
-    return sorted({n for n in names if n in known and known[n].known})
+    # a syscall the kernel has no tracepoint of that name for (compiled out, or named
+    # otherwise, as umount2's sys_enter_umount) cannot be attached by name
+    return sorted({n for n in names if n in known and known[n].known and _has_tp(n)})
+
+
+def _has_tp(name: str) -> bool:
+    from ..kernel.tracefs import tracefs_root
+
+    try:
+        root = tracefs_root()
+    except ProbewatchError:
+        return True  # cannot tell: let the attach say
+    return os.path.isdir(os.path.join(root, "events", "syscalls", f"sys_enter_{name}"))
 
 
 @dataclass
@@ -372,6 +375,14 @@ class LiveSource:
             return int(s.losses.lost), dict(s.losses.lost_per_cpu)
         return int(s.lost), dict(s.lost_per_cpu)
 
+    @property
+    def command_pid(self) -> int:
+        """The traced command's pid while it runs (0: none, or reaped)."""
+        pid = getattr(self.session, "child_pid", None)
+        if pid is None:
+            pid = getattr(getattr(self.session, "_command", None), "pid", 0)
+        return int(pid or 0)
+
     def start(self) -> None:
         """Arm the probes (then a gated command runs); errors come out here."""
         self.session.start()
@@ -398,9 +409,11 @@ def live_events(
     command: Sequence[str] | None = None,
     ringbuf_kb: int = 65536,
     buffer_kb: int | None = None,
+    rules: Any = None,
 ) -> Iterator[LiveSource]:
     """Open the live source: BPF (``backend`` auto/bpf) or tracefs (ftrace, or auto
-    where BPF is missing). With ``command`` it starts gated and runs once events flow."""
+    where BPF is missing). With ``command`` it starts gated and runs once events flow.
+    ``rules``: trace only the syscalls these rules can use (None: all watch uses)."""
     from ..bpf_session import BpfSession
 
     why = "" if backend == "ftrace" else _bpf_problem()
@@ -411,12 +424,15 @@ def live_events(
 
         raise FeatureUnavailable(f"the BPF backend is not usable here: {why}")
     if not why:
-        names = needed_syscalls()
+        names = needed_syscalls(rules)
         kw: dict[str, Any] = {}
         if "exec_info" in inspect.signature(BpfSession).parameters:
             kw["exec_info"] = True  # argv, cwd, environment, creds read at exec
+        # count=True: the raw_syscalls programs (2 attachments, the syscalls chosen in
+        # the kernel's nrconf map) instead of one tracepoint pair per syscall: closing
+        # ~150 tracepoint links costs ~70 ms each (about 10 s at exit) on this kernel
         s = BpfSession("syscalls", syscalls=names, lifecycle=True, pids=list(pids) or None,
-                       follow_children=True, ringbuf_kb=ringbuf_kb, **kw)
+                       follow_children=True, ringbuf_kb=ringbuf_kb, count=True, **kw)
         with s:
             if command:
                 s.trace_command(list(command))
@@ -424,7 +440,7 @@ def live_events(
         return
     from ..session import Session
 
-    names = needed_syscalls()
+    names = needed_syscalls(rules)
     sess = Session(backend="ftrace", buffer_kb=buffer_kb, pids=list(pids) or None)
     with sess:
         probes = ["t:sched:sched_process_fork", "t:sched:sched_process_exec",
