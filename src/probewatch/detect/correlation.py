@@ -13,8 +13,10 @@ correlation type needs inside its ``timespan``:
 Windows slide with event time (``SigmaEvent.ts``, ns). Conditions that only growing
 state can satisfy (``gt``, ``gte``, ``eq``) are tested on every event and the group
 starts over once it fired; ``event_count``/``value_count`` with ``lt``, ``lte`` or
-``neq`` are judged when a group's window closes (a later event past its end, or
-:meth:`Correlator.flush`), since "fewer than N" is only known then.
+``neq``, and ``temporal`` with an extended condition containing ``not``, are judged
+when a group's window closes (a later event past its end, or :meth:`Correlator.flush`),
+since "fewer than N" and "B did not follow" are only known then. Such a window starts
+at the group's first event and lasts the timespan.
 
 Memory is bounded: groups idle longer than the timespan are dropped as time advances,
 at most ``max_groups`` groups are kept (the least recently updated is evicted and
@@ -119,6 +121,7 @@ class Correlator:
         aliases: dict[str, dict[int, str]] | None = None,
         extended: Callable[[set[int]], bool] | None = None,
         max_groups: int = 10000,
+        extended_negates: bool = False,
     ) -> None:
         if type not in TYPES:
             raise ValueError(f"unknown correlation type {type!r}")
@@ -139,7 +142,9 @@ class Correlator:
         self.groups: OrderedDict[tuple[Any, ...], _Group] = OrderedDict()
         self.evicted = 0
         self.expired = 0
-        self.closed = type in ("event_count", "value_count") and op in _CLOSED
+        # "fewer than" and "B did not happen" are only known when the window ends
+        self.closed = (type in ("event_count", "value_count") and op in _CLOSED) or (
+            type == "temporal" and extended is not None and extended_negates)
         self.now = -(2**63)
 
     # --- helpers ------------------------------------------------------------------
@@ -170,6 +175,11 @@ class Correlator:
                 self._close(g, out)
 
     def _close(self, g: _Group, out: list[Fired]) -> None:
+        if self.type == "temporal":
+            seen = set(g.seen)
+            if seen and self.extended is not None and self.extended(seen):
+                out.append(Fired(self._group_dict(g.key), len(seen), list(g.events)))
+            return
         n = len(g.times) if self.type == "event_count" else len(g.values)
         if n and self.cmp(n, self.count):
             out.append(Fired(self._group_dict(g.key), n, list(g.events)))
@@ -220,10 +230,13 @@ class Correlator:
                 self._close(g, out)
                 g.times.clear()
                 g.values.clear()
+                g.seen.clear()
                 g.events.clear()
                 g.start = ts
             if t == "event_count":
                 g.times.append(ts)
+            elif t == "temporal":
+                g.seen[ref] = ts
             else:
                 self._add_value(g, fields, ref, ts)
             g.events.append(event)

@@ -293,10 +293,15 @@ class RuleSet:
         if default and DEFAULT_RULES_DIR.is_dir():
             sources.append(DEFAULT_RULES_DIR)
         sources.extend(Path(p) for p in paths)
+        done: set[Path] = set()
         for f in _files(sources, rs._load_report):
-            rs._read_file(f, rs._parsed, filter_file=False)
+            if f.resolve() not in done:
+                done.add(f.resolve())
+                rs._read_file(f, rs._parsed, filter_file=False)
         for f in _files([Path(p) for p in filters], rs._load_report):
-            rs._read_file(f, rs._filter_parsed, filter_file=True)
+            if f.resolve() not in done:  # a filter file inside a rules directory
+                done.add(f.resolve())
+                rs._read_file(f, rs._filter_parsed, filter_file=True)
         rs._build()
         return rs
 
@@ -756,6 +761,7 @@ def _compile_correlation(c: Any, p: _Parsed, rid: str, by_ref: dict[str, Compile
             raise _CannotRun(f"extended condition element {type(n).__name__}")
 
         spec["extended"] = build(cond.parsed)
+        spec["extended_negates"] = bool(re.search(r"\bnot\b", cond.expression))
         spec["expression"] = cond.expression
         spec["op"], spec["count"] = "gte", 1
     else:
@@ -861,7 +867,7 @@ class Engine:
                 corr = Correlator(
                     s["type"], s["refs"], s["timespan_ns"], s["group_by"], s["op"],
                     s["count"], s.get("fieldref"), s.get("percentile"), s["aliases"],
-                    s.get("extended"), max_groups)
+                    s.get("extended"), max_groups, s.get("extended_negates", False))
                 self.correlators[r.id] = corr
                 for i, ref in enumerate(s["refs"]):
                     if i == s["refs"].index(ref):
@@ -873,6 +879,10 @@ class Engine:
                     t = self._tables[r.kind] = _KindTable(fields[0] if fields else None)
                 t.add(r)
         self._emit = {r.id: self._emits(r) for r in rules.rules}
+        # correlations judged when a window closes: any event advances their clock
+        self._closing = [(c, next(r for r in rules.rules if r.id == rid))
+                         for rid, c in self.correlators.items() if c.closed]
+        self._next_tick = -(2**63)
 
     def _emits(self, r: CompiledRule) -> bool:
         return r.generate and at_least(r.level or "informational", self.min_level)
@@ -890,9 +900,12 @@ class Engine:
     def process(self, sev: SigmaEvent) -> list[Match]:
         """Matches of every rule (and correlation) ``sev`` completes."""
         self.events += 1
+        out: list[Match] = []
+        if self._closing and sev.ts >= self._next_tick:
+            self._tick(sev.ts, out)
         t = self._tables.get(sev.kind)
         if t is None:
-            return []
+            return out
         f = sev.fields
         idx = t.index_field
         key = None
@@ -904,11 +917,10 @@ class Engine:
         if cands is None:
             cands = t.candidates(key)
         if not cands:
-            return []
+            return out
         from .sigma import Lowered
 
         low = Lowered(f)
-        out: list[Match] = []
         for r in cands:
             try:
                 hit = r.fn(f, low)
@@ -947,6 +959,12 @@ class Engine:
             if fi.group:
                 fields.update(fi.group)
             self._correlate(crule, ts, fields, m, out, depth + 1)
+
+    def _tick(self, ts: int, out: list[Match]) -> None:
+        self._next_tick = ts + 100_000_000  # at most every 100 ms of event time
+        for corr, crule in self._closing:
+            for fi in corr.flush(ts):
+                self._fired(crule, fi, ts, out, 0)
 
     def flush(self, now: int | None = None) -> list[Match]:
         """Close correlation windows ended before ``now`` (all when None): ``lt``-style

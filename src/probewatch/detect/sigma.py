@@ -17,7 +17,7 @@ Matching semantics (the Sigma specification, as probewatch applies it):
   ``true``/``false``); ``gt/gte/lt/lte`` compare numbers and numeric strings;
 * a list field (``argv``) matches when any element matches;
 * ``null`` matches an absent, ``None`` or empty field; ``|exists`` tests presence;
-* a keyword (field-less) value matches any string field of the event;
+* a keyword (field-less) value is searched in every field of the event (contains);
 * ``|fieldref`` compares with another field of the same event (case-insensitively,
   with ``startswith``/``endswith``/``contains`` when combined);
 * ``|cidr`` tests an IP address field against the network;
@@ -158,7 +158,8 @@ def kind_of_logsource(category: str | None, product: str | None, service: str | 
             return "auditd"
         if service is not None:
             raise Unsupported(f"logsource service {service}: no event source")
-        raise Unsupported("logsource names no category or service: no event source")
+        raise Unsupported(f"logsource product {product or '(none)'} without category or "
+                          "service (generic log lines): no event source")
     kind = _CATEGORY_KIND.get(category.lower())
     if kind is None:
         raise Unsupported(f"logsource category {category}: no event source")
@@ -174,7 +175,7 @@ def known_field(kind: str, name: str) -> bool:
         return True
     if kind == "auditd" and _AUDIT_ARG.fullmatch(name):
         return True
-    return name in KIND_FIELDS.get(kind, ())
+    return name in KIND_FIELDS.get(kind, ()) or name in NEVER_FILLED.get(kind, {})
 
 
 # --- value normalisation ----------------------------------------------------------
@@ -234,9 +235,14 @@ class _Patterns:
     regex: list[str] = field(default_factory=list)
     anything: bool = False  # '*': any present string
 
-    def add(self, s: SigmaString, lower: bool) -> None:
+    def add(self, s: SigmaString, lower: bool, keyword: bool = False) -> None:
         parts = [p.lower() if (lower and isinstance(p, str)) else p for p in s.s]
         star, qm = SpecialChars.WILDCARD_MULTI, SpecialChars.WILDCARD_SINGLE
+        if keyword:  # a keyword is found anywhere in a field, like a full-text search
+            if not parts or parts[0] is not star:
+                parts.insert(0, star)
+            if parts[-1] is not star:
+                parts.append(star)
         if any(isinstance(p, Placeholder) for p in parts):  # pragma: no cover - expanded before
             raise Unsupported("placeholder left in value")
         if not parts:
@@ -506,14 +512,15 @@ class _Compiler:
         self.keyword = False
 
     # values -> flat list of leaf values (SigmaExpansion and placeholders expanded)
-    def _expand(self, v: SigmaType) -> list[SigmaType]:
+    def _expand(self, v: SigmaType, fld: str | None = None) -> list[SigmaType]:
         if isinstance(v, SigmaExpansion):
-            return [x for e in v.values for x in self._expand(e)]
+            return [x for e in v.values for x in self._expand(e, fld)]
         if isinstance(v, SigmaString) and v.contains_placeholder():
             missing = [p.name for p in v.s if isinstance(p, Placeholder)
                        and p.name not in self.placeholders]
             if missing:
-                raise Unsupported(f"placeholder %{missing[0]}% (|expand) is not defined")
+                raise Unsupported(f"field {fld or '(keyword)'}: placeholder %{missing[0]}% "
+                                  "(|expand) is not defined")
             cased = isinstance(v, SigmaCasedString)
 
             def cb(p: Placeholder) -> Iterable[SigmaString]:
@@ -525,7 +532,8 @@ class _Compiler:
                 out.append(SigmaCasedString.from_sigma_string(s) if cased else s)
             return out
         if isinstance(v, SigmaRegularExpression) and v.contains_placeholder():
-            raise Unsupported("placeholder in a regular expression (|expand) is not supported")
+            raise Unsupported(f"field {fld or '(keyword)'}: placeholder in a regular "
+                              "expression (|expand) is not supported")
         return [v]
 
     def compile(self, node: Any) -> str:
@@ -550,14 +558,14 @@ class _Compiler:
         for a in args:
             if isinstance(a, (ConditionFieldEqualsValueExpression, ConditionValueExpression)):
                 fld = a.field if isinstance(a, ConditionFieldEqualsValueExpression) else None
-                for v in self._expand(a.value):
+                for v in self._expand(a.value, fld):
                     if isinstance(v, SigmaString):
                         cased = isinstance(v, SigmaCasedString)
                         key = (fld, cased)
                         if key not in groups:
                             groups[key] = _Patterns()
                             order.append(key)
-                        groups[key].add(v, lower=not cased)
+                        groups[key].add(v, lower=not cased, keyword=fld is None)
                     else:
                         order.append(self._leaf(fld, v))
             else:
@@ -627,7 +635,7 @@ class _Compiler:
         if fld is None:
             if isinstance(v, SigmaNumber) and not isinstance(v, SigmaTimestampPart):
                 p = _Patterns()
-                p.add(SigmaString(str(v.number)), lower=True)
+                p.add(SigmaString(str(v.number)), lower=True, keyword=True)
                 return self._strings(None, False, p)
             raise Unsupported(f"keyword value of type {type(v).__name__}")
         if isinstance(v, SigmaTimestampPart):
@@ -674,7 +682,7 @@ def _required(node: Any, fld: str, comp: _Compiler) -> set[str] | None:
         return out
     if isinstance(node, ConditionFieldEqualsValueExpression) and node.field == fld:
         try:
-            vals = comp._expand(node.value)
+            vals = comp._expand(node.value, fld)
         except Unsupported:
             return None
         p = _Patterns()
