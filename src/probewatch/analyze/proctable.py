@@ -645,8 +645,15 @@ class ProcessTable:
 
 
 def _same_start(a: int, b: int) -> bool:
-    """Start times equal (a /proc start is rounded down to a clock tick)."""
-    return abs(a - b) < _TICK_NS
+    """Start times equal (a /proc start is a whole number of clock ticks: then the
+    kernel's ns value rounded down to a tick matches it)."""
+    if a == b:
+        return True
+    if a % _TICK_NS == 0:
+        return b - b % _TICK_NS == a
+    if b % _TICK_NS == 0:
+        return a - a % _TICK_NS == b
+    return False
 
 
 def _find_gone(gone: dict[tuple[int, int], Process], pid: int, start: int) -> Process | None:

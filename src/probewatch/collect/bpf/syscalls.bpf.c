@@ -506,7 +506,12 @@ int pw_fork(struct trace_event_raw_sched_process_fork *ctx)
 
 /* exec info: the record, room for the last piece read at the end, and the cwd */
 struct pw_xscratch {
-	__u8 rec[sizeof(struct pw_exec_info) + PW_XDATA_SIZE + PW_XPIECE_MAX];
+	union {
+		__u8 rec[sizeof(struct pw_exec_info) + PW_XDATA_SIZE + PW_XPIECE_MAX];
+		/* not used as such: keeps both record types in the BTF (layout test) */
+		struct pw_exec_info info;
+		struct pw_fork_info fork;
+	};
 	__u8 cwd[PW_CWD_MAX + 256];
 };
 
