@@ -42,7 +42,6 @@ from ..event import Event
 from .alerts import Alert, Collapser, alert_from_match, alert_json, ancestry_text, jsonable
 
 __all__ = [
-    "DEFAULT_SYSCALLS",
     "Detector",
     "WatchStats",
     "LiveSource",
@@ -57,19 +56,6 @@ __all__ = [
 
 #: set to ``ftrace`` to make watch run on tracefs events even where BPF works
 FORCE_ENV = "PROBEWATCH_WATCH_BACKEND"
-
-#: the syscalls the mapper turns into Sigma events, when it does not say itself
-DEFAULT_SYSCALLS = (
-    "execve", "execveat",
-    "open", "openat", "openat2", "creat", "rename", "renameat", "renameat2",
-    "link", "linkat", "symlink", "symlinkat", "unlink", "unlinkat",
-    "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "fchownat", "lchown",
-    "truncate", "ftruncate", "utimensat", "utimes", "utime", "futimesat",
-    "connect", "socket", "setsockopt", "dup2", "dup3",
-    "ptrace", "process_vm_writev", "memfd_create", "init_module", "finit_module",
-    "delete_module", "bpf", "prctl", "setuid", "setgid", "setreuid", "setresuid",
-    "kill", "mount", "unshare", "setns", "pivot_root", "chroot",
-)
 
 #: what the tracefs fallback cannot give (the syscall tracepoints carry pointers,
 #: not the strings they point to; there is no exec info program)
@@ -321,16 +307,13 @@ def alert_row(a: Alert) -> dict[str, Any]:
 def needed_syscalls(rules: Any = None, table: Any = None) -> list[str]:
     """The syscalls to trace for ``rules`` (None: everything watch can use), as the
     mapper says (detect.mapping.needed_syscalls), only those this kernel can trace."""
-    try:
-        from .mapping import needed_syscalls as mapper_needs
-    except ImportError:
-        mapper_needs = None
+    from .mapping import needed_syscalls as mapper_needs
+
     if table is None:
         from ..collect.bpf.loader import syscall_table
 
         table = syscall_table()
-    names: Iterable[str] = (mapper_needs(rules, table) if mapper_needs is not None
-                            else DEFAULT_SYSCALLS)
+    names = mapper_needs(rules, table)
     known = table.by_name
     # a syscall the kernel has no tracepoint of that name for (compiled out, or named
     # otherwise, as umount2's sys_enter_umount) cannot be attached by name
@@ -460,6 +443,10 @@ def live_events(
                          _adapter=TracefsAdapter())
 
 
+#: Event.probe of the fallback's events (not "bpf...": their header ids are not known)
+PROBE_FALLBACK = "tracefs:watch"
+
+
 class TracefsAdapter:
     """tracefs sched/syscalls events -> the Events the BPF program sends (same names
     and fields), minus what tracefs cannot give: string/argv arguments (only their
@@ -482,28 +469,27 @@ class TracefsAdapter:
         if name == "sched:sched_process_fork":
             child = int(f.get("child_pid", 0))
             self._ppid[child] = ev.pid
-            return Event(ev.ts, ev.cpu, ev.pid, ev.tid, ev.comm, name, "bpf:syscalls",
-                         {"ppid": self._ppid.get(ev.pid, 0), "uid": 0, "gid": 0,
-                          "cgroup": 0, "child_pid": child, "child_tid": child})
+            return Event(ev.ts, ev.cpu, ev.pid, ev.tid, ev.comm, name, PROBE_FALLBACK,
+                         {"ppid": self._ppid.get(ev.pid, 0), "cgroup": 0,
+                          "child_pid": child, "child_tid": child})
         if name == "sched:sched_process_exec":
-            return Event(ev.ts, ev.cpu, ev.pid, ev.tid, ev.comm, name, "bpf:syscalls",
-                         {"ppid": self._ppid.get(ev.pid, 0), "uid": 0, "gid": 0,
-                          "cgroup": 0, "old_pid": f.get("old_pid", ev.pid),
+            return Event(ev.ts, ev.cpu, ev.pid, ev.tid, ev.comm, name, PROBE_FALLBACK,
+                         {"ppid": self._ppid.get(ev.pid, 0), "cgroup": 0,
+                          "old_pid": f.get("old_pid", ev.pid),
                           "filename": f.get("filename", "")})
         if name == "sched:sched_process_exit":
             if int(f.get("pid", ev.tid)) != ev.pid:
                 return None  # a thread, not the process
             self._ppid.pop(ev.pid, None)
-            return Event(ev.ts, ev.cpu, ev.pid, ev.tid, ev.comm, name, "bpf:syscalls",
-                         {"ppid": 0, "uid": 0, "gid": 0, "cgroup": 0, "exit_code": 0,
+            return Event(ev.ts, ev.cpu, ev.pid, ev.tid, ev.comm, name, PROBE_FALLBACK,
+                         {"ppid": 0, "cgroup": 0, "exit_code": 0,
                           "start_ns": 0})
         if not name.startswith("syscalls:sys_"):
             return None
         if name.startswith("syscalls:sys_enter_"):
             sc = name[len("syscalls:sys_enter_"):]
             names, kinds = self._kinds.get(sc, ([], []))
-            fields: dict[str, Any] = {"ppid": self._ppid.get(ev.pid, 0), "uid": 0,
-                                      "gid": 0, "cgroup": 0,
+            fields: dict[str, Any] = {"ppid": self._ppid.get(ev.pid, 0), "cgroup": 0,
                                       "nr": f.get("__syscall_nr", -1)}
             for i, an in enumerate(names[:6]):
                 if an in f and not (i < len(kinds) and kinds[i] in (1, 6)):
@@ -511,7 +497,7 @@ class TracefsAdapter:
             if sc in ("exit", "exit_group"):
                 fields["ret"] = None
                 return Event(ev.ts, ev.cpu, ev.pid, ev.tid, ev.comm, f"syscalls:{sc}",
-                              "bpf:syscalls", fields)
+                              PROBE_FALLBACK, fields)
             self._pending[ev.tid] = (sc, fields, ev.ts)
             return None
         sc = name[len("syscalls:sys_exit_"):]
@@ -522,24 +508,27 @@ class TracefsAdapter:
         fields["ret"] = f.get("ret")
         fields["duration_ns"] = ev.ts - t0
         return Event(ev.ts, ev.cpu, ev.pid, ev.tid, ev.comm, f"syscalls:{sc}",
-                     "bpf:syscalls", fields)
+                     PROBE_FALLBACK, fields)
 
 
 def fallback_message(reason: str, rules: Any = None) -> str:
     """The one message watch prints when it runs on tracefs events."""
-    fields = ", ".join(FALLBACK_FIELDS[:13]) + ", the exec's environment variables"
     msg = (f"BPF is not usable here ({reason}): watching tracefs events (sched and "
-           f"syscalls tracepoints) instead; unavailable then: syscall string arguments "
-           f"and the exec's argv, cwd, environment and credentials, so the fields "
-           f"{fields} are missing")
+           "syscalls tracepoints) instead. Unavailable then: syscall string arguments "
+           "(TargetFilename, SourceFilename, the auditd PATH name, a connect's "
+           "DestinationIp/DestinationPort) and the credentials in each event (User, Uid, "
+           "Euid, Gid, Egid); the exec's argv, cwd, environment and login uid "
+           "(CommandLine, Argv0, CurrentDirectory, LogonId, ContainerId, LD_PRELOAD and "
+           "the other environment fields) are read from /proc after the exec, so they "
+           "are missing for processes that exit at once")
     blind = rules_needing(rules, FALLBACK_FIELDS)
     if blind is not None:
         if blind:
             shown = ", ".join(blind[:20]) + (f" and {len(blind) - 20} more"
                                              if len(blind) > 20 else "")
-            msg += f"; {len(blind)} rules use them and may not fire: {shown}"
+            msg += f"; {len(blind)} loaded rules use these fields and may not fire: {shown}"
         else:
-            msg += "; no loaded rule uses them"
+            msg += "; no loaded rule uses these fields"
     return msg
 
 
