@@ -247,6 +247,7 @@ _DFD_NAMES = frozenset({"dfd", "olddfd", "newdfd", "from_dfd", "to_dfd"})
 _FD_NAMES = frozenset({"fd", "oldfd", "newfd", "fildes", "pidfd", "group_fd"})
 _ID_NAMES = frozenset({"uid", "gid", "user", "group", "ruid", "euid", "suid", "rgid",
                        "egid", "sgid", "pid", "tgid", "upid"})
+_ADDR_NAMES = frozenset({"addr", "start", "brk", "new_addr", "old_addr", "shmaddr"})
 _MODE_SYSCALLS = frozenset({"open", "openat", "creat", "chmod", "fchmod", "fchmodat",
                             "fchmodat2", "mkdir", "mkdirat", "mknod", "mknodat"})
 
@@ -607,7 +608,7 @@ class Mapper:
             return _s32(v)
         if an in _ID_NAMES:
             return _s32(v)
-        if "*" in ct:
+        if "*" in ct or an in _ADDR_NAMES:
             return sd.pointer(v)
         if ct in ("int", "pid_t", "key_t", "clockid_t", "timer_t", "mqd_t", "int32_t"):
             return _s32(v)
