@@ -80,7 +80,8 @@ class CompiledRule:
     falsepositives: list[str]
     path: str | None
     line: int | None = None
-    kind: str | None = None  # the SigmaEvent kind (None for correlations)
+    kind: str | None = None  # the SigmaEvent kind (correlations: when all refs share one)
+    kinds: list[str] = field(default_factory=list)  # every kind the rule looks at
     name: str | None = None
     status: str | None = None
     author: str | None = None
@@ -109,7 +110,7 @@ class CompiledRule:
             "id": self.id, "title": self.title, "level": self.level, "tags": self.tags,
             "techniques": self.techniques, "description": self.description,
             "falsepositives": self.falsepositives, "path": self.path, "line": self.line,
-            "kind": self.kind, "name": self.name, "status": self.status,
+            "kind": self.kind, "kinds": self.kinds, "name": self.name, "status": self.status,
             "correlation": self.correlation, "referenced": self.referenced,
             "filters": self.filters, "fields": self.fields,
             "index": None if self.index is None else
@@ -356,6 +357,8 @@ class RuleSet:
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
             line = mark.line + 1 if mark is not None else None
+            if line is not None:  # "found <stream end>" points past the last line
+                line = max(1, min(line, len(text.splitlines())))
             problem = getattr(e, "problem", None) or str(e).splitlines()[0]
             self._load_report.append(LoadProblem(path, None, line, f"YAML: {problem}"))
             return
@@ -509,6 +512,7 @@ class RuleSet:
                 continue
             cr = _meta(r, p, rid)
             cr.kind = kind
+            cr.kinds = [kind]
             cr.fn = comp.fn
             cr.source = comp.source
             cr.fields = sorted(comp.fields)
@@ -785,8 +789,9 @@ def _compile_correlation(c: Any, p: _Parsed, rid: str, by_ref: dict[str, Compile
     cr.referenced = [r.id for r in resolved]
     cr.generate = bool(c.generate)
     cr.spec = spec
-    kinds = {r.kind for r in resolved}
-    cr.kind = kinds.pop() if len(kinds) == 1 else None
+    kinds = sorted({k for r in resolved for k in r.kinds})
+    cr.kinds = kinds
+    cr.kind = kinds[0] if len(kinds) == 1 else None
     return cr
 
 
@@ -896,6 +901,16 @@ class Engine:
         t = self._tables.get(kind)
         return 0 if t is None else len(t.generic) + len({id(r) for v in t.keyed.values()
                                                           for r in v})
+
+    def candidates(self, sev: SigmaEvent) -> tuple[CompiledRule, ...]:
+        """The rules ``sev`` is evaluated against (its kind, narrowed by the index)."""
+        t = self._tables.get(sev.kind)
+        if t is None:
+            return ()
+        v = sev.fields.get(t.index_field) if t.index_field else None
+        from .sigma import index_key
+
+        return t.candidates(index_key(t.index_field, v) if t.index_field else None)
 
     def process(self, sev: SigmaEvent) -> list[Match]:
         """Matches of every rule (and correlation) ``sev`` completes."""
