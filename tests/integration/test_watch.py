@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -225,15 +226,31 @@ def test_tracefs_fallback_says_once_and_goes_on(tracefs: str) -> None:
     assert s["backend"] == "ftrace" and s["lost"] == 0
 
 
-def test_sigterm_clean_exit_with_summary(bpf: None) -> None:
+def test_repeat_reported_when_window_ends_then_sigterm(bpf: None) -> None:
+    """A collapse window closes by the clock (no further event needed); SIGTERM ends
+    watch with its summary, passes on to the command, and watch exits with its status."""
+    script = "cat /etc/shadow /etc/shadow >/dev/null; echo ready; exec sleep 30"
     with subprocess.Popen([*CLI, "watch", "--no-default-rules", "--rules", SHADOW,
-                           "--json", "--", "sh", "-c", "echo ready; exec sleep 30"],
+                           "--json", "--window", "0.5", "--", "sh", "-c", script],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
         assert p.stdout is not None
-        assert p.stdout.readline().strip() == "ready"  # the command runs: probes armed
+        guard = threading.Timer(60, p.kill)  # never hang the suite
+        guard.start()
+        lines = []
+        while True:  # the command's "ready" and our alerts share stdout
+            line = p.stdout.readline()
+            assert line, "watch ended early"
+            lines.append(line)
+            if '"type":"repeat"' in line:
+                break
+        assert p.poll() is None  # reported while watch (and sleep) still run
         p.send_signal(signal.SIGTERM)
         out, err = p.communicate(timeout=30)
+        guard.cancel()
+    assert "ready\n" in lines
+    alerts = _alerts("".join(lines) + out)
+    assert [(a["type"], a["count"]) for a in alerts] == [("alert", 1), ("repeat", 2)]
     assert p.returncode == 128 + signal.SIGTERM, err  # the command got SIGTERM too
     s = summary_of(err)
-    assert s["backend"] == "bpf" and s["lost"] == 0 and s["alerts"] == 0
+    assert s["backend"] == "bpf" and s["lost"] == 0 and s["alerts"] == 1
     assert "Traceback" not in err

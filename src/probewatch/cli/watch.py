@@ -239,6 +239,8 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                 n_snap = len(snap)
                 writer.note_snapshot(snap)
             t0 = time.monotonic()
+            if engine is not None:
+                det.start_clock()
             feed = det.feed
             try:
                 for ev in src.events(duration=args.duration):

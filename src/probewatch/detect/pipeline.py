@@ -32,6 +32,7 @@ import dataclasses
 import inspect
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -209,6 +210,8 @@ class Detector:
         self._map = self.mapper.map if self.mapper is not None else None
         self._process = engine.process if engine is not None else None
         self._store = writer.add if writer is not None else None
+        self._clock: threading.Thread | None = None
+        self._clock_stop = threading.Event()
 
     def feed(self, ev: Event) -> None:
         st = self.stats
@@ -236,6 +239,39 @@ class Detector:
         if ts >= self._next_tick:
             self._next_tick = ts + 1_000_000_000
             self.tick(ts)
+
+    def start_clock(self, margin_s: float = 2.0, every_s: float = 0.5) -> None:
+        """Live runs: close collapse windows by the clock too, so that a repeat count
+        is reported when its window ends even if no event follows. A window is closed
+        ``margin_s`` after its end, when every event inside it has arrived from the
+        ring buffer, so the alerts stay those a replay gives. From here on
+        :meth:`feed` and the clock take turns (a lock)."""
+        lock = threading.Lock()
+        unlocked = self.feed
+        stop = threading.Event()
+        margin = int(margin_s * 1e9)
+
+        def feed(ev: Event) -> None:
+            with lock:
+                unlocked(ev)
+
+        def run() -> None:
+            while not stop.wait(every_s):
+                with lock:
+                    for a in self.collapser.expire(time.monotonic_ns() - margin):
+                        self._out(a)
+
+        self.feed = feed  # type: ignore[method-assign]
+        self._clock_stop = stop
+        self._clock = threading.Thread(target=run, name="probewatch-watch-clock",
+                                       daemon=True)
+        self._clock.start()
+
+    def _stop_clock(self) -> None:
+        if self._clock is not None:
+            self._clock_stop.set()
+            self._clock.join()
+            self._clock = None
 
     def _match(self, m: Any) -> None:
         self.stats.matches += 1
@@ -266,6 +302,7 @@ class Detector:
 
     def finish(self) -> WatchStats:
         """Decide the open correlations, report the open collapse windows; the counts."""
+        self._stop_clock()
         flush = getattr(self.engine, "flush", None)
         if flush is not None:
             for m in flush(None):
