@@ -254,3 +254,29 @@ def test_repeat_reported_when_window_ends_then_sigterm(bpf: None) -> None:
     s = summary_of(err)
     assert s["backend"] == "bpf" and s["lost"] == 0 and s["alerts"] == 1
     assert "Traceback" not in err
+
+
+def test_pid_filter_and_sigint(bpf: None) -> None:
+    """-p PID: that process and its children only; SIGINT ends watch with status 0."""
+    with subprocess.Popen(["sh", "-c", "read x; cat /etc/shadow >/dev/null"],
+                          stdin=subprocess.PIPE, text=True) as target, \
+            subprocess.Popen([*CLI, "watch", "--no-default-rules", "--rules", SHADOW,
+                              "-p", str(target.pid)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) as p:
+        guard = threading.Timer(60, p.kill)
+        guard.start()
+        assert p.stderr is not None and p.stdout is not None and target.stdin is not None
+        start = p.stderr.readline()
+        assert f"watching pid {target.pid} and descendants with 1 rules (bpf" in start
+        subprocess.run(["cat", "/etc/shadow"], stdout=subprocess.DEVNULL, check=True)
+        target.stdin.write("go\n")
+        target.stdin.close()
+        assert target.wait(timeout=20) == 0
+        line = p.stdout.readline()  # the target's child's alert
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+        guard.cancel()
+    assert "read of /etc/shadow" in line and f"sh({target.pid}) > cat(" in line
+    assert out == ""  # nothing about the cat outside the tree
+    assert p.returncode == 0, err
+    assert "watch: " in err and " 1 alerts" in err and "lost 0" in err

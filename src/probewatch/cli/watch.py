@@ -186,6 +186,7 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
     """The live loop (watch; record --watch with engine None)."""
     import time
 
+    from ..detect.alerts import esc
     from ..detect.pipeline import (
         Detector,
         fallback_message,
@@ -238,6 +239,13 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                 snap = table_snapshot(table)
                 n_snap = len(snap)
                 writer.note_snapshot(snap)
+            if not args.json and not capture_only:
+                what = (f"{cmd[0]}" if cmd else
+                        f"pid {', '.join(map(str, args.pid))} and descendants" if args.pid
+                        else "every process")
+                print(f"probewatch: watching {esc(what)} with {det.stats.rules} rules "
+                      f"({src.backend}, {len(src.syscalls)} syscalls); Ctrl-C to stop",
+                      file=sys.stderr, flush=True)
             t0 = time.monotonic()
             if engine is not None:
                 det.start_clock()
