@@ -48,7 +48,7 @@ command's, or 1 when writing the capture failed.
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "record",
-        usage="probewatch record [options] SPEC... [-- COMMAND ARGS...]",
+        usage="probewatch record [options] (SPEC... | --watch) [-- COMMAND ARGS...]",
         help="record events of probe specs into a capture file",
         description="Record events of probe specs into a capture file (SQLite), for "
         "report, stats, query and export later.",

@@ -34,6 +34,9 @@ matched events; "type" is "alert", or "repeat" for a collapsed window's count. A
 string with undecodable bytes has U+FFFD in their place and its exact bytes in
 "undecodable" (JSON Pointer -> base64). The summary (events, alerts, lost, rule
 errors) goes to stderr; with --json as one line {"summary": {...}}.
+A capture of watch -o holds the events of the syscalls its rules needed (and the
+process table it started from); record --watch holds every syscall watch can use,
+so that any rules can be replayed on it.
 SIGINT and SIGTERM end watch with the summary; with -- COMMAND, SIGTERM is passed on
 to the command and watch exits with its status.
 Where BPF is missing, watch runs on tracefs events and says once which fields and
@@ -45,10 +48,11 @@ forces it).
 def add_source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", "--pid", type=int, action="append", default=[],
                    help="watch only this process and its descendants; repeatable")
-    p.add_argument("-d", "--duration", type=float, help="stop after SECS seconds")
+    p.add_argument("-d", "--duration", type=float, metavar="SECS",
+                   help="stop after SECS seconds")
     p.add_argument("--backend", choices=["auto", "bpf", "ftrace"], default="auto",
                    help="event source (auto: BPF, tracefs where BPF is missing)")
-    p.add_argument("--ringbuf-kb", type=int, default=65536,
+    p.add_argument("--ringbuf-kb", type=int, default=65536, metavar="KB",
                    help="BPF ring buffer size in KiB (default 65536)")
     p.set_defaults(accepts_command=True)
 
