@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
@@ -294,3 +295,29 @@ def test_report_alerts(tmp_path: Any, capsys: Any) -> None:
     assert [(o["process"]["pid"], o["matched"]["TargetFilename"]) for o in objs] == \
         [(4410, "/etc/gshadow")]
     assert json.loads(err)["summary"]["alerts"] == 1
+
+
+def test_watch_cli_errors(capsys: Any) -> None:
+    from probewatch.cli.main import main
+
+    assert main(["watch", "--no-default-rules"]) == 1
+    assert "no rules to run" in capsys.readouterr().err
+    assert main(["watch", "--level", "loud", "--replay", "x.db"]) == 1
+    assert "--level: unknown level 'loud'" in capsys.readouterr().err
+    assert main(["watch", "--replay", "x.db", "-p", "1"]) == 1
+    assert "--replay reads a capture" in capsys.readouterr().err
+    assert main(["watch", "-p", "1", "--", "true"]) == 1
+    assert "either -p PID or -- COMMAND" in capsys.readouterr().err
+
+
+def test_replay_needs_a_snapshot(tmp_path: Any, capsys: Any) -> None:
+    from probewatch.cli.main import main
+    from probewatch.sinks.capture import CaptureWriter, RunInfo
+
+    w = CaptureWriter(str(tmp_path / "plain.db"))
+    w.begin_run(RunInfo(backend="ftrace", clock="mono"), [])
+    w.finish()
+    shadow = str(Path(__file__).resolve().parent.parent / "watch" / "shadow.yml")
+    assert main(["watch", "--no-default-rules", "--rules", shadow,
+                 "--replay", str(tmp_path / "plain.db")]) == 1
+    assert "no process-table snapshot" in capsys.readouterr().err

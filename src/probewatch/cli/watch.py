@@ -255,14 +255,21 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                 det.start_clock()
             feed = det.feed
             try:
+                n = 0
                 for ev in src.events(duration=args.duration):
                     feed(ev)
                     if writer is not None:
                         if lookups:
                             writer.note_snapshot(lookups)
                             lookups.clear()
-                        if writer.error is not None:
-                            src.stop()
+                        n += 1
+                        if n & 1023 == 0:
+                            if writer.error is not None:
+                                src.stop()
+                            elif writer.backlog() > writer.max_backlog:
+                                # bounded memory: the kernel's ring buffer holds (and
+                                # counts what it drops) while the disk catches up
+                                writer.wait_backlog()
             except KeyboardInterrupt:
                 stopped_by = "SIGINT"
                 src.stop()
