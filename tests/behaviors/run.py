@@ -224,6 +224,31 @@ def history_symlink_devnull(c: Ctx) -> None:
     c.run(["ln", "-sf", "/dev/null", str(c.home / ".bash_history")])
 
 
+def _home_with_history(c: Ctx) -> Path:
+    home = c.scratch / f"home-{os.getpid()}"
+    home.mkdir()
+    with open(home / ".bash_history", "x") as f:  # O_EXCL, no O_TRUNC
+        f.write("ls\n")
+    return home
+
+
+def history_truncate_cp(c: Ctx) -> None:
+    home = _home_with_history(c)
+    c.run(["cp", "/dev/null", str(home / ".bash_history")])
+
+
+def history_truncate_redirect(c: Ctx) -> None:
+    home = _home_with_history(c)
+    c.run(["bash", "-c", ': > "$HOME/.bash_history"'], env=c.env(HOME=str(home)))
+
+
+def history_interactive_exit(c: Ctx) -> None:
+    home = c.scratch / f"home-{os.getpid()}"
+    home.mkdir()
+    # an interactive shell writes its history at exit, creating the file (O_TRUNC)
+    c.run(["bash", "--norc", "-i"], input=b"echo hi\nexit\n", env=c.env(HOME=str(home)))
+
+
 def history_append(c: Ctx) -> None:
     c.run(["bash", "-c", 'echo "ls -l" >> "$HOME/.bash_history"'])
     c.run(["ln", "-sf", "/dev/null", str(c.home / "notes.txt")])
@@ -561,6 +586,9 @@ BEHAVIORS: dict[str, Behavior] = {
     "history_clear": _p(history_clear, "history_clear_command"),
     "history_list": _p(history_list),
     "history_symlink_devnull": _p(history_symlink_devnull, "history_file_tampering"),
+    "history_truncate_cp": _p(history_truncate_cp, "history_file_tampering"),
+    "history_truncate_redirect": _p(history_truncate_redirect, "history_file_tampering"),
+    "history_interactive_exit": _p(history_interactive_exit),
     "history_append": _p(history_append),
     # reverse shells and shells on ptys
     "reverse_shell_c": _p(reverse_shell_c, "reverse_shell_sequence"),
