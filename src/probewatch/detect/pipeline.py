@@ -421,6 +421,28 @@ def _bpf_problem() -> str:
     return "" if ok else why
 
 
+def _raw_attach_session() -> type:
+    from ..bpf_session import BpfSession
+
+    class RawAttachSession(BpfSession):
+        """The raw_syscalls programs (2 attachments; the kernel's nrconf map picks the
+        syscalls to emit) instead of a tracepoint pair per syscall: detaching ~150
+        syscall tracepoint links costs 40-80 ms each on this kernel (6-12 s at exit).
+        BpfSession takes that path only when counting (count=True); the counting
+        itself (a per-CPU hash update on every syscall of the machine) is switched
+        off again here, so an untraced syscall costs an array look-up."""
+
+        def _configure(self, obj: Any) -> None:
+            super()._configure(obj)
+            obj.rodata["count_syscalls"] = 0
+
+    return RawAttachSession
+
+
+def _RawAttachSession(*a: Any, **kw: Any) -> Any:  # noqa: N802 - a class, built lazily
+    return _raw_attach_session()(*a, **kw)
+
+
 @contextlib.contextmanager
 def live_events(
     *,
@@ -448,11 +470,9 @@ def live_events(
         kw: dict[str, Any] = {}
         if "exec_info" in inspect.signature(BpfSession).parameters:
             kw["exec_info"] = True  # argv, cwd, environment, creds read at exec
-        # count=True: the raw_syscalls programs (2 attachments, the syscalls chosen in
-        # the kernel's nrconf map) instead of one tracepoint pair per syscall: closing
-        # ~150 tracepoint links costs ~70 ms each (about 10 s at exit) on this kernel
-        s = BpfSession("syscalls", syscalls=names, lifecycle=True, pids=list(pids) or None,
-                       follow_children=True, ringbuf_kb=ringbuf_kb, count=True, **kw)
+        s = _RawAttachSession("syscalls", syscalls=names, lifecycle=True,
+                              pids=list(pids) or None, follow_children=True,
+                              ringbuf_kb=ringbuf_kb, count=True, **kw)
         with s:
             if command:
                 s.trace_command(list(command))
