@@ -470,9 +470,15 @@ def live_events(
         kw: dict[str, Any] = {}
         if "exec_info" in inspect.signature(BpfSession).parameters:
             kw["exec_info"] = True  # argv, cwd, environment, creds read at exec
-        s = _RawAttachSession("syscalls", syscalls=names, lifecycle=True,
-                              pids=list(pids) or None, follow_children=True,
-                              ringbuf_kb=ringbuf_kb, count=True, **kw)
+        params = inspect.signature(BpfSession).parameters
+        if "raw_syscalls" in params:  # two raw_syscalls links, syscalls picked in-kernel
+            s = BpfSession("syscalls", syscalls=names, lifecycle=True,
+                           pids=list(pids) or None, follow_children=True,
+                           ringbuf_kb=ringbuf_kb, raw_syscalls=True, **kw)
+        else:
+            s = _RawAttachSession("syscalls", syscalls=names, lifecycle=True,
+                                  pids=list(pids) or None, follow_children=True,
+                                  ringbuf_kb=ringbuf_kb, count=True, **kw)
         with s:
             if command:
                 s.trace_command(list(command))
