@@ -321,3 +321,10 @@ def test_replay_needs_a_snapshot(tmp_path: Any, capsys: Any) -> None:
     assert main(["watch", "--no-default-rules", "--rules", shadow,
                  "--replay", str(tmp_path / "plain.db")]) == 1
     assert "no process-table snapshot" in capsys.readouterr().err
+
+
+def test_rule_metadata_escaped_too() -> None:
+    r = Rule(title="t\nFAKE", level="high\x1b[0m", techniques=["T1000\r"])
+    line = alert_line(alert_from_match(Match(r, [sev()]), TABLE, wall_offset_ns=0))
+    assert all(ch.isprintable() for ch in line)
+    assert "t\\nFAKE" in line and "HIGH\\x1b[0M" in line and "[T1000\\r]" in line

@@ -416,10 +416,12 @@ def alert_line(a: Alert) -> str:
 
     A repeat report ends ``(repeated N times in S s)``.
     """
-    techs = ",".join(a.techniques) or "-"
+    # everything but the clock and the numbers comes from a rule file or the traced
+    # processes: escaped
+    techs = esc(",".join(a.techniques)) or "-"
     anc = ancestry_text(a.ancestry)
     vals = " ".join(f"{esc(k)}={_val(v)}" for k, v in a.matched.items())
-    line = f"{_clock(a.time)} {a.level.upper():8} {esc(a.title)} [{techs}] {anc}"
+    line = f"{_clock(a.time)} {esc(a.level.upper()):8} {esc(a.title)} [{techs}] {anc}"
     if vals:
         line += ": " + vals
     if a.kind == "repeat":
