@@ -134,6 +134,7 @@ class BpfSession:
         exec_info: bool = False,
         exec_argv_bytes: int = 4096,
         exec_env_bytes: int = 8192,
+        raw_syscalls: bool = False,
     ) -> None:
         if tool not in TOOLS:
             raise ProbewatchError(f"unknown BPF tool {tool!r} (have: {', '.join(TOOLS)})")
@@ -155,6 +156,11 @@ class BpfSession:
         # exec, and process-only fork records with start times (see probewatch.h)
         self._exec_info = exec_info
         self._xlimits = (exec_argv_bytes, exec_env_bytes)
+        # raw_syscalls: a syscall list is filtered in the kernel behind the two
+        # raw_syscalls tracepoints instead of one tracepoint pair per syscall (every
+        # syscall then pays the program's entry, but start and close take two links,
+        # not hundreds: detaching each tracepoint link waits for an RCU grace period)
+        self._raw_syscalls = raw_syscalls
         self._obj: libbpf.BpfObject | None = None
         self._rb: libbpf.RingBuffer | None = None
         self._raw: list[bytes] = []
@@ -275,7 +281,8 @@ class BpfSession:
                 obj.attach_tracepoint("pw_exec", "sched", "sched_process_exec")
                 if self._exec_info:
                     obj.attach_raw_tracepoint("pw_fork_info", "sched_process_fork")
-            if self._syscalls is not None and not (self._count or self._count_procs):
+            if self._syscalls is not None and not (self._count or self._count_procs
+                                                   or self._raw_syscalls):
                 # a few syscalls: their own tracepoints, so other syscalls cost nothing
                 for name in self._syscalls:
                     info = self.table.by_name[name]
@@ -298,7 +305,8 @@ class BpfSession:
     def _autoload(self, obj: libbpf.BpfObject) -> None:
         if self.tool != "syscalls":
             return
-        few = self._syscalls is not None and not (self._count or self._count_procs)
+        few = self._syscalls is not None and not (self._count or self._count_procs
+                                                  or self._raw_syscalls)
         for p in ("pw_raw_enter", "pw_raw_exit"):
             obj.set_autoload(p, not few)
         arities = set()

@@ -777,18 +777,24 @@ def _rule_kinds(rules: Any) -> set[str] | None:
 def open_watch_session(pids: Sequence[int] | None = None, *,
                        command: Sequence[str] | None = None,
                        syscalls: Sequence[str] | None = None,
-                       ringbuf_kb: int = 65536, **kw: Any) -> Any:
+                       ringbuf_kb: int = 16384, raw_syscalls: bool = True,
+                       **kw: Any) -> Any:
     """A BpfSession for watch: lifecycle with exec info, and the watch syscalls.
 
     ``pids``: only these processes and their children (None: the whole machine);
-    ``command``: start it gated (traced from its first instruction). Use as a context
-    manager; iterate ``events()``."""
+    ``command``: start it gated (traced from its first instruction);
+    ``raw_syscalls``: select the syscalls in the kernel behind the raw_syscalls
+    tracepoints (two links: start and close take well under a second) rather than
+    one tracepoint pair per syscall (~150 links: closing them takes seconds).
+    ``ringbuf_kb``: the ring buffer (mapped twice into this process: it counts
+    twice its size in RSS once written). Use as a context manager; iterate
+    ``events()``."""
     from ..bpf_session import BpfSession
 
     names = list(syscalls) if syscalls is not None else needed_syscalls()
     s = BpfSession("syscalls", syscalls=names, lifecycle=True, exec_info=True,
                    pids=list(pids) if pids else None, follow_children=True,
-                   ringbuf_kb=ringbuf_kb, **kw)
+                   ringbuf_kb=ringbuf_kb, raw_syscalls=raw_syscalls, **kw)
     if command:
         s.trace_command(list(command))
     return s

@@ -451,6 +451,17 @@ int pw_raw_enter(struct pw_raw_enter_ctx *ctx)
 SEC("tracepoint/raw_syscalls/sys_exit")
 int pw_raw_exit(struct pw_raw_exit_ctx *ctx)
 {
+	/* an untraced syscall has no inflight entry: skip the hash look-up */
+	if (!count_syscalls && !count_procs) {
+		__u32 key = (__u32)ctx->id;
+		struct pw_nrconf *conf;
+
+		if (key >= PW_NR_MAX)
+			return 0;
+		conf = bpf_map_lookup_elem(&nrconf, &key);
+		if (!conf || !(conf->flags & PW_NR_TRACE))
+			return 0;
+	}
 	return pw_sys_exit(ctx->ret);
 }
 
