@@ -18,11 +18,13 @@ alerts as the live run.
 Example::
 
     rules = RuleSet.load([Path("my-rules/")], default=True)
-    det = Detector(Engine(rules), emit=lambda a: print(alert_line(a)))
-    with live_events(command=["sh", "-c", "cat /etc/shadow"]) as src:
+    with live_events(command=["sh", "-c", "cat /etc/shadow"], rules=rules) as src:
+        table = new_table()
+        seed_table(table)                # every live process, from /proc
+        det = Detector(Engine(rules), table=table, emit=lambda a: print(alert_line(a)))
         for ev in src.events():
             det.feed(ev)
-    det.finish()
+        print(det.finish().line())       # events, alerts, lost, rule errors
 """
 
 from __future__ import annotations
@@ -53,6 +55,13 @@ __all__ = [
     "fallback_message",
     "FALLBACK_FIELDS",
     "FORCE_ENV",
+    "Replay",
+    "TracefsAdapter",
+    "new_table",
+    "new_mapper",
+    "seed_table",
+    "table_snapshot",
+    "restore_table",
 ]
 
 #: set to ``ftrace`` to make watch run on tracefs events even where BPF works
