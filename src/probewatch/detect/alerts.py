@@ -333,9 +333,12 @@ class Collapser:
         """Close the windows that began ``window_s`` or more before ``now_ts`` (ns)."""
         out: list[Alert] = []
         limit = now_ts - self.window_ns
-        # windows are opened in time order (dict keeps insertion order)
-        for key, a in list(self._open.items()):
-            if a.ts > limit:
+        opened = self._open
+        # windows are opened in time order (dict keeps insertion order): look at the
+        # oldest ones only
+        while opened:
+            key = next(iter(opened))
+            if opened[key].ts > limit:
                 break
             out.extend(self._close(key))
         return out
