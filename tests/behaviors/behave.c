@@ -7,6 +7,7 @@
  *   behave ptrace-traceme          ptrace(PTRACE_TRACEME) (anti-debugging)
  *   behave ptrace-attach           attach to a forked child, detach
  *   behave ptrace-poke             attach to a child and PTRACE_POKEDATA its memory
+ *   behave ptrace-seize            PTRACE_SEIZE a forked child, interrupt, detach
  *   behave ptrace-peek             PTRACE_PEEKDATA without attaching (fails: ESRCH)
  *   behave procmem-write           write own memory through /proc/self/mem
  *   behave procmem-read            read own memory through /proc/self/mem
@@ -99,6 +100,23 @@ static int ptrace_attach_child(int poke)
 		}
 	}
 	ptrace(PTRACE_DETACH, pid, NULL, NULL);
+	reap(pid);
+	return rc;
+}
+
+static int ptrace_seize(void)
+{
+	pid_t pid = spawn_sleeper();
+	int rc = 0;
+
+	if (ptrace(PTRACE_SEIZE, pid, NULL, NULL) < 0 ||
+	    ptrace(PTRACE_INTERRUPT, pid, NULL, NULL) < 0) {
+		perror("PTRACE_SEIZE");
+		rc = 1;
+	} else {
+		waitpid(pid, NULL, 0);
+		ptrace(PTRACE_DETACH, pid, NULL, NULL);
+	}
 	reap(pid);
 	return rc;
 }
@@ -340,6 +358,8 @@ int main(int argc, char **argv)
 		return ptrace_attach_child(0);
 	if (!strcmp(a, "ptrace-poke"))
 		return ptrace_attach_child(1);
+	if (!strcmp(a, "ptrace-seize"))
+		return ptrace_seize();
 	if (!strcmp(a, "ptrace-peek"))
 		return ptrace_peek();
 	if (!strcmp(a, "procmem-write"))

