@@ -47,7 +47,8 @@ def main() -> int:
                     help="'watch' (WATCH_SYSCALLS) or a comma list (e.g. execve)")
     ap.add_argument("--grace", type=float, default=30.0, help="seconds exited procs stay")
     ap.add_argument("--max-entries", type=int, default=32768)
-    ap.add_argument("--ringbuf-kb", type=int, default=65536)
+    ap.add_argument("--ringbuf-kb", type=int, default=16384,
+                    help="ring buffer size (mapped twice: counts 2x in RSS)")
     ap.add_argument("--json-out", default=str(Path(__file__).parent / "out" /
                                               "proc_churn.json"))
     a = ap.parse_args()

@@ -336,3 +336,13 @@ def test_needed_syscalls() -> None:
     few = needed_syscalls(RS(), SYSCALLS)
     assert "ptrace" not in few and set(few) <= set(CORE_SYSCALLS)
     assert "execve" in few and "dup2" in few
+
+
+def test_kinds_filter_keeps_state(mapper: Mapper) -> None:
+    m = Mapper(mapper.table, SYSCALLS, kinds=["network_connection"])
+    start_python(m)
+    assert m.map(sc(200, 4502, "python3", "socket", 3, family=2, type=1, protocol=0)) == []
+    addr = struct.pack("<H", 2) + struct.pack(">H", 80) + bytes([1, 2, 3, 4]) + b"\0" * 8
+    sevs = m.map(sc(201, 4502, "python3", "connect", 0, fd=3, uservaddr=addr, addrlen=16))
+    assert kinds(sevs) == ["network_connection"]
+    assert sevs[0].fields["Protocol"] == "tcp"  # the socket() was still tracked

@@ -344,3 +344,33 @@ def test_btf_layouts_of_exec_info_records() -> None:
     assert sizes["pw_fork_info"] == HDR.size + FORK_INFO.size
     assert sizes.get("pw_exit", HDR.size + EXIT.size) == HDR.size + EXIT.size
     assert sizes["pw_xscratch"] <= 32768  # a per-CPU map value's limit
+
+
+def test_exec_without_exec_info_reads_proc_late(tmp_path: Path) -> None:
+    """tracefs / plain BPF exec records carry the path only: the rest comes from /proc
+    while the process still runs that program (marked late), else stays unknown."""
+    d = tmp_path / "600"
+    d.mkdir()
+    (d / "stat").write_text("600 (ls) S 4410 600 600 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 99 0\n")
+    (d / "status").write_text("Tgid:\t600\nUid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t0\t0\n")
+    (d / "cmdline").write_bytes(b"ls\0-la\0")
+    (d / "environ").write_bytes(b"LD_LIBRARY_PATH=/opt/lib\0")
+    os.symlink("/usr/bin/ls", d / "exe")
+    os.symlink("/var", d / "cwd")
+    t = ProcessTable(proc_root=str(tmp_path))
+    plain = Event(5, 0, 600, 600, "ls", "sched:sched_process_exec", "bpf:syscalls",
+                  {"ppid": 4410, "uid": 1000, "gid": 1000, "cgroup": 1, "old_pid": 600,
+                   "filename": "/usr/bin/ls"})
+    p = t.on_event(plain)
+    assert p is not None and p.late and p.source == "exec-late"
+    assert (p.exe, p.argv, p.cwd, p.euid, p.env) == (
+        "/usr/bin/ls", ["ls", "-la"], "/var", 0, {"LD_LIBRARY_PATH": "/opt/lib"})
+    # gone from /proc: path and header ids only; argv from the execve record after
+    gone = Event(6, 0, 601, 601, "cat", "sched:sched_process_exec", "bpf:syscalls",
+                 {"ppid": 4410, "uid": 1000, "gid": 1000, "cgroup": 1, "old_pid": 601,
+                  "filename": "/usr/bin/cat"})
+    q = t.on_event(gone)
+    assert q is not None and (q.exe, q.argv, q.uid, q.cwd) == ("/usr/bin/cat", [], 1000, "")
+    t.on_event(Event(7, 0, 601, 601, "cat", "syscalls:execve", "bpf:syscalls",
+                     {"filename": "/usr/bin/cat", "argv": ["cat", "/etc/passwd"], "ret": 0}))
+    assert q.argv == ["cat", "/etc/passwd"]

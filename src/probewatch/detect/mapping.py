@@ -59,7 +59,7 @@ from ..decode.syscalls import (
     socket_type,
 )
 from ..event import Event
-from .model import SigmaEvent
+from .model import KINDS, SigmaEvent
 
 __all__ = [
     "Mapper",
@@ -335,11 +335,20 @@ class Mapper:
     """Event -> list[SigmaEvent] with the process table's context (module docstring).
 
     ``map(ev)`` first applies ``ev`` to the table (a no-op when the caller already
-    did: ProcessTable.on_event ignores the same Event twice in a row)."""
+    did: ProcessTable.on_event ignores the same Event twice in a row).
+    ``kinds``: produce only these kinds (e.g. those the loaded rules use; None: all).
+    The fd table and the process table are kept either way."""
 
     def __init__(self, table: ProcessTable | None = None,
-                 syscalls: SyscallTable | None = None) -> None:
+                 syscalls: SyscallTable | None = None,
+                 kinds: Iterable[str] | None = None) -> None:
         self.table = table if table is not None else ProcessTable()
+        want = set(KINDS if kinds is None else kinds)
+        self._k_pc = "process_creation" in want
+        self._k_fe = "file_event" in want
+        self._k_nc = "network_connection" in want
+        self._k_sc = "syscall" in want
+        self._k_au = "auditd" in want
         if syscalls is None:
             from ..collect.bpf.loader import syscall_table
 
@@ -423,6 +432,8 @@ class Mapper:
         return []
 
     def _exec(self, ev: Event) -> list[SigmaEvent]:
+        if not self._k_pc and not self._k_au:
+            return []
         p = self.table.procs.get(ev.pid)
         pf = self.process_fields(p, ev)
         argv = p.argv if p is not None else []
@@ -434,7 +445,9 @@ class Mapper:
                 t = p.fds.get(fd)
                 if t is not None:
                     pf[key] = t
-        out = [SigmaEvent("process_creation", ev.ts, ev.pid, pf, ev)]
+        out = [SigmaEvent("process_creation", ev.ts, ev.pid, pf, ev)] if self._k_pc else []
+        if not self._k_au:
+            return out
         audit = self.process_fields(p, ev)
         audit["type"] = "EXECVE"
         audit["argc"] = str(len(argv))
@@ -444,6 +457,8 @@ class Mapper:
         return out
 
     def _tcp(self, ev: Event) -> list[SigmaEvent]:
+        if not self._k_nc:
+            return []
         f = ev.fields
         p = self.table.procs.get(ev.pid)
         pf = self.process_fields(p, ev)
@@ -513,9 +528,41 @@ class Mapper:
                 paths.append((path, nametype))
 
         # syscall
+        ctypes = self._ctype_map(name)
+        if self._k_sc:
+            out.append(self._syscall_event(ev, name, f, pf, ctypes, paths, fd_target, ret,
+                                           ok))
+        if self._k_au:
+            self._audit(out, ev, name, f, p, pf, ctypes, paths, ret, ok)
+
+        # file_event
+        fe = self._file_event(name, f, p, ok, fd_target) if self._k_fe else None
+        if fe is not None:
+            fe_fields = dict(pf)
+            fe_fields.update(fe)
+            fe_fields["Syscall"] = name
+            fe_fields["Success"] = ok
+            out.append(SigmaEvent("file_event", ev.ts, ev.pid, fe_fields, ev))
+
+        # network_connection
+        if name == "connect" and self._k_nc:
+            nc = self._connect(f, p, ok)
+            if nc is not None:
+                nf = dict(pf)
+                nf.update(nc)
+                out.append(SigmaEvent("network_connection", ev.ts, ev.pid, nf, ev))
+
+        # the fd table (after the call)
+        if ok and p is not None:
+            self._track_fds(name, f, p, ret, paths)
+        return out
+
+    def _syscall_event(self, ev: Event, name: str, f: Mapping[str, Any],
+                       pf: dict[str, Any], ctypes: Mapping[str, str],
+                       paths: list[tuple[str, str]], fd_target: str | None, ret: Any,
+                       ok: bool) -> SigmaEvent:
         sc = dict(pf)
         sc["Syscall"] = name
-        ctypes = self._ctype_map(name)
         special = _SPECIAL.get(name, {})
         for an, ct in ctypes.items():
             if an in f:
@@ -531,9 +578,11 @@ class Mapper:
             if not ok:
                 sc["Errno"] = errno_name(-ret)
         sc["Success"] = ok
-        out.append(SigmaEvent("syscall", ev.ts, ev.pid, sc, ev))
+        return SigmaEvent("syscall", ev.ts, ev.pid, sc, ev)
 
-        # auditd SYSCALL (+ PATH)
+    def _audit(self, out: list[SigmaEvent], ev: Event, name: str, f: Mapping[str, Any],
+               p: Process | None, pf: dict[str, Any], ctypes: Mapping[str, str],
+               paths: list[tuple[str, str]], ret: Any, ok: bool) -> None:
         au = dict(pf)
         au["type"] = "SYSCALL"
         au["SYSCALL"] = name
@@ -564,28 +613,6 @@ class Mapper:
             pr = dict(pf)
             pr.update(type="PATH", name=path, nametype=nametype)
             out.append(SigmaEvent("auditd", ev.ts, ev.pid, pr, ev))
-
-        # file_event
-        fe = self._file_event(name, f, p, ok, fd_target)
-        if fe is not None:
-            fe_fields = dict(pf)
-            fe_fields.update(fe)
-            fe_fields["Syscall"] = name
-            fe_fields["Success"] = ok
-            out.append(SigmaEvent("file_event", ev.ts, ev.pid, fe_fields, ev))
-
-        # network_connection
-        if name == "connect":
-            nc = self._connect(f, p, ok)
-            if nc is not None:
-                nf = dict(pf)
-                nf.update(nc)
-                out.append(SigmaEvent("network_connection", ev.ts, ev.pid, nf, ev))
-
-        # the fd table (after the call)
-        if ok and p is not None:
-            self._track_fds(name, f, p, ret, paths)
-        return out
 
     def _decode_arg(self, sc: str, an: str, ct: str, v: Any, f: Mapping[str, Any],
                     special: Mapping[str, Callable[[int, Mapping[str, Any]], Any]]) -> Any:
