@@ -10,6 +10,7 @@ plain defaults (a root shell's child), so every case states only what matters.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -116,11 +117,16 @@ def test_correlations_parse_as_pysigma_correlations() -> None:
                      "discovery_burst": "value_count"}
 
 
-def _fires(stem: str, case: list[dict[str, Any]]) -> bool:
+@functools.lru_cache(maxsize=None)
+def _ruleset(stem: str) -> RuleSet:
     rs = RuleSet.load([RULES_DIR / f"{stem}.yml"], default=False)
     assert rs.report == []
+    return rs
+
+
+def _fires(stem: str, case: list[dict[str, Any]]) -> bool:
     main_id = docs(RULES_DIR / f"{stem}.yml")[0]["id"]
-    eng = Engine(rs, min_level="informational")
+    eng = Engine(_ruleset(stem), min_level="informational")
     fired = False
     for i, ev in enumerate(case):
         fields = {**DEFAULTS, **ev["fields"]}
