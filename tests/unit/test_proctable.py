@@ -177,10 +177,14 @@ def test_hard_cap_drops_exited_first(tmp_path: Path) -> None:
 
 def test_live_entries_without_exit_are_swept(tmp_path: Path) -> None:
     # lost exit records: live entries whose pid is not in /proc go when the table is full
+    # (swept at most once a second of event time; live ones in /proc are kept)
+    for pid in range(2000, 2005):
+        (tmp_path / str(pid)).mkdir()
     t = ProcessTable(max_entries=32, proc_root=str(tmp_path))
     for i in range(100):
-        t.on_event(fork(i + 1, 1, 2000 + i, i + 1, 0))
-    assert len(t) <= 32
+        t.on_event(fork((i + 1) * S, 1, 2000 + i, (i + 1) * S, 0))
+    assert len(t) <= 33
+    assert all(pid in t for pid in range(2000, 2005)) and 2099 in t and 2050 not in t
 
 
 def test_threads_from_plain_fork_records_are_not_processes(tmp_path: Path) -> None:

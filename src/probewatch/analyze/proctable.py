@@ -14,9 +14,17 @@ for processes still running that program; ``Process.late`` is set) and a later
 ``syscalls:execve`` record fills argv when it has one.
 
 Exited processes stay for ``grace_ns`` of event time (default 30 s), so alerts on
-their children still show the lineage; then they are dropped. At most ``max_entries``
-records are kept (exited ones are dropped oldest first; live ones are checked
-against /proc when the table is full). A pid is one process between its fork and its
+their children still show the lineage; then they are dropped. Beyond ``max_entries``
+records exited ones are dropped oldest first, and live ones whose pid has left /proc
+(an exit record lost) are swept at most once a second; live processes are never
+dropped (the kernel bounds them).
+
+Where BPF is missing (tracefs ``sched`` events, see detect/pipeline.py) these are
+unavailable for a process that has exited or exec'd again before its event is
+handled: argv, cwd, environment, effective ids, login uid, cgroup/container id (the
+exec gives the path only, fork and exit no start times, so a reused pid is told
+apart only while /proc/PID/stat can be read); forks of threads are told from
+processes by /proc/PID/status while the thread lives. A pid is one process between its fork and its
 exit; reuse is recognised by the start time (CLOCK_BOOTTIME ns, as /proc/PID/stat).
 
 Example::
@@ -297,6 +305,7 @@ class ProcessTable:
         self._now = 0
         self._missing: dict[int, int] = {}  # pid -> ts of a failed /proc look-up
         self.dropped = 0  # records dropped by the cap (not by the grace period)
+        self._last_sweep = 0
         self.lookups = 0  # /proc look-ups for pids seen before their fork
 
     # -- seeding
@@ -601,7 +610,9 @@ class ProcessTable:
         return 0
 
     def _cap(self) -> None:
-        """Over max_entries: drop exited records oldest first, then sweep dead pids."""
+        """Over max_entries: drop exited records oldest first; then (at most once a
+        second of event time) drop live records whose pid is gone from /proc (their
+        exit was lost). Live processes are never dropped: the kernel bounds them."""
         limit = self.max_entries
         q = self._exited
         while len(self.procs) + len(self._gone) > limit * 7 // 8 and q:
@@ -609,15 +620,14 @@ class ProcessTable:
             self.dropped += self._drop(pid, start)
         if len(self.procs) + len(self._gone) <= limit:
             return
-        # live records whose exit was not seen (lost events): check /proc
+        if self._last_sweep and self._now - self._last_sweep < 1_000_000_000:
+            return
+        self._last_sweep = self._now or 1
         for pid in list(self.procs):
             p = self.procs[pid]
             if p.exit_ts is None and not os.path.exists(f"{self.proc_root}/{pid}"):
                 del self.procs[pid]
                 self.dropped += 1
-        while len(self.procs) > limit:
-            del self.procs[next(iter(self.procs))]
-            self.dropped += 1
 
     def _cgroup_path(self, cid: int) -> str:
         """cgroup v2 id (the directory's inode) -> its path, from /sys/fs/cgroup."""
