@@ -378,3 +378,13 @@ def test_exec_without_exec_info_reads_proc_late(tmp_path: Path) -> None:
     t.on_event(Event(7, 0, 601, 601, "cat", "syscalls:execve", "bpf:syscalls",
                      {"filename": "/usr/bin/cat", "argv": ["cat", "/etc/passwd"], "ret": 0}))
     assert q.argv == ["cat", "/etc/passwd"]
+
+
+def test_exec_after_the_parent_died_keeps_the_forker(tmp_path: Path) -> None:
+    t = chain_table(tmp_path)
+    t.on_event(fork(40, 4502, 4900, 40, 30))
+    t.on_event(exit_(41, 4502, 30))
+    # the orphan execs: the kernel's real_parent is now init
+    t.on_event(exec_(42, 4900, 1, 40, "/tmp/payload", ["payload"]))
+    assert t.render_ancestry(4900) == (
+        "init(1) > sshd(812) > bash(4410) > python3(4502) > payload(4900)")

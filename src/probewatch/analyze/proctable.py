@@ -499,10 +499,13 @@ class ProcessTable:
         elif isinstance(start, int) and not p.start:
             p.start = start
         ppid = f.get("ppid")
-        if isinstance(ppid, int) and ppid > 0:
+        # the kernel's parent, unless the forking parent has exited since (then the
+        # kernel reparented to a reaper; the forker is the lineage that matters)
+        cur = self.procs.get(p.ppid) if p.ppid else None
+        if isinstance(ppid, int) and ppid > 0 and (cur is None or cur.exit_ts is None):
             p.ppid = ppid
-        if isinstance(f.get("parent_start_boottime"), int):
-            p.pstart = f["parent_start_boottime"]
+            if isinstance(f.get("parent_start_boottime"), int):
+                p.pstart = f["parent_start_boottime"]
         p.exit_ts = None
         p.exec_ts = ev.ts
         p.comm = ev.comm
