@@ -692,10 +692,12 @@ def _abspath(path: str, cwd: str) -> str:
     """path made absolute against cwd, '.' and '..' folded (no symlinks followed)."""
     if not path:
         return ""
-    if not path.startswith("/"):
+    if path[0] != "/":
         if not cwd:
             return path
         path = f"{cwd.rstrip('/')}/{path}"
+    elif "/." not in path and "//" not in path and path[-1] != "/":
+        return path  # already normal (the common case)
     out = os.path.normpath(path)
     return "/" + out.lstrip("/") if out.startswith("//") else out
 

@@ -315,6 +315,29 @@ _SPECIAL: dict[str, dict[str, Callable[[int, Mapping[str, Any]], Any]]] = {
 }
 
 
+Decoder = Callable[[int, Mapping[str, Any]], Any]
+
+
+def _int_decoder(sc: str, an: str, ct: str, special: Mapping[str, Decoder]) -> Decoder:
+    """How argument ``an`` (C type ``ct``) of syscall ``sc`` is shown when it is a number."""
+    dec = special.get(an)
+    if dec is not None:
+        return dec
+    if an in _DFD_NAMES or (an == "fd" and sc == "execveat"):
+        return lambda v, f: _dfd(v)
+    if an == "mode" and sc in _MODE_SYSCALLS:
+        return lambda v, f: _mode(v)
+    if an in _FD_NAMES or an in _ID_NAMES:
+        return lambda v, f: _s32(v)
+    if "*" in ct or an in _ADDR_NAMES:
+        return lambda v, f: sd.pointer(v)
+    if ct in ("int", "pid_t", "key_t", "clockid_t", "timer_t", "mqd_t", "int32_t"):
+        return lambda v, f: _s32(v)
+    if ct in ("unsigned int", "u32", "uid_t", "gid_t", "umode_t", "__u32"):
+        return lambda v, f: v & 0xFFFFFFFF
+    return lambda v, f: _s64(v)
+
+
 def _int(v: Any) -> int:
     return v if isinstance(v, int) else 0
 
@@ -355,6 +378,7 @@ class Mapper:
             syscalls = syscall_table()
         self.syscalls = syscalls
         self._ctypes: dict[str, dict[str, str]] = {}
+        self._decs: dict[str, list[tuple[str, str, Decoder]]] = {}
         self._pcache: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         self.errors = 0
 
@@ -563,10 +587,22 @@ class Mapper:
                        ok: bool) -> SigmaEvent:
         sc = dict(pf)
         sc["Syscall"] = name
-        special = _SPECIAL.get(name, {})
-        for an, ct in ctypes.items():
-            if an in f:
-                sc[an] = self._decode_arg(name, an, ct, f[an], f, special)
+        decs = self._decs.get(name)
+        if decs is None:
+            special = _SPECIAL.get(name, {})
+            decs = self._decs[name] = [(an, ct, _int_decoder(name, an, ct, special))
+                                       for an, ct in ctypes.items()]
+        for an, ct, dec in decs:
+            v = f.get(an)
+            if v is None:
+                continue
+            if type(v) is int:
+                sc[an] = dec(v, f)
+            elif isinstance(v, bytes | bytearray):
+                sc[an] = (format_sockaddr(bytes(v)) if "sockaddr" in ct
+                          else bytes(v).decode("utf-8", "surrogateescape"))
+            else:
+                sc[an] = v
         if name in ("open", "openat") and not sd.needs_mode(_int(f.get("flags"))):
             sc.pop("mode", None)  # strace shows no mode without O_CREAT/O_TMPFILE
         if paths:
@@ -613,35 +649,6 @@ class Mapper:
             pr = dict(pf)
             pr.update(type="PATH", name=path, nametype=nametype)
             out.append(SigmaEvent("auditd", ev.ts, ev.pid, pr, ev))
-
-    def _decode_arg(self, sc: str, an: str, ct: str, v: Any, f: Mapping[str, Any],
-                    special: Mapping[str, Callable[[int, Mapping[str, Any]], Any]]) -> Any:
-        if isinstance(v, str) or isinstance(v, list):
-            return v
-        if isinstance(v, bytes | bytearray):
-            if "sockaddr" in ct:
-                return format_sockaddr(bytes(v))
-            return bytes(v).decode("utf-8", "surrogateescape")
-        if not isinstance(v, int):
-            return v
-        dec = special.get(an)
-        if dec is not None:
-            return dec(v, f)
-        if an in _DFD_NAMES or (an == "fd" and sc in ("execveat",)):
-            return _dfd(v)
-        if an == "mode" and sc in _MODE_SYSCALLS:
-            return _mode(v)
-        if an in _FD_NAMES:
-            return _s32(v)
-        if an in _ID_NAMES:
-            return _s32(v)
-        if "*" in ct or an in _ADDR_NAMES:
-            return sd.pointer(v)
-        if ct in ("int", "pid_t", "key_t", "clockid_t", "timer_t", "mqd_t", "int32_t"):
-            return _s32(v)
-        if ct in ("unsigned int", "u32", "uid_t", "gid_t", "umode_t", "__u32"):
-            return v & 0xFFFFFFFF
-        return _s64(v)
 
     def _file_event(self, name: str, f: Mapping[str, Any], p: Process | None, ok: bool,
                     fd_target: str | None) -> dict[str, Any] | None:
