@@ -799,34 +799,48 @@ def _compile_correlation(c: Any, p: _Parsed, rid: str, by_ref: dict[str, Compile
 
 
 class _KindTable:
-    """The rules of one kind: those keyed by an index field value and the rest."""
+    """The rules of one kind: filed under an index field's values, and the rest."""
 
-    def __init__(self, index_field: str | None) -> None:
-        self.index_field = index_field
+    def __init__(self, index_fields: tuple[str, ...]) -> None:
+        self.index_fields = index_fields
         self.generic: list[CompiledRule] = []
-        self.keyed: dict[str, list[CompiledRule]] = defaultdict(list)
-        self.cache: dict[str | None, tuple[CompiledRule, ...]] = {}
+        self.keyed: dict[str, dict[str, list[CompiledRule]]] = {
+            f: defaultdict(list) for f in index_fields}
+        self.cache: dict[tuple[str | None, ...], tuple[CompiledRule, ...]] = {}
+        from .sigma import key_function
+
+        ns = {f"_k{i}": key_function(f) for i, f in enumerate(index_fields)}
+        body = ", ".join(f"_k{i}(f.get({f!r}))" for i, f in enumerate(index_fields))
+        self._keys = eval(f"lambda f: ({body},)", ns)  # one call per event
 
     def add(self, r: CompiledRule) -> None:
-        if r.index is not None and r.index[0] == self.index_field:
+        if r.index is not None and r.index[0] in self.keyed:
             for k in r.index[1]:
-                self.keyed[k].append(r)
+                self.keyed[r.index[0]][k].append(r)
         else:
             self.generic.append(r)
 
-    def candidates(self, key: str | None) -> tuple[CompiledRule, ...]:
-        got = self.cache.get(key)
+    def keys(self, fields: dict[str, Any]) -> tuple[str | None, ...]:
+        return self._keys(fields)
+
+    def candidates(self, keys: tuple[str | None, ...]) -> tuple[CompiledRule, ...]:
+        got = self.cache.get(keys)
         if got is not None:
             return got
         rules = list(self.generic)
-        if key is not None and key in self.keyed:
-            rules.extend(self.keyed[key])
-            rules.sort(key=lambda r: r.order)
+        for f, k in zip(self.index_fields, keys, strict=True):
+            if k is not None:
+                rules.extend(self.keyed[f].get(k, ()))
+        rules.sort(key=lambda r: r.order)
         got = tuple(rules)
         if len(self.cache) >= 4096:
             self.cache.clear()
-        self.cache[key] = got
+        self.cache[keys] = got
         return got
+
+    def __len__(self) -> int:
+        return len(self.generic) + len({id(r) for m in self.keyed.values()
+                                        for v in m.values() for r in v})
 
 
 class Engine:
@@ -880,8 +894,7 @@ class Engine:
             elif r.kind is not None:
                 t = self._tables.get(r.kind)
                 if t is None:
-                    fields = INDEX_FIELDS.get(r.kind, ())
-                    t = self._tables[r.kind] = _KindTable(fields[0] if fields else None)
+                    t = self._tables[r.kind] = _KindTable(INDEX_FIELDS.get(r.kind, ()))
                 t.add(r)
         self._emit = {r.id: self._emits(r) for r in rules.rules}
         # correlations judged when a window closes: any event advances their clock
@@ -899,18 +912,14 @@ class Engine:
 
     def rules_for(self, kind: str) -> int:
         t = self._tables.get(kind)
-        return 0 if t is None else len(t.generic) + len({id(r) for v in t.keyed.values()
-                                                          for r in v})
+        return 0 if t is None else len(t)
 
     def candidates(self, sev: SigmaEvent) -> tuple[CompiledRule, ...]:
         """The rules ``sev`` is evaluated against (its kind, narrowed by the index)."""
         t = self._tables.get(sev.kind)
         if t is None:
             return ()
-        v = sev.fields.get(t.index_field) if t.index_field else None
-        from .sigma import index_key
-
-        return t.candidates(index_key(t.index_field, v) if t.index_field else None)
+        return t.candidates(t.keys(sev.fields))
 
     def process(self, sev: SigmaEvent) -> list[Match]:
         """Matches of every rule (and correlation) ``sev`` completes."""
@@ -922,20 +931,13 @@ class Engine:
         if t is None:
             return out
         f = sev.fields
-        idx = t.index_field
-        key = None
-        if idx is not None:
-            v = f.get(idx)
-            if v.__class__ is str:
-                key = v.rsplit("/", 1)[-1].lower() if idx == "Image" else v.lower()
-        cands = t.cache.get(key)
+        keys = t.keys(f)
+        cands = t.cache.get(keys)
         if cands is None:
-            cands = t.candidates(key)
+            cands = t.candidates(keys)
         if not cands:
             return out
-        from .sigma import Lowered
-
-        low = Lowered(f)
+        low = _Lowered(f)
         for r in cands:
             try:
                 hit = r.fn(f, low)
@@ -998,6 +1000,13 @@ class Engine:
             "errors": dict(self.errors), "evicted_groups": self.evicted,
             "rules": {k: self.rules_for(k) for k in self._tables},
         }
+
+
+def _Lowered(f: dict[str, Any]) -> Any:
+    from .sigma import Lowered
+
+    globals()["_Lowered"] = Lowered  # bind once: no import per event
+    return Lowered(f)
 
 
 def _flatten(events: list[Any]) -> list[SigmaEvent]:

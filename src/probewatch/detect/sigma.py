@@ -122,18 +122,21 @@ PROCESS_FIELDS = frozenset({
 })
 
 KIND_FIELDS: dict[str, frozenset[str]] = {
-    "process_creation": PROCESS_FIELDS | {"OriginalArgv0", "ExecSyscall"},
+    # Std*Target: what fds 0-2 refer to (detect/mapping.py, beyond the contract)
+    "process_creation": PROCESS_FIELDS | {"OriginalArgv0", "ExecSyscall", "StdinTarget",
+                                          "StdoutTarget", "StderrTarget"},
     "file_event": PROCESS_FIELDS | {
         "TargetFilename", "Operation", "SourceFilename", "Flags", "Mode", "Syscall", "Success",
     },
     "network_connection": PROCESS_FIELDS | {
         "DestinationIp", "DestinationPort", "SourceIp", "SourcePort", "DestinationIsIpv6",
-        "Initiated", "Protocol", "Fd", "Success",
+        "Initiated", "Protocol", "Fd", "Success", "Syscall",
     },
-    "auditd": frozenset({
+    # audit.log's names; the mapper adds the process fields to each record too
+    "auditd": PROCESS_FIELDS | {
         "type", "argc", "SYSCALL", "exe", "comm", "uid", "euid", "auid", "success", "exit",
         "name", "nametype",
-    }),
+    },
 }
 _AUDIT_ARG = re.compile(r"a\d+")
 
@@ -210,15 +213,31 @@ def normalize(v: Any) -> Any:
 class Lowered(dict):
     """Per-event lazy cache of lowered field values: ``L["Image"]`` lowers once per event."""
 
-    __slots__ = ("f",)
+    __slots__ = ("f", "_text")
 
     def __init__(self, f: dict[str, Any]) -> None:
         self.f = f
+        self._text: str | None = None
 
     def __missing__(self, k: str) -> Any:
-        r = _norm(self.f.get(k), True)
+        v = self.f.get(k)
+        r = v.lower() if v.__class__ is str else _norm(v, True)
         self[k] = r
         return r
+
+    def text(self) -> str:
+        """Every field value, lowered, NUL-separated: what keywords are searched in."""
+        t = self._text
+        if t is None:
+            parts: list[str] = []
+            for k in self.f:
+                v = self[k]
+                if v.__class__ is str:
+                    parts.append(v)
+                elif v:
+                    parts.extend(v)
+            t = self._text = "\0".join(parts)
+        return t
 
 
 # --- string patterns ------------------------------------------------------------
@@ -268,6 +287,26 @@ class _Patterns:
                 else:
                     rx.append(re.escape(str(p)))
             self.regex.append("".join(rx))
+
+    def required_dir1(self) -> set[str] | None:
+        """First path components these patterns can only match (None: any)."""
+        if self.anything or self.ends or self.contains or self.regex:
+            return None
+        out = set()
+        for e in self.eq:
+            d = _dir1(e.lower())
+            if d is None:
+                return None
+            out.add(d)
+        for e in self.starts:
+            e = e.lower()
+            if not e.startswith("/") or "/" not in e[1:]:
+                return None
+            d = _dir1(e)
+            if d is None:
+                return None
+            out.add(d)
+        return out
 
     def required_basenames(self) -> set[str] | None:
         """Image basenames these patterns can only match (None: any)."""
@@ -454,23 +493,48 @@ class CompiledDetection:
         return bool(self.fn(fields, Lowered(fields)))
 
 
-#: per kind, the index field tried first for rules and events (value -> key)
+#: per kind, the index fields in order of preference: a rule is filed under the first
+#: one its condition requires (Syscall names, audit SYSCALL name or record type, Image
+#: basename, first directory of TargetFilename); other rules are evaluated for every
+#: event of the kind
 INDEX_FIELDS: dict[str, tuple[str, ...]] = {
     "syscall": ("Syscall",),
-    "auditd": ("type",),
+    "auditd": ("SYSCALL", "type"),
     "process_creation": ("Image",),
-    "file_event": ("Image",),
+    "file_event": ("Image", "TargetFilename"),
     "network_connection": ("Image",),
 }
 
 
 def index_key(fieldname: str, value: Any) -> str | None:
-    """The index key of an event's value of an index field."""
+    """The index key of an event's value of an index field.
+
+    >>> index_key("Image", "/usr/bin/Curl"), index_key("TargetFilename", "/etc/cron.d/x")
+    ('curl', 'etc')
+    """
     if value is None or value.__class__ is not str:
         return None
     if fieldname == "Image":
         return value.rsplit("/", 1)[-1].lower()
+    if fieldname == "TargetFilename":
+        return _dir1(value.lower())
     return value.lower()
+
+
+def key_function(fieldname: str) -> Callable[[Any], str | None]:
+    """``index_key`` specialised for one field (the engine calls it per event)."""
+    if fieldname == "Image":
+        return lambda v: v.rsplit("/", 1)[-1].lower() if v.__class__ is str else None
+    if fieldname == "TargetFilename":
+        return lambda v: _dir1(v.lower()) if v.__class__ is str else None
+    return lambda v: v.lower() if v.__class__ is str else None
+
+
+def _dir1(v: str) -> str | None:
+    """The first component of an absolute path ('etc' for /etc/passwd)."""
+    if not v.startswith("/"):
+        return None
+    return v[1:].split("/", 1)[0]
 
 
 def _walk_items(det: SigmaDetection | SigmaDetectionItem) -> Iterable[SigmaDetectionItem]:
@@ -506,7 +570,7 @@ def _modname(mod: type) -> str:
 class _Compiler:
     def __init__(self, kind: str, placeholders: dict[str, list[str]] | None) -> None:
         self.kind = kind
-        self.ns: dict[str, Any] = {"_any": _any_value}
+        self.ns: dict[str, Any] = {"_any": _any_value, "_str": str}
         self.fields: set[str] = set()
         self.placeholders = placeholders or {}
         self.keyword = False
@@ -602,12 +666,18 @@ class _Compiler:
             self.keyword = True
             if cased:
                 return f"any({test}(_n(v)) for v in f.values())"
+            if p.contains and not (p.eq or p.starts or p.ends or p.regex or p.anything) and \
+                    not any("\0" in c for c in p.contains):
+                # substrings: one search in all values joined (a NUL never matches)
+                return f"{test}(L.text())"
             return f"any({test}(L[k]) for k in f)"
         self.fields.add(fld)
         self._patterns_by_field.setdefault(fld, []).append(p)
-        if cased:
-            return f"{test}(_n(f.get({fld!r})))"
-        return f"{test}(L[{fld!r}])"
+        var = f"_v{len(self.ns)}"
+        inline = _str_test_source(p, self.ns, var)
+        get = f"_n(f.get({fld!r}))" if cased else f"L[{fld!r}]"
+        # the common case (a str value) inline; lists, numbers and None through _t
+        return f"(({inline}) if ({var} := {get}).__class__ is _str else {test}({var}))"
 
     _patterns_by_field: dict[str, list[_Patterns]]
 
@@ -692,9 +762,49 @@ def _required(node: Any, fld: str, comp: _Compiler) -> set[str] | None:
             p.add(v, lower=True)
         if fld == "Image":
             return p.required_basenames()
+        if fld == "TargetFilename":
+            return p.required_dir1()
         if p.starts or p.ends or p.contains or p.regex or p.anything:
             return None
         return set(p.eq)
+    return None
+
+
+#: fields (nearly) every event of their kinds carries: no presence guard for them
+_ALWAYS = PROCESS_FIELDS - {"ContainerId", "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT",
+                            "PYTHONPATH", "BASH_ENV", "HISTFILE", "HISTSIZE", "HISTFILESIZE",
+                            "PROMPT_COMMAND", "SSH_CONNECTION", "GrandparentImage"} | {
+    "Syscall", "type", "TargetFilename", "Success", "Operation", "DestinationIp",
+    "DestinationPort", "Initiated", "Protocol"}
+
+
+def _union(sets: list[set[str] | None]) -> set[str] | None:
+    out: set[str] = set()
+    for x in sets:
+        if x is None:
+            return None
+        out |= x
+    return out
+
+
+def _presence(node: Any) -> set[str] | None:
+    """Fields of which at least one must be present for the condition to be true."""
+    if isinstance(node, ConditionAND):
+        best: set[str] | None = None
+        for a in node.args:
+            r = _presence(a)
+            if r is not None and (best is None or len(r) < len(best)):
+                best = r
+        return best
+    if isinstance(node, ConditionOR):
+        return _union([_presence(a) for a in node.args])
+    if isinstance(node, ConditionFieldEqualsValueExpression):
+        v = node.value
+        if isinstance(v, SigmaNull) or (isinstance(v, SigmaExists) and not v.exists):
+            return None
+        if isinstance(v, SigmaString) and v.s == [SpecialChars.WILDCARD_MULTI]:
+            return {node.field}
+        return {node.field}
     return None
 
 
@@ -716,6 +826,12 @@ def compile_detection(
         trees.append(cond.parse())
     exprs = [comp.compile(t) for t in trees]
     expr = exprs[0] if len(exprs) == 1 else "(" + " or ".join(exprs) + ")"
+    # a rule that needs one of a few rarely present fields first checks that one is
+    # there (cheap), before any value is lowered
+    present = _union([_presence(t) for t in trees])
+    if present is not None and not present & _ALWAYS and len(present) <= 8:
+        guard = " or ".join(f"{k!r} in f" for k in sorted(present))
+        expr = f"({guard}) and {expr}"
     comp.ns["_n"] = lambda v: _norm(v, False)
     src = f"def _rule(f, L):\n    return {expr}\n"
     local: dict[str, Any] = {}
