@@ -234,3 +234,52 @@ detection: {s: {Image|endswith: /two}, condition: s}
     assert [(r.title, r.level) for r in rs.rules] == [("one", "low"), ("two", "low")]
     e = Engine(rs)
     assert names(e.process(SigmaEvent("process_creation", 0, 0, {"Image": "/x/two"}))) == [None]
+
+
+# --- the index is only a prefilter: indexed evaluation equals evaluating every rule ---
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+SIGMA = Path(__file__).resolve().parent.parent / "sigma"
+_VOCAB: dict[str, list[object]] = {
+    "Image": ["/usr/bin/id", "/usr/bin/ID", "/bin/sh", "/usr/bin/crontab", "/usr/bin/curl",
+              "/sbin/insmod", "/usr/bin/python3", "/tmp/x", "relative/nc", "", None, 5],
+    "CommandLine": ["nc -e /bin/sh", "curl http://x", "crontab -l", "t -x 1 -y 2", "xx yy",
+                    "pp qq", "bash -i", ""],
+    "User": ["root", "bob", "alice", "nobody"],
+    "Syscall": ["ptrace", "PTRACE", "openat", "init_module", "execve", "write", None],
+    "request": ["PTRACE_ATTACH", "PTRACE_TRACEME"],
+    "type": ["SYSCALL", "EXECVE", "PATH", "syscall"],
+    "SYSCALL": ["ptrace", "memfd_create", "sysinfo"],
+    "a0": ["whoami", "sysctl"], "exe": ["/tmp/a", "/usr/bin/kmod"],
+    "TargetFilename": ["/etc/shadow", "/etc/cron.d/x", "/tmp/a", "/ETC/passwd", "x", None],
+    "Operation": ["write", "create", "unlink"], "Success": [True, False, "false"],
+    "ParentImage": ["/bin/bash", "/opt/gitlab-runner"], "Uid": [0, 1000, "0"],
+    "argv": [["nc", "-e"], ["ls"], []], "DestinationIp": ["10.1.1.1", "fd00::1", "8.8.8.8"],
+    "LD_PRELOAD": ["/tmp/x.so", ""], "Comm": ["gdb", "evil"],
+}
+
+
+@st.composite
+def _events(draw: st.DrawFn) -> SigmaEvent:
+    kind = draw(st.sampled_from(["process_creation", "syscall", "file_event",
+                                 "network_connection", "auditd"]))
+    keys = draw(st.lists(st.sampled_from(sorted(_VOCAB)), unique=True, max_size=8))
+    return SigmaEvent(kind, 0, 1, {k: draw(st.sampled_from(_VOCAB[k])) for k in keys})
+
+
+@pytest.fixture(scope="module")
+def _big() -> RuleSet:
+    return RuleSet.load([SIGMA / "modifiers.yml", SIGMA / "conditions.yml", SIGMA /
+                         "filtered.yml"], default=True, placeholders={"shells": ["*/sh"]})
+
+
+@settings(max_examples=300, deadline=None)
+@given(ev=_events())
+def test_index_equals_evaluating_every_rule(_big: RuleSet, ev: SigmaEvent) -> None:
+    e = Engine(_big)
+    got = sorted(m.rule.id for m in e.process(ev) if not m.rule.correlation)
+    want = sorted(r.id for r in _big.rules
+                  if not r.correlation and r.generate and r.matches(ev))
+    assert got == want
