@@ -325,6 +325,10 @@ def script_pty_devnull(c: Ctx) -> None:
     c.run(["script", "-qc", "/bin/true", "/dev/null"])
 
 
+def perl_exec_shell(c: Ctx) -> None:
+    c.run(["perl", "-e", 'exec "/bin/sh -i";'], input=b"exit\n")
+
+
 def python_pty_module(c: Ctx) -> None:
     c.run([PY, "-c", "import pty;print(pty.STDIN_FILENO)"])
 
@@ -662,6 +666,7 @@ BEHAVIORS: dict[str, Behavior] = {
     "python_connect_only": _p(python_connect_only),
     "python_pty_spawn": _p(python_pty_spawn, "interpreter_pty_shell"),
     "script_pty_devnull": _p(script_pty_devnull, "interpreter_pty_shell"),
+    "perl_exec_shell": _p(perl_exec_shell, "interpreter_pty_shell"),
     "python_pty_module": _p(python_pty_module),
     "script_to_file": _p(script_to_file),
     # persistence
