@@ -458,3 +458,32 @@ correlation: {type: event_count, rules: [base], timespan: 5x, condition: {gte: 2
     assert "missing, which is not loaded" in rep["needs_missing"].reason
     assert "Timespan" in rep["bad_span"].reason and rep["bad_span"].line == 17
     assert rs.rules == []
+
+
+def test_generate_true_keeps_the_base_rules_alerting(tmp_path: Path) -> None:
+    p = tmp_path / "g.yml"
+    p.write_text("""
+title: su run
+name: su_run
+logsource: {category: process_creation, product: linux}
+detection: {s: {Image|endswith: /su}, condition: s}
+---
+title: many su
+name: many_su
+correlation: {type: event_count, rules: [su_run], timespan: 1m, condition: {gte: 2},
+              generate: true}
+""")
+    e = Engine(RuleSet.load([p], default=False))
+    assert feed(e, PC, 0, Image="/bin/su") == ["su_run"]
+    assert feed(e, PC, 1, Image="/bin/su") == ["su_run", "many_su"]
+
+
+def test_min_level_still_evaluates_what_correlations_need() -> None:
+    rs = RuleSet.load([SIGMA / "correlations.yml"], default=False)
+    e = Engine(rs, min_level="high")
+    ev = {"Syscall": "openat", "filename": "/etc/shadow", "Success": False, "User": "u"}
+    # shadow_fail is `low`: silent itself, yet it feeds the `high` correlation
+    assert [feed(e, "syscall", t, **ev) for t in (0, 1, 2)] == [[], [], ["shadow_fail_burst"]]
+    # a `medium` correlation is not reported at min_level high
+    for t, img in enumerate(["/usr/bin/id", "/usr/bin/uname", "/bin/ps"]):
+        assert feed(e, PC, 10 + t, Image=img, ParentProcessId=1) == []
