@@ -132,6 +132,16 @@ def test_min_level(rs: RuleSet) -> None:
         Engine(rs, min_level="nope")
 
 
+def test_rule_without_level_counts_as_medium() -> None:
+    rs = RuleSet.load([], default=False)
+    rs.add_yaml("title: t\nlogsource: {category: process_creation}\n"
+                "detection: {s: {Image: /x}, condition: s}\n")
+    ev = SigmaEvent("process_creation", 1, 1, {"Image": "/x"})
+    assert rs.rules[0].level is None
+    assert len(Engine(rs, min_level="medium").process(ev)) == 1
+    assert Engine(rs, min_level="high").process(ev) == []
+
+
 def test_evaluation_errors_are_counted_not_raised(rs: RuleSet) -> None:
     class Bad:
         def __str__(self) -> str:

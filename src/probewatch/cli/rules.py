@@ -89,6 +89,7 @@ def _load(paths: list[str], default: bool, filters: list[str]) -> Any:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from ..detect.engine import UNSET_LEVEL
     from ..detect.model import at_least, parse_level
 
     try:
@@ -97,7 +98,7 @@ def run_list(args: argparse.Namespace) -> int:
         print(f"probewatch rules: {e}", file=sys.stderr)
         return 2
     rs = _load(args.rules, not args.no_default_rules, args.filters)
-    rules = [r for r in rs.rules if at_least(r.level or "informational", minimum)]
+    rules = [r for r in rs.rules if at_least(r.level or UNSET_LEVEL, minimum)]
     if args.json:
         doc = {"rules": [r.to_dict() for r in rules],
                "problems": [p.to_dict() for p in rs.report],

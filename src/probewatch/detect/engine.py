@@ -36,10 +36,14 @@ from typing import Any
 from .correlation import Correlator, Fired
 from .model import LEVELS, SigmaEvent, at_least, parse_level
 
-__all__ = ["DEFAULT_RULES_DIR", "CompiledRule", "Engine", "LoadProblem", "Match", "RuleSet"]
+__all__ = ["DEFAULT_RULES_DIR", "UNSET_LEVEL", "CompiledRule", "Engine", "LoadProblem", "Match",
+           "RuleSet"]
 
 #: the shipped rules (package data)
 DEFAULT_RULES_DIR = Path(__file__).resolve().parent / "rules"
+
+#: the level a rule without ``level:`` is filtered as (not hidden by ``--level low``)
+UNSET_LEVEL = "medium"
 
 _TECHNIQUE = re.compile(r"t\d{4}(?:\.\d{3})?", re.IGNORECASE)
 
@@ -847,7 +851,8 @@ class Engine:
     """Evaluate a RuleSet on SigmaEvents: ``process(sev) -> list[Match]``.
 
     ``min_level`` drops matches of rules below that level (rules below it that a
-    correlation needs are still evaluated). Evaluation errors are counted per rule
+    correlation needs are still evaluated); a rule without a level counts as
+    ``UNSET_LEVEL`` (medium). Evaluation errors are counted per rule
     in ``errors`` and never raised. ``max_groups`` bounds each correlation's state.
     """
 
@@ -903,7 +908,7 @@ class Engine:
         self._next_tick = -(2**63)
 
     def _emits(self, r: CompiledRule) -> bool:
-        return r.generate and at_least(r.level or "informational", self.min_level)
+        return r.generate and at_least(r.level or UNSET_LEVEL, self.min_level)
 
     @property
     def evicted(self) -> int:
