@@ -487,3 +487,12 @@ def test_min_level_still_evaluates_what_correlations_need() -> None:
     # a `medium` correlation is not reported at min_level high
     for t, img in enumerate(["/usr/bin/id", "/usr/bin/uname", "/bin/ps"]):
         assert feed(e, PC, 10 + t, Image=img, ParentProcessId=1) == []
+
+
+def test_closed_windows_end_one_timespan_after_their_first_event(corr: Engine) -> None:
+    assert feed(corr, PC, 0, Image="/usr/sbin/heartbeat") == []
+    assert feed(corr, PC, 9, Image="/usr/sbin/heartbeat") == []  # 2 events: not < 2
+    assert feed(corr, PC, 10.5, Image="/usr/sbin/heartbeat") == []  # closes 0..10, opens
+    # any event (even one no rule matches) advances time: 10.5..20.5 had one event
+    assert feed(corr, "syscall", 21, Syscall="getpid") == ["too_few_heartbeats"]
+    assert corr.flush() == []

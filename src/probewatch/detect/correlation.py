@@ -332,7 +332,14 @@ class Correlator:
             return out
         if now > self.now:
             self.now = now
-        self._sweep(now, out)
+        if self.closed:  # windows end `timespan` after their first event
+            for key, g in list(self.groups.items()):
+                if g.start + self.span < now:
+                    del self.groups[key]
+                    self.expired += 1
+                    self._close(g, out)
+        else:
+            self._sweep(now, out)
         return out
 
     def __len__(self) -> int:
