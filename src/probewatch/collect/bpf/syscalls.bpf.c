@@ -594,6 +594,105 @@ static long pw_cwd_one(__u32 i, struct pw_cwd_state *st)
 	return 0;
 }
 
+/*
+ * The environment is walked string by string (bpf_loop, PW_ENV_CHUNK bytes a read) and
+ * only strings that start like a variable of interest are kept: LD_*, PYTHON*,
+ * BASH_ENV=, ENV=, HIST*, PROMPT_COMMAND=, SSH_C*, SUDO_*, PERL5OPT=, NODE_OPTIONS=,
+ * GCONV_PATH= (user space keeps the exact names). So a large environment cannot push
+ * LD_PRELOAD out of view. A string longer than a chunk is skipped chunk by chunk.
+ */
+#define PW_ENV_CHUNK 1024
+#define PW_ENV_ITERS 2048
+
+struct pw_env_state {
+	__u64 p;      /* next user address to read */
+	__u64 end;    /* mm->env_end */
+	__u32 pos;    /* next free byte of the data area */
+	__u32 limit;  /* kept strings end before this */
+	__u32 flags;
+	__u32 skipping; /* inside a long string: drop up to its NUL */
+};
+
+/* d starts with the string literal lit (at most 15 characters); no loop to unroll */
+#define PW_B(d, lit, k) (sizeof(lit) - 1 <= (k) || (d)[k] == (__u8)(lit)[(k) & 15])
+#define PW_PFX(d, lit)                                                          \
+	(PW_B(d, lit, 0) && PW_B(d, lit, 1) && PW_B(d, lit, 2) && PW_B(d, lit, 3) && \
+	 PW_B(d, lit, 4) && PW_B(d, lit, 5) && PW_B(d, lit, 6) && PW_B(d, lit, 7) && \
+	 PW_B(d, lit, 8) && PW_B(d, lit, 9) && PW_B(d, lit, 10) &&                  \
+	 PW_B(d, lit, 11) && PW_B(d, lit, 12) && PW_B(d, lit, 13) && PW_B(d, lit, 14))
+
+static __always_inline bool pw_env_wanted(const __u8 *d)
+{
+	switch (d[0]) {
+	case 'L':
+		return PW_PFX(d, "LD_");
+	case 'P':
+		return PW_PFX(d, "PYTHON") || PW_PFX(d, "PROMPT_COMMAND=") ||
+		       PW_PFX(d, "PERL5OPT=");
+	case 'B':
+		return PW_PFX(d, "BASH_ENV=");
+	case 'E':
+		return PW_PFX(d, "ENV=");
+	case 'H':
+		return PW_PFX(d, "HIST");
+	case 'S':
+		return PW_PFX(d, "SSH_C") || PW_PFX(d, "SUDO_");
+	case 'N':
+		return PW_PFX(d, "NODE_OPTIONS=");
+	case 'G':
+		return PW_PFX(d, "GCONV_PATH=");
+	}
+	return false;
+}
+
+static long pw_env_one(__u32 i, struct pw_env_state *st)
+{
+	struct pw_xscratch *s = pw_xscratch();
+	__u32 pos = st->pos, lim;
+	const __u8 *d;
+	long n;
+
+	if (!s || st->p >= st->end)
+		return 1;
+	if (pos + 2 > st->limit || pos + 2 > PW_XDATA_SIZE) {
+		st->flags |= PW_XI_ENV_TRUNC;
+		return 1;
+	}
+	lim = PW_XDATA_SIZE - pos;
+	if (lim > PW_ENV_CHUNK)
+		lim = PW_ENV_CHUNK;
+	pw_bound(pos, PW_XDATA_MASK);
+	pw_bound(lim, 2 * PW_ENV_CHUNK - 1);
+	if (lim > PW_ENV_CHUNK)
+		lim = PW_ENV_CHUNK;
+	if (lim < 2)
+		return 1;
+	d = s->rec + sizeof(struct pw_exec_info) + pos;
+	n = bpf_probe_read_user_str((void *)d, lim, (const void *)st->p);
+	if (n <= 0) {
+		st->flags |= PW_XI_ENV_FAULT;
+		return 1;
+	}
+	if (!st->skipping && pw_env_wanted(d)) {
+		if (pos + n > st->limit) {
+			st->flags |= PW_XI_ENV_TRUNC;
+			return 1;
+		}
+		if (n == lim)
+			st->flags |= PW_XI_ENV_TRUNC; /* the value is cut */
+		st->pos = pos + n;
+	}
+	/* n == lim: the string goes on past this chunk (its last byte became the NUL) */
+	if (n == lim) {
+		st->skipping = 1;
+		st->p += n - 1;
+	} else {
+		st->skipping = 0;
+		st->p += n;
+	}
+	return 0;
+}
+
 /* copy n bytes from src (user or kernel memory) to the data area at pos; returns bytes */
 static __always_inline __u32 pw_xpiece(struct pw_xscratch *s, __u32 pos, const void *src,
 				       __u32 n, bool user)
@@ -708,17 +807,21 @@ __noinline int pw_exec_info_emit(__u32 fname_n)
 			e->flags |= n ? PW_XI_ARGV_TRUNC : PW_XI_ARGV_FAULT;
 		e->argv_len = n;
 		pos += n;
-		/* the environment: its first xenv_max bytes */
-		a = BPF_CORE_READ(mm, env_start);
-		b = BPF_CORE_READ(mm, env_end);
-		want = b > a ? (b - a > 0xffff ? 0xffff : b - a) : 0;
-		if (want > xenv_max) {
-			want = xenv_max;
-			e->flags |= PW_XI_ENV_TRUNC;
-		}
-		n = pw_xpiece(s, pos, (const void *)a, want, true);
-		if (n < want)
-			e->flags |= n ? PW_XI_ENV_TRUNC : PW_XI_ENV_FAULT;
+		/* the environment: only the variables of interest, wherever they are */
+		struct pw_env_state es = {};
+
+		es.p = BPF_CORE_READ(mm, env_start);
+		es.end = BPF_CORE_READ(mm, env_end);
+		es.pos = pos;
+		es.limit = pos + (xenv_max > PW_XPIECE_MAX ? PW_XPIECE_MAX : xenv_max);
+		if (es.limit > PW_XDATA_SIZE)
+			es.limit = PW_XDATA_SIZE;
+		if (es.p < es.end)
+			bpf_loop(PW_ENV_ITERS, pw_env_one, &es, 0);
+		if (es.p < es.end && !(es.flags & PW_XI_ENV_FAULT))
+			es.flags |= PW_XI_ENV_TRUNC;
+		e->flags |= es.flags;
+		n = es.pos > pos ? es.pos - pos : 0;
 		e->env_len = n;
 		pos += n;
 	}
