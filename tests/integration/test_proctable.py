@@ -105,6 +105,39 @@ def test_exec_and_exit_at_once_is_known_right(bpf: None, tmp_path: Path) -> None
     assert [au[0].fields[f"a{i}"] for i in range(4)] == [true, "first arg", "--x=1", ""]
 
 
+def test_env_behind_junk_cwd_on_other_mount_and_deep_cwd(bpf: None, tmp_path: Path) -> None:
+    """LD_PRELOAD after 40 KB of other variables is still seen; a cwd on another mount
+    (/dev/shm) is walked across it; a cwd deeper than the walk is flagged truncated."""
+    import tempfile
+
+    shm = Path(tempfile.mkdtemp(prefix="pw-cwd-", dir="/dev/shm"))
+    deep = tmp_path
+    for _ in range(140):
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    true = shutil.which("true") or "/bin/true"
+    table = ProcessTable()
+    try:
+        with open_watch_session(syscalls=["execve"]) as s:
+            s.start()
+            env = {"JUNK": "j" * 20000, **{f"V{i}": "v" * 60 for i in range(300)},
+                   "LD_PRELOAD": "/nonexistent/late.so"}
+            a = subprocess.Popen([true], cwd=shm, env=env, stderr=subprocess.DEVNULL)
+            a.wait()
+            b = subprocess.Popen([true, "deep"], cwd=deep)
+            b.wait()
+            run_until(s, table, None,
+                      lambda: _exited(table, a.pid)() and _exited(table, b.pid)())
+    finally:
+        shm.rmdir()
+    pa, pb = table.procs.get(a.pid), table.procs.get(b.pid)
+    assert pa is not None and pb is not None
+    assert pa.env == {"LD_PRELOAD": "/nonexistent/late.so"}
+    assert pa.cwd == str(shm)
+    assert "cwd" in pb.truncated
+    assert pb.cwd == "/d" * 128  # the innermost 128 components
+
+
 def test_three_level_chain_ancestry_reaches_pid_1(bpf: None, tmp_path: Path) -> None:
     table = ProcessTable()
     table.seed()
