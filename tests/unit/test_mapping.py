@@ -327,15 +327,28 @@ def test_needed_syscalls() -> None:
     assert set(every) <= set(WATCH_SYSCALLS) and "execve" in every and "ptrace" in every
 
     class R:
-        def __init__(self, kind: str) -> None:
-            self.kind = kind
+        def __init__(self, kind: str | None, index: Any = None, corr: str | None = None
+                     ) -> None:
+            self.kind, self.kinds, self.index, self.correlation = (
+                kind, [kind] if kind else [], index, corr)
 
     class RS:
-        rules = [R("process_creation")]
+        def __init__(self, *rules: R) -> None:
+            self.rules = list(rules)
 
-    few = needed_syscalls(RS(), SYSCALLS)
+    few = needed_syscalls(RS(R("process_creation"), R(None, corr="temporal")), SYSCALLS)
     assert "ptrace" not in few and set(few) <= set(CORE_SYSCALLS)
     assert "execve" in few and "dup2" in few
+    # syscall rules indexed on Syscall: just those (known to this table) and the core
+    sc = needed_syscalls(RS(R("syscall", ("Syscall", frozenset({"PTRACE", "bpf"})))),
+                         SYSCALLS)
+    assert "ptrace" in sc and "bpf" in sc and "setsockopt" not in sc
+    # an unindexed syscall rule, or an auditd SYSCALL rule: everything
+    assert needed_syscalls(RS(R("syscall")), SYSCALLS) == every
+    assert needed_syscalls(RS(R("auditd", ("type", frozenset({"syscall"})))),
+                           SYSCALLS) == every
+    ex = needed_syscalls(RS(R("auditd", ("type", frozenset({"execve"})))), SYSCALLS)
+    assert "ptrace" not in ex and "execve" in ex
 
 
 def test_kinds_filter_keeps_state(mapper: Mapper) -> None:

@@ -760,17 +760,25 @@ class Mapper:
 
 
 def needed_syscalls(rules: Any = None, table: SyscallTable | None = None) -> list[str]:
-    """The syscalls to trace: WATCH_SYSCALLS, or when ``rules`` (a RuleSet or rules
-    with ``fields``/``logsource`` info) says which kinds it uses, only what those kinds
-    need plus what the table and the mapper need. Only names this kernel knows."""
+    """The syscalls to trace for ``rules`` (a RuleSet, or rules with ``kind``/``kinds``
+    and ``index``): what the table and the mapper need (CORE_SYSCALLS), plus the file
+    and connect syscalls when file_event / network_connection rules exist, plus for
+    ``syscall`` rules the syscall names they are indexed on (all of WATCH_SYSCALLS
+    when one is not indexed on ``Syscall``), plus WATCH_SYSCALLS for auditd SYSCALL or
+    PATH rules. ``rules=None``: WATCH_SYSCALLS. Only names with a tracepoint here."""
     names: set[str] = set(WATCH_SYSCALLS)
-    kinds = _rule_kinds(rules)
-    if kinds is not None and "syscall" not in kinds and "auditd" not in kinds:
+    need = _rule_needs(rules)
+    if need is not None:
+        kinds, syscall_names, audit_types = need
         names = set(CORE_SYSCALLS)
         if "file_event" in kinds:
             names |= set(_FILE_OPS) | {"open", "openat", "openat2", "creat"}
         if "network_connection" in kinds:
             names |= {"socket", "connect"}
+        if "syscall" in kinds:
+            names |= set(WATCH_SYSCALLS) if syscall_names is None else syscall_names
+        if "auditd" in kinds and (audit_types is None or audit_types - {"execve"}):
+            names |= set(WATCH_SYSCALLS)
     if table is None:
         from ..collect.bpf.loader import syscall_table
 
@@ -778,6 +786,39 @@ def needed_syscalls(rules: Any = None, table: SyscallTable | None = None) -> lis
     have = _syscall_tracepoints()
     return sorted(n for n in names if n in table.by_name and table.by_name[n].known
                   and (have is None or n in have))
+
+
+def _rule_needs(rules: Any) -> tuple[set[str], set[str] | None, set[str] | None] | None:
+    """(kinds, syscall names of syscall rules or None: any, auditd types or None: any),
+    or None when the rules do not say."""
+    if rules is None:
+        return None
+    items: Iterable[Any] = getattr(rules, "rules", None) or (
+        rules if isinstance(rules, list | tuple) else [])
+    kinds: set[str] = set()
+    sc_names: set[str] | None = set()
+    au_types: set[str] | None = set()
+    for r in items:
+        ks = getattr(r, "kinds", None) or []
+        k = getattr(r, "kind", None)
+        rk = {str(x) for x in ks} | ({k} if isinstance(k, str) else set())
+        if not rk:
+            if getattr(r, "correlation", None):
+                continue  # a correlation: its referenced rules say what they need
+            return None
+        kinds |= rk
+        idx = getattr(r, "index", None)
+        if "syscall" in rk and sc_names is not None:
+            if k == "syscall" and idx and str(idx[0]).lower() == "syscall":
+                sc_names |= {str(v).lower() for v in idx[1]}
+            else:
+                sc_names = None
+        if "auditd" in rk and au_types is not None:
+            if k == "auditd" and idx and str(idx[0]).lower() == "type":
+                au_types |= {str(v).lower() for v in idx[1]}
+            else:
+                au_types = None
+    return kinds, sc_names, au_types
 
 
 def _syscall_tracepoints() -> set[str] | None:
@@ -789,23 +830,6 @@ def _syscall_tracepoints() -> set[str] | None:
         return {d[10:] for d in os.listdir(base) if d.startswith("sys_enter_")}
     except Exception:
         return None
-
-
-def _rule_kinds(rules: Any) -> set[str] | None:
-    if rules is None:
-        return None
-    kinds: set[str] = set()
-    items: Iterable[Any] = getattr(rules, "rules", None) or (
-        rules if isinstance(rules, list | tuple) else [])
-    for r in items:
-        k = getattr(r, "kind", None) or getattr(r, "kinds", None)
-        if isinstance(k, str):
-            kinds.add(k)
-        elif isinstance(k, Iterable):
-            kinds.update(str(x) for x in k)
-        else:
-            return None  # cannot tell: trace everything
-    return kinds
 
 
 def open_watch_session(pids: Sequence[int] | None = None, *,
