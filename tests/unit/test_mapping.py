@@ -36,10 +36,12 @@ ARGS = {
     "bpf": "int cmd; union bpf_attr * uattr; unsigned int size",
     "symlinkat": "const char * oldname; int newdfd; const char * newname",
     "chdir": "const char * filename",
+    "prctl": "int option; unsigned long arg2; unsigned long arg3; unsigned long arg4; "
+             "unsigned long arg5",
 }
 NRS = {"execve": 59, "openat": 257, "fchmod": 91, "renameat2": 316, "socket": 41,
        "connect": 42, "dup2": 33, "ptrace": 101, "memfd_create": 319, "setsockopt": 54,
-       "unlinkat": 263, "bpf": 321, "symlinkat": 266, "chdir": 80}
+       "unlinkat": 263, "bpf": 321, "symlinkat": 266, "chdir": 80, "prctl": 157}
 
 
 def _table() -> SyscallTable:
@@ -359,3 +361,11 @@ def test_kinds_filter_keeps_state(mapper: Mapper) -> None:
     sevs = m.map(sc(201, 4502, "python3", "connect", 0, fd=3, uservaddr=addr, addrlen=16))
     assert kinds(sevs) == ["network_connection"]
     assert sevs[0].fields["Protocol"] == "tcp"  # the socket() was still tracked
+
+
+def test_prctl_set_name_gives_the_new_name(mapper: Mapper) -> None:
+    start_python(mapper)
+    s = one(mapper.map(sc(200, 4502, "kworker/0:1", "prctl", 0, option=15, arg2=0x7FFE0000,
+                          arg3=0, arg4=0, arg5=0)), "syscall")
+    assert (s["option"], s["arg2"], s["NewName"], s["Comm"], s["Image"]) == (
+        "PR_SET_NAME", 0x7FFE0000, "kworker/0:1", "kworker/0:1", "/usr/bin/python3")

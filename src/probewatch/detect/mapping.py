@@ -19,7 +19,8 @@ tables and a few here: ptrace requests, prctl options, bpf commands, socket opti
 Beyond the contract, for rules on fd hand-offs (reverse shells): the ``syscall`` kind
 has ``FdTarget`` — what the fd argument (``fd``, ``oldfd``, ``fildes``) refers to as
 far as the mapper saw it opened: a path, ``socket:AF_INET:SOCK_STREAM`` and after a
-connect ``socket:AF_INET:SOCK_STREAM:1.2.3.4:4444``, ``memfd:NAME``; and
+connect ``socket:AF_INET:SOCK_STREAM:1.2.3.4:4444``, ``memfd:NAME``; a successful
+``prctl(PR_SET_NAME)`` has ``NewName`` (the comm the record saw at the return); and
 ``process_creation`` has ``StdinTarget``/``StdoutTarget``/``StderrTarget`` (same
 form) when fds 0-2 were set up by traced syscalls (dup2 of a socket, ...). The fd
 table is per process, bounded (64 fds), copied at fork; close() is not traced, so an
@@ -609,6 +610,8 @@ class Mapper:
             sc["TargetFilename"] = paths[-1][0]  # rename/link: the new name
         if fd_target is not None:
             sc["FdTarget"] = fd_target
+        if name == "prctl" and ok and _int(f.get("option")) == 15:
+            sc["NewName"] = ev.comm  # PR_SET_NAME: the comm at the syscall's return
         if isinstance(ret, int):
             sc["Return"] = _s64(ret)
             if not ok:
