@@ -213,8 +213,12 @@ def test_snapshot_restore_round_trip(tmp_path: Path) -> None:
     import json
 
     snap = json.loads(json.dumps(snap))
+    (tmp_path / "4600").mkdir()  # a pid of the machine the replay runs on
+    (tmp_path / "4600" / "stat").write_text("4600 (other) S 1 0 0 0 0 0 0 0 0 0 0 0 0 0 "
+                                            "20 0 1 0 5 0\n")
     t2 = ProcessTable(proc_root=str(tmp_path))
     t2.restore(snap)
+    assert not t2.live and t2.get(4600) is None  # replay: /proc is not consulted
     assert t2.render_ancestry(4502) == t.render_ancestry(4502)
     p = t2.get(4502)
     assert p is not None and p.env == {"LD_PRELOAD": "/tmp/evil.so"}

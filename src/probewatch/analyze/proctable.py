@@ -307,6 +307,9 @@ class ProcessTable:
         self.dropped = 0  # records dropped by the cap (not by the grace period)
         self._last_sweep = 0
         self.lookups = 0  # /proc look-ups for pids seen before their fork
+        # live: /proc describes the events' machine (False after restore(): a replay
+        # must not mix in the processes of the machine it runs on)
+        self.live = True
 
     # -- seeding
     def seed(self) -> int:
@@ -337,7 +340,9 @@ class ProcessTable:
         return out
 
     def restore(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """Seed from snapshot() records instead of /proc (replay)."""
+        """Seed from snapshot() records instead of /proc (replay: /proc is not read
+        from then on)."""
+        self.live = False
         for d in records:
             p = Process.from_dict(d)
             cur = self.procs.get(p.pid)
@@ -370,7 +375,7 @@ class ProcessTable:
             g = self._gone.get((pid, start)) or _find_gone(self._gone, pid, start)
             if g is not None:
                 return g
-        if pid <= 0:
+        if pid <= 0 or not self.live:
             return None
         miss = self._missing.get(pid)
         if miss is not None and self._now - miss < 1_000_000_000:
@@ -457,7 +462,7 @@ class ProcessTable:
         start = f.get("child_start_boottime")
         if not isinstance(start, int):
             # plain fork records also report new threads: only a new tgid is a process
-            status = _read(f"{self.proc_root}/{child}/status", 512)
+            status = _read(f"{self.proc_root}/{child}/status", 512) if self.live else None
             if status:
                 m = re.search(rb"\nTgid:\s*(\d+)", status)
                 if m and int(m.group(1)) != child:
@@ -533,7 +538,7 @@ class ProcessTable:
             p.container = container_id(p.cgroup) or container_id(cg)
         else:
             # path only: the rest from /proc now (right while it runs that program)
-            info = read_proc_process(pid, self.proc_root)
+            info = read_proc_process(pid, self.proc_root) if self.live else None
             p.late = True
             p.source = "exec-late"
             p.argv = []
@@ -623,7 +628,8 @@ class ProcessTable:
             self.dropped += self._drop(pid, start)
         if len(self.procs) + len(self._gone) <= limit:
             return
-        if self._last_sweep and self._now - self._last_sweep < 1_000_000_000:
+        if not self.live or (self._last_sweep and
+                             self._now - self._last_sweep < 1_000_000_000):
             return
         self._last_sweep = self._now or 1
         for pid in list(self.procs):
@@ -635,8 +641,8 @@ class ProcessTable:
     def _cgroup_path(self, cid: int) -> str:
         """cgroup v2 id (the directory's inode) -> its path, from /sys/fs/cgroup."""
         path = self._cg_paths.get(cid)
-        if path is not None:
-            return path
+        if path is not None or not self.live:
+            return path or ""
         base = "/sys/fs/cgroup"
         found = ""
         if len(self._cg_paths) > 4096:
