@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from probewatch.analyze.proctable import (
     NO_AUID,
+    PROCESS_EVENT,
     Process,
     ProcessTable,
     container_id,
@@ -392,3 +393,25 @@ def test_exec_after_the_parent_died_keeps_the_forker(tmp_path: Path) -> None:
     t.on_event(exec_(42, 4900, 1, 40, "/tmp/payload", ["payload"]))
     assert t.render_ancestry(4900) == (
         "init(1) > sshd(812) > bash(4410) > python3(4502) > payload(4900)")
+
+
+def test_lookups_can_be_stored_and_replayed(tmp_path: Path) -> None:
+    """A process read from /proc mid-run is handed to on_lookup; its process_event
+    teaches a replay table the same record."""
+    d = tmp_path / "700"
+    d.mkdir()
+    (d / "stat").write_text("700 (late) S 1 0 0 0 0 0 0 0 0 0 0 0 0 0 20 0 1 0 42 0\n")
+    (d / "cmdline").write_bytes(b"late\0--x\0")
+    live = ProcessTable(proc_root=str(tmp_path))
+    seen: list[Event] = []
+    live.on_lookup = lambda p: seen.append(live.process_event(p, ts=9))
+    assert live.get(700) is not None and len(seen) == 1
+    import json
+
+    stored = Event(**{**json.loads(json.dumps(seen[0].to_dict()))})
+    replay = ProcessTable(proc_root=str(tmp_path / "none"))
+    replay.restore([])
+    replay.on_event(stored)
+    p = replay.get(700)
+    assert p is not None and (p.argv, p.comm, p.ppid) == (["late", "--x"], "late", 1)
+    assert stored.event == PROCESS_EVENT

@@ -42,7 +42,7 @@ import os
 import pwd
 import re
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from ..collect.bpf.loader import EXEC_ENV_KEEP, pick_env, split_argv
@@ -55,12 +55,15 @@ __all__ = [
     "read_proc_process",
     "INTERESTING_ENV",
     "NO_AUID",
+    "PROCESS_EVENT",
 ]
 
 #: environment variables kept per exec (see loader.EXEC_ENV_KEEP)
 INTERESTING_ENV = EXEC_ENV_KEEP
 #: the login uid of a process no login set (audit's "unset")
 NO_AUID = 4294967295
+#: the Event name of a process record (ProcessTable.process_event) in a capture
+PROCESS_EVENT = "probewatch:process"
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _TICK_NS = 1_000_000_000 // _CLK_TCK
@@ -310,6 +313,9 @@ class ProcessTable:
         # live: /proc describes the events' machine (False after restore(): a replay
         # must not mix in the processes of the machine it runs on)
         self.live = True
+        # called with each process read from /proc after seeding (one whose fork was
+        # not seen): a capture can store process_event(p) so a replay knows it too
+        self.on_lookup: Callable[[Process], None] | None = None
 
     # -- seeding
     def seed(self) -> int:
@@ -389,7 +395,14 @@ class ProcessTable:
             return None
         self.procs[pid] = p
         self._cap()
+        if self.on_lookup is not None:
+            self.on_lookup(p)
         return p
+
+    def process_event(self, p: Process, ts: int | None = None) -> Event:
+        """An Event that makes a table learn ``p`` (``PROCESS_EVENT``; for captures)."""
+        return Event(self._now if ts is None else ts, 0, p.pid, p.pid, p.comm,
+                     PROCESS_EVENT, "probewatch:proctable", p.to_dict())
 
     def parent(self, p: Process) -> Process | None:
         if not p.ppid or p.ppid == p.pid:
@@ -448,11 +461,22 @@ class ProcessTable:
             return self._exec(ev)
         if name == "sched:sched_process_exit":
             return self._exit(ev)
+        if name == PROCESS_EVENT:
+            return self._learn(ev)
         if name == "syscalls:execve" or name == "syscalls:execveat":
             self._execve_syscall(ev)
         elif name == "syscalls:chdir" or name == "syscalls:fchdir":
             self._chdir(ev)
         return None
+
+    def _learn(self, ev: Event) -> Process | None:
+        """A process record stored by a live run (process_event): known from now on,
+        unless the table already has that pid from events."""
+        p = Process.from_dict(ev.fields)
+        if p.pid <= 0 or p.pid in self.procs:
+            return None
+        self.procs[p.pid] = p
+        return p
 
     def _fork(self, ev: Event) -> Process | None:
         f = ev.fields
