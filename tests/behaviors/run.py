@@ -242,6 +242,23 @@ def history_truncate_redirect(c: Ctx) -> None:
     c.run(["bash", "-c", ': > "$HOME/.bash_history"'], env=c.env(HOME=str(home)))
 
 
+def history_rm(c: Ctx) -> None:
+    home = _home_with_history(c)
+    c.run(["rm", "-f", str(home / ".bash_history")])
+
+
+def history_shred(c: Ctx) -> None:
+    home = _home_with_history(c)
+    c.run(["shred", "-u", str(home / ".bash_history")])
+
+
+def history_tree_removed(c: Ctx) -> None:
+    home = _home_with_history(c)
+    c.run(["rm", "-rf", str(home)])
+    home = _home_with_history(c)
+    shutil.rmtree(home)
+
+
 def history_interactive_exit(c: Ctx) -> None:
     home = c.scratch / f"home-{os.getpid()}"
     home.mkdir()
@@ -652,6 +669,9 @@ BEHAVIORS: dict[str, Behavior] = {
     "history_symlink_devnull": _p(history_symlink_devnull, "history_file_tampering"),
     "history_truncate_cp": _p(history_truncate_cp, "history_file_tampering"),
     "history_truncate_redirect": _p(history_truncate_redirect, "history_file_tampering"),
+    "history_rm": _p(history_rm, "history_file_deleted"),
+    "history_shred": _p(history_shred, "history_clear_command", "history_file_tampering"),
+    "history_tree_removed": _p(history_tree_removed),
     "history_interactive_exit": _p(history_interactive_exit),
     "history_append": _p(history_append),
     # reverse shells and shells on ptys

@@ -117,7 +117,7 @@ def test_correlations_parse_as_pysigma_correlations() -> None:
                      "discovery_burst": "value_count"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ruleset(stem: str) -> RuleSet:
     rs = RuleSet.load([RULES_DIR / f"{stem}.yml"], default=False)
     assert rs.report == []
