@@ -131,7 +131,9 @@ def python_tests(d: Path, venv: Path) -> None:
         "def test_subprocess():\n"
         "    assert subprocess.run([sys.executable, '-c', 'print(1)'],"
         " capture_output=True).stdout == b'1\\n'\n")
-    _run([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(t)], cwd=t)
+    # its own --basetemp: pytest's default one would prune other runs' temp directories
+    _run([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={t / 'tmp'}",
+          str(t)], cwd=t)
 
 
 def admin_tools(d: Path, venv: Path) -> None:
