@@ -3,7 +3,7 @@
 Run under ``probewatch watch --json -- python benign.py --dir DIR --venv VENV --log LOG
 NAME...``; each workload runs in its own forked child and ``NAME PID RC`` goes to LOG.
 DIR is a scratch directory (under /tmp, as a developer's would be), VENV a virtual
-environment with pip made beforehand.
+environment made beforehand whose python can run pip.
 """
 
 from __future__ import annotations
@@ -76,7 +76,10 @@ def _wheel(d: Path) -> Path:
 def pip_install(d: Path, venv: Path) -> None:
     whl = _wheel(d)
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
-    _run([str(venv / "bin" / "pip"), "install", "-q", "--no-index", str(whl)], env=env)
+    _run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index",
+          str(whl)], env=env)
+    if not list(venv.glob("lib/python*/site-packages/pwbenign-path.pth")):
+        raise RuntimeError("pip did not install into the venv")
     _run([str(venv / "bin" / "python"), "-c", "import pwbenign; assert pwbenign.VALUE == 42"])
     _run([str(venv / "bin" / "python"), "-m", "pip", "uninstall", "-q", "-y", "pwbenign"],
          env=env)

@@ -9,6 +9,7 @@ each near miss must raise nothing.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -28,8 +29,17 @@ ROOT = Path(__file__).resolve().parents[2]
 BEHAVIORS_DIR = ROOT / "tests" / "behaviors"
 RULES_DIR = ROOT / "src" / "probewatch" / "detect" / "rules"
 
-sys.path.insert(0, str(BEHAVIORS_DIR))
-import run as behaviors  # noqa: E402
+
+def _load(name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+behaviors = _load("pw_behaviors", BEHAVIORS_DIR / "run.py")
 
 POSITIVE = sorted(n for n, (_, exp) in behaviors.BEHAVIORS.items() if exp)
 NEGATIVE = sorted(n for n, (_, exp) in behaviors.BEHAVIORS.items() if not exp)
