@@ -20,6 +20,7 @@ per kind, and the match count::
     python bench/rule_eval.py
     python bench/rule_eval.py --sigmahq /tmp/sigma --events 500000 --repeat 5
     python bench/rule_eval.py --json
+    python bench/rule_eval.py --workload 'tar czf /tmp/d.tgz -C /usr/share doc'   # recorded
 
 The target is >= 200,000 events/s per core.
 """
@@ -180,6 +181,24 @@ def variant_rules(n: int, seed: int = 7) -> str:
     return yaml.safe_dump_all(docs, sort_keys=False)
 
 
+def record_workload(cmd: str, rules: RuleSet, limit: int) -> list[SigmaEvent]:
+    """SigmaEvents of a real run of ``cmd`` under watch's event source (root, BPF):
+    live_events -> process table -> Mapper, kept in memory (at most ``limit``)."""
+    import shlex
+
+    from probewatch.detect.pipeline import live_events, new_mapper, new_table, seed_table
+
+    table = new_table()
+    seed_table(table)
+    mapper = new_mapper(table)
+    out: list[SigmaEvent] = []
+    with live_events(command=shlex.split(cmd), rules=rules) as src:
+        for ev in src.events():
+            if len(out) < limit:
+                out.extend(mapper.map(ev))
+    return out[:limit]
+
+
 def find_sigmahq(arg: str | None) -> Path | None:
     for c in (arg, os.environ.get("SIGMAHQ_RULES"), "/work/wt/sigmahq"):
         if not c:
@@ -200,6 +219,9 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--workload", metavar="CMD",
+                    help="record the events of CMD live (root, BPF) and use those instead "
+                    "of the generated mix, e.g. 'tar czf /tmp/d.tgz -C /usr/share doc'")
     ap.add_argument("--gc-freeze", action="store_true",
                     help="gc.freeze() after loading (as a long-running watch may)")
     a = ap.parse_args()
@@ -226,7 +248,12 @@ def main() -> int:
 
         gc.collect()
         gc.freeze()  # the rules are long-lived: keep them out of every collection
-    events = make_events(a.events)
+    source = "generated mix"
+    if a.workload:
+        events = record_workload(a.workload, rs, a.events)
+        source = f"recorded: {a.workload}"
+    else:
+        events = make_events(a.events)
     kinds = Counter(e.kind for e in events)
 
     best: dict[str, Any] | None = None
@@ -267,7 +294,7 @@ def main() -> int:
         "rules": len(rs.rules), "shipped": n_shipped, "sigmahq": n_hq,
         "variants": max(0, a.sigma_rules - n_hq), "sigmahq_path": str(sigmahq or ""),
         "rules_per_kind": e.stats()["rules"], "load_s": round(load_s, 2),
-        "events": len(events), "mix": dict(kinds), **best,
+        "events": len(events), "source": source, "mix": dict(kinds), **best,
         "per_kind_events_per_cpu_s": per_kind, "target": 200_000,
     }
     if a.json:
@@ -276,7 +303,8 @@ def main() -> int:
     print(f"rules: {res['rules']} runnable ({n_shipped} shipped, {n_hq} SigmaHQ linux, "
           f"{res['variants']} generated variants); per kind {res['rules_per_kind']}; "
           f"loaded in {load_s:.1f} s")
-    print(f"events: {len(events)} ({', '.join(f'{k} {v}' for k, v in kinds.most_common())})")
+    print(f"events: {len(events)} {source} "
+          f"({', '.join(f'{k} {v}' for k, v in kinds.most_common())})")
     print(f"rate: {best['events_per_cpu_s']:,.0f} events/s per CPU second "
           f"({best['events_per_wall_s']:,.0f}/s wall), {best['matches']} matches, "
           f"{best['errors']} evaluation errors (best of {a.repeat})")

@@ -811,6 +811,8 @@ class _KindTable:
         self.keyed: dict[str, dict[str, list[CompiledRule]]] = {
             f: defaultdict(list) for f in index_fields}
         self.cache: dict[tuple[str | None, ...], tuple[CompiledRule, ...]] = {}
+        # the same with each rule's predicate next to it (the engine's hot loop)
+        self.fcache: dict[tuple[str | None, ...], tuple[tuple[Any, CompiledRule], ...]] = {}
         from .sigma import key_function
 
         ns = {f"_k{i}": key_function(f) for i, f in enumerate(index_fields)}
@@ -837,8 +839,9 @@ class _KindTable:
                 rules.extend(self.keyed[f].get(k, ()))
         rules.sort(key=lambda r: r.order)
         got = tuple(rules)
-        if len(self.cache) >= 4096:
+        if len(self.cache) >= 4096:  # bounded: Image basenames are unbounded
             self.cache.clear()
+            self.fcache.clear()
         self.cache[keys] = got
         return got
 
@@ -936,16 +939,16 @@ class Engine:
         if t is None:
             return out
         f = sev.fields
-        keys = t.keys(f)
-        cands = t.cache.get(keys)
+        keys = t._keys(f)
+        cands = t.fcache.get(keys)
         if cands is None:
-            cands = t.candidates(keys)
+            cands = t.fcache[keys] = tuple((r.fn, r) for r in t.candidates(keys))
         if not cands:
             return out
         low = _Lowered(f)
-        for r in cands:
+        for fn, r in cands:
             try:
-                hit = r.fn(f, low)
+                hit = fn(f, low)
             except Exception:  # noqa: BLE001 - counted, never raised
                 self.errors[r.id] += 1
                 continue

@@ -494,16 +494,20 @@ class CompiledDetection:
 
 
 #: per kind, the index fields in order of preference: a rule is filed under the first
-#: one its condition requires (Syscall names, audit SYSCALL name or record type, Image
-#: basename, first directory of TargetFilename); other rules are evaluated for every
-#: event of the kind
+#: one its condition requires (Syscall names, audit SYSCALL name, PATH name's first
+#: directory or record type, Image basename, first directory of TargetFilename); other
+#: rules are evaluated for every event of the kind
 INDEX_FIELDS: dict[str, tuple[str, ...]] = {
     "syscall": ("Syscall",),
-    "auditd": ("SYSCALL", "type"),
+    "auditd": ("SYSCALL", "name", "type"),
     "process_creation": ("Image",),
     "file_event": ("Image", "TargetFilename"),
     "network_connection": ("Image",),
 }
+
+
+#: index fields holding absolute paths: keyed by their first directory
+PATH_INDEX = frozenset({"TargetFilename", "name"})
 
 
 def index_key(fieldname: str, value: Any) -> str | None:
@@ -516,7 +520,7 @@ def index_key(fieldname: str, value: Any) -> str | None:
         return None
     if fieldname == "Image":
         return value.rsplit("/", 1)[-1].lower()
-    if fieldname == "TargetFilename":
+    if fieldname in PATH_INDEX:
         return _dir1(value.lower())
     return value.lower()
 
@@ -525,7 +529,7 @@ def key_function(fieldname: str) -> Callable[[Any], str | None]:
     """``index_key`` specialised for one field (the engine calls it per event)."""
     if fieldname == "Image":
         return lambda v: v.rsplit("/", 1)[-1].lower() if v.__class__ is str else None
-    if fieldname == "TargetFilename":
+    if fieldname in PATH_INDEX:
         return lambda v: _dir1(v.lower()) if v.__class__ is str else None
     return lambda v: v.lower() if v.__class__ is str else None
 
@@ -677,7 +681,10 @@ class _Compiler:
         inline = _str_test_source(p, self.ns, var)
         get = f"_n(f.get({fld!r}))" if cased else f"L[{fld!r}]"
         # the common case (a str value) inline; lists, numbers and None through _t
-        return f"(({inline}) if ({var} := {get}).__class__ is _str else {test}({var}))"
+        expr = f"(({inline}) if ({var} := {get}).__class__ is _str else {test}({var}))"
+        if fld not in _ALWAYS:  # often absent: a cheap `in` before any lowering
+            expr = f"({fld!r} in f and {expr})"
+        return expr
 
     _patterns_by_field: dict[str, list[_Patterns]]
 
@@ -762,7 +769,7 @@ def _required(node: Any, fld: str, comp: _Compiler) -> set[str] | None:
             p.add(v, lower=True)
         if fld == "Image":
             return p.required_basenames()
-        if fld == "TargetFilename":
+        if fld in PATH_INDEX:
             return p.required_dir1()
         if p.starts or p.ends or p.contains or p.regex or p.anything:
             return None
