@@ -118,6 +118,15 @@ def test_auditd_rules_indexed_by_record_type(rs: RuleSet) -> None:
     assert e.candidates(SigmaEvent("auditd", 1, 1, {"type": "PATH"})) == ()
 
 
+def test_syscall_names(rs: RuleSet) -> None:
+    # nobody_fails may fire on any syscall
+    assert rs.syscall_names() is None
+    only = RuleSet.load([], default=False)
+    only.add_yaml("\n---\n".join(RULES.split("---")[i] for i in (0, 1, 3, 5)))
+    assert only.syscall_names() == {"ptrace", "init_module", "finit_module", "execve",
+                                    "execveat"}
+
+
 def test_unknown_kind_meets_no_rule(rs: RuleSet) -> None:
     assert Engine(rs).process(SigmaEvent("dns_query", 1, 1, {"Image": "/usr/sbin/insmod"})) == []
 
@@ -268,6 +277,8 @@ _VOCAB: dict[str, list[object]] = {
     "ParentImage": ["/bin/bash", "/opt/gitlab-runner"], "Uid": [0, 1000, "0"],
     "argv": [["nc", "-e"], ["ls"], []], "DestinationIp": ["10.1.1.1", "fd00::1", "8.8.8.8"],
     "LD_PRELOAD": ["/tmp/x.so", ""], "Comm": ["gdb", "evil"],
+    "name": ["/etc/passwd", "/usr/share/doc/x", "/ETC/pam.d/sshd", "rel", None],
+    "a1": ["--cpu-priority=5", "-w"],
 }
 
 

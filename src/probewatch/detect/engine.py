@@ -325,6 +325,26 @@ class RuleSet:
                 return r
         return None
 
+    def syscall_names(self) -> set[str] | None:
+        """The syscalls the ``syscall`` and ``auditd`` rules can fire on (lower case), or
+        None when some rule may fire on any syscall. Rules of other kinds are not
+        counted (their events come from the mapper's own syscalls)."""
+        out: set[str] = set()
+        for r in self.rules:
+            if r.kind == "syscall" or (r.correlation is None and "syscall" in r.kinds):
+                if r.index is None or r.index[0] != "Syscall":
+                    return None
+                out |= r.index[1]
+            elif r.kind == "auditd":
+                if r.index is not None and r.index[0] == "SYSCALL":
+                    out |= r.index[1]
+                elif r.index is not None and r.index[0] == "type" and r.index[1] <= {
+                        "execve"}:
+                    out |= {"execve", "execveat"}
+                else:
+                    return None
+        return out
+
     @property
     def problems(self) -> list[LoadProblem]:
         """Problems that keep a rule (or file) from running."""
