@@ -53,7 +53,6 @@ from typing import Any
 from sigma.conditions import (
     ConditionAND,
     ConditionFieldEqualsValueExpression,
-    ConditionItem,
     ConditionNOT,
     ConditionOR,
     ConditionValueExpression,
@@ -676,7 +675,6 @@ class _Compiler:
                 return f"{test}(L.text())"
             return f"any({test}(L[k]) for k in f)"
         self.fields.add(fld)
-        self._patterns_by_field.setdefault(fld, []).append(p)
         var = f"_v{len(self.ns)}"
         inline = _str_test_source(p, self.ns, var)
         get = f"_n(f.get({fld!r}))" if cased else f"L[{fld!r}]"
@@ -685,8 +683,6 @@ class _Compiler:
         if fld not in _ALWAYS:  # often absent: a cheap `in` before any lowering
             expr = f"({fld!r} in f and {expr})"
         return expr
-
-    _patterns_by_field: dict[str, list[_Patterns]]
 
     def _leaf(self, fld: str | None, v: SigmaType) -> str:
         if fld is not None:
@@ -827,7 +823,6 @@ def compile_detection(
     """
     check_items(rule)
     comp = _Compiler(kind, placeholders)
-    comp._patterns_by_field = {}
     trees = []
     for cond in rule.detection.parsed_condition:
         trees.append(cond.parse())
@@ -856,12 +851,3 @@ def compile_detection(
         fn=local["_rule"], source=src, fields=comp.fields, index=index,
         keyword=comp.keyword, ns=comp.ns,
     )
-
-
-def condition_items(tree: Any) -> Iterable[Any]:
-    """Leaves of a parsed condition tree (used by lint to name fields)."""
-    if isinstance(tree, ConditionItem):
-        for a in tree.args:
-            yield from condition_items(a)
-    elif tree is not None:
-        yield tree
