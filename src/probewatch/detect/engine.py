@@ -1015,8 +1015,9 @@ class Engine:
         """Close correlation windows ended before ``now`` (all when None): ``lt``-style
         conditions are only decided then. Call at the end of a replay."""
         out: list[Match] = []
+        by_id = {r.id: r for r in self.ruleset.rules if r.id in self.correlators}
         for rid, corr in self.correlators.items():
-            crule = next(r for r in self.ruleset.rules if r.id == rid)
+            crule = by_id[rid]
             for fi in corr.flush(now):
                 self._fired(crule, fi, now or corr.now, out, 0)
         self.matches += len(out)
