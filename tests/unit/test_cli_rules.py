@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SIGMA = Path(__file__).resolve().parent.parent / "sigma"
+SIGMA = Path(__file__).resolve().parent.parent / "sigma_conformance"
 
 
 def pw(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

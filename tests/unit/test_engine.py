@@ -260,7 +260,7 @@ detection: {s: {Image|endswith: /two}, condition: s}
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-SIGMA = Path(__file__).resolve().parent.parent / "sigma"
+SIGMA = Path(__file__).resolve().parent.parent / "sigma_conformance"
 _VOCAB: dict[str, list[object]] = {
     "Image": ["/usr/bin/id", "/usr/bin/ID", "/bin/sh", "/usr/bin/crontab", "/usr/bin/curl",
               "/sbin/insmod", "/usr/bin/python3", "/tmp/x", "relative/nc", "", None, 5],

@@ -1,6 +1,6 @@
 """Sigma conformance: every value modifier, condition form, filters and correlation type.
 
-The rules are in tests/sigma/*.yml (our own); each test feeds crafted SigmaEvents
+The rules are in tests/sigma_conformance/*.yml (our own); each test feeds crafted SigmaEvents
 through the Engine and asserts which rules fire and which do not.
 """
 
@@ -14,7 +14,7 @@ import pytest
 from probewatch.detect.engine import Engine, RuleSet
 from probewatch.detect.model import SigmaEvent
 
-SIGMA = Path(__file__).resolve().parent.parent / "sigma"
+SIGMA = Path(__file__).resolve().parent.parent / "sigma_conformance"
 S = 1_000_000_000  # ns
 
 
