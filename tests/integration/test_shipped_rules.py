@@ -96,10 +96,12 @@ def ctx_file(tmp_path_factory: pytest.TempPathFactory) -> Any:
         shutil.rmtree(victim, ignore_errors=True)
 
 
-def watch_behaviors(ctx: Path, names: list[str]) -> dict[str, Any]:
+def watch_behaviors(ctx: Path, names: list[str], capture: Path | None = None
+                    ) -> dict[str, Any]:
     """Run NAMES under watch; {name: {"rc": int, "alerts": [alert, ...]}}."""
     log = ctx.parent / f"log-{names[0]}.txt"
-    cmd = [sys.executable, "-m", "probewatch", "watch", "--json", "--",
+    cmd = [sys.executable, "-m", "probewatch", "watch", "--json",
+           *(["-o", str(capture)] if capture else []), "--",
            sys.executable, str(BEHAVIORS_DIR / "run.py"), "--ctx", str(ctx), "--log",
            str(log), *names]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
@@ -124,12 +126,14 @@ def watch_behaviors(ctx: Path, names: list[str]) -> dict[str, Any]:
             out[owner]["alerts"].append(a)
     out["__stray__"] = stray
     out["__stderr__"] = r.stderr
+    out["__stdout__"] = r.stdout
+    out["__capture__"] = capture
     return out
 
 
 @pytest.fixture(scope="module")
 def positives(ctx_file: Path) -> dict[str, Any]:
-    return watch_behaviors(ctx_file, POSITIVE)
+    return watch_behaviors(ctx_file, POSITIVE, capture=ctx_file.parent / "positives.db")
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +188,22 @@ def test_every_shipped_rule_has_a_behaviour() -> None:
     covered = set().union(*(exp for _, exp in behaviors.BEHAVIORS.values()))
     assert covered == set(RULES), sorted(set(RULES) ^ covered)
     assert len(NEGATIVE) >= len(RULES) * 3 // 4
+
+
+def _alert_keys(stdout: str) -> list[tuple[str, int, str]]:
+    keys = []
+    for line in stdout.splitlines():
+        a = json.loads(line)
+        if a.get("type") in ("alert", "repeat"):
+            keys.append((a["rule"]["id"], a["process"]["pid"], a["type"]))
+    return sorted(keys)
+
+
+def test_replay_of_the_capture_raises_the_same_alerts(positives: dict[str, Any]) -> None:
+    cap = positives["__capture__"]
+    r = subprocess.run([sys.executable, "-m", "probewatch", "watch", "--json", "--replay",
+                        str(cap)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    live = _alert_keys(positives["__stdout__"])
+    assert len(live) >= len(POSITIVE)
+    assert _alert_keys(r.stdout) == live
