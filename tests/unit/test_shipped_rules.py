@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import json
 import re
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -149,3 +151,19 @@ def test_rule_examples(stem: str) -> None:
         assert _fires(stem, case), f"{stem} should match {case}"
     for case in ex["nomatch"]:
         assert not _fires(stem, case), f"{stem} should not match {case}"
+
+
+@pytest.mark.parametrize("stem", ["shadow_read", "reverse_shell_sequence"])
+def test_rules_test_cli_agrees(stem: str, tmp_path: Path) -> None:
+    """`probewatch rules test TITLE --event @FILE` on the shipped rule, a match and a miss."""
+    ex = json.loads((EXAMPLES / f"{stem}.json").read_text())
+    title = docs(RULES_DIR / f"{stem}.yml")[0]["title"]
+    for key, want in (("match", 0), ("nomatch", 1)):
+        events = [{"kind": e["kind"], "fields": {**DEFAULTS, **e["fields"]},
+                   "ts": (i + 1) * 1_000_000_000} for i, e in enumerate(ex[key][0])]
+        f = tmp_path / f"{key}.json"
+        f.write_text(json.dumps(events))
+        r = subprocess.run([sys.executable, "-m", "probewatch", "rules", "test", title,
+                            "--event", f"@{f}"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == want, (key, r.stdout, r.stderr)
+        assert (title in r.stdout) and (("no match" in r.stdout) == (want == 1))
