@@ -11,6 +11,7 @@
  *   behave ptrace-peek             PTRACE_PEEKDATA without attaching (fails: ESRCH)
  *   behave procmem-write           write own memory through /proc/self/mem
  *   behave procmem-read            read own memory through /proc/self/mem
+ *   behave procmem-child           write a forked child's memory through /proc/PID/mem
  *   behave vm-writev               process_vm_writev into a forked child
  *   behave vm-readv                process_vm_readv from a forked child
  *   behave memfd-exec              memfd_create, copy /bin/true in, fexecve it
@@ -157,6 +158,26 @@ static int procmem(int write_it)
 	}
 	close(fd);
 	return strcmp(got, "before") != 0;
+}
+
+static int procmem_child(void)
+{
+	pid_t pid = spawn_sleeper();
+	long val = 0x4444;
+	char path[64];
+	int fd, rc = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/mem", (int)pid);
+	fd = open(path, O_RDWR);
+	if (fd < 0 || pwrite(fd, &val, sizeof(val), (off_t)(uintptr_t)&target_word) !=
+			      (ssize_t)sizeof(val)) {
+		perror(path);
+		rc = 1;
+	}
+	if (fd >= 0)
+		close(fd);
+	reap(pid);
+	return rc;
 }
 
 static int vm_rw(int write_it)
@@ -366,6 +387,8 @@ int main(int argc, char **argv)
 		return procmem(1);
 	if (!strcmp(a, "procmem-read"))
 		return procmem(0);
+	if (!strcmp(a, "procmem-child"))
+		return procmem_child();
 	if (!strcmp(a, "vm-writev"))
 		return vm_rw(1);
 	if (!strcmp(a, "vm-readv"))

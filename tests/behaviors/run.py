@@ -96,6 +96,10 @@ def procmem_write(c: Ctx) -> None:
     c.b("procmem-write")
 
 
+def procmem_child(c: Ctx) -> None:
+    c.b("procmem-child")
+
+
 def procmem_read(c: Ctx) -> None:
     c.b("procmem-read")
 
@@ -142,6 +146,10 @@ def passwd_read(c: Ctx) -> None:
 
 def ssh_key_other_user(c: Ctx) -> None:
     c.run(["cat", str(c.victim_home / ".ssh" / "id_ed25519")])
+
+
+def authorized_keys_other_user(c: Ctx) -> None:
+    c.run(["cat", str(c.victim_home / ".ssh" / "authorized_keys")])
 
 
 def ssh_pubkey_other_user(c: Ctx) -> None:
@@ -631,6 +639,7 @@ BEHAVIORS: dict[str, Behavior] = {
     "ptrace_peek": _p(ptrace_peek),
     # memory of other processes
     "procmem_write": _p(procmem_write, "proc_mem_write"),
+    "procmem_child": _p(procmem_child, "proc_mem_write"),
     "procmem_read": _p(procmem_read),
     "vm_writev": _p(vm_writev, "process_vm_writev"),
     "vm_readv": _p(vm_readv),
@@ -647,6 +656,7 @@ BEHAVIORS: dict[str, Behavior] = {
     "shadow_read": _p(shadow_read, "shadow_read"),
     "passwd_read": _p(passwd_read),
     "ssh_key_other_user": _p(ssh_key_other_user, "ssh_key_read_other_user"),
+    "authorized_keys_other_user": _p(authorized_keys_other_user, "ssh_key_read_other_user"),
     "ssh_pubkey_other_user": _p(ssh_pubkey_other_user),
     # kernel modules, BPF
     "module_syscalls": _p(module_syscalls, "kernel_module_load_syscall"),

@@ -85,6 +85,7 @@ def ctx_file(tmp_path_factory: pytest.TempPathFactory) -> Any:
     (victim / ".ssh").mkdir(parents=True)
     (victim / ".ssh" / "id_ed25519").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n")
     (victim / ".ssh" / "id_ed25519.pub").write_text("ssh-ed25519 AAAAfake pw@test\n")
+    (victim / ".ssh" / "authorized_keys").write_text("ssh-ed25519 AAAAfake pw@test\n")
     ctx = scratch / "ctx.json"
     ctx.write_text(json.dumps({
         "behave": str(behave), "scratch": str(scratch), "home": str(home),
