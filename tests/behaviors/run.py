@@ -482,7 +482,15 @@ def argv0_relative(c: Ctx) -> None:
 
 
 def prctl_rename_python(c: Ctx) -> None:
+    c.run([PY, "-c", "import ctypes;ctypes.CDLL(None).prctl(15,b'pw-daemon',0,0,0)"])
+
+
+def prctl_kthread_python(c: Ctx) -> None:
     c.run([PY, "-c", "import ctypes;ctypes.CDLL(None).prctl(15,b'kworker/0:1',0,0,0)"])
+
+
+def prctl_kthread_compiled(c: Ctx) -> None:
+    c.b("prctl-name", "kworker/u8:2")
 
 
 def prctl_rename_compiled(c: Ctx) -> None:
@@ -732,6 +740,8 @@ BEHAVIORS: dict[str, Behavior] = {
     "argv0_spoof": _p(argv0_spoof, "argv0_masquerade"),
     "argv0_relative": _p(argv0_relative),
     "prctl_rename_python": _p(prctl_rename_python, "prctl_rename_interpreter"),
+    "prctl_kthread_python": _p(prctl_kthread_python, "prctl_kernel_thread_name"),
+    "prctl_kthread_compiled": _p(prctl_kthread_compiled, "prctl_kernel_thread_name"),
     "prctl_rename_compiled": _p(prctl_rename_compiled),
     "kernel_thread_name": _p(kernel_thread_name, "kernel_thread_masquerade"),
     "kernel_thread_file": _p(kernel_thread_file, "kernel_thread_masquerade"),
