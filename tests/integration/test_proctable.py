@@ -138,6 +138,45 @@ def test_env_behind_junk_cwd_on_other_mount_and_deep_cwd(bpf: None, tmp_path: Pa
     assert pb.cwd == "/d" * 128  # the innermost 128 components
 
 
+def test_container_id_from_the_exec_cgroup(bpf: None) -> None:
+    """A process moved into a docker-style cgroup (v2) before it execs: the exec record
+    names the cgroup, the table gives its container id, the mapper ContainerId."""
+    from probewatch.analyze.proctable import _cgroup2_mount
+
+    root = _cgroup2_mount()
+    if not root:
+        pytest.skip("no cgroup2 mount")
+    cid = f"{os.getpid():08x}" + "c" * 56
+    cg = Path(root) / f"docker-{cid}.scope"
+    true = shutil.which("true") or "/bin/true"
+    try:
+        cg.mkdir()
+    except OSError as e:
+        pytest.skip(f"cannot create a cgroup here: {e}")
+    table = ProcessTable()
+    mapper = Mapper(table)
+    sevs: list[SigmaEvent] = []
+    try:
+        with open_watch_session(syscalls=["execve"]) as s:
+            s.start()
+            p = subprocess.Popen(["sh", "-c", f"echo $$ > {cg}/cgroup.procs && exec {true}"])
+            p.wait()
+            run_until(s, table, mapper, _exited(table, p.pid), sink=sevs)
+    finally:
+        for _ in range(50):
+            try:
+                cg.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+    assert p.returncode == 0
+    proc = table.procs.get(p.pid)
+    assert proc is not None and proc.exe == true
+    assert proc.container == cid and proc.cgroup == f"/docker-{cid}.scope"
+    pc = [e for e in sevs if e.kind == "process_creation" and e.pid == p.pid]
+    assert pc and pc[-1].fields["ContainerId"] == cid
+
+
 def test_three_level_chain_ancestry_reaches_pid_1(bpf: None, tmp_path: Path) -> None:
     table = ProcessTable()
     table.seed()

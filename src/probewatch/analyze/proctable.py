@@ -555,11 +555,12 @@ class ProcessTable:
             p.source = "exec"
             cg = f.get("cgroup_name") or ""
             cid = f.get("cgroup")
-            if isinstance(cid, int) and cid:
-                if cid != p.cgroup_id or not p.cgroup:
-                    p.cgroup = self._cgroup_path(cid) or cg or p.cgroup
-                    p.cgroup_id = cid
-            p.container = container_id(p.cgroup) or container_id(cg)
+            if isinstance(cid, int) and cid and (cid != p.cgroup_id or not p.cgroup):
+                # moved to another (v2) cgroup: its path names the container, if any
+                p.cgroup = self._cgroup_path(cid) or cg or p.cgroup
+                p.cgroup_id = cid
+                p.container = container_id(p.cgroup) or container_id(cg) or (
+                    p.container if not cg and not p.cgroup.strip("/") else None)
         else:
             # path only: the rest from /proc now (right while it runs that program)
             info = read_proc_process(pid, self.proc_root) if self.live else None
@@ -663,11 +664,13 @@ class ProcessTable:
                 self.dropped += 1
 
     def _cgroup_path(self, cid: int) -> str:
-        """cgroup v2 id (the directory's inode) -> its path, from /sys/fs/cgroup."""
+        """cgroup v2 id (the directory's inode) -> its path, from the cgroup2 mount."""
         path = self._cg_paths.get(cid)
         if path is not None or not self.live:
             return path or ""
-        base = "/sys/fs/cgroup"
+        base = _cgroup2_mount()
+        if not base:
+            return ""
         found = ""
         if len(self._cg_paths) > 4096:
             self._cg_paths.clear()
@@ -685,6 +688,20 @@ class ProcessTable:
             pass
         self._cg_paths.setdefault(cid, found)
         return found
+
+
+def _cgroup2_mount() -> str:
+    """Where cgroup2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid
+    systems); '' when it is not."""
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 2 and parts[2] == "cgroup2":
+                    return parts[1]
+    except OSError:
+        pass
+    return ""
 
 
 def _same_start(a: int, b: int) -> bool:
