@@ -415,3 +415,22 @@ def test_lookups_can_be_stored_and_replayed(tmp_path: Path) -> None:
     p = replay.get(700)
     assert p is not None and (p.argv, p.comm, p.ppid) == (["late", "--x"], "late", 1)
     assert stored.event == PROCESS_EVENT
+
+
+def test_setuid_family_changes_ids(tmp_path: Path) -> None:
+    t = chain_table(tmp_path)  # python3(4502): uid 1000, euid 1000
+    p = t.get(4502)
+    assert p is not None
+
+    def call(name: str, ret: int, **args: int) -> None:
+        t.on_event(Event(99, 0, 4502, 4502, "python3", f"syscalls:{name}", "bpf:syscalls",
+                         {**args, "ret": ret}))
+
+    call("setuid", -1, uid=0)                      # EPERM: nothing changes
+    assert (p.uid, p.euid) == (1000, 1000)
+    call("setresuid", 0, ruid=0xFFFFFFFF, euid=0, suid=0xFFFFFFFF)
+    assert (p.uid, p.euid) == (1000, 0)
+    call("setuid", 0, uid=0)                       # privileged: all ids
+    assert (p.uid, p.euid) == (0, 0)
+    call("setregid", 0, rgid=5, egid=6)
+    assert (p.gid, p.egid) == (5, 6)

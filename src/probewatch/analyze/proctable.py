@@ -467,7 +467,46 @@ class ProcessTable:
             self._execve_syscall(ev)
         elif name == "syscalls:chdir" or name == "syscalls:fchdir":
             self._chdir(ev)
+        elif name in _ID_SYSCALLS:
+            self._setid(ev, name[9:])
         return None
+
+    def _setid(self, ev: Event, name: str) -> None:
+        """setuid/setgid family returning 0: the ids change (as credentials(7) says)."""
+        f = ev.fields
+        if f.get("ret") != 0:
+            return
+        p = self.procs.get(ev.pid)
+        if p is None:
+            return
+
+        def arg(n: str) -> int | None:
+            v = f.get(n)
+            if not isinstance(v, int):
+                return None
+            v &= 0xFFFFFFFF
+            return None if v == 0xFFFFFFFF else v
+
+        if name == "setuid":
+            u = arg("uid")
+            if u is not None:
+                if p.euid == 0:
+                    p.uid = u
+                p.euid = u
+        elif name == "setgid":
+            g = arg("gid")
+            if g is not None:
+                if p.euid == 0:
+                    p.gid = g
+                p.egid = g
+        elif name in ("setreuid", "setresuid"):
+            r, e = arg("ruid"), arg("euid")
+            p.uid = p.uid if r is None else r
+            p.euid = p.euid if e is None else e
+        elif name in ("setregid", "setresgid"):
+            r, e = arg("rgid"), arg("egid")
+            p.gid = p.gid if r is None else r
+            p.egid = p.egid if e is None else e
 
     def _learn(self, ev: Event) -> Process | None:
         """A process record stored by a live run (process_event): known from now on,
@@ -688,6 +727,10 @@ class ProcessTable:
             pass
         self._cg_paths.setdefault(cid, found)
         return found
+
+
+_ID_SYSCALLS = frozenset(f"syscalls:{n}" for n in (
+    "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid"))
 
 
 def _cgroup2_mount() -> str:
