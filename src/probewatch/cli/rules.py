@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +202,16 @@ def _read_events(specs: list[str]) -> list[dict[str, Any]]:
     return out
 
 
+def _same_file(target: Path) -> Callable[[str | None], bool]:
+    """A predicate: is PATH (as a rule stores it, absolute or relative) the file TARGET?"""
+    want = target.resolve()
+
+    def same(path: str | None) -> bool:
+        return path is not None and Path(path).resolve() == want
+
+    return same
+
+
 def run_test(args: argparse.Namespace) -> int:
     from ..detect.engine import Engine
     from ..detect.model import SigmaEvent
@@ -213,8 +224,9 @@ def run_test(args: argparse.Namespace) -> int:
     target = Path(args.rule)
     if target.exists():
         rs = _load(args, [target, *args.rules], not args.no_default_rules)
-        mine = [r for r in rs.rules if r.path == str(target)]
-        probs = [p for p in rs.report if p.path == str(target) and not p.runs]
+        same = _same_file(target)
+        mine = [r for r in rs.rules if same(r.path)]
+        probs = [p for p in rs.report if same(p.path) and not p.runs]
     else:
         rs = _load(args, args.rules, not args.no_default_rules)
         r = rs.get(args.rule)
