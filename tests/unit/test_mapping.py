@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from probewatch.analyze.proctable import Process, ProcessTable
 from probewatch.decode.syscalls import SyscallTable, parse_syscall_format
@@ -369,3 +371,30 @@ def test_prctl_set_name_gives_the_new_name(mapper: Mapper) -> None:
                           arg3=0, arg4=0, arg5=0)), "syscall")
     assert (s["option"], s["arg2"], s["NewName"], s["Comm"], s["Image"]) == (
         "PR_SET_NAME", 0x7FFE0000, "kworker/0:1", "kworker/0:1", "/usr/bin/python3")
+
+
+_VALUES = st.one_of(st.integers(-(2**63), 2**64 - 1), st.text(max_size=40),
+                    st.binary(max_size=40), st.lists(st.text(max_size=8), max_size=4),
+                    st.none())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(ARGS)), st.dictionaries(
+    st.sampled_from(["fd", "dfd", "filename", "flags", "mode", "uservaddr", "oldfd", "newfd",
+                     "request", "pid", "option", "family", "type", "level", "optname",
+                     "oldname", "newname", "pathname", "uname", "cmd", "argv", "olddfd",
+                     "newdfd", "addrlen", "flag", "arg2"]), _VALUES, max_size=8),
+    st.one_of(st.integers(-4200, 2**31), st.none()))
+def test_mapper_never_raises_on_odd_fields(name: str, fields: dict[str, Any],
+                                           ret: int | None) -> None:
+    t = ProcessTable(proc_root="/nonexistent-proc")
+    t.live = False
+    p = Process(4502, 1, 3)
+    p.exe, p.argv, p.cwd = "/usr/bin/x", ["x"], "/w"
+    t.procs[4502] = p
+    m = Mapper(t, SYSCALLS)
+    ev = Event(1, 0, 4502, 4502, "x", f"syscalls:{name}", "bpf:syscalls",
+               {**fields, "ret": ret})
+    for sev in m.map(ev):
+        assert sev.kind in ("syscall", "auditd", "file_event", "network_connection")
+        assert sev.fields["ProcessId"] == 4502

@@ -434,3 +434,40 @@ def test_setuid_family_changes_ids(tmp_path: Path) -> None:
     assert (p.uid, p.euid) == (0, 0)
     call("setregid", 0, rgid=5, egid=6)
     assert (p.gid, p.egid) == (5, 6)
+
+
+_ODD = st.one_of(st.integers(-(2**63), 2**64 - 1), st.text(max_size=20), st.none(),
+                 st.lists(st.one_of(st.text(max_size=5), st.integers()), max_size=3),
+                 st.dictionaries(st.text(max_size=5), st.one_of(st.text(max_size=5),
+                                                                st.integers()), max_size=2),
+                 st.binary(max_size=10))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["sched:sched_process_fork", "sched:sched_process_exec",
+                        "sched:sched_process_exit", "syscalls:execve", "syscalls:chdir",
+                        "syscalls:setuid", "syscalls:setresuid", "probewatch:process"]),
+       st.dictionaries(st.sampled_from(
+           ["child_pid", "child_start_boottime", "parent_start_boottime", "filename", "argv",
+            "cwd", "env", "uid", "euid", "gid", "egid", "loginuid", "cgroup", "cgroup_name",
+            "start_boottime", "ppid", "exit_code", "group_dead", "ret", "truncated", "pid",
+            "exe", "fds", "ruid"]), _ODD, max_size=10))
+def test_table_never_raises_on_odd_fields(name: str, fields: dict) -> None:
+    """A corrupt capture or an odd backend must not stop watch: the table copes."""
+    t = ProcessTable(proc_root="/nonexistent-proc")
+    t.live = False
+    p = Process(50, 1, 3)
+    t.procs[50] = p
+    t.on_event(Event(10, 0, 50, 50, "x", name, "bpf:syscalls", fields))
+    t.render_ancestry(50)
+    t.snapshot()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(list(Process.__slots__)), _ODD, max_size=12))
+def test_restore_never_raises_on_odd_records(rec: dict) -> None:
+    t = ProcessTable(proc_root="/nonexistent-proc")
+    t.restore([rec, {"pid": 7, "exit_ts": 5, "start": 1}])
+    t.on_event(fork(10**12, 7, 8, 10**12, 1))
+    t.expire(10**13)
+    t.snapshot()

@@ -189,14 +189,24 @@ class Process:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Process:
-        p = cls(int(d.get("pid", 0)))
+        """The inverse of to_dict() (values of the wrong type are left at defaults)."""
+        p = cls(_id(d.get("pid"), 0))
         for k in cls.__slots__:
-            if k in d and k != "pid":
-                setattr(p, k, d[k])
-        p.fds = {int(k): str(v) for k, v in (d.get("fds") or {}).items()} or None
-        p.truncated = tuple(d.get("truncated") or ())
-        p.argv = list(d.get("argv") or [])
-        p.env = dict(d.get("env") or {})
+            if k in d and k not in ("pid", "fds", "truncated", "argv", "env"):
+                v, cur = d[k], getattr(p, k)
+                want = _OPTIONAL.get(k) if cur is None else type(cur)
+                if v is None and cur is None or want is not None and type(v) is want:
+                    setattr(p, k, v)
+        fds, env, argv = d.get("fds"), d.get("env"), d.get("argv")
+        if isinstance(fds, dict):
+            p.fds = {int(k): str(v) for k, v in fds.items() if str(k).lstrip("-").isdigit()
+                     } or None
+        if isinstance(env, dict):
+            p.env = {str(k): str(v) for k, v in env.items()}
+        if isinstance(argv, list):
+            p.argv = [str(a) for a in argv]
+        tr = d.get("truncated")
+        p.truncated = tuple(str(x) for x in tr) if isinstance(tr, list) else ()
         return p
 
     def __repr__(self) -> str:
@@ -308,6 +318,7 @@ class ProcessTable:
         self._now = 0
         self._missing: dict[int, int] = {}  # pid -> ts of a failed /proc look-up
         self.dropped = 0  # records dropped by the cap (not by the grace period)
+        self.errors = 0  # malformed lifecycle Events skipped
         self._last_sweep = 0
         self.lookups = 0  # /proc look-ups for pids seen before their fork
         # live: /proc describes the events' machine (False after restore(): a replay
@@ -455,20 +466,23 @@ class ProcessTable:
             if self._exited and self._exited[0][0] + self.grace_ns <= ts:
                 self.expire(ts)
         name = ev.event
-        if name == "sched:sched_process_fork":
-            return self._fork(ev)
-        if name == "sched:sched_process_exec":
-            return self._exec(ev)
-        if name == "sched:sched_process_exit":
-            return self._exit(ev)
-        if name == PROCESS_EVENT:
-            return self._learn(ev)
-        if name == "syscalls:execve" or name == "syscalls:execveat":
-            self._execve_syscall(ev)
-        elif name == "syscalls:chdir" or name == "syscalls:fchdir":
-            self._chdir(ev)
-        elif name in _ID_SYSCALLS:
-            self._setid(ev, name[9:])
+        try:
+            if name == "sched:sched_process_fork":
+                return self._fork(ev)
+            if name == "sched:sched_process_exec":
+                return self._exec(ev)
+            if name == "sched:sched_process_exit":
+                return self._exit(ev)
+            if name == PROCESS_EVENT:
+                return self._learn(ev)
+            if name == "syscalls:execve" or name == "syscalls:execveat":
+                self._execve_syscall(ev)
+            elif name == "syscalls:chdir" or name == "syscalls:fchdir":
+                self._chdir(ev)
+            elif name in _ID_SYSCALLS:
+                self._setid(ev, name[9:])
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError):
+            self.errors += 1  # a malformed record (corrupt capture): counted, skipped
         return None
 
     def _setid(self, ev: Event, name: str) -> None:
@@ -580,16 +594,21 @@ class ProcessTable:
         fn = f.get("filename") or ""
         if "argv" in f and "cwd" in f:
             # kernel exec info: everything as it was at exec
-            p.cwd = f.get("cwd") or p.cwd
-            p.argv = list(f.get("argv") or [])
-            p.env = dict(f.get("env") or {})
-            p.exe = _exe_path(p, fn)
-            p.uid = f.get("uid", p.uid)
-            p.gid = f.get("gid", p.gid)
-            p.euid = f.get("euid", p.euid)
-            p.egid = f.get("egid", p.egid)
-            p.auid = f.get("loginuid", p.auid)
-            p.truncated = tuple(f.get("truncated") or ())
+            cwd = f.get("cwd")
+            p.cwd = cwd if isinstance(cwd, str) and cwd else p.cwd
+            argv = f.get("argv")
+            p.argv = [str(a) for a in argv] if isinstance(argv, list) else []
+            env = f.get("env")
+            p.env = ({str(k): str(v) for k, v in env.items()} if isinstance(env, dict)
+                     else {})
+            p.exe = _exe_path(p, fn if isinstance(fn, str) else str(fn))
+            p.uid = _id(f.get("uid"), p.uid)
+            p.gid = _id(f.get("gid"), p.gid)
+            p.euid = _id(f.get("euid"), p.euid)
+            p.egid = _id(f.get("egid"), p.egid)
+            p.auid = _id(f.get("loginuid"), p.auid)
+            tr = f.get("truncated")
+            p.truncated = tuple(str(x) for x in tr) if isinstance(tr, list) else ()
             p.late = False
             p.source = "exec"
             cg = f.get("cgroup_name") or ""
@@ -731,6 +750,13 @@ class ProcessTable:
 
 _ID_SYSCALLS = frozenset(f"syscalls:{n}" for n in (
     "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid"))
+
+
+_OPTIONAL = {"exit_ts": int, "exit_code": int, "container": str}
+
+
+def _id(v: Any, default: int) -> int:
+    return v if type(v) is int else default
 
 
 def _cgroup2_mount() -> str:
