@@ -26,6 +26,25 @@ form) when fds 0-2 were set up by traced syscalls (dup2 of a socket, ...). The f
 table is per process, bounded (64 fds), copied at fork; close() is not traced, so an
 fd reused by an untraced syscall (pipe, eventfd, ...) may keep an old target.
 
+Value details (the contract leaves them open):
+
+- syscall arguments: ints are signed as the kernel's C type says (fds, pids and
+  uid/gid arguments as signed 32-bit, so -1 stays -1); ``dfd``-style arguments are
+  ``"AT_FDCWD"`` or the fd; ``mode`` of open/creat/chmod/mknod is strace's octal text
+  (``"04755"``), omitted for open without O_CREAT; pointers not read are ``"0x..."``
+  or ``"NULL"``; sockaddrs are strace's text; strings and argv as captured.
+- ``file_event.Mode`` is the int permission bits (``0o4755`` = 2541);
+  ``SourceFilename`` of a symlink is the link's text as given (not resolved).
+- ``network_connection``: ``DestinationIsIpv6``/``Initiated`` are ``"true"``/``"false"``
+  strings (Sysmon's form); ``Protocol`` comes from the socket() seen for that fd
+  (absent when it was not seen); ``SourceIp``/``SourcePort`` are never known here.
+- ``process_creation``: ``ExecSyscall`` is ``execveat`` when the exec'd path is
+  ``/dev/fd/N`` (fexecve), else ``execve``; ``Image`` of a memfd exec is
+  ``/memfd:NAME (deleted)``, as /proc/PID/exe shows it.
+- ``auditd``: SYSCALL records have ``a0``..``a3`` in hex without 0x (as audit.log),
+  ``syscall`` equal to ``SYSCALL`` (the name), ``exit``, ``pid``, ``ppid``, ``gid``,
+  ``egid``; PATH ``name`` is the resolved absolute path.
+
 ``WATCH_SYSCALLS``: what ``probewatch watch`` traces by default; ``needed_syscalls``
 narrows it to what loaded rules can use; ``open_watch_session`` opens the BPF source.
 
