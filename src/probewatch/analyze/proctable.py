@@ -24,8 +24,14 @@ unavailable for a process that has exited or exec'd again before its event is
 handled: argv, cwd, environment, effective ids, login uid, cgroup/container id (the
 exec gives the path only, fork and exit no start times, so a reused pid is told
 apart only while /proc/PID/stat can be read); forks of threads are told from
-processes by /proc/PID/status while the thread lives. A pid is one process between its fork and its
-exit; reuse is recognised by the start time (CLOCK_BOOTTIME ns, as /proc/PID/stat).
+processes by /proc/PID/status while the thread lives.
+
+A pid is one process between its fork and its exit; reuse is recognised by the start
+time (CLOCK_BOOTTIME ns, the clock of /proc/PID/stat). An orphan keeps its forking
+parent as its lineage. chdir/fchdir move the cwd and the setuid/setgid family the
+ids. After restore() (replay) /proc is never read; ``on_lookup`` / process_event()
+let a capture store the processes read from /proc mid-run. Malformed Events are
+counted in ``errors`` and skipped.
 
 Example::
 
