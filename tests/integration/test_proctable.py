@@ -83,7 +83,7 @@ def test_exec_and_exit_at_once_is_known_right(bpf: None, tmp_path: Path) -> None
     proc = table.procs.get(p.pid)
     assert proc is not None, f"pid {p.pid} never seen"
     assert proc.source == "exec" and not proc.late
-    assert proc.exe == true
+    assert proc.exe == true and proc.exe_name == os.path.basename(os.path.realpath(true))
     assert proc.argv == [true, "first arg", "--x=1", ""]
     assert proc.cwd == os.path.realpath(work)
     assert proc.env == {"LD_PRELOAD": "/nonexistent/pw-preload.so", "HISTFILE": "/dev/null"}
@@ -195,6 +195,7 @@ def test_three_level_chain_ancestry_reaches_pid_1(bpf: None, tmp_path: Path) -> 
     assert chain[-1].pid == 1
     assert [p.name for p in chain[:3]] == ["sh", "sh", "sh"]
     assert chain[0].argv == ["sh", f"{tmp_path}/level3.sh"]
+    assert chain[0].exe_name == os.path.basename(os.path.realpath(shutil.which("sh") or ""))
     assert chain[1].argv == ["sh", f"{tmp_path}/level2.sh"]
     assert table.render_ancestry(leaf).startswith(f"{chain[-1].name}(1) > ")
 

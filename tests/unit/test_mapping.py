@@ -100,7 +100,10 @@ def exec_(ts: int, pid: int, filename: str, argv: list[str], cwd: str,
                   "filename": filename, "argv": argv, "cwd": cwd, "env": env or {},
                   "euid": euid, "egid": 1000, "suid": euid, "sgid": 1000, "loginuid": 1000,
                   "sessionid": 2, "start_ns": 100, "start_boottime": 100,
-                  "parent_start_boottime": 7, "cap_effective": 0, "cgroup_name": ""})
+                  "parent_start_boottime": 7, "cap_effective": 0, "cgroup_name": "",
+                  # the file the kernel opened: python3 is a symlink to python3.11
+                  "exe_name": {"/usr/bin/python3": "python3.11"}.get(
+                      filename, filename.rsplit("/", 1)[-1])})
 
 
 def kinds(sevs: list[SigmaEvent]) -> list[str]:
@@ -137,6 +140,7 @@ PROC_4502 = {
     "Gid": 1000,
     "Egid": 1000,
     "LogonId": 1000,
+    "ExeName": "python3.11",
 }
 
 

@@ -55,7 +55,8 @@ def exec_(ts: int, pid: int, ppid: int, start: int, filename: str, argv: list[st
                   "filename": filename, "argv": argv, "cwd": cwd, "env": env or {},
                   "euid": euid, "egid": uid, "suid": euid, "sgid": uid, "loginuid": auid,
                   "sessionid": 3, "start_ns": start, "start_boottime": start,
-                  "parent_start_boottime": 0, "cap_effective": 0, "cgroup_name": cgname})
+                  "parent_start_boottime": 0, "cap_effective": 0, "cgroup_name": cgname,
+                  "exe_name": filename.rsplit("/", 1)[-1]})
 
 
 def exit_(ts: int, pid: int, start: int, code: int = 0) -> Event:
@@ -94,7 +95,7 @@ def test_ancestry_and_rendering(tmp_path: Path) -> None:
     assert (p.exe, p.argv, p.cwd, p.uid, p.euid, p.auid) == (
         "/usr/bin/python3", ["python3", "x.py"], "/home/u", 1000, 1000, 1000)
     assert p.env == {"LD_PRELOAD": "/tmp/evil.so"}
-    assert p.source == "exec" and not p.late
+    assert p.source == "exec" and not p.late and p.exe_name == "python3"
     # the fork copied the parent's context until the exec replaced it
     bash = t.get(4410)
     assert bash is not None and bash.env == {"SSH_CONNECTION": "10.0.0.1 5 10.0.0.2 22"}
@@ -288,12 +289,12 @@ def test_pick_env_and_split_argv() -> None:
     assert split_argv(b"\xff\0") == ["\udcff"]
 
 
-def _exec_record(fn: bytes, cwd: bytes, argv: bytes, env: bytes, cg: bytes, flags: int = 0
-                 ) -> bytes:
+def _exec_record(fn: bytes, cwd: bytes, argv: bytes, env: bytes, cg: bytes, flags: int = 0,
+                 exe: bytes = b"prog") -> bytes:
     hdr = HDR.pack(EV_EXEC_INFO, 0, 1, 123, 50, 50, 40, 1000, 1001, 0, 7, b"prog\0")
     body = EXEC_INFO.pack(50, flags, 0, 1002, 0, 1002, 1000, 3, 11, 12, 13, 0xFF,
-                          len(fn), len(cwd), len(argv), len(env), len(cg))
-    return hdr + body + fn + cwd + argv + env + cg
+                          len(fn), len(cwd), len(argv), len(env), len(cg), len(exe))
+    return hdr + body + fn + cwd + argv + env + cg + exe
 
 
 def test_decoder_exec_info_record() -> None:
@@ -308,6 +309,7 @@ def test_decoder_exec_info_record() -> None:
         "/bin/prog", "/home/u", ["prog", "-x"], {"LD_AUDIT": "/a"})
     assert (f["euid"], f["egid"], f["loginuid"], f["start_boottime"]) == (0, 1002, 1000, 12)
     assert f["cgroup_name"] == f"docker-{CID}.scope"
+    assert f["exe_name"] == "prog"
     assert f["truncated"] == ["cwd", "argv"]
     fork_rec = HDR.pack(EV_FORK_INFO, 0, 0, 5, 40, 40, 1, 0, 0, 0, 7, b"sh\0") + \
         FORK_INFO.pack(50, 0, 100, 101, 102)

@@ -102,14 +102,15 @@ class Process:
     """One process: identity, image, context, lineage, a few of its fds.
 
     ``start``: start time (CLOCK_BOOTTIME ns; 0 unknown), ``pstart`` the parent's;
-    ``exe``: the exec'd path (absolute), ``argv``, ``cwd`` (at exec, then chdir),
+    ``exe``: the exec'd path (absolute), ``exe_name``: the executable file's own name
+    (a symlink's target, a script's interpreter), ``argv``, ``cwd`` (at exec, chdir),
     ``env``: the kept environment variables; ids: ``uid``, ``euid``, ``gid``, ``egid``,
     ``auid`` (login uid, 4294967295 unset); ``cgroup`` (path or name), ``container``;
     ``exec_ts``/``exit_ts``: event times (ns), ``source``: "proc" (seeded), "fork",
     "exec" (kernel exec info), "exec-late" (read from /proc after the exec).
     """
 
-    __slots__ = ("pid", "ppid", "start", "pstart", "exe", "argv", "cwd", "comm", "uid",
+    __slots__ = ("pid", "ppid", "start", "pstart", "exe", "exe_name", "argv", "cwd", "comm", "uid",
                  "euid", "gid", "egid", "auid", "cgroup", "cgroup_id", "container", "env",
                  "exec_ts", "exit_ts", "exit_code", "source", "late", "truncated", "fds")
 
@@ -119,6 +120,7 @@ class Process:
         self.start = start
         self.pstart = 0
         self.exe = ""
+        self.exe_name = ""  # the executable file's own name (symlinks resolved)
         self.argv: list[str] = []
         self.cwd = ""
         self.comm = ""
@@ -157,6 +159,7 @@ class Process:
     def inherit(self, parent: Process) -> None:
         """What a fork copies: image, context, creds, fds."""
         self.exe = parent.exe
+        self.exe_name = parent.exe_name
         self.argv = parent.argv
         self.cwd = parent.cwd
         self.comm = parent.comm
@@ -274,6 +277,7 @@ def read_proc_process(pid: int, root: str = "/proc") -> Process | None:
     p.argv = split_argv(_read(f"{base}/cmdline", 65536) or b"")
     exe = _readlink(f"{base}/exe")
     p.exe = exe.removesuffix(" (deleted)")
+    p.exe_name = os.path.basename(p.exe)
     p.cwd = _readlink(f"{base}/cwd")
     auid = _read(f"{base}/loginuid", 64)
     if auid:
@@ -582,7 +586,7 @@ class ProcessTable:
         start = f.get("start_boottime")
         p = self.procs.get(pid)
         if p is None or (isinstance(start, int) and p.start and not _same_start(p.start, start)):
-            p = Process(pid, f.get("ppid", 0) or 0, start if isinstance(start, int) else 0)
+            p = Process(pid, _id(f.get("ppid"), 0), start if isinstance(start, int) else 0)
             self._replace(p)
         elif isinstance(start, int) and not p.start:
             p.start = start
@@ -608,6 +612,8 @@ class ProcessTable:
             p.env = ({str(k): str(v) for k, v in env.items()} if isinstance(env, dict)
                      else {})
             p.exe = _exe_path(p, fn if isinstance(fn, str) else str(fn))
+            xn = f.get("exe_name")
+            p.exe_name = xn if isinstance(xn, str) else ""
             p.uid = _id(f.get("uid"), p.uid)
             p.gid = _id(f.get("gid"), p.gid)
             p.euid = _id(f.get("euid"), p.euid)
@@ -631,8 +637,10 @@ class ProcessTable:
             p.late = True
             p.source = "exec-late"
             p.argv = []
+            p.exe_name = ""
             if info is not None and _same_image(info.exe, fn):
                 p.argv, p.env = info.argv, info.env
+                p.exe_name = info.exe_name
                 p.cwd = info.cwd or p.cwd
                 p.uid, p.euid, p.gid, p.egid = info.uid, info.euid, info.gid, info.egid
                 p.auid = info.auid

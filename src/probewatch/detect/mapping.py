@@ -38,6 +38,9 @@ Value details (the contract leaves them open):
 - ``network_connection``: ``DestinationIsIpv6``/``Initiated`` are ``"true"``/``"false"``
   strings (Sysmon's form); ``Protocol`` comes from the socket() seen for that fd
   (absent when it was not seen); ``SourceIp``/``SourcePort`` are never known here.
+- process fields: ``ExeName`` is the executable file's own name as the kernel opened
+  it (symlinks resolved; a ``#!`` script's interpreter, e.g. ``dash``), beside
+  ``Image`` (the path as exec'd) — a name that differs tells a renamed or linked copy.
 - ``process_creation``: ``ExecSyscall`` is ``execveat`` when the exec'd path is
   ``/dev/fd/N`` (fexecve), else ``execve``; ``Image`` of a memfd exec is
   ``/memfd:NAME (deleted)``, as /proc/PID/exe shows it.
@@ -453,6 +456,8 @@ class Mapper:
                     base["GrandparentImage"] = gp.exe
             if p.container:
                 base["ContainerId"] = p.container
+            if p.exe_name:
+                base["ExeName"] = p.exe_name
             for k, v in p.env.items():
                 base[k] = v
             if len(self._pcache) > 8192:

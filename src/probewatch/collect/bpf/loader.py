@@ -40,7 +40,7 @@ BLOB = struct.Struct("<BBHHH")
 FORK = struct.Struct("<II")
 EXEC = struct.Struct("<II256s")
 EXIT = struct.Struct("<iIQQ")
-EXEC_INFO = struct.Struct("<IIIIIIIIQQQQHHHHH6x")  # struct pw_exec_info after the header
+EXEC_INFO = struct.Struct("<IIIIIIIIQQQQHHHHHH4x")  # struct pw_exec_info after the header
 FORK_INFO = struct.Struct("<IIQQQ")
 # pw_exec_info.flags
 XI_FNAME_TRUNC, XI_CWD_TRUNC, XI_ARGV_TRUNC, XI_ENV_TRUNC = 0x1, 0x2, 0x4, 0x8
@@ -229,7 +229,8 @@ class RecordDecoder:
                    base: dict[str, Any]) -> Event:
         """PW_EV_EXEC_INFO -> a sched:sched_process_exec Event with the full context."""
         (old, fl, euid, egid, suid, sgid, auid, ses, start, boot, pboot, cap,
-         fn_len, cwd_len, argv_len, env_len, cg_len) = EXEC_INFO.unpack_from(rec, HDR.size)
+         fn_len, cwd_len, argv_len, env_len, cg_len, exe_len) = EXEC_INFO.unpack_from(
+            rec, HDR.size)
         off = HDR.size + EXEC_INFO.size
         fn = rec[off : off + fn_len]
         off += fn_len
@@ -240,6 +241,8 @@ class RecordDecoder:
         env = rec[off : off + env_len]
         off += env_len
         cg = rec[off : off + cg_len]
+        off += cg_len
+        exe = rec[off : off + exe_len]
         f = base
         f.update(
             old_pid=old,
@@ -251,6 +254,7 @@ class RecordDecoder:
             start_ns=start, start_boottime=boot, parent_start_boottime=pboot,
             cap_effective=cap,
             cgroup_name=cg.decode("utf-8", "surrogateescape"),
+            exe_name=exe.decode("utf-8", "surrogateescape"),
         )
         trunc = [n for bit, n in ((XI_FNAME_TRUNC, "filename"), (XI_CWD_TRUNC, "cwd"),
                                   (XI_ARGV_TRUNC, "argv"), (XI_ENV_TRUNC, "env")) if fl & bit]

@@ -124,8 +124,10 @@ struct pw_exec {
  * (mm->arg_start..arg_end), the cwd (task->fs->pwd, walked up to the root), the
  * first env_max bytes of the environment (mm->env_start..), the credentials, the
  * login uid and the cgroup's own name. Data follows, back to back in this order:
- * fname (NUL-terminated), cwd (no NUL), argv (NUL-separated), env (NUL-separated),
- * cgroup name (no NUL); the record is sizeof(struct pw_exec_info) + the lengths.
+ * fname (NUL-terminated), cwd (no NUL), argv (NUL-separated), env (the variables of
+ * interest, NUL-separated), cgroup name (no NUL), the executable file's own name (no
+ * NUL: symlinks resolved, a script's interpreter); the record is
+ * sizeof(struct pw_exec_info) + the lengths.
  */
 #define PW_XDATA_SIZE 16384   /* data area of one exec record (power of 2) */
 #define PW_XDATA_MASK (PW_XDATA_SIZE - 1)
@@ -163,7 +165,8 @@ struct pw_exec_info {
 	__u16 argv_len;
 	__u16 env_len;
 	__u16 cgname_len;
-	__u16 _pad[3];
+	__u16 exe_len;            /* basename of the executable file (mm->exe_file) */
+	__u16 _pad[2];
 }; /* 144 bytes, then the data */
 
 /* PW_EV_FORK_INFO: sched_process_fork of a new process (a new thread gives none) */

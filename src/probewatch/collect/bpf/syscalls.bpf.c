@@ -751,7 +751,7 @@ __noinline int pw_exec_info_emit(__u32 fname_n)
 	e->parent_start_boottime = BPF_CORE_READ(t, real_parent, start_boottime);
 	e->cap_effective = 0;
 	BPF_CORE_READ_INTO(&e->cap_effective, t, cred, cap_effective);
-	e->_pad[0] = e->_pad[1] = e->_pad[2] = 0;
+	e->_pad[0] = e->_pad[1] = 0;
 
 	n = fname_n > PW_STR_MAX ? PW_STR_MAX : fname_n;
 	if (n == PW_STR_MAX)
@@ -841,6 +841,20 @@ __noinline int pw_exec_info_emit(__u32 fname_n)
 						   PW_CGNAME_MAX, cg) : 0;
 		if (r > 1) {
 			e->cgname_len = r - 1;
+			pos += r - 1;
+		}
+	}
+	/* the executable file's own name: what ran (a symlink's target, an interpreter) */
+	e->exe_len = 0;
+	if (mm && pos < PW_XDATA_SIZE - 256) {
+		const unsigned char *xn = BPF_CORE_READ(mm, exe_file, f_path.dentry, d_name.name);
+		__u32 p = pos;
+
+		pw_bound(p, PW_XDATA_MASK);
+		r = xn ? bpf_probe_read_kernel_str(s->rec + sizeof(struct pw_exec_info) + p, 256,
+						   xn) : 0;
+		if (r > 1) {
+			e->exe_len = r - 1;
 			pos += r - 1;
 		}
 	}
