@@ -109,6 +109,11 @@ class BpfSession:
 
     tool: "syscalls" (syscall entry/exit with arguments, lifecycle, counting),
     "tcpconnect", "bashreadline". ``syscalls``: names to trace (None: all).
+    ``exec_info`` (with ``lifecycle``): exec records carry argv, cwd, the environment
+    variables of interest, credentials, login uid, start times, cgroup and executable
+    names read in the kernel at exec; fork records only new processes, with start
+    times. ``raw_syscalls``: select ``syscalls`` in the kernel behind the two
+    raw_syscalls tracepoints (fast start and close) instead of one pair per syscall.
     """
 
     def __init__(
