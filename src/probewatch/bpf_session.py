@@ -109,6 +109,11 @@ class BpfSession:
 
     tool: "syscalls" (syscall entry/exit with arguments, lifecycle, counting),
     "tcpconnect", "bashreadline". ``syscalls``: names to trace (None: all).
+    ``exec_info`` (with ``lifecycle``): exec records carry argv, cwd, the environment
+    variables of interest, credentials, login uid, start times, cgroup and executable
+    names read in the kernel at exec; fork records only new processes, with start
+    times. ``raw_syscalls``: select ``syscalls`` in the kernel behind the two
+    raw_syscalls tracepoints (fast start and close) instead of one pair per syscall.
     """
 
     def __init__(
@@ -131,6 +136,10 @@ class BpfSession:
         argv_max: int = 64,
         arg_max: int = 256,
         bash_path: str = "/bin/bash",
+        exec_info: bool = False,
+        exec_argv_bytes: int = 4096,
+        exec_env_bytes: int = 8192,
+        raw_syscalls: bool = False,
     ) -> None:
         if tool not in TOOLS:
             raise ProbewatchError(f"unknown BPF tool {tool!r} (have: {', '.join(TOOLS)})")
@@ -148,6 +157,15 @@ class BpfSession:
         self._rb_bytes = _ringbuf_size(ringbuf_kb)
         self._limits = (str_max, buf_max, argv_max, arg_max)
         self._bash = bash_path
+        # exec info (with lifecycle): argv, cwd, env, credentials read in the kernel at
+        # exec, and process-only fork records with start times (see probewatch.h)
+        self._exec_info = exec_info
+        self._xlimits = (exec_argv_bytes, exec_env_bytes)
+        # raw_syscalls: a syscall list is filtered in the kernel behind the two
+        # raw_syscalls tracepoints instead of one tracepoint pair per syscall (every
+        # syscall then pays the program's entry, but start and close take two links,
+        # not hundreds: detaching each tracepoint link waits for an RCU grace period)
+        self._raw_syscalls = raw_syscalls
         self._obj: libbpf.BpfObject | None = None
         self._rb: libbpf.RingBuffer | None = None
         self._raw: list[bytes] = []
@@ -236,6 +254,11 @@ class BpfSession:
             ro["buf_max"] = max(0, min(b, 4096))
             ro["argv_max"] = max(1, min(av, 128))
             ro["arg_max"] = max(2, min(a, 4096))
+            if self._exec_info and self._lifecycle:
+                xa, xe = self._xlimits
+                ro["exec_info"] = 1
+                ro["xargv_max"] = max(0, min(xa, 8192))
+                ro["xenv_max"] = max(0, min(xe, 8192))
 
     def _fill_maps(self, obj: libbpf.BpfObject) -> None:
         if self._pids:
@@ -269,7 +292,10 @@ class BpfSession:
             obj.attach_tracepoint("pw_exit", "sched", "sched_process_exit")
             if self._lifecycle:
                 obj.attach_tracepoint("pw_exec", "sched", "sched_process_exec")
-            if self._syscalls is not None and not (self._count or self._count_procs):
+                if self._exec_info:
+                    obj.attach_raw_tracepoint("pw_fork_info", "sched_process_fork")
+            if self._syscalls is not None and not (self._count or self._count_procs
+                                                   or self._raw_syscalls):
                 # a few syscalls: their own tracepoints, so other syscalls cost nothing
                 for name in self._syscalls:
                     info = self.table.by_name[name]
@@ -292,7 +318,8 @@ class BpfSession:
     def _autoload(self, obj: libbpf.BpfObject) -> None:
         if self.tool != "syscalls":
             return
-        few = self._syscalls is not None and not (self._count or self._count_procs)
+        few = self._syscalls is not None and not (self._count or self._count_procs
+                                                  or self._raw_syscalls)
         for p in ("pw_raw_enter", "pw_raw_exit"):
             obj.set_autoload(p, not few)
         arities = set()
@@ -302,6 +329,7 @@ class BpfSession:
             obj.set_autoload(f"pw_one_enter{n}", n in arities)
         obj.set_autoload("pw_one_exit", few)
         obj.set_autoload("pw_exec", self._lifecycle)
+        obj.set_autoload("pw_fork_info", self._lifecycle and self._exec_info)
 
     def start(self) -> None:
         """Load, configure and attach; then release a gated command."""

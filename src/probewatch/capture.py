@@ -422,6 +422,66 @@ class Capture:
             _check_row(self.path, "processes", r, _PROC_TYPES, frozenset({"pid"}))
         return rows
 
+    def _has_table(self, name: str) -> bool:
+        try:
+            return self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+            ).fetchone() is not None
+        except sqlite3.Error as e:
+            raise self._err(e) from None
+
+    def alerts(self, run: int | None = None) -> list[dict[str, Any]]:
+        """The alerts ``probewatch watch -o`` stored, in time order: each the object
+        ``watch --json`` printed (with its final ``count``), plus ``run_id``.
+        Empty for a capture without alerts (or of schema 1, before there were any).
+
+        Example::
+
+            [a["rule"]["title"] for a in cap.alerts() if a["level"] == "high"]
+        """
+        if not self._has_table("alerts"):
+            return []
+        sql = "SELECT run_id, count, last_ts, alert FROM alerts"
+        params: list[Any] = []
+        if run is not None:
+            sql += " WHERE run_id = ?"
+            params.append(run)
+        out = []
+        try:
+            for run_id, count, last_ts, text in self._conn.execute(
+                sql + " ORDER BY ts, id", params
+            ):
+                a = _loads(text)
+                if not isinstance(a, dict):
+                    raise TruncatedCaptureError(
+                        f"{self.path}: capture is damaged (bad alert row)", self.path)
+                a["count"] = count
+                a["last_ts"] = last_ts
+                a["run_id"] = run_id
+                out.append(a)
+        except sqlite3.Error as e:
+            raise self._err(e) from None
+        return out
+
+    def process_snapshot(self, run: int | None = None) -> list[dict[str, Any]]:
+        """The process table a ``watch -o`` / ``record --watch`` run started from (one
+        record per process, as the process table serialized it); [] when none."""
+        if not self._has_table("process_snapshot"):
+            return []
+        sql = "SELECT info FROM process_snapshot"
+        params: list[Any] = []
+        if run is not None:
+            sql += " WHERE run_id = ?"
+            params.append(run)
+        try:
+            return [from_json(json.loads(t))
+                    for (t,) in self._conn.execute(sql + " ORDER BY pid", params)]
+        except sqlite3.Error as e:
+            raise self._err(e) from None
+        except ValueError:
+            raise TruncatedCaptureError(
+                f"{self.path}: capture is damaged (bad process snapshot)", self.path) from None
+
     def hex_fields(self) -> dict[str, set[str]]:
         """event name -> pointer fields (the text sink prints them in hex)."""
         out: dict[str, set[str]] = {}
@@ -669,7 +729,8 @@ class Capture:
     # -- SQL
     def query(self, sql: str, params: Sequence[Any] = ()) -> QueryResult:
         """Run read-only SQL over the capture (tables: runs, probes, event_types,
-        event_rows, processes, meta; view: events). Writes are refused."""
+        event_rows, processes, meta, alerts, process_snapshot; view: events). Writes
+        are refused."""
         auth = QueryAuthorizer()
         self._conn.set_authorizer(auth)
         try:

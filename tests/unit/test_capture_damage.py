@@ -26,6 +26,7 @@ from probewatch.errors import NotFound
 from probewatch.event import Event
 from probewatch.files import open_regular
 from probewatch.sinks.capture import (
+    SCHEMA_VERSION,
     CaptureError,
     CaptureWriteError,
     CaptureWriter,
@@ -196,7 +197,7 @@ def test_query_allows_reading(cap: Path) -> None:
                                      "(SELECT fields FROM events LIMIT 1))").rows]
         names = [r[1] for r in c.query("PRAGMA table_info(events)").rows]
         assert "fields" in names
-        assert list(c.query("PRAGMA user_version").rows) == [(1,)]
+        assert list(c.query("PRAGMA user_version").rows) == [(SCHEMA_VERSION,)]
 
 
 # ------------------------------------------------------------------ capture outputs

@@ -28,6 +28,8 @@ EXAMPLES = """examples:
   probewatch record t:syscalls:sys_enter_openat -c cat --echo   record, and print as trace
   probewatch record t:raw_syscalls:sys_enter t:raw_syscalls:sys_exit -p 1234 -d 10
   probewatch record u:libc:malloc ur:libc:malloc -o malloc.db -- ls    calls as slices
+  probewatch record --watch -o box.db -d 300      what watch needs: replay it later with
+                                                   probewatch watch --replay box.db
 then look at it:
   probewatch report procs.db --event sched_process_exec
   probewatch stats procs.db
@@ -52,7 +54,7 @@ command's, or 1 when writing the capture failed (74 when --echo cannot write std
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "record",
-        usage="probewatch record [options] SPEC... [-- COMMAND ARGS...]",
+        usage="probewatch record [options] (SPEC... | --watch) [-- COMMAND ARGS...]",
         help="record events of probe specs into a capture file",
         description="Record events of probe specs into a capture file (SQLite), for "
         "report, stats, query and export later.",
@@ -70,7 +72,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     p.add_argument("--echo", action="store_true",
                    help="also print the events on stdout, as probewatch trace does")
+    p.add_argument("--watch", action="store_true",
+                   help="record what probewatch watch needs (its events and the process "
+                   "table it starts from), no SPEC; replay with probewatch watch --replay")
+    for a in p._actions:
+        if a.dest == "specs":
+            a.nargs = "*"  # none with --watch; run() insists on one otherwise
     p.set_defaults(func=run)
+
+
+def run_watch(args: argparse.Namespace, cmd: list[str]) -> int:
+    """record --watch: the watch pipeline's events and seed snapshot, no rules."""
+    from .watch import run_live
+
+    if args.specs:
+        raise ProbewatchError("record --watch records the events watch needs: no SPEC "
+                              f"(got {args.specs[0]!r})")
+    for opt, val in (("--echo", args.echo), ("-c/--comm", args.comm),
+                     ("--filter", args.filter_expr), ("-n", args.max_events)):
+        if val:
+            raise ProbewatchError(f"record --watch: {opt} does not apply")
+    args.output = args.output or default_path()
+    return run_live(args, None, None, cmd, capture_only=True)
 
 
 def default_path(now: float | None = None) -> str:
@@ -220,6 +243,10 @@ def run(args: argparse.Namespace) -> int:
     from ..sinks.capture import check_output_path
 
     cmd = split_command(args)
+    if getattr(args, "watch", False):
+        return run_watch(args, cmd)
+    if not args.specs:
+        raise ProbewatchError("record needs at least one SPEC (or --watch)")
     if args.count:
         raise ProbewatchError("record stores every event: --count does not apply "
                               "(probewatch stats FILE counts a capture)")

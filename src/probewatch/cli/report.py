@@ -18,6 +18,8 @@ EXAMPLES = """examples:
   probewatch report run.db -p 1234 -c bash         one process, one comm
   probewatch report run.db --event 'sys_enter_open*'
   probewatch report run.db --event 'sched:*' -n 20
+  probewatch report run.db --alerts                the alerts probewatch watch -o stored
+  probewatch report run.db --alerts --json | jq -c '{rule: .rule.title, count}'
 
 --event is a glob over "system:name"; without ':' it matches the name only.
 -c is an exact comm, or a glob when it has * ? or [. -p matches the process (thread
@@ -52,11 +54,51 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="JSON lines on stdout")
     add_filters(p)
     p.add_argument("-n", "--max-events", type=count_arg, help="stop after MAX events")
+    p.add_argument("--alerts", action="store_true",
+                   help="the alerts (probewatch watch -o) instead of the events, as watch "
+                   "prints them (-p filters by the alert's process)")
     p.set_defaults(func=run)
+
+
+def run_alerts(args: argparse.Namespace) -> int:
+    """probewatch report FILE --alerts: one line (or JSON object) per stored alert."""
+    import json
+
+    from ..capture import Capture
+    from ..detect.alerts import alert_from_dict, alert_line, restore_undecodable
+
+    out = sys.stdout
+    with Capture(args.file) as cap:
+        alerts = cap.alerts()
+    if args.pid:
+        alerts = [a for a in alerts if (a.get("process") or {}).get("pid") in args.pid]
+    if args.max_events is not None:
+        alerts = alerts[: args.max_events]
+    per_level: dict[str, int] = {}
+    for a in alerts:
+        per_level[a.get("level", "?")] = per_level.get(a.get("level", "?"), 0) + 1
+        a.pop("run_id", None)
+        if args.json:
+            out.write(json.dumps(a, ensure_ascii=False) + "\n")
+        else:
+            out.write(alert_line(alert_from_dict(restore_undecodable(a))) + "\n")
+    out.flush()
+    total = sum(int(a.get("count") or 1) for a in alerts)
+    if args.json:
+        print(json.dumps({"summary": {"alerts": len(alerts), "occurrences": total,
+                                      "per_level": per_level}}), file=sys.stderr)
+    else:
+        levels = ", ".join(f"{k} {v}" for k, v in sorted(per_level.items()))
+        print(f"{len(alerts)} alerts ({total} with repeats){': ' + levels if levels else ''}",
+              file=sys.stderr)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from ..capture import Capture
+
+    if args.alerts:
+        return run_alerts(args)
 
     out = sys.stdout
     with Capture(args.file) as cap:

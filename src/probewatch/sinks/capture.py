@@ -81,8 +81,10 @@ __all__ = [
     "read_proc",
 ]
 
-#: capture schema number, also in ``PRAGMA user_version`` and ``meta.schema``
-SCHEMA_VERSION = 1
+#: capture schema number, also in ``PRAGMA user_version`` and ``meta.schema``;
+#: 2 added the ``alerts`` and ``process_snapshot`` tables (probewatch watch -o),
+#: a schema 1 file still opens (those tables are then empty)
+SCHEMA_VERSION = 2
 #: ``PRAGMA application_id`` of every capture: ASCII "PWCP"
 APPLICATION_ID = 0x50574350
 FORMAT_NAME = "probewatch-capture"
@@ -185,10 +187,45 @@ CREATE TABLE processes (
   source     TEXT,               -- where the row came from: proc, trace, command
   PRIMARY KEY (run_id, pid)
 );
+""" + """
+CREATE TABLE alerts (              -- schema 2: probewatch watch -o
+  id           INTEGER PRIMARY KEY, -- the alert's id (watch --json "id")
+  run_id       INTEGER NOT NULL REFERENCES runs(id),
+  ts           INTEGER NOT NULL,   -- trace clock ns of the first matching event
+  last_ts      INTEGER,            -- of the last repeat folded into this alert
+  time         REAL,               -- wall clock of ts
+  count        INTEGER NOT NULL,   -- 1 + the repeats collapsed into it
+  level        TEXT NOT NULL,
+  rule_id      TEXT NOT NULL,
+  title        TEXT,
+  techniques   TEXT,               -- JSON list of ATT&CK ids
+  pid          INTEGER,
+  image        TEXT,
+  command_line TEXT,
+  lineage      TEXT,               -- "sshd(812) > bash(4410) > python3(4502)", escaped
+  matched      TEXT,               -- JSON object: field -> value
+  alert        TEXT NOT NULL       -- the whole alert as watch --json prints it
+);
+
+CREATE TABLE process_snapshot (    -- schema 2: the process table watch started from
+  run_id  INTEGER NOT NULL REFERENCES runs(id),
+  pid     INTEGER NOT NULL,
+  ppid    INTEGER,
+  info    TEXT NOT NULL,           -- JSON object: the process table's record
+  PRIMARY KEY (run_id, pid)
+);
 """
 
 _INSERT_ROW = (
     "INSERT INTO event_rows (ts, cpu, pid, tid, comm, type_id, fields) VALUES (?,?,?,?,?,?,?)"
+)
+_ALERT_COLS = (
+    "id", "run_id", "ts", "last_ts", "time", "count", "level", "rule_id", "title",
+    "techniques", "pid", "image", "command_line", "lineage", "matched", "alert",
+)
+_INSERT_ALERT = (
+    f"INSERT OR REPLACE INTO alerts ({', '.join(_ALERT_COLS)}) "
+    f"VALUES ({', '.join('?' * len(_ALERT_COLS))})"
 )
 _PROC_COLS = (
     "run_id", "pid", "ppid", "comm", "exe", "argv", "start_ts", "exec_ts", "exit_ts",
@@ -405,14 +442,19 @@ def expected_schema() -> frozenset[tuple[str, str, str, str]]:
     return _expected_schema
 
 
-def check_schema(conn: sqlite3.Connection, path: str) -> None:
+#: tables each schema version added (older captures lack them and still open)
+_ADDED_IN = {2: frozenset({"alerts", "process_snapshot"})}
+
+
+def check_schema(conn: sqlite3.Connection, path: str, version: int = SCHEMA_VERSION) -> None:
     """Raise the damaged-capture error unless the tables and views are exactly those of
-    :data:`SCHEMA` (a changed byte in a column name or type shows up here, not as a
-    KeyError deep in a reader)."""
+    :data:`SCHEMA` at schema ``version`` (a changed byte in a column name or type shows
+    up here, not as a KeyError deep in a reader)."""
     have = frozenset(conn.execute(
         "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
     ).fetchall())
-    want = expected_schema()
+    later = frozenset().union(*(t for v, t in _ADDED_IN.items() if v > version))
+    want = frozenset(r for r in expected_schema() if r[2] not in later)
     if have != want:
         bad = sorted(str(r[1]) for r in (have ^ want))
         raise damaged(path, "its tables differ from a capture's (" + ", ".join(
@@ -585,7 +627,7 @@ def open_capture(path: str) -> sqlite3.Connection:
             schema = 0
         if schema > SCHEMA_VERSION:
             raise CaptureVersionError(_newer_msg(path, schema), path)
-        check_schema(conn, path)
+        check_schema(conn, path, min(uv, schema) if uv and schema else SCHEMA_VERSION)
         # touch the tables the reader needs: a damaged file fails here, not later
         conn.execute("SELECT count(*) FROM event_types").fetchone()
         conn.execute("SELECT max(id) FROM event_rows").fetchone()
@@ -1095,6 +1137,9 @@ class CaptureWriter:
             _add_source(p, "trace")
 
     def _apply_ctl(self, kind: str, payload: Any) -> None:
+        if kind in ("alert", "snapshot"):
+            self._apply_detect(kind, payload)
+            return
         if kind == "proc":
             pid, info = payload
             p = self._proc(pid)
@@ -1104,6 +1149,29 @@ class CaptureWriter:
                     p[k] = v
             if src:
                 _add_source(p, src)
+
+    # -- detection (probewatch watch -o): alerts and the process-table snapshot
+    def add_alert(self, row: Mapping[str, Any]) -> None:
+        """Insert one row of ``alerts`` (columns by name; ``id`` given): a row with
+        the id of one already written replaces it (a repeat count that grew)."""
+        self._ctl.append(("alert", dict(row)))
+
+    def note_snapshot(self, procs: Iterable[Mapping[str, Any]]) -> None:
+        """Store the process table a run started from (``process_snapshot``): one
+        JSON-ready record per process, with at least ``pid`` and ``ppid``."""
+        self._ctl.append(("snapshot", [dict(p) for p in procs]))
+
+    def _apply_detect(self, kind: str, payload: Any) -> None:
+        conn = self._conn
+        if kind == "alert":
+            row = {c: payload.get(c) for c in _ALERT_COLS}
+            row["run_id"] = self.run_id
+            conn.execute(_INSERT_ALERT, [_text(row[c]) for c in _ALERT_COLS])
+            return
+        conn.executemany(
+            "INSERT OR REPLACE INTO process_snapshot (run_id, pid, ppid, info) VALUES (?,?,?,?)",
+            [(self.run_id, int(p["pid"]), p.get("ppid"), obj_json(p)) for p in payload],
+        )
 
     # -- finishing
     def _stop_thread(self) -> None:
@@ -1323,7 +1391,10 @@ def _text(v: Any) -> Any:
         try:
             v.encode("utf-8")
         except UnicodeEncodeError:
-            return v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            try:
+                return v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            except UnicodeEncodeError:  # surrogates that are not escaped bytes
+                return v.encode("utf-8", "backslashreplace").decode("utf-8")
     return v
 
 

@@ -25,6 +25,7 @@ from ...event import Event
 
 # enum pw_kind
 EV_SYSCALL, EV_SYS_ENTER, EV_FORK, EV_EXEC, EV_EXIT, EV_TCP, EV_READLINE = range(1, 8)
+EV_EXEC_INFO, EV_FORK_INFO = 8, 9
 # enum pw_stat
 STAT_GENERATED, STAT_RB_LOST, STAT_READ_FAIL, STAT_TRUNC = range(4)
 STAT_MAX = 8
@@ -38,7 +39,42 @@ SYSCALL = struct.Struct("<qQ6QiI")  # struct pw_syscall after the header
 BLOB = struct.Struct("<BBHHH")
 FORK = struct.Struct("<II")
 EXEC = struct.Struct("<II256s")
-EXIT = struct.Struct("<iIQ")
+EXIT = struct.Struct("<iIQQ")
+EXEC_INFO = struct.Struct("<IIIIIIIIQQQQHHHHHH4x")  # struct pw_exec_info after the header
+FORK_INFO = struct.Struct("<IIQQQ")
+# pw_exec_info.flags
+XI_FNAME_TRUNC, XI_CWD_TRUNC, XI_ARGV_TRUNC, XI_ENV_TRUNC = 0x1, 0x2, 0x4, 0x8
+XI_ARGV_FAULT, XI_ENV_FAULT, XI_NO_MM, XI_CWD_UNREACH = 0x10, 0x20, 0x40, 0x80
+
+# environment variables an exec record keeps (the rest of the environment is dropped)
+EXEC_ENV_KEEP = frozenset({
+    "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "PYTHONPATH", "BASH_ENV", "ENV",
+    "HISTFILE", "HISTSIZE", "HISTFILESIZE", "HISTCONTROL", "PROMPT_COMMAND",
+    "SSH_CONNECTION", "SSH_CLIENT", "SUDO_USER", "SUDO_UID", "PYTHONSTARTUP",
+    "PERL5OPT", "NODE_OPTIONS", "GCONV_PATH", "LD_BIND_NOW",
+})
+
+
+def pick_env(blob: bytes, keep: frozenset[str] = EXEC_ENV_KEEP) -> dict[str, str]:
+    """NAME -> value for the kept names in a NUL-separated environment block."""
+    out: dict[str, str] = {}
+    for item in blob.split(b"\0"):
+        eq = item.find(b"=")
+        if eq <= 0:
+            continue
+        name = item[:eq].decode("ascii", "replace")
+        if name in keep and name not in out:
+            out[name] = item[eq + 1 :].decode("utf-8", "surrogateescape")
+    return out
+
+
+def split_argv(blob: bytes) -> list[str]:
+    """A NUL-separated argument block (mm->arg_start..arg_end) -> argv."""
+    if blob.endswith(b"\0"):
+        blob = blob[:-1]
+    if not blob:
+        return []
+    return [a.decode("utf-8", "surrogateescape") for a in blob.split(b"\0")]
 TCP = struct.Struct("<HHHH16s16sQ")
 READLINE = struct.Struct("<II256s")
 COUNT = struct.Struct("<QQQ")
@@ -197,9 +233,16 @@ class RecordDecoder:
             base.update(old_pid=old,
                         filename=fname[: max(n - 1, 0)].decode(errors="surrogateescape"))
             return Event(ts, cpu, pid, tid, c, "sched:sched_process_exec", self.probe, base)
+        if kind == EV_EXEC_INFO:
+            return self._exec_info(rec, ts, cpu, pid, tid, c, base)
+        if kind == EV_FORK_INFO:
+            child, _p, cstart, cboot, pboot = FORK_INFO.unpack_from(rec, HDR.size)
+            base.update(child_pid=child, child_tid=child, child_start_ns=cstart,
+                        child_start_boottime=cboot, parent_start_boottime=pboot)
+            return Event(ts, cpu, pid, tid, c, "sched:sched_process_fork", self.probe, base)
         if kind == EV_EXIT:
-            code, _p, start = EXIT.unpack_from(rec, HDR.size)
-            base.update(exit_code=code, start_ns=start)
+            code, _p, start, boot = EXIT.unpack_from(rec, HDR.size)
+            base.update(exit_code=code, start_ns=start, start_boottime=boot)
             return Event(ts, cpu, pid, tid, c, "sched:sched_process_exit", self.probe, base)
         if kind == EV_TCP:
             fam, sport, dport, state, sa, da, lat = TCP.unpack_from(rec, HDR.size)
@@ -220,6 +263,49 @@ class RecordDecoder:
             return Event(ts, cpu, pid, tid, c, "bash:readline", self.probe, base)
         self.unknown += 1
         return None
+
+    def _exec_info(self, rec: bytes, ts: int, cpu: int, pid: int, tid: int, comm: str,
+                   base: dict[str, Any]) -> Event:
+        """PW_EV_EXEC_INFO -> a sched:sched_process_exec Event with the full context."""
+        (old, fl, euid, egid, suid, sgid, auid, ses, start, boot, pboot, cap,
+         fn_len, cwd_len, argv_len, env_len, cg_len, exe_len) = EXEC_INFO.unpack_from(
+            rec, HDR.size)
+        off = HDR.size + EXEC_INFO.size
+        fn = rec[off : off + fn_len]
+        off += fn_len
+        cwd = rec[off : off + cwd_len]
+        off += cwd_len
+        argv = rec[off : off + argv_len]
+        off += argv_len
+        env = rec[off : off + env_len]
+        off += env_len
+        cg = rec[off : off + cg_len]
+        off += cg_len
+        exe = rec[off : off + exe_len]
+        f = base
+        f.update(
+            old_pid=old,
+            filename=fn.split(b"\0", 1)[0].decode("utf-8", "surrogateescape"),
+            argv=split_argv(argv),
+            cwd=cwd.decode("utf-8", "surrogateescape"),
+            env=pick_env(env),
+            euid=euid, egid=egid, suid=suid, sgid=sgid, loginuid=auid, sessionid=ses,
+            start_ns=start, start_boottime=boot, parent_start_boottime=pboot,
+            cap_effective=cap,
+            cgroup_name=cg.decode("utf-8", "surrogateescape"),
+            exe_name=exe.decode("utf-8", "surrogateescape"),
+        )
+        trunc = [n for bit, n in ((XI_FNAME_TRUNC, "filename"), (XI_CWD_TRUNC, "cwd"),
+                                  (XI_ARGV_TRUNC, "argv"), (XI_ENV_TRUNC, "env")) if fl & bit]
+        faults = [n for bit, n in ((XI_ARGV_FAULT, "argv"), (XI_ENV_FAULT, "env"),
+                                   (XI_CWD_UNREACH, "cwd")) if fl & bit]
+        if fl & XI_NO_MM:
+            faults.append("mm")
+        if trunc:
+            f["truncated"] = trunc
+        if faults:
+            f["faults"] = faults
+        return Event(ts, cpu, pid, tid, comm, "sched:sched_process_exec", self.probe, f)
 
     def _syscall(self, kind: int, rec: bytes, ts: int, cpu: int, pid: int, tid: int,
                  comm: str, base: dict[str, Any]) -> Event | None:
@@ -298,4 +384,7 @@ __all__ = [
     "Losses",
     "parse_stats",
     "machine",
+    "pick_env",
+    "split_argv",
+    "EXEC_ENV_KEEP",
 ]

@@ -30,6 +30,8 @@ enum pw_kind {
 	PW_EV_EXIT = 5,
 	PW_EV_TCP = 6,
 	PW_EV_READLINE = 7,
+	PW_EV_EXEC_INFO = 8, /* sched_process_exec with the new image's full context */
+	PW_EV_FORK_INFO = 9, /* a new process (not a thread), with its start time */
 };
 
 /* per-CPU counters, map "stats" */
@@ -116,12 +118,74 @@ struct pw_exec {
 	char fname[256];
 };
 
+/*
+ * PW_EV_EXEC_INFO: sched_process_exec read in the kernel, so that a process that
+ * lives under a millisecond is still known right: the exec'd path, the new argv
+ * (mm->arg_start..arg_end), the cwd (task->fs->pwd, walked up to the root), the
+ * first env_max bytes of the environment (mm->env_start..), the credentials, the
+ * login uid and the cgroup's own name. Data follows, back to back in this order:
+ * fname (NUL-terminated), cwd (no NUL), argv (NUL-separated), env (the variables of
+ * interest, NUL-separated), cgroup name (no NUL), the executable file's own name (no
+ * NUL: symlinks resolved, a script's interpreter); the record is
+ * sizeof(struct pw_exec_info) + the lengths.
+ */
+#define PW_XDATA_SIZE 16384   /* data area of one exec record (power of 2) */
+#define PW_XDATA_MASK (PW_XDATA_SIZE - 1)
+#define PW_XPIECE_MAX 8192    /* the largest one piece (argv, env) may be */
+#define PW_CWD_MAX 4096       /* cwd bytes */
+#define PW_CWD_DEPTH 128      /* path components walked at most */
+#define PW_CGNAME_MAX 256
+
+/* pw_exec_info.flags */
+#define PW_XI_FNAME_TRUNC 0x1
+#define PW_XI_CWD_TRUNC 0x2   /* deeper than PW_CWD_DEPTH or longer than PW_CWD_MAX */
+#define PW_XI_ARGV_TRUNC 0x4
+#define PW_XI_ENV_TRUNC 0x8
+#define PW_XI_ARGV_FAULT 0x10
+#define PW_XI_ENV_FAULT 0x20
+#define PW_XI_NO_MM 0x40      /* no mm (kernel thread): no argv/env */
+#define PW_XI_CWD_UNREACH 0x80 /* the cwd is outside this mount namespace / unlinked */
+
+struct pw_exec_info {
+	struct pw_hdr h;          /* uid, gid: the real ids; ppid: real_parent's tgid */
+	__u32 old_tid;
+	__u32 flags;              /* PW_XI_* */
+	__u32 euid;
+	__u32 egid;
+	__u32 suid;
+	__u32 sgid;
+	__u32 loginuid;           /* audit login uid; 0xffffffff when unset */
+	__u32 sessionid;
+	__u64 start_ns;           /* task start, CLOCK_MONOTONIC */
+	__u64 start_boottime;     /* task start, CLOCK_BOOTTIME (/proc/PID/stat's clock) */
+	__u64 parent_start_boottime;
+	__u64 cap_effective;
+	__u16 fname_len;          /* with its NUL */
+	__u16 cwd_len;
+	__u16 argv_len;
+	__u16 env_len;
+	__u16 cgname_len;
+	__u16 exe_len;            /* basename of the executable file (mm->exe_file) */
+	__u16 _pad[2];
+}; /* 144 bytes, then the data */
+
+/* PW_EV_FORK_INFO: sched_process_fork of a new process (a new thread gives none) */
+struct pw_fork_info {
+	struct pw_hdr h;
+	__u32 child_pid;
+	__u32 _pad;
+	__u64 child_start_ns;        /* CLOCK_MONOTONIC */
+	__u64 child_start_boottime;  /* CLOCK_BOOTTIME */
+	__u64 parent_start_boottime; /* of the forking process */
+};
+
 /* PW_EV_EXIT (sched_process_exit of a whole process) */
 struct pw_exit {
 	struct pw_hdr h;
 	__s32 exit_code; /* wait status: code << 8 | signal */
 	__u32 _pad;
 	__u64 start_ns;  /* task start (CLOCK_MONOTONIC), for lifetimes */
+	__u64 start_boottime; /* task start (CLOCK_BOOTTIME): which incarnation of the pid */
 };
 
 /* PW_EV_TCP: an active TCP open (connect) and its outcome */

@@ -21,6 +21,9 @@ const volatile __u32 str_max = 4096;         /* bytes per string argument */
 const volatile __u32 buf_max = 32;           /* bytes of data buffers */
 const volatile __u32 argv_max = 64;          /* argv entries */
 const volatile __u32 arg_max = 256;          /* bytes per argv entry */
+const volatile bool exec_info = false;       /* PW_EV_EXEC_INFO / PW_EV_FORK_INFO */
+const volatile __u32 xargv_max = 4096;       /* exec info: argv bytes */
+const volatile __u32 xenv_max = 8192;        /* exec info: environment bytes */
 
 struct pw_inflight {
 	__u64 ts;
@@ -460,6 +463,17 @@ int pw_raw_enter(struct pw_raw_enter_ctx *ctx)
 SEC("tracepoint/raw_syscalls/sys_exit")
 int pw_raw_exit(struct pw_raw_exit_ctx *ctx)
 {
+	/* an untraced syscall has no inflight entry: skip the hash look-up */
+	if (!count_syscalls && !count_procs) {
+		__u32 key = (__u32)ctx->id;
+		struct pw_nrconf *conf;
+
+		if (key >= PW_NR_MAX)
+			return 0;
+		conf = bpf_map_lookup_elem(&nrconf, &key);
+		if (!conf || !(conf->flags & PW_NR_TRACE))
+			return 0;
+	}
 	return pw_sys_exit(ctx->ret);
 }
 
@@ -504,10 +518,363 @@ int pw_fork(struct trace_event_raw_sched_process_fork *ctx)
 
 	if (!pw_follow_fork(ctx) || !emit_lifecycle || !pw_wanted(pid_tgid))
 		return 0;
+	if (exec_info) /* pw_fork_info reports new processes (and not threads) */
+		return 0;
 	pw_fill_hdr(&e.h, PW_EV_FORK, pid_tgid);
 	e.child_tid = BPF_CORE_READ(ctx, child_pid);
 	e.child_pid = e.child_tid;
 	pw_submit(&e, sizeof(e));
+	return 0;
+}
+
+/* exec info: the record, room for the last piece read at the end, and the cwd */
+struct pw_xscratch {
+	union {
+		__u8 rec[sizeof(struct pw_exec_info) + PW_XDATA_SIZE + PW_XPIECE_MAX];
+		/* not used as such: keeps both record types in the BTF (layout test) */
+		struct pw_exec_info info;
+		struct pw_fork_info fork;
+	};
+	__u8 cwd[PW_CWD_MAX + 256];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pw_xscratch);
+} xscratch SEC(".maps");
+
+static __always_inline struct pw_xscratch *pw_xscratch(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&xscratch, &zero);
+}
+
+/* the cwd is written backwards, from the end of xscratch.cwd */
+struct pw_cwd_state {
+	struct dentry *d;
+	struct mount *m;
+	__u32 pos;   /* start of the path written so far */
+	__u32 flags;
+};
+
+/* one path component (bpf_loop callback): d_parent, crossing mount points upwards */
+static long pw_cwd_one(__u32 i, struct pw_cwd_state *st)
+{
+	struct pw_xscratch *s = pw_xscratch();
+	struct dentry *d = st->d, *parent, *mroot;
+	struct mount *m = st->m, *mp;
+	const unsigned char *name;
+	__u32 len, pos;
+
+	if (!s)
+		return 1;
+	mroot = BPF_CORE_READ(m, mnt.mnt_root);
+	parent = BPF_CORE_READ(d, d_parent);
+	if (d == mroot || d == parent) {
+		mp = BPF_CORE_READ(m, mnt_parent);
+		if (d == mroot && mp && mp != m) {
+			st->d = BPF_CORE_READ(m, mnt_mountpoint);
+			st->m = mp;
+			return 0;
+		}
+		if (d != mroot)
+			st->flags |= PW_XI_CWD_UNREACH;
+		return 1;
+	}
+	len = BPF_CORE_READ(d, d_name.len);
+	name = BPF_CORE_READ(d, d_name.name);
+	pos = st->pos;
+	if (len > 255 || len + 1 > pos) {
+		st->flags |= PW_XI_CWD_TRUNC;
+		return 1;
+	}
+	pos -= len;
+	pw_bound(pos, PW_CWD_MAX - 1);
+	pw_bound(len, 255);
+	if (bpf_probe_read_kernel(s->cwd + pos, len, name)) {
+		st->flags |= PW_XI_CWD_TRUNC;
+		return 1;
+	}
+	pos -= 1;
+	pw_bound(pos, PW_CWD_MAX - 1);
+	s->cwd[pos] = '/';
+	st->pos = pos;
+	st->d = parent;
+	return 0;
+}
+
+/*
+ * The environment is walked string by string (bpf_loop, PW_ENV_CHUNK bytes a read) and
+ * only strings that start like a variable of interest are kept: LD_*, PYTHON*,
+ * BASH_ENV=, ENV=, HIST*, PROMPT_COMMAND=, SSH_C*, SUDO_*, PERL5OPT=, NODE_OPTIONS=,
+ * GCONV_PATH= (user space keeps the exact names). So a large environment cannot push
+ * LD_PRELOAD out of view. A string longer than a chunk is skipped chunk by chunk.
+ */
+#define PW_ENV_CHUNK 1024
+#define PW_ENV_ITERS 2048
+
+struct pw_env_state {
+	__u64 p;      /* next user address to read */
+	__u64 end;    /* mm->env_end */
+	__u32 pos;    /* next free byte of the data area */
+	__u32 limit;  /* kept strings end before this */
+	__u32 flags;
+	__u32 skipping; /* inside a long string: drop up to its NUL */
+};
+
+/* d starts with the string literal lit (at most 15 characters); no loop to unroll */
+#define PW_B(d, lit, k) (sizeof(lit) - 1 <= (k) || (d)[k] == (__u8)(lit)[(k) & 15])
+#define PW_PFX(d, lit)                                                          \
+	(PW_B(d, lit, 0) && PW_B(d, lit, 1) && PW_B(d, lit, 2) && PW_B(d, lit, 3) && \
+	 PW_B(d, lit, 4) && PW_B(d, lit, 5) && PW_B(d, lit, 6) && PW_B(d, lit, 7) && \
+	 PW_B(d, lit, 8) && PW_B(d, lit, 9) && PW_B(d, lit, 10) &&                  \
+	 PW_B(d, lit, 11) && PW_B(d, lit, 12) && PW_B(d, lit, 13) && PW_B(d, lit, 14))
+
+static __always_inline bool pw_env_wanted(const __u8 *d)
+{
+	switch (d[0]) {
+	case 'L':
+		return PW_PFX(d, "LD_");
+	case 'P':
+		return PW_PFX(d, "PYTHON") || PW_PFX(d, "PROMPT_COMMAND=") ||
+		       PW_PFX(d, "PERL5OPT=");
+	case 'B':
+		return PW_PFX(d, "BASH_ENV=");
+	case 'E':
+		return PW_PFX(d, "ENV=");
+	case 'H':
+		return PW_PFX(d, "HIST");
+	case 'S':
+		return PW_PFX(d, "SSH_C") || PW_PFX(d, "SUDO_");
+	case 'N':
+		return PW_PFX(d, "NODE_OPTIONS=");
+	case 'G':
+		return PW_PFX(d, "GCONV_PATH=");
+	}
+	return false;
+}
+
+static long pw_env_one(__u32 i, struct pw_env_state *st)
+{
+	struct pw_xscratch *s = pw_xscratch();
+	__u32 pos = st->pos, lim;
+	const __u8 *d;
+	long n;
+
+	if (!s || st->p >= st->end)
+		return 1;
+	if (pos + 2 > st->limit || pos + 2 > PW_XDATA_SIZE) {
+		st->flags |= PW_XI_ENV_TRUNC;
+		return 1;
+	}
+	lim = PW_XDATA_SIZE - pos;
+	if (lim > PW_ENV_CHUNK)
+		lim = PW_ENV_CHUNK;
+	pw_bound(pos, PW_XDATA_MASK);
+	pw_bound(lim, 2 * PW_ENV_CHUNK - 1);
+	if (lim > PW_ENV_CHUNK)
+		lim = PW_ENV_CHUNK;
+	if (lim < 2)
+		return 1;
+	d = s->rec + sizeof(struct pw_exec_info) + pos;
+	n = bpf_probe_read_user_str((void *)d, lim, (const void *)st->p);
+	if (n <= 0) {
+		st->flags |= PW_XI_ENV_FAULT;
+		return 1;
+	}
+	if (!st->skipping && pw_env_wanted(d)) {
+		if (pos + n > st->limit) {
+			st->flags |= PW_XI_ENV_TRUNC;
+			return 1;
+		}
+		if (n == lim)
+			st->flags |= PW_XI_ENV_TRUNC; /* the value is cut */
+		st->pos = pos + n;
+	}
+	/* n == lim: the string goes on past this chunk (its last byte became the NUL) */
+	if (n == lim) {
+		st->skipping = 1;
+		st->p += n - 1;
+	} else {
+		st->skipping = 0;
+		st->p += n;
+	}
+	return 0;
+}
+
+/* copy n bytes from src (user or kernel memory) to the data area at pos; returns bytes */
+static __always_inline __u32 pw_xpiece(struct pw_xscratch *s, __u32 pos, const void *src,
+				       __u32 n, bool user)
+{
+	__u32 room;
+
+	if (pos >= PW_XDATA_SIZE || !n)
+		return 0;
+	room = PW_XDATA_SIZE - pos;
+	if (n > room)
+		n = room;
+	pw_bound(pos, PW_XDATA_MASK);
+	pw_bound(n, PW_XPIECE_MAX * 2 - 1);
+	if (n > PW_XPIECE_MAX)
+		n = PW_XPIECE_MAX;
+	if (user ? bpf_probe_read_user(s->rec + sizeof(struct pw_exec_info) + pos, n, src)
+		 : bpf_probe_read_kernel(s->rec + sizeof(struct pw_exec_info) + pos, n, src))
+		return 0;
+	return n;
+}
+
+/* fname: the exec'd path is already at the start of the data area, n bytes with its NUL */
+__noinline int pw_exec_info_emit(__u32 fname_n)
+{
+	struct pw_xscratch *s = pw_xscratch();
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct pw_cwd_state cw = {};
+	struct pw_exec_info *e;
+	struct mm_struct *mm;
+	struct vfsmount *vm;
+	__u64 a, b, size;
+	__u32 pos = 0, n, want;
+	long r;
+
+	if (!s)
+		return 0;
+	e = (struct pw_exec_info *)s->rec;
+	pw_fill_hdr(&e->h, PW_EV_EXEC_INFO, pid_tgid);
+	e->h.kind = PW_EV_EXEC_INFO;
+	e->flags = 0;
+	e->euid = BPF_CORE_READ(t, cred, euid.val);
+	e->egid = BPF_CORE_READ(t, cred, egid.val);
+	e->suid = BPF_CORE_READ(t, cred, suid.val);
+	e->sgid = BPF_CORE_READ(t, cred, sgid.val);
+	e->h.uid = BPF_CORE_READ(t, cred, uid.val);
+	e->h.gid = BPF_CORE_READ(t, cred, gid.val);
+	e->loginuid = 0xffffffff;
+	e->sessionid = 0xffffffff;
+	if (bpf_core_field_exists(t->loginuid)) {
+		e->loginuid = BPF_CORE_READ(t, loginuid.val);
+		e->sessionid = BPF_CORE_READ(t, sessionid);
+	}
+	e->start_ns = BPF_CORE_READ(t, start_time);
+	e->start_boottime = BPF_CORE_READ(t, start_boottime);
+	e->parent_start_boottime = BPF_CORE_READ(t, real_parent, start_boottime);
+	e->cap_effective = 0;
+	BPF_CORE_READ_INTO(&e->cap_effective, t, cred, cap_effective);
+	e->_pad[0] = e->_pad[1] = 0;
+
+	n = fname_n > PW_STR_MAX ? PW_STR_MAX : fname_n;
+	if (n == PW_STR_MAX)
+		e->flags |= PW_XI_FNAME_TRUNC;
+	e->fname_len = n;
+	pos = n;
+
+	/* the cwd: walk task->fs->pwd up to the root */
+	cw.d = BPF_CORE_READ(t, fs, pwd.dentry);
+	vm = BPF_CORE_READ(t, fs, pwd.mnt);
+	cw.m = (struct mount *)((void *)vm - bpf_core_field_offset(struct mount, mnt));
+	cw.pos = PW_CWD_MAX;
+	if (cw.d)
+		bpf_loop(PW_CWD_DEPTH, pw_cwd_one, &cw, 0);
+	e->flags |= cw.flags;
+	if (cw.d && cw.pos < PW_CWD_MAX && !(cw.flags & (PW_XI_CWD_TRUNC | PW_XI_CWD_UNREACH))) {
+		/* stopped before the root: deeper than PW_CWD_DEPTH? */
+		struct dentry *d = cw.d;
+		struct mount *m = cw.m;
+
+		if (d != BPF_CORE_READ(m, mnt.mnt_root) || BPF_CORE_READ(m, mnt_parent) != m)
+			e->flags |= PW_XI_CWD_TRUNC;
+	}
+	n = 0;
+	if (cw.pos < PW_CWD_MAX) {
+		__u32 p = cw.pos;
+
+		pw_bound(p, PW_CWD_MAX - 1);
+		n = pw_xpiece(s, pos, s->cwd + p, PW_CWD_MAX - p, false);
+	} else {
+		s->cwd[0] = '/';
+		n = pw_xpiece(s, pos, s->cwd, 1, false);
+	}
+	e->cwd_len = n;
+	pos += n;
+
+	mm = BPF_CORE_READ(t, mm);
+	e->argv_len = 0;
+	e->env_len = 0;
+	if (!mm) {
+		e->flags |= PW_XI_NO_MM;
+	} else {
+		/* argv: the new image's arguments, NUL-separated */
+		a = BPF_CORE_READ(mm, arg_start);
+		b = BPF_CORE_READ(mm, arg_end);
+		want = b > a ? (b - a > 0xffff ? 0xffff : b - a) : 0;
+		if (want > xargv_max) {
+			want = xargv_max;
+			e->flags |= PW_XI_ARGV_TRUNC;
+		}
+		n = pw_xpiece(s, pos, (const void *)a, want, true);
+		if (n < want)
+			e->flags |= n ? PW_XI_ARGV_TRUNC : PW_XI_ARGV_FAULT;
+		e->argv_len = n;
+		pos += n;
+		/* the environment: only the variables of interest, wherever they are */
+		struct pw_env_state es = {};
+
+		es.p = BPF_CORE_READ(mm, env_start);
+		es.end = BPF_CORE_READ(mm, env_end);
+		es.pos = pos;
+		es.limit = pos + (xenv_max > PW_XPIECE_MAX ? PW_XPIECE_MAX : xenv_max);
+		if (es.limit > PW_XDATA_SIZE)
+			es.limit = PW_XDATA_SIZE;
+		if (es.p < es.end)
+			bpf_loop(PW_ENV_ITERS, pw_env_one, &es, 0);
+		if (es.p < es.end && !(es.flags & PW_XI_ENV_FAULT))
+			es.flags |= PW_XI_ENV_TRUNC;
+		e->flags |= es.flags;
+		n = es.pos > pos ? es.pos - pos : 0;
+		e->env_len = n;
+		pos += n;
+	}
+	if (e->flags & (PW_XI_ARGV_FAULT | PW_XI_ENV_FAULT))
+		pw_stat_add(PW_STAT_READ_FAIL, 1);
+	if (e->flags & (PW_XI_FNAME_TRUNC | PW_XI_CWD_TRUNC | PW_XI_ARGV_TRUNC | PW_XI_ENV_TRUNC))
+		pw_stat_add(PW_STAT_TRUNC, 1);
+
+	/* the cgroup's own name (cgroup v2): a container runtime puts the id there */
+	e->cgname_len = 0;
+	if (pos < PW_XDATA_SIZE - PW_CGNAME_MAX) {
+		const char *cg = BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, name);
+		__u32 p = pos;
+
+		pw_bound(p, PW_XDATA_MASK);
+		r = cg ? bpf_probe_read_kernel_str(s->rec + sizeof(struct pw_exec_info) + p,
+						   PW_CGNAME_MAX, cg) : 0;
+		if (r > 1) {
+			e->cgname_len = r - 1;
+			pos += r - 1;
+		}
+	}
+	/* the executable file's own name: what ran (a symlink's target, an interpreter) */
+	e->exe_len = 0;
+	if (mm && pos < PW_XDATA_SIZE - 256) {
+		const unsigned char *xn = BPF_CORE_READ(mm, exe_file, f_path.dentry, d_name.name);
+		__u32 p = pos;
+
+		pw_bound(p, PW_XDATA_MASK);
+		r = xn ? bpf_probe_read_kernel_str(s->rec + sizeof(struct pw_exec_info) + p, 256,
+						   xn) : 0;
+		if (r > 1) {
+			e->exe_len = r - 1;
+			pos += r - 1;
+		}
+	}
+	size = pos;
+	asm volatile("" : "+r"(size));
+	if (size > PW_XDATA_SIZE)
+		size = PW_XDATA_SIZE;
+	pw_submit(e, sizeof(struct pw_exec_info) + size);
 	return 0;
 }
 
@@ -522,13 +889,52 @@ int pw_exec(struct trace_event_raw_sched_process_exec *ctx)
 
 	if (!emit_lifecycle || !s || !pw_wanted(pid_tgid))
 		return 0;
+	loc = BPF_CORE_READ(ctx, __data_loc_filename) & 0xffff;
+	if (exec_info) {
+		struct pw_xscratch *x = pw_xscratch();
+
+		if (x) {
+			/* the exec'd path, as given (the tracepoint's filename) */
+			((struct pw_exec_info *)x->rec)->old_tid = BPF_CORE_READ(ctx, old_pid);
+			n = bpf_probe_read_kernel_str(x->rec + sizeof(struct pw_exec_info),
+						      PW_STR_MAX, (void *)ctx + loc);
+			return pw_exec_info_emit(n > 0 ? n : 0);
+		}
+	}
 	e = (struct pw_exec *)s->buf;
 	pw_fill_hdr(&e->h, PW_EV_EXEC, pid_tgid);
 	e->old_tid = BPF_CORE_READ(ctx, old_pid);
-	loc = BPF_CORE_READ(ctx, __data_loc_filename) & 0xffff;
 	n = bpf_probe_read_kernel_str(e->fname, sizeof(e->fname), (void *)ctx + loc);
 	e->fname_len = n > 0 ? n : 0;
 	pw_submit(e, sizeof(*e));
+	return 0;
+}
+
+/* exec info: new processes (not threads) with their start times; the child's task
+ * is only reachable from the raw tracepoint (args: parent, child) */
+SEC("raw_tracepoint/sched_process_fork")
+int pw_fork_info(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct task_struct *parent = (struct task_struct *)ctx->args[0];
+	struct task_struct *child = (struct task_struct *)ctx->args[1];
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct pw_fork_info e;
+	__u32 cpid, ctgid;
+
+	if (!emit_lifecycle || !exec_info)
+		return 0;
+	cpid = BPF_CORE_READ(child, pid);
+	ctgid = BPF_CORE_READ(child, tgid);
+	if (cpid != ctgid || !pw_wanted(pid_tgid))
+		return 0;
+	/* pw_fork (the tracepoint, which runs too) has already added a followed child */
+	pw_fill_hdr(&e.h, PW_EV_FORK_INFO, pid_tgid);
+	e.child_pid = ctgid;
+	e._pad = 0;
+	e.child_start_ns = BPF_CORE_READ(child, start_time);
+	e.child_start_boottime = BPF_CORE_READ(child, start_boottime);
+	e.parent_start_boottime = BPF_CORE_READ(parent, group_leader, start_boottime);
+	pw_submit(&e, sizeof(e));
 	return 0;
 }
 
@@ -548,6 +954,7 @@ int pw_exit(void *ctx)
 		e.exit_code = BPF_CORE_READ(t, exit_code);
 		e._pad = 0;
 		e.start_ns = BPF_CORE_READ(t, start_time);
+		e.start_boottime = BPF_CORE_READ(t, group_leader, start_boottime);
 		pw_submit(&e, sizeof(e));
 	}
 	if (filter_pids)

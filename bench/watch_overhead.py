@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""What ``probewatch watch`` costs a syscall-heavy benign workload.
+
+The workload is ``tar czf OUT -C DIR .`` (default DIR: /usr/share; many opens,
+reads, writes, stats and a gzip's CPU). It runs R times in each configuration,
+interleaved, and the medians are reported:
+
+- ``untraced``: the workload alone (the baseline);
+- ``watch``: ``probewatch watch --json -- WORKLOAD`` with the shipped rules (alerts
+  to a file: a benign workload should raise none);
+- ``syscalls``: ``probewatch syscalls -f -- WORKLOAD`` (strace-style text of every
+  syscall to /dev/null), for comparison.
+
+The workload times itself (a small wrapper writes its wall time to a file), so the
+tracer's start-up (loading BPF programs, compiling the rules, seeding the process
+table) is not counted in "workload s"; "tool s" is the whole command. Columns:
+workload s, ratio to untraced, tool s, events (what the tool delivered), lost
+(what the kernel dropped), alerts (watch only). Target: watch within 10% of
+untraced with 0 lost.
+
+Run as root on a quiet machine::
+
+    python bench/watch_overhead.py                  # DIR=/usr/share, R=3
+    python bench/watch_overhead.py --quick          # DIR=/usr/share/doc, R=1
+    python bench/watch_overhead.py --dir /usr/include --repeat 5
+
+Prints a table and writes the same as JSON to bench/out/watch_overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+OUT = BENCH / "out"
+CONFIGS = ["untraced", "watch", "syscalls"]
+
+TIMER = (
+    "import subprocess, sys, time\n"
+    "t = time.monotonic()\n"
+    "rc = subprocess.call(sys.argv[2:])\n"
+    "open(sys.argv[1], 'w').write(repr(time.monotonic() - t))\n"
+    "sys.exit(rc)\n"
+)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def probewatch_cmd() -> list[str]:
+    return [sys.executable, "-m", "probewatch"]
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    src = str(REPO / "src")
+    e["PYTHONPATH"] = src + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
+    return e
+
+
+def run_one(config: str, directory: str, tmp: Path) -> dict[str, Any]:
+    timing = tmp / "t"
+    archive = tmp / "a.tgz"
+    for p in (timing, archive):
+        if p.exists():
+            p.unlink()
+    workload = [sys.executable, "-c", TIMER, str(timing),
+                "tar", "czf", str(archive), "-C", directory, "."]
+    alerts_file = tmp / "alerts.jsonl"
+    if config == "untraced":
+        cmd = workload
+        stdout: Any = subprocess.DEVNULL
+    elif config == "watch":
+        cmd = [*probewatch_cmd(), "watch", "--json", "--", *workload]
+        stdout = open(alerts_file, "w")  # noqa: SIM115
+    elif config == "syscalls":
+        cmd = [*probewatch_cmd(), "syscalls", "-f", "--", *workload]
+        stdout = subprocess.DEVNULL
+    else:
+        raise SystemExit(f"unknown configuration {config}")
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env(),
+                       check=False)
+    tool = time.monotonic() - t0
+    if stdout not in (subprocess.DEVNULL,):
+        stdout.close()
+    if p.returncode not in (0, 1):  # tar: 1 = "some files changed while read"
+        raise SystemExit(f"{config}: exit {p.returncode}\n{p.stderr[-2000:]}")
+    res: dict[str, Any] = {"config": config, "tool_s": tool,
+                           "workload_s": float(timing.read_text()),
+                           "events": None, "lost": None, "alerts": None}
+    if config == "watch":
+        for line in p.stderr.splitlines():
+            if line.startswith('{"summary"'):
+                s = json.loads(line)["summary"]
+                res.update(events=s["events"], lost=s["lost"], alerts=s["alerts"],
+                           rule_errors=s.get("rule_errors"))
+        res["alert_titles"] = sorted({json.loads(x)["rule"]["title"]
+                                      for x in alerts_file.read_text().splitlines()})
+    elif config == "syscalls":
+        m = re.search(r"(\d+) events in [\d.]+s, lost (\d+)", p.stderr)
+        if m:
+            res.update(events=int(m.group(1)), lost=int(m.group(2)))
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dir", default="/usr/share", help="directory to archive")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per configuration")
+    ap.add_argument("--only", help="comma list of configurations (untraced always runs)")
+    ap.add_argument("--quick", action="store_true", help="/usr/share/doc, one run each")
+    ap.add_argument("--json-out", default=str(OUT / "watch_overhead.json"))
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        log("watch_overhead: needs root (BPF)")
+        return 2
+    if args.quick:
+        args.dir, args.repeat = "/usr/share/doc", 1
+    configs = CONFIGS if not args.only else ["untraced"] + [
+        c for c in args.only.split(",") if c != "untraced"]
+    OUT.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
+    load = os.getloadavg()[0]
+    log(f"watch_overhead: tar czf of {args.dir}, {args.repeat} runs each, "
+        f"load average {load:.2f} on {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory(prefix="pw-bench-") as td:
+        tmp = Path(td)
+        for i in range(args.repeat):
+            for c in configs:
+                r = run_one(c, args.dir, tmp)
+                log(f"  run {i + 1} {c:9} workload {r['workload_s']:.2f}s tool "
+                    f"{r['tool_s']:.2f}s events {r['events']} lost {r['lost']}")
+                runs[c].append(r)
+    base = statistics.median(r["workload_s"] for r in runs["untraced"])
+    table = []
+    for c in configs:
+        rs = runs[c]
+        w = statistics.median(r["workload_s"] for r in rs)
+        row = {
+            "config": c,
+            "workload_s": round(w, 3),
+            "ratio": round(w / base, 3),
+            "tool_s": round(statistics.median(r["tool_s"] for r in rs), 3),
+            "events": rs[-1]["events"],
+            "lost": max((r["lost"] or 0) for r in rs) if c != "untraced" else None,
+            "alerts": rs[-1].get("alerts"),
+            "alert_titles": rs[-1].get("alert_titles"),
+            "runs": rs,
+        }
+        table.append(row)
+    print(f"{'config':10} {'workload s':>10} {'ratio':>6} {'tool s':>8} {'events':>10} "
+          f"{'lost':>6} {'alerts':>6}")
+    for row in table:
+        print(f"{row['config']:10} {row['workload_s']:10.2f} {row['ratio']:6.3f} "
+              f"{row['tool_s']:8.2f} {str(row['events'] or '-'):>10} "
+              f"{str(row['lost'] if row['lost'] is not None else '-'):>6} "
+              f"{str(row['alerts'] if row['alerts'] is not None else '-'):>6}")
+    Path(args.json_out).write_text(json.dumps({"dir": args.dir, "repeat": args.repeat,
+                                               "load": load, "results": table}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

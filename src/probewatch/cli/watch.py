@@ -1,0 +1,330 @@
+"""probewatch watch: watch this machine (or one command) with Sigma rules; alerts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import ProbewatchError
+
+EXAMPLES = """examples:
+  probewatch watch                              this machine, the shipped rules
+  probewatch watch --level high                 only high and critical alerts
+  probewatch watch --rules my-rules/ --rules site.yml
+  probewatch watch --no-default-rules --rules sigma/rules/linux/ -d 600
+  probewatch watch --json | jq -c '{rule: .rule.title, lineage, matched}'
+  probewatch watch -p 1234                      one process and its descendants
+  probewatch watch -- ./install.sh              one command; exits with its status
+  probewatch watch -o run.db -- make            also keep the events and alerts
+  probewatch report run.db --alerts             the alerts of a capture
+  probewatch watch --replay run.db              the same alerts again, offline
+  probewatch record --watch -o run.db -d 60     record what watch needs, no rules
+
+One line per alert: time, level, rule title, ATT&CK techniques, the process and its
+ancestry (sshd(812) > bash(4410) > python3(4502)) and the matching value(s).
+Attacker-controlled text is escaped (\\n, \\xNN, \\uNNNN; a backslash is doubled).
+Repeats of a rule on the same process within --window seconds collapse: the first is
+shown at once, "(repeated N times in S s)" when the window closes or at exit.
+--json: one object per alert with the full process context, the ancestry and the
+matched events; "type" is "alert", or "repeat" for a collapsed window's count. A
+string with undecodable bytes has U+FFFD in their place and its exact bytes in
+"undecodable" (JSON Pointer -> base64). The summary (events, alerts, lost, rule
+errors) goes to stderr; with --json as one line {"summary": {...}}.
+A capture of watch -o holds the events of the syscalls its rules needed (and the
+process table it started from); record --watch holds every syscall watch can use,
+so that any rules can be replayed on it.
+SIGINT and SIGTERM end watch with the summary; with -- COMMAND, SIGTERM is passed on
+to the command and watch exits with its status.
+Where BPF is missing, watch runs on tracefs events and says once which fields and
+rules are then unavailable (PROBEWATCH_WATCH_BACKEND=ftrace or --backend ftrace
+forces it).
+"""
+
+
+def add_source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-p", "--pid", type=int, action="append", default=[],
+                   help="watch only this process and its descendants; repeatable")
+    p.add_argument("-d", "--duration", type=float, metavar="SECS",
+                   help="stop after SECS seconds")
+    p.add_argument("--backend", choices=["auto", "bpf", "ftrace"], default="auto",
+                   help="event source (auto: BPF, tracefs where BPF is missing)")
+    p.add_argument("--ringbuf-kb", type=int, default=65536, metavar="KB",
+                   help="BPF ring buffer size in KiB (default 65536)")
+    p.set_defaults(accepts_command=True)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "watch",
+        usage="probewatch watch [options] [-p PID | -- COMMAND ARGS...]",
+        help="watch processes with Sigma rules: alerts with lineage and ATT&CK ids",
+        description="Watch this machine, some processes or one command with Sigma rules "
+        "(the shipped ones and yours) and report alerts with the process ancestry.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--rules", metavar="PATH", action="append", default=[],
+                   help="a Sigma rule file or directory; repeatable")
+    p.add_argument("--no-default-rules", action="store_true",
+                   help="do not load the shipped rules")
+    p.add_argument("--level", default="low",
+                   help="lowest level reported: informational, low (default), medium, "
+                   "high, critical")
+    p.add_argument("--json", action="store_true", help="one JSON object per alert")
+    p.add_argument("-o", "--output", metavar="CAPTURE",
+                   help="also store the events and alerts in this capture file")
+    p.add_argument("--force", action="store_true", help="overwrite CAPTURE if it exists")
+    p.add_argument("--replay", metavar="CAPTURE",
+                   help="run the rules over a capture made by watch -o / record --watch")
+    p.add_argument("--window", type=float, default=60.0, metavar="SECS",
+                   help="collapse repeats of a rule on one process within SECS (default "
+                   "60; 0: never)")
+    add_source_options(p)
+    p.set_defaults(func=run)
+
+
+def _load_engine(args: argparse.Namespace) -> tuple[Any, Any]:
+    from ..detect.engine import Engine, RuleSet
+    from ..detect.model import parse_level
+
+    try:
+        level = parse_level(args.level)
+    except ValueError as e:
+        raise ProbewatchError(f"--level: {e}") from None
+    for r in args.rules:
+        if not os.path.exists(r):
+            raise ProbewatchError(f"--rules {r}: no such file or directory")
+    rules = RuleSet.load([Path(r) for r in args.rules], default=not args.no_default_rules)
+    for prob in getattr(rules, "report", None) or []:
+        print(f"probewatch: warning: {_problem(prob)}", file=sys.stderr)
+    n = _rule_count(rules)
+    if n == 0:
+        raise ProbewatchError("no rules to run (every rule failed to load, or none given "
+                              "with --no-default-rules)")
+    return rules, Engine(rules, min_level=level)
+
+
+def _problem(p: Any) -> str:
+    """``FILE:LINE: RULE-ID not run: REASON`` (escaped: rule files come from anywhere)."""
+    from ..detect.alerts import esc
+
+    return esc(str(p))
+
+
+def _rule_count(rules: Any) -> int:
+    for attr in ("rules", "compiled"):
+        v = getattr(rules, attr, None)
+        if v is not None:
+            return len(v)
+    try:
+        return len(rules)
+    except TypeError:
+        return 1
+
+
+def _emitter(out: IO[str], as_json: bool) -> Any:
+    from ..detect.alerts import alert_json, alert_line
+
+    render = alert_json if as_json else alert_line
+
+    def emit(a: Any) -> None:
+        out.write(render(a) + "\n")
+        out.flush()
+
+    return emit
+
+
+def _summary(st: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"summary": st.to_dict()}), file=sys.stderr)
+    else:
+        print(st.line(), file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    cmd = list(getattr(args, "command_argv", None) or [])
+    if args.replay:
+        if cmd or args.pid or args.output:
+            raise ProbewatchError("--replay reads a capture: -p, -o and -- COMMAND "
+                                  "do not apply")
+        return run_replay(args)
+    if cmd and args.pid:
+        raise ProbewatchError("give either -p PID or -- COMMAND, not both")
+    rules, engine = _load_engine(args)
+    return run_live(args, engine, rules, cmd)
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    from ..detect.pipeline import Detector, new_mapper, new_table, replay_events, restore_table
+
+    rules, engine = _load_engine(args)
+    with replay_events(args.replay) as rp:
+        table = new_table(replay=True)
+        restore_table(table, rp.snapshot)
+        det = Detector(engine, table=table, mapper=new_mapper(table),
+                       emit=_emitter(sys.stdout, args.json), window_s=args.window,
+                       wall_offset_ns=rp.wall_offset_ns)
+        det.stats.backend = f"replay of {rp.backend}"
+        det.stats.rules = _rule_count(rules)
+        import time
+
+        t0 = time.monotonic()
+        try:
+            for ev in rp.events:
+                det.feed(ev)
+        except KeyboardInterrupt:
+            pass
+        st = det.finish()
+        st.lost = rp.lost
+        st.duration = time.monotonic() - t0
+    _summary(st, args.json)
+    return 0
+
+
+def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
+             capture_only: bool = False) -> int:
+    """The live loop (watch; record --watch with engine None)."""
+    import time
+
+    from ..detect.alerts import esc
+    from ..detect.pipeline import (
+        Detector,
+        fallback_message,
+        live_events,
+        seed_table,
+        table_snapshot,
+    )
+
+    writer = None
+    if args.output:
+        from ..sinks.capture import CaptureWriter
+
+        writer = CaptureWriter(args.output, force=getattr(args, "force", False))
+    begun = False
+    status, message = "complete", None
+    rc = 0
+    st = None
+    stopped_by: str | None = None
+    n_snap = 0
+    lost_cpu: dict[int, int] = {}
+    try:
+        with live_events(backend=args.backend, pids=args.pid, command=cmd or None,
+                         ringbuf_kb=getattr(args, "ringbuf_kb", None) or 65536,
+                         buffer_kb=getattr(args, "buffer_kb", None), rules=rules) as src:
+            if src.backend != "bpf":
+                print(f"probewatch: warning: {fallback_message(src.reason, rules)}",
+                      file=sys.stderr)
+            from ..detect.pipeline import new_table
+
+            lookups: list[dict[str, Any]] = []
+            table = new_table(on_lookup=lookups.append if writer is not None else None)
+            seed_table(table)
+            det = Detector(engine, table=table,
+                           emit=None if capture_only else _emitter(sys.stdout, args.json),
+                           window_s=getattr(args, "window", 60.0), writer=writer)
+            src.start()  # a bad -p pid or a probe the kernel refuses fails here
+            det.stats.backend = src.backend
+            det.stats.rules = _rule_count(rules) if rules is not None else 0
+            if writer is not None:
+                from ..sinks.capture import ProbeInfo, RunInfo
+
+                writer.begin_run(
+                    RunInfo(backend=src.backend, clock="mono",
+                            argv=["probewatch", *sys.argv[1:]], command=cmd or None,
+                            pids=list(args.pid) or None),
+                    [ProbeInfo(p, kind="bpf" if src.backend == "bpf" else "tracepoint",
+                               backend=src.backend) for p in src.probes],
+                )
+                begun = True
+                snap = table_snapshot(table)
+                n_snap = len(snap)
+                writer.note_snapshot(snap)
+            if not args.json and not capture_only:
+                what = (f"{cmd[0]}" if cmd else
+                        f"pid {', '.join(map(str, args.pid))} and descendants" if args.pid
+                        else "every process")
+                print(f"probewatch: watching {esc(what)} with {det.stats.rules} rules "
+                      f"({src.backend}, {len(src.syscalls)} syscalls); Ctrl-C to stop",
+                      file=sys.stderr, flush=True)
+            t0 = time.monotonic()
+            if engine is not None:
+                det.start_clock()
+            feed = det.feed
+            try:
+                n = 0
+                for ev in src.events(duration=args.duration):
+                    feed(ev)
+                    if writer is not None:
+                        if lookups:
+                            writer.note_snapshot(lookups)
+                            lookups.clear()
+                        n += 1
+                        if n & 1023 == 0:
+                            if writer.error is not None:
+                                src.stop()
+                            elif writer.backlog() > writer.max_backlog:
+                                # bounded memory: the kernel's ring buffer holds (and
+                                # counts what it drops) while the disk catches up
+                                writer.wait_backlog()
+            except KeyboardInterrupt:
+                stopped_by = "SIGINT"
+                src.stop()
+            except SystemExit as e:
+                signum = int(e.code) - 128 if isinstance(e.code, int) and e.code > 128 else 0
+                stopped_by = f"signal {signum}" if signum else "SystemExit"
+                src.stop()
+                child = src.command_pid
+                if child and signum:
+                    # SIGTERM/SIGHUP were meant for the whole run: the command gets them
+                    # too (^C reaches it from the terminal by itself)
+                    try:
+                        os.kill(child, signum)
+                    except ProcessLookupError:
+                        pass
+            st = det.finish()
+            st.duration = time.monotonic() - t0
+            if writer is not None and lookups:
+                writer.note_snapshot(lookups)
+            try:
+                st.lost, lost_cpu = src.losses()
+            except ProbewatchError:
+                lost_cpu = {}
+            if cmd:
+                src.session.close()
+                rc = src.session.wait_command() or 0
+    except BaseException as e:
+        if writer is not None:
+            if not begun:
+                writer.abandon()
+            else:
+                writer.finish(status="interrupted" if isinstance(
+                    e, KeyboardInterrupt | SystemExit) else "error", message=str(e))
+        raise
+    if stopped_by:
+        status, message = "interrupted", f"interrupted ({stopped_by})"
+    if writer is not None:
+        res = writer.finish(status=status, message=message,
+                            exit_status=rc if cmd else None,
+                            lost_per_cpu=lost_cpu if st is not None else None)
+        if res.error is not None:
+            print(f"probewatch: error: {res.error}", file=sys.stderr)
+            rc = rc or 1
+        elif capture_only and st is not None:
+            msg = (f"recorded {res.events} events for watch in {st.duration:.2f}s to "
+                   f"{res.path} (process table of {n_snap} processes), lost {st.lost}"
+                   f"{' [' + status + ']' if status != 'complete' else ''}")
+            if args.json:
+                msg = json.dumps({"summary": {**st.to_dict(), "file": os.path.abspath(
+                    res.path), "written": res.events, "status": res.status}})
+            print(msg, file=sys.stderr)
+            return rc
+        elif not args.json:
+            print(f"probewatch: {res.events} events and {st.alerts if st else 0} alerts "
+                  f"stored in {res.path}", file=sys.stderr)
+    if st is not None:
+        _summary(st, args.json)
+    return rc

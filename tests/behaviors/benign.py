@@ -1,0 +1,186 @@
+"""Ordinary work that must raise no alert with the default rules.
+
+Run under ``probewatch watch --json -- python benign.py --dir DIR --venv VENV --log LOG
+NAME...``; each workload runs in its own forked child and ``NAME PID RC`` goes to LOG.
+DIR is a scratch directory (under /tmp, as a developer's would be), VENV a virtual
+environment made beforehand whose python can run pip.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+PY = sys.executable
+
+
+def _run(argv: list[str], **kw: object) -> None:
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=120, **kw)  # type: ignore[call-overload]
+
+
+def c_program(d: Path, venv: Path) -> None:
+    src = d / "cprog"
+    src.mkdir()
+    (src / "hello.c").write_text(
+        '#include <stdio.h>\n#include <string.h>\n'
+        'int main(int c, char **v) { printf("%zu\\n", strlen(v[0])); return c - 1; }\n')
+    (src / "Makefile").write_text("hello: hello.c\n\tcc -O2 -Wall -o hello hello.c\n")
+    _run(["make", "-s"], cwd=src)
+    _run(["./hello"], cwd=src)
+    _run(["gcc", "-g", "-o", "hello2", "hello.c"], cwd=src)
+    _run([str(src / "hello2")])
+
+
+def git_commit(d: Path, venv: Path) -> None:
+    repo = d / "repo"
+    repo.mkdir()
+    env = {**os.environ, "GIT_AUTHOR_NAME": "pw", "GIT_AUTHOR_EMAIL": "pw@example.com",
+           "GIT_COMMITTER_NAME": "pw", "GIT_COMMITTER_EMAIL": "pw@example.com",
+           "HOME": str(d)}
+    _run(["git", "init", "-q"], cwd=repo, env=env)
+    (repo / "README").write_text("hello\n")
+    _run(["git", "add", "README"], cwd=repo, env=env)
+    _run(["git", "commit", "-q", "-m", "first"], cwd=repo, env=env)
+    (repo / "README").write_text("hello again\n")
+    _run(["git", "commit", "-q", "-am", "second"], cwd=repo, env=env)
+    _run(["git", "log", "--oneline"], cwd=repo, env=env)
+    _run(["git", "status", "--short"], cwd=repo, env=env)
+
+
+def _wheel(d: Path) -> Path:
+    """A tiny pure-Python wheel that ships a .pth file, as many real packages do."""
+    whl = d / "pwbenign-1.0-py3-none-any.whl"
+    files = {
+        "pwbenign/__init__.py": "VALUE = 42\n",
+        "pwbenign-path.pth": "\n",
+        "pwbenign-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: pwbenign\nVersion: 1.0\n",
+        "pwbenign-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: pw\n"
+                                        "Root-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(f"{n},,\n" for n in files) + "pwbenign-1.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(whl, "w") as z:
+        for n, t in files.items():
+            z.writestr(n, t)
+        z.writestr("pwbenign-1.0.dist-info/RECORD", record)
+    return whl
+
+
+def pip_install(d: Path, venv: Path) -> None:
+    whl = _wheel(d)
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
+    _run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index",
+          str(whl)], env=env)
+    if not list(venv.glob("lib/python*/site-packages/pwbenign-path.pth")):
+        raise RuntimeError("pip did not install into the venv")
+    _run([str(venv / "bin" / "python"), "-c", "import pwbenign; assert pwbenign.VALUE == 42"])
+    _run([str(venv / "bin" / "python"), "-m", "pip", "uninstall", "-q", "-y", "pwbenign"],
+         env=env)
+
+
+def tar_gzip(d: Path, venv: Path) -> None:
+    src = d / "tree"
+    for i in range(20):
+        p = src / f"sub{i % 4}" / f"f{i}.txt"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("data\n" * (i + 1))
+    _run(["tar", "czf", str(d / "tree.tgz"), "-C", str(d), "tree"])
+    out = d / "untar"
+    out.mkdir()
+    _run(["tar", "xzf", str(d / "tree.tgz"), "-C", str(out)])
+    _run(["gzip", "-k", str(src / "sub0" / "f0.txt")])
+    _run(["gunzip", "-f", str(src / "sub0" / "f0.txt.gz")])
+    _run(["cp", "-a", str(src), str(d / "tree-copy")])
+
+
+def interactive_bash(d: Path, venv: Path) -> None:
+    """bash -i on a pseudo-terminal, driven like a person would type."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ["HOME"] = str(d)
+        os.execv("/bin/bash", ["bash", "--norc", "-i"])
+    script = (b"cd /tmp\nls > /dev/null\necho $((6*7))\nx=$(date +%s)\n"
+              b"for i in 1 2 3; do echo $i; done\ncat /etc/hostname\nexit\n")
+    os.write(fd, script)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 1)
+        if r:
+            try:
+                if not os.read(fd, 4096):
+                    break
+            except OSError:
+                break
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError("bash -i failed")
+
+
+def python_tests(d: Path, venv: Path) -> None:
+    t = d / "suite"
+    t.mkdir()
+    (t / "test_sample.py").write_text(
+        "import subprocess, sys, tempfile, os\n"
+        "def test_math():\n    assert sum(range(10)) == 45\n"
+        "def test_tmp(tmp_path):\n    (tmp_path / 'x').write_text('y')\n"
+        "    assert (tmp_path / 'x').read_text() == 'y'\n"
+        "def test_subprocess():\n"
+        "    assert subprocess.run([sys.executable, '-c', 'print(1)'],"
+        " capture_output=True).stdout == b'1\\n'\n")
+    # its own --basetemp: pytest's default one would prune other runs' temp directories
+    _run([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={t / 'tmp'}",
+          str(t)], cwd=t)
+
+
+def admin_tools(d: Path, venv: Path) -> None:
+    _run(["systemctl", "--version"])
+    _run(["apt-cache", "policy", "bash"])
+    _run(["journalctl", "-n", "5", "--no-pager"])
+
+
+WORKLOADS: dict[str, Callable[[Path, Path], None]] = {
+    "c_program": c_program,
+    "git_commit": git_commit,
+    "pip_install": pip_install,
+    "tar_gzip": tar_gzip,
+    "interactive_bash": interactive_bash,
+    "python_tests": python_tests,
+    "admin_tools": admin_tools,
+}
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dir", required=True)
+    ap.add_argument("--venv", required=True)
+    ap.add_argument("--log", required=True)
+    ap.add_argument("names", nargs="+")
+    a = ap.parse_args(argv)
+    with open(a.log, "w") as log:
+        for name in a.names:
+            pid = os.fork()
+            if pid == 0:
+                rc = 0
+                try:
+                    WORKLOADS[name](Path(a.dir), Path(a.venv))
+                except Exception as e:
+                    print(f"{name}: {e!r}", file=sys.stderr)
+                    rc = 1
+                os._exit(rc)
+            _, status = os.waitpid(pid, 0)
+            log.write(f"{name} {pid} {os.waitstatus_to_exitcode(status)}\n")
+            log.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
