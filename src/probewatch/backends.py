@@ -37,7 +37,8 @@ def open_session(
 ) -> Any:
     """A Session (ftrace) or BpfTraceSession (bpf) for ``backend``; same API either way.
 
-    kw: buffer_kb, pids, comm, follow_children (as :class:`probewatch.session.Session`).
+    kw: buffer_kb, pids, comm, follow_children, spool_mb (ftrace only) (as
+    :class:`probewatch.session.Session`).
     With ``auto``, counting-only runs of tracepoint/uprobe specs without a filter go
     to bpf, which counts in the kernel (no record crosses to user space); everything
     else goes to ftrace.
@@ -71,6 +72,8 @@ def open_session(
 
 def _bpf(**kw: Any) -> Any:
     from .bpf_session import bpf_available
+
+    kw.pop("spool_mb", None)  # the BPF ring buffer is bounded by itself
     from .bpf_trace import BpfTraceSession
 
     ok, why = bpf_available()

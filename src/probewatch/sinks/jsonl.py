@@ -17,6 +17,9 @@ from typing import IO, Any
 
 from ..event import Event, _jsonable
 
+#: events per write() of :meth:`JsonLinesSink.write_many`
+WRITE_CHUNK = 2048
+
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 _quoted: dict[str, str] = {}
 _keys: dict[str, str] = {}
@@ -69,8 +72,12 @@ class JsonLinesSink:
         self.out.write(event_json(ev) + "\n")
 
     def write_many(self, evs: list[Event]) -> None:
-        if evs:
-            self.out.write("\n".join(map(event_json, evs)) + "\n")
+        """Write a batch, :data:`WRITE_CHUNK` events per write: the text of a batch is
+        never held whole, and a blocking reader holds the caller in write() (the
+        backlog then waits in the kernel's buffers, bounded, not here)."""
+        out = self.out
+        for i in range(0, len(evs), WRITE_CHUNK):
+            out.write("\n".join(map(event_json, evs[i : i + WRITE_CHUNK])) + "\n")
 
     def write_obj(self, obj: Any) -> None:
         self.out.write(_dumps(obj) + "\n")
