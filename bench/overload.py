@@ -9,8 +9,9 @@ an unbounded tracer is OOM-killed inside that cgroup instead of taking the machi
 
 - ``trace-json``: ``probewatch trace SPEC --json -- W`` with stdout to /dev/null;
 - ``record``: ``probewatch record SPEC -o FILE -- W`` (FILE in --dir);
-- ``trace-cmd``: ``trace-cmd record -B INSTANCE -b 4096 -e SPEC -F -o FILE W``
-  (a private instance; delivered = the events ``trace-cmd report`` shows).
+- ``trace-cmd``: ``trace-cmd record -k -d -b 4096 -e SPEC -F -o FILE W`` (the
+  top-level buffer, restored afterwards as bench/syscall_firehose.py does; delivered =
+  the events ``trace-cmd report`` shows).
 
 Columns: wall s (tool start to exit), peak MiB (the cgroup's memory high-water mark:
 processes, the in-memory spool and page cache charged to it), maxrss MiB (the largest
@@ -46,6 +47,9 @@ WORKLOAD_SRC = BENCH / "workloads" / "getppid_loop.c"
 WORKLOAD_BIN = OUT / "getppid_loop"
 SPEC = "t:syscalls:sys_enter_getppid"
 CONFIGS = ["trace-json", "record", "trace-cmd"]
+ROOT = "/sys/kernel/tracing"
+sys.path.insert(0, str(BENCH))
+import syscall_firehose as sf  # noqa: E402  (top-level tracefs snapshot/restore)
 
 
 def log(msg: str) -> None:
@@ -160,7 +164,16 @@ def run_one(cfg: str, n: int, a: argparse.Namespace, tmp: Path) -> dict[str, Any
     elif cfg == "record":
         argv = [*pw, "record", SPEC, "--json", "-o", str(dat), "--force", *spool, "--", *w]
     else:
-        argv = ["trace-cmd", "record", "-B", f"pw_overload_{os.getpid()}", "-b", "4096",
+        # the top-level buffer (trace-cmd 3.1 fails to record an instance here): wait
+        # until nobody else uses it, undo what trace-cmd changes there afterwards
+        deadline = time.monotonic() + 300
+        while busy := sf.top_level_busy(ROOT):
+            if time.monotonic() > deadline:
+                return {"config": cfg, "label": a.label, "secs": n / a.rate, "generated": n,
+                        "error": f"top-level tracefs busy: {busy}"}
+            time.sleep(1)
+        tc_before = sf.snapshot(ROOT)
+        argv = ["trace-cmd", "record", "-k", "-d", "-b", "4096",
                 "-e", SPEC.split(":", 1)[1], "-F", "-o", str(dat), *w]
     cg = MemCgroup(a.cap_mb << 20, f"pw-overload-{os.getpid()}-{cfg}")
     errf = tmp / f"{cfg}.stderr"
@@ -175,6 +188,13 @@ def run_one(cfg: str, n: int, a: argparse.Namespace, tmp: Path) -> dict[str, Any
         peak, ooms = cg.peak(), cg.oom_kills()
     finally:
         cg.remove()
+        if cfg == "trace-cmd":
+            sf.restore_top_level(ROOT, tc_before, sf.snapshot(ROOT))
+            try:
+                with open(os.path.join(ROOT, "set_event_pid"), "w") as f:
+                    f.write("")
+            except OSError:
+                pass
     err = errf.read_text(errors="replace")
     rep = parse_report(report)
     r: dict[str, Any] = {
