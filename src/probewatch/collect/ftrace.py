@@ -229,6 +229,11 @@ def _drainer(
     for fd in cpu_fds.values():
         poller.register(fd, select.POLLIN)
     poller.register(ctrl_fd, select.POLLIN | select.POLLHUP)
+    # while the spool is full, wait on the control pipe alone: the CPU fds are
+    # readable all the time then, and polling them would spin
+    ctrl_only = select.poll()
+    ctrl_only.register(ctrl_fd, select.POLLIN | select.POLLHUP)
+    full = False
     order = list(cpu_fds.items())
     progress = dict.fromkeys(cpu_fds, 0)
     last_mark = 0
@@ -239,7 +244,11 @@ def _drainer(
     turn = 0
     while True:
         try:
-            ready = poller.poll(timeout)
+            if full and final:  # the control pipe stays readable: just nap
+                time.sleep(FULL_POLL_MS / 1000)
+                ready = []
+            else:
+                ready = (ctrl_only if full else poller).poll(timeout)
         except InterruptedError:
             ready = []
         for fd, _ev in ready:
