@@ -207,7 +207,7 @@ class Session(EventStream):
     Memory stays bounded however far the consumer falls behind: raw pages wait in a
     spool of at most ``spool_mb`` MiB (default: 256 MiB or 1/16 of RAM, whichever is
     smaller), in memory, or in an unnamed file in ``spool_dir`` (default bound there:
-    half the free space); when it is full the kernel's ring buffer overruns and the
+    a quarter of the free space); when it is full the kernel's ring buffer overruns and the
     losses are counted per CPU (:meth:`summary`). Events are decoded a slice of the
     spool at a time.
     """

@@ -204,3 +204,16 @@ def test_record_keeps_up_on_disk(cgroup, getppid_n: Path, tracefs: str,
         rows = conn.execute("SELECT count(*) FROM event_rows").fetchone()[0]
         st = json.loads(conn.execute("SELECT lost_per_cpu FROM runs").fetchone()[0])
     assert rows == n and sum(st.values()) == 0
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_spool_mb_must_be_positive(tracefs: str, value: str, tmp_path: Path) -> None:
+    from .helpers import run_cli
+
+    for cmd in ("trace", "record"):
+        r = run_cli(cmd, SPEC, "--backend", "ftrace", "--spool-mb", value, "-d", "0.1",
+                    *(["-o", str(tmp_path / "x.db")] if cmd == "record" else []))
+        assert r.returncode == 1
+        assert f"--spool-mb must be at least 1 (got {value})" in r.stderr
+        assert "Traceback" not in r.stderr
+    assert os.listdir(tmp_path) == []

@@ -57,8 +57,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--buffer-kb", type=int, help="per-CPU ring buffer size in KiB")
     p.add_argument("--spool-mb", type=int, metavar="MB",
                    help="ftrace: the most raw pages held for a consumer that falls behind "
-                   "(default: 256 MiB or 1/16 of RAM, whichever is smaller; record: half "
-                   "the free disk space, spooled next to the capture); when full, the "
+                   "(default: 256 MiB or 1/16 of RAM, whichever is smaller; record: a "
+                   "quarter of the free disk space, spooled next to the capture); when full, the "
                    "kernel drops events and counts them")
     p.add_argument("--backend", choices=["auto", "ftrace", "bpf"], default="auto",
                    help="ftrace (private tracefs instance), bpf (eBPF programs; --filter is"

@@ -9,10 +9,11 @@ CPUs by timestamp up to the drainer's watermark.
 
 Bounded memory: the spool never holds more than ``spool_bytes`` (its allocated
 blocks are what counts, so punched-out space is free again). Default: 256 MiB or
-1/16 of RAM, whichever is smaller, in memory; half the free disk space for a spool
-file. When the spool is full the drainer stops reading: the kernel's ring buffer
-overruns and counts what it overwrites per CPU (reported as ``lost``), and the
-drainer says for how long it was stalled (FULL records, :attr:`spool_full_ns`).
+1/16 of RAM, whichever is smaller, in memory; a quarter of the free disk space for
+a spool file (the capture it feeds takes about twice the raw pages' size). When the
+spool is full the drainer stops reading: the kernel's ring buffer overruns and
+counts what it overwrites per CPU (reported as ``lost``), and the drainer says for
+how long it was stalled (FULL records, :attr:`spool_full_ns`).
 
 Spool record: ``<HHIQ`` = (cpu, kind, length, value) followed by ``length`` bytes.
 kind PAGE carries one raw ring-buffer page; WATERMARK says every CPU has been read
@@ -151,13 +152,14 @@ def default_spool_bytes() -> int:
 
 
 def default_disk_spool_bytes(directory: str) -> int:
-    """The default bound of a spool file in ``directory``: half the space free there
-    when the run starts (at least 16 MiB)."""
+    """The default bound of a spool file in ``directory``: a quarter of the space free
+    there when the run starts (at least 16 MiB): the capture the pages are decoded into
+    takes about twice their size, and must fit too."""
     try:
         st = os.statvfs(directory)
     except OSError:
         return default_spool_bytes()
-    return max(16 << 20, st.f_bavail * st.f_frsize // 2)
+    return max(16 << 20, st.f_bavail * st.f_frsize // 4)
 
 
 def open_spool(directory: str | None) -> int:
