@@ -211,7 +211,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _drainer(
     cpu_fds: dict[int, int], spool_fd: int, ctrl_fd: int, notify_fd: int, kind: int = PAGE,
-    limit: int = 0,
+    limit: int = 0, page_ts: bool = True,
 ) -> None:
     """Body of the drainer process: poll, drain the fds, append to the spool (as
     ``kind`` records: PAGE for trace_pipe_raw, TEXT for trace_pipe).
@@ -223,7 +223,7 @@ def _drainer(
     the time up to which every CPU has been read: a CPU read to empty at round start
     ``now`` is done up to ``now``; a CPU cut at the slice limit is done up to the
     timestamp of the last page read (the first 8 bytes of a page; later pages are not
-    older).
+    older), when ``page_ts`` says the trace clock is CLOCK_MONOTONIC, like ``now``.
     """
     pack = REC.pack
     ts_of = struct.Struct("<Q").unpack_from
@@ -289,7 +289,7 @@ def _drainer(
                 nbytes += hs + len(page)
                 chunks.append(pack(cpu, kind, len(page), 0))
                 chunks.append(page)
-                if kind == PAGE and len(page) >= 8:
+                if page_ts and kind == PAGE and len(page) >= 8:
                     ts = ts_of(page, 0)[0]
                     if ts > progress[cpu]:
                         progress[cpu] = ts
@@ -504,7 +504,7 @@ class FtraceCollector:
                 os.close(self._ctrl_w)
                 os.close(self._notify_r)
                 _drainer(self._cpu_fds, self._spool, ctrl_r, notify_w, self._kind,
-                         self.spool_bytes)
+                         self.spool_bytes, page_ts=self.clock == "mono")
             except BaseException:
                 code = 1
             os._exit(code)
