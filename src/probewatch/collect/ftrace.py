@@ -64,6 +64,7 @@ DEFAULT_SPOOL_MB = 256
 SLICE_PAGES = 64  # reads from one CPU per drain round before the next CPU's turn
 FULL_POLL_MS = 5  # how often a drainer with a full spool looks for space again
 READ_SLICE = 1 << 20  # spool bytes the consumer decodes before it hands events on
+MIN_DISK_SPOOL = 64 << 20  # a spool file gets at least this, or memory is used
 
 #: environment variable that forces the text ``trace_pipe`` reader ("1"; "0" = off)
 TEXT_ENV = "PROBEWATCH_FTRACE_TEXT"
@@ -153,13 +154,15 @@ def default_spool_bytes() -> int:
 
 def default_disk_spool_bytes(directory: str) -> int:
     """The default bound of a spool file in ``directory``: a quarter of the space free
-    there when the run starts (at least 16 MiB): the capture the pages are decoded into
-    takes about twice their size, and must fit too."""
+    there when the run starts (the capture the pages are decoded into takes about twice
+    their size, and must fit too); 0 when that is under :data:`MIN_DISK_SPOOL` (the
+    disk is nearly full: spool in memory instead)."""
     try:
         st = os.statvfs(directory)
     except OSError:
-        return default_spool_bytes()
-    return max(16 << 20, st.f_bavail * st.f_frsize // 4)
+        return 0
+    n = st.f_bavail * st.f_frsize // 4
+    return n if n >= MIN_DISK_SPOOL else 0
 
 
 def open_spool(directory: str | None) -> int:
@@ -202,11 +205,21 @@ def spool_used(fd: int) -> int:
     return os.fstat(fd).st_blocks * 512
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _append(fd: int, data: bytes) -> bool:
+    """Append all of ``data`` to the spool, or nothing (False) when the disk is full."""
+    start = os.lseek(fd, 0, os.SEEK_CUR)
     view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+    try:
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        os.ftruncate(fd, start)  # no half record: the consumer reads whole ones
+        os.lseek(fd, start, os.SEEK_SET)
+        return False
+    return True
 
 
 def _drainer(
@@ -236,6 +249,7 @@ def _drainer(
     ctrl_only = select.poll()
     ctrl_only.register(ctrl_fd, select.POLLIN | select.POLLHUP)
     full = False
+    unwritten: list[bytes] = []
     order = list(cpu_fds.items())
     progress = dict.fromkeys(cpu_fds, 0)
     last_mark = 0
@@ -258,6 +272,8 @@ def _drainer(
                 final = True
         now = time.monotonic_ns()
         budget = limit - spool_used(spool_fd) if limit else 1 << 62
+        if unwritten:
+            budget = 0  # write what was read before reading more
         chunks: list[bytes] = []
         nbytes = 0
         full = False
@@ -311,12 +327,21 @@ def _drainer(
         done = final and all_empty
         if done:
             chunks.append(pack(0, END, 0, 0))
+        if unwritten:
+            chunks[:0] = unwritten
         if chunks:
-            _write_all(spool_fd, b"".join(chunks))
-            try:
-                os.write(notify_fd, b"x")
-            except BlockingIOError:
-                pass  # the consumer has wake-ups pending already
+            data = b"".join(chunks)
+            if _append(spool_fd, data):
+                unwritten = []
+                try:
+                    os.write(notify_fd, b"x")
+                except BlockingIOError:
+                    pass  # the consumer has wake-ups pending already
+            else:  # the disk is full: keep the round (one budget at most), retry soon
+                unwritten = [data]
+                full, done = True, False
+                if not full_since:
+                    full_since = now
         if done:
             return
         # full: look again soon (the consumer frees space); cut at a slice: at once
@@ -337,12 +362,14 @@ class FtraceCollector:
         if spool_bytes is not None and spool_bytes < (1 << 20):
             raise ProbewatchError(f"the spool bound must be at least 1 MiB (got {spool_bytes} "
                                   "bytes)")
+        if spool_dir is not None and spool_bytes is None:
+            spool_bytes = default_disk_spool_bytes(spool_dir) or None
+            if spool_bytes is None:
+                spool_dir = None  # the disk is nearly full: it is the capture's
         #: where pages wait for the consumer: None = memory (a memfd), else a directory
         self.spool_dir = spool_dir
         #: the most bytes the spool holds (its allocated blocks)
-        self.spool_bytes = spool_bytes or (
-            default_spool_bytes() if spool_dir is None else default_disk_spool_bytes(spool_dir)
-        )
+        self.spool_bytes = spool_bytes or default_spool_bytes()
         #: what the session should tell the user (e.g. where the spool went instead)
         self.warnings: list[str] = []
         #: how long (ns) the drainer could not read because the spool was full
