@@ -121,12 +121,15 @@ class MemCgroup:
         return int(m.group(1)) if m else 0
 
     def remove(self) -> None:
-        for _ in range(100):
+        for _ in range(600):
             try:
                 os.rmdir(self.path)
                 return
+            except FileNotFoundError:
+                return
             except OSError:
-                time.sleep(0.05)  # the last process of it is still exiting
+                time.sleep(0.1)  # the last process of it is still exiting (OOM-killed)
+        log(f"overload: could not remove the cgroup {self.path}; rmdir it by hand")
 
 
 def parse_report(path: Path) -> dict[str, float]:
