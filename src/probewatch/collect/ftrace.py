@@ -229,8 +229,9 @@ def _drainer(
     """Body of the drainer process: poll, drain the fds, append to the spool (as
     ``kind`` records: PAGE for trace_pipe_raw, TEXT for trace_pipe).
 
-    Each round reads at most :data:`SLICE_PAGES` reads per fd (then the next CPU gets
-    its turn) and never lets the spool hold more than ``limit`` bytes (0: no limit):
+    Each round reads at most :data:`SLICE_PAGES` reads per fd, and no more than its
+    share of the room left in the spool (then the next CPU gets its turn), and never
+    lets the spool hold more than ``limit`` bytes (0: no limit):
     when it is full the drainer stops reading, the kernel's ring buffer overruns and
     counts what it overwrites, and a FULL record says for how long. The WATERMARK is
     the time up to which every CPU has been read: a CPU read to empty at round start
@@ -279,14 +280,16 @@ def _drainer(
         full = False
         all_empty = True
         turn = (turn + 1) % len(order)  # who reads first rotates: fair when full
+        share = budget // len(order)  # nearly full: every CPU gets its part
         for cpu, fd in order[turn:] + order[:turn]:
             n = 0
+            mine = 0
             empty = False
             while True:
                 if nbytes >= budget:
                     full = True
                     break
-                if n >= SLICE_PAGES:
+                if n >= SLICE_PAGES or (mine and mine >= share):
                     break
                 try:
                     page = os.read(fd, PAGE_READ)
@@ -303,6 +306,7 @@ def _drainer(
                     break
                 n += 1
                 nbytes += hs + len(page)
+                mine += hs + len(page)
                 chunks.append(pack(cpu, kind, len(page), 0))
                 chunks.append(page)
                 if page_ts and kind == PAGE and len(page) >= 8:
