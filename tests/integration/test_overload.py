@@ -125,7 +125,7 @@ def test_trace_json_slow_reader_bounded_and_counted(
 ) -> None:
     """trace --json into a slow pipe: the spool (16 MiB) fills, the kernel drops and
     counts, memory stays bounded, delivered + lost = generated."""
-    n = 3_000_000
+    n = 2_000_000
     spool = 4
     cg = cgroup(400 * MiB)
     r, w = os.pipe()
