@@ -24,6 +24,10 @@ from typing import Any
 from .errors import FeatureUnavailable, ProbewatchError, TracefsError
 
 BACKENDS = ("auto", "ftrace", "bpf")
+#: auto counts on bpf only up to this many tracepoints: each bpf tracepoint link costs
+#: the kernel an RCU grace period (under a global mutex) when it is closed, so 720
+#: syscall tracepoints took ~52 s to detach; a tracefs instance is removed at once
+AUTO_BPF_MAX_TRACEPOINTS = 64
 _BPF_COUNT_KINDS = {"t", "tracepoint", "u", "uprobe", "ur", "uretprobe"}
 
 
@@ -37,10 +41,12 @@ def open_session(
 ) -> Any:
     """A Session (ftrace) or BpfTraceSession (bpf) for ``backend``; same API either way.
 
-    kw: buffer_kb, pids, comm, follow_children (as :class:`probewatch.session.Session`).
+    kw: buffer_kb, pids, comm, follow_children, spool_mb (ftrace only) (as
+    :class:`probewatch.session.Session`).
     With ``auto``, counting-only runs of tracepoint/uprobe specs without a filter go
-    to bpf, which counts in the kernel (no record crosses to user space); everything
-    else goes to ftrace.
+    to bpf, which counts in the kernel (no record crosses to user space), unless they
+    expand to more than :data:`AUTO_BPF_MAX_TRACEPOINTS` tracepoints (detaching that
+    many bpf links takes the kernel a long time); everything else goes to ftrace.
     """
     if backend not in BACKENDS:
         raise ProbewatchError(f"unknown backend {backend!r} (have: {', '.join(BACKENDS)})")
@@ -50,7 +56,7 @@ def open_session(
 
     if backend == "auto" and counting and not user_filter and specs and all(
         sp.split(":", 1)[0] in _BPF_COUNT_KINDS for sp in specs
-    ):
+    ) and _tracepoints(specs) <= AUTO_BPF_MAX_TRACEPOINTS:
         try:
             return _bpf(**kw)
         except ProbewatchError:
@@ -69,8 +75,28 @@ def open_session(
             ) from None
 
 
+def _tracepoints(specs: list[str]) -> int:
+    """How many tracepoints the t: specs expand to (0 for what cannot be resolved:
+    the backend then reports it)."""
+    from .kernel.tracefs import tracefs_root
+    from .sources.spec import parse_spec
+    from .sources.tracepoint import resolve_tracepoints
+
+    n = 0
+    for sp in specs:
+        try:
+            ps = parse_spec(sp)
+            if ps.kind == "tracepoint" and ps.system and ps.name:
+                n += len(resolve_tracepoints(tracefs_root(), ps.system, ps.name))
+        except ProbewatchError:
+            continue
+    return n
+
+
 def _bpf(**kw: Any) -> Any:
     from .bpf_session import bpf_available
+
+    kw.pop("spool_mb", None)  # the BPF ring buffer is bounded by itself
     from .bpf_trace import BpfTraceSession
 
     ok, why = bpf_available()

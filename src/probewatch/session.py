@@ -31,7 +31,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from .collect.command import GatedCommand, SignalGuard
-from .collect.ftrace import END, PAGE, TEXT, TEXT_ENV, WATERMARK, FtraceCollector
+from .collect.ftrace import PAGE, TEXT, TEXT_ENV, FtraceCollector
 from .decode.format import PageLayout, load_format, parse_header_layout
 from .decode.ringbuf import PageDecoder
 from .decode.tracetext import TextDecoder
@@ -58,6 +58,10 @@ _live: weakref.WeakSet[Session] = weakref.WeakSet()
 # events enabled behind the user's back to keep tid -> comm right
 _HIDDEN = (("sched", "sched_process_exec"), ("task", "task_rename"))
 
+#: decoded events held back for the watermark above which the oldest half is handed
+#: on regardless (only when a CPU's pages cannot be read: the spool is full)
+MAX_PENDING = 131072
+
 
 @dataclass
 class Summary:
@@ -66,6 +70,8 @@ class Summary:
     ``page_missed`` / ``missed_per_cpu``: what the stream itself said was lost (the
     missed-events counts of pages, or the ``[LOST N EVENTS]`` lines of the text
     reader), a cross-check of ``lost``. ``reader`` (ftrace): ``"pages"`` or ``"text"``.
+    ``spool_*`` (ftrace): the bounded spool between the drainer and the decoder; JSON
+    ``"spool": {"limit", "peak", "full_s"}``.
     """
 
     events: dict[str, int] = field(default_factory=dict)
@@ -76,6 +82,11 @@ class Summary:
     duration: float = 0.0
     missed_per_cpu: dict[int, int] = field(default_factory=dict)
     reader: str = ""
+    #: ftrace: the spool's bound and the most it held (bytes), and for how long it was
+    #: full (seconds: the kernel dropped events meanwhile, counted in ``lost``)
+    spool_limit: int = 0
+    spool_peak: int = 0
+    spool_full: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         d = {
@@ -89,6 +100,9 @@ class Summary:
         if self.reader:
             d["reader"] = self.reader
             d["missed_per_cpu"] = {str(k): v for k, v in sorted(self.missed_per_cpu.items())}
+        if self.spool_limit:
+            d["spool"] = {"limit": self.spool_limit, "peak": self.spool_peak,
+                          "full_s": round(self.spool_full, 6)}
         return d
 
 
@@ -190,6 +204,13 @@ class Session(EventStream):
     Everything the session creates in the kernel is removed by :meth:`close`, which
     runs on ``with``-exit, on exceptions, on SIGINT and SIGTERM (while events() runs in
     the main thread) and at interpreter exit.
+
+    Memory stays bounded however far the consumer falls behind: raw pages wait in a
+    spool of at most ``spool_mb`` MiB (default: 256 MiB or 1/16 of RAM, whichever is
+    smaller), in memory, or in an unnamed file in ``spool_dir`` (default bound there:
+    a quarter of the free space); when it is full the kernel's ring buffer overruns and the
+    losses are counted per CPU (:meth:`summary`). Events are decoded a slice of the
+    spool at a time.
     """
 
     def __init__(
@@ -199,12 +220,16 @@ class Session(EventStream):
         pids: Sequence[int] | None = None,
         comm: str | None = None,
         follow_children: bool = True,
+        spool_mb: int | None = None,
+        spool_dir: str | None = None,
     ) -> None:
         if backend not in ("auto", "ftrace"):
             raise ProbewatchError(f"backend {backend!r} is not available (have: auto, ftrace)")
         self.backend = "ftrace"
         self.root = ""
         self._collector: FtraceCollector | None = None
+        if spool_mb is not None and spool_mb < 1:
+            raise ProbewatchError(f"--spool-mb must be at least 1 (got {spool_mb})")
         self._closed = False
         self.warnings: list[str] = []
         self.comm = comm
@@ -236,7 +261,11 @@ class Session(EventStream):
             self.root = tracefs_root()
             sweep_stale(self.root)
             with self._signals.deferred():
-                self._collector = FtraceCollector(buffer_kb=buffer_kb, root=self.root)
+                self._collector = FtraceCollector(
+                    buffer_kb=buffer_kb, root=self.root,
+                    spool_bytes=None if spool_mb is None else spool_mb << 20,
+                    spool_dir=spool_dir,
+                )
             self.tasks = TaskCache(self.root)
             self._layout, self._text_reason = choose_reader(
                 self.root, os.environ, self._collector.raw_unavailable
@@ -409,6 +438,7 @@ class Session(EventStream):
             assert self._layout is not None
             self._decoder = PageDecoder(self._layout, self._formats)
         col.start(text_reason=self._text_reason)
+        self.warnings.extend(col.warnings)
         if col.text_reason is not None:
             if self._text_reason is None:  # a trace_pipe_raw failed only now
                 self._text_reason = col.text_reason
@@ -453,8 +483,16 @@ class Session(EventStream):
         tracking_child = cmd.pid != 0
         pending = self._pending  # kept on self: a generator closed by ^C can be resumed
         by_ts = attrgetter("ts")
+        backlog = 0
         while True:
-            if not col.stopped:
+            if backlog:
+                # more is spooled than one slice: decode on without waiting
+                if not col.stopped and (
+                    (deadline is not None and time.monotonic() >= deadline)
+                    or (tracking_child and cmd.exited())
+                ):
+                    col.stop()
+            elif not col.stopped:
                 now = time.monotonic()
                 if (deadline is not None and now >= deadline) or (
                     tracking_child and cmd.exited()
@@ -469,7 +507,6 @@ class Session(EventStream):
                 col.wait_data(0.05)
             # decided before reading the spool, so the read below sees all it wrote
             drainer_gone = col.stopped and not col.drainer_alive()
-            emit_upto = -1
             for kind, cpu, payload in col.read_spool():
                 if kind == PAGE:
                     assert isinstance(payload, bytes) and dec is not None
@@ -488,12 +525,15 @@ class Session(EventStream):
                         self._count(text.count(payload))
                     else:
                         text.feed(payload, pending)
-                elif kind == WATERMARK:
-                    assert isinstance(payload, int)
-                    emit_upto = payload
-                elif kind == END:
-                    emit_upto = 1 << 63
-            if pending and emit_upto >= 0:
+            backlog = col.backlog()
+            drainer_gone = drainer_gone and not backlog
+            emit_upto = (1 << 63) if col.ended and not backlog else col.watermark
+            if len(pending) > MAX_PENDING:
+                # the watermark lags (a CPU the drainer could not reach): hand on the
+                # oldest half rather than hold the backlog in memory
+                pending.sort(key=by_ts)
+                emit_upto = max(emit_upto, pending[len(pending) // 2].ts)
+            if pending and emit_upto > 0:
                 pending.sort(key=by_ts)
                 if emit_upto >= pending[-1].ts:
                     ready = pending[:]
@@ -504,7 +544,7 @@ class Session(EventStream):
                     del pending[:i]
                 if ready:
                     yield self._finish(ready)
-            if col.ended or drainer_gone:
+            if (col.ended and not backlog) or drainer_gone:
                 if text is not None:  # an unterminated last line (never from the kernel)
                     if count_only:
                         self._count(text.count(b"\n"))
@@ -517,6 +557,7 @@ class Session(EventStream):
                     yield self._finish(rest)
                 self._done = True
                 self.warnings.extend(self.text_problems())
+                self.warnings.extend(self.spool_problems())
                 break
             if count_only:
                 yield []
@@ -581,6 +622,9 @@ class Session(EventStream):
             duration=(self._t1 or time.monotonic()) - (self._t0 or time.monotonic()),
             missed_per_cpu=dict(self._missed_per_cpu),
             reader=self.reader,
+            spool_limit=self._col.spool_bytes,
+            spool_peak=self._col.spool_peak,
+            spool_full=self._col.spool_full_ns / 1e9,
         )
         if text is not None:
             s.page_missed = text.lost
@@ -588,6 +632,18 @@ class Session(EventStream):
             s.unknown = text.unknown + text.bad
         s.lost = sum(s.lost_per_cpu.values())
         return s
+
+    def spool_problems(self) -> list[str]:
+        """Why events were dropped on our side: the spool was full for a while."""
+        col = self._collector
+        if col is None or not col.spool_full_ns:
+            return []
+        where = "in memory" if col.spool_dir is None else f"in {col.spool_dir}"
+        return [
+            f"the consumer fell behind: the spool ({col.spool_bytes >> 20} MiB {where}) "
+            f"was full for {col.spool_full_ns / 1e9:.2f}s and the kernel dropped events "
+            f"meanwhile (counted in 'lost'; --spool-mb sets the bound)"
+        ]
 
     def text_problems(self) -> list[str]:
         """What the text reader could not take in (empty for the binary reader)."""

@@ -449,7 +449,7 @@ def test_choose_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 class _FakeCollector:
     """Stands in for FtraceCollector: no tracefs needed."""
 
-    def __init__(self, buffer_kb: Any = None, root: Any = None) -> None:
+    def __init__(self, buffer_kb: Any = None, root: Any = None, **_kw: Any) -> None:
         self.closed = False
 
     def raw_unavailable(self) -> None:

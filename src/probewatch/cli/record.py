@@ -160,21 +160,34 @@ def _probe_infos(args: argparse.Namespace, s: Session) -> list[ProbeInfo]:
 def _pump(s: Session, writer: CaptureWriter, args: argparse.Namespace,
           echo: Callable[[list[Event]], None] | None) -> None:
     """The hot loop: hand every batch of events to the writer queue; never touch the
-    disk. Waits only when the writer is far behind (then the kernel drops and counts)."""
+    disk. Waits only when the writer is far behind (then raw pages wait in the spool
+    file next to the capture, and when that is full the kernel drops and counts)."""
     if args.max_events is None:
         batches: Iterable[list[Event]] = s.batches(duration=args.duration)
     else:
         batches = ([ev] for ev in s.events(duration=args.duration,
                                              max_events=args.max_events))
-    add_many = writer.add_many
     for batch in batches:
-        add_many(batch)
-        if echo is not None:
-            echo(batch)
+        _store(writer, batch, echo)
         if writer.error is not None:
             return
-        if writer.backlog() > writer.max_backlog:
-            writer.wait_backlog()
+
+
+def _store(writer: CaptureWriter, batch: list[Event],
+           echo: Callable[[list[Event]], None] | None) -> None:
+    """Queue a batch for the writer; wait while the queue is over its bound (the raw
+    pages then wait in the spool file, and beyond that the kernel drops and counts)."""
+    writer.add_many(batch)
+    if echo is not None:
+        echo(batch)
+    if writer.backlog() > writer.max_backlog:
+        writer.wait_backlog()
+
+
+def _spool_dir(path: str) -> str:
+    """Raw pages wait in an unnamed file next to the capture (the disk that holds the
+    capture holds the backlog), not in memory."""
+    return os.path.dirname(os.path.abspath(path))
 
 
 def _echo(s: Session, as_json: bool) -> Callable[[list[Event]], None]:
@@ -276,7 +289,8 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str) -> int:
     error_shown = False
     try:
         with Session(backend=args.backend, buffer_kb=args.buffer_kb, pids=args.pid,
-                     comm=args.comm) as s:
+                     comm=args.comm, spool_mb=args.spool_mb,
+                     spool_dir=_spool_dir(path)) as s:
             for spec in join_spec_words(args.specs):
                 s.add(spec, filter=args.filter_expr)
             for w in s.warnings:
@@ -308,10 +322,13 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str) -> int:
                 s.stop()
                 status, message = "interrupted", "interrupted (SIGINT)"
                 try:
+                    batch: list[Event] = []
                     for ev in s.drain():
-                        writer.add(ev)
-                        if echo is not None:
-                            echo([ev])
+                        batch.append(ev)
+                        if len(batch) >= 4096:
+                            _store(writer, batch, echo)
+                            batch = []
+                    _store(writer, batch, echo)
                 except KeyboardInterrupt:
                     pass
             if echo is not None:

@@ -73,6 +73,11 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", action="store_true", help="count events only; print the summary")
     p.add_argument("--buffer-kb", type=buffer_kb_arg(per_cpu=True),
                    help="per-CPU ring buffer size in KiB (at most a quarter of RAM in all)")
+    p.add_argument("--spool-mb", type=int, metavar="MB",
+                   help="ftrace: the most raw pages held for a consumer that falls behind "
+                   "(default: 256 MiB or 1/16 of RAM, whichever is smaller; record: a "
+                   "quarter of the free disk space, spooled next to the capture); when full, the "
+                   "kernel drops events and counts them")
     p.add_argument("--backend", choices=["auto", "ftrace", "bpf"], default="auto",
                    help="ftrace (private tracefs instance), bpf (eBPF programs; --filter is"
                    " evaluated in user space) or auto (ftrace; bpf for --count without --filter)")
@@ -109,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     specs = join_spec_words(args.specs)
     with open_session(args.backend, buffer_kb=args.buffer_kb, pids=args.pid,
                       comm=args.comm, counting=args.count, specs=specs,
-                      user_filter=args.filter_expr) as s:
+                      user_filter=args.filter_expr, spool_mb=args.spool_mb) as s:
         for spec in specs:
             s.add(spec, filter=args.filter_expr)
         for w in s.warnings:

@@ -1,13 +1,24 @@
 """ftrace collection: a private tracefs instance read as binary pages.
 
 Pages are drained from every CPU's ``trace_pipe_raw`` by a small forked drainer
-process (so draining never waits on the consumer's GIL), which appends them to an
-in-memory spool (a memfd). The consumer reads the spool at its own pace, decodes
-off the draining path, and merges CPUs by timestamp up to the drainer's watermark.
+process (so draining never waits on the consumer's GIL), which appends them to a
+spool: a memfd, or for ``record`` an unnamed file next to the capture
+(``spool_dir``). The consumer reads the spool at its own pace, a slice at a time,
+decodes off the draining path, punches what it has read out of the spool, and merges
+CPUs by timestamp up to the drainer's watermark.
+
+Bounded memory: the spool never holds more than ``spool_bytes`` (its allocated
+blocks are what counts, so punched-out space is free again). Default: 256 MiB or
+1/16 of RAM, whichever is smaller, in memory; a quarter of the free disk space for
+a spool file (the capture it feeds takes about twice the raw pages' size). When the
+spool is full the drainer stops reading: the kernel's ring buffer overruns and
+counts what it overwrites per CPU (reported as ``lost``), and the drainer says for
+how long it was stalled (FULL records, :attr:`spool_full_ns`).
 
 Spool record: ``<HHIQ`` = (cpu, kind, length, value) followed by ``length`` bytes.
-kind PAGE carries one raw ring-buffer page; WATERMARK says every CPU was drained
-to empty at monotonic time ``value``; END says the drainer is done.
+kind PAGE carries one raw ring-buffer page; WATERMARK says every CPU has been read
+up to trace-clock time ``value`` (no event older than that is still to come); FULL
+says the spool was full for ``value`` ns; END says the drainer is done.
 
 Text fallback: when the binary pages cannot be used (a CPU's ``trace_pipe_raw``
 missing or not openable, the session cannot parse ``events/header_page`` /
@@ -44,9 +55,16 @@ from ..kernel.tracefs import Instance, tracefs_root
 from .command import kill_child, try_reap
 
 REC = struct.Struct("<HHIQ")
-PAGE, WATERMARK, END, TEXT = 1, 2, 3, 4
+PAGE, WATERMARK, END, TEXT, FULL = 1, 2, 3, 4, 5
 PAGE_READ = 65536  # read() returns one sub-buffer (4 KiB by default) at most
 DEFAULT_BUFFER_KB = 4096  # per CPU; the kernel's default (1.4 MB) overflows in ~50 ms
+#: default bound of the in-memory spool, MiB (smaller on machines with little RAM:
+#: :func:`default_spool_bytes`)
+DEFAULT_SPOOL_MB = 256
+SLICE_PAGES = 64  # reads from one CPU per drain round before the next CPU's turn
+FULL_POLL_MS = 5  # how often a drainer with a full spool looks for space again
+READ_SLICE = 1 << 20  # spool bytes the consumer decodes before it hands events on
+MIN_DISK_SPOOL = 64 << 20  # a spool file gets at least this, or memory is used
 
 #: environment variable that forces the text ``trace_pipe`` reader ("1"; "0" = off)
 TEXT_ENV = "PROBEWATCH_FTRACE_TEXT"
@@ -118,53 +136,220 @@ def parse_stats(text: str, cpu: int) -> CpuStats:
     return st
 
 
+def default_spool_bytes() -> int:
+    """The default bound of the in-memory spool: :data:`DEFAULT_SPOOL_MB` MiB, or
+    1/16 of the machine's RAM when that is smaller (at least 16 MiB).
+
+    Example::
+
+        default_spool_bytes()   # 268435456 on a machine with 4 GiB of RAM or more
+    """
+    cap = DEFAULT_SPOOL_MB << 20
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError):
+        return cap
+    return max(16 << 20, min(cap, total // 16))
+
+
+def default_disk_spool_bytes(directory: str) -> int:
+    """The default bound of a spool file in ``directory``: a quarter of the space free
+    there when the run starts (the capture the pages are decoded into takes about twice
+    their size, and must fit too); 0 when that is under :data:`MIN_DISK_SPOOL` (the
+    disk is nearly full: spool in memory instead)."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return 0
+    n = st.f_bavail * st.f_frsize // 4
+    return n if n >= MIN_DISK_SPOOL else 0
+
+
+def open_spool(directory: str | None) -> int:
+    """A new, empty spool: a memfd, or (``directory`` given) an unnamed file there
+    (O_TMPFILE; a named file unlinked at once where the file system lacks it), so
+    nothing is left behind however the run ends."""
+    if directory is None:
+        return os.memfd_create("probewatch-spool", os.MFD_CLOEXEC)
+    try:
+        return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise ProbewatchError(
+                f"cannot create the spool file in {directory}: {e.strerror}") from None
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix=".probewatch-spool-", dir=directory)
+    os.unlink(path)
+    return fd
+
+
+def _can_punch(fd: int) -> bool:
+    """Can consumed space be punched out of this (empty) spool file?"""
+    try:
+        os.write(fd, bytes(1 << 16))
+        before = spool_used(fd)
+        rc = _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                             ctypes.c_long(0), ctypes.c_long(1 << 16))
+        ok = rc == 0 and spool_used(fd) < before
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return ok
+    except OSError:
+        return False
+
+
+def spool_used(fd: int) -> int:
+    """Bytes the spool really holds: its allocated blocks (consumed ranges are punched
+    out), not its size."""
+    return os.fstat(fd).st_blocks * 512
+
+
+def _append(fd: int, data: bytes) -> bool:
+    """Append all of ``data`` to the spool, or nothing (False) when the disk is full."""
+    start = os.lseek(fd, 0, os.SEEK_CUR)
+    view = memoryview(data)
+    try:
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        os.ftruncate(fd, start)  # no half record: the consumer reads whole ones
+        os.lseek(fd, start, os.SEEK_SET)
+        return False
+    return True
+
+
 def _drainer(
-    cpu_fds: dict[int, int], spool_fd: int, ctrl_fd: int, notify_fd: int, kind: int = PAGE
+    cpu_fds: dict[int, int], spool_fd: int, ctrl_fd: int, notify_fd: int, kind: int = PAGE,
+    limit: int = 0, page_ts: bool = True,
 ) -> None:
-    """Body of the drainer process: poll, drain every fd to EAGAIN, append to the spool
-    (as ``kind`` records: PAGE for trace_pipe_raw, TEXT for trace_pipe)."""
+    """Body of the drainer process: poll, drain the fds, append to the spool (as
+    ``kind`` records: PAGE for trace_pipe_raw, TEXT for trace_pipe).
+
+    Each round reads at most :data:`SLICE_PAGES` reads per fd, and no more than its
+    share of the room left in the spool (then the next CPU gets its turn), and never
+    lets the spool hold more than ``limit`` bytes (0: no limit):
+    when it is full the drainer stops reading, the kernel's ring buffer overruns and
+    counts what it overwrites, and a FULL record says for how long. The WATERMARK is
+    the time up to which every CPU has been read: a CPU read to empty at round start
+    ``now`` is done up to ``now``; a CPU cut at the slice limit is done up to the
+    timestamp of the last page read (the first 8 bytes of a page; later pages are not
+    older), when ``page_ts`` says the trace clock is CLOCK_MONOTONIC, like ``now``.
+    """
     pack = REC.pack
+    ts_of = struct.Struct("<Q").unpack_from
     poller = select.poll()
-    by_fd = {}
-    for cpu, fd in cpu_fds.items():
+    for fd in cpu_fds.values():
         poller.register(fd, select.POLLIN)
-        by_fd[fd] = cpu
     poller.register(ctrl_fd, select.POLLIN | select.POLLHUP)
+    # while the spool is full, wait on the control pipe alone: the CPU fds are
+    # readable all the time then, and polling them would spin
+    ctrl_only = select.poll()
+    ctrl_only.register(ctrl_fd, select.POLLIN | select.POLLHUP)
+    full = False
+    unwritten: list[bytes] = []
+    order = list(cpu_fds.items())
+    progress = dict.fromkeys(cpu_fds, 0)
+    last_mark = 0
     final = False
+    full_since = 0
+    timeout = 100
+    hs = REC.size
+    turn = 0
     while True:
         try:
-            ready = poller.poll(100)
+            if full and final:  # the control pipe stays readable: just nap
+                time.sleep(FULL_POLL_MS / 1000)
+                ready = []
+            else:
+                ready = (ctrl_only if full else poller).poll(timeout)
         except InterruptedError:
             ready = []
         for fd, _ev in ready:
             if fd == ctrl_fd:
                 final = True
         now = time.monotonic_ns()
+        budget = limit - spool_used(spool_fd) if limit else 1 << 62
+        if unwritten:
+            budget = 0  # write what was read before reading more
         chunks: list[bytes] = []
-        for cpu, fd in cpu_fds.items():
+        nbytes = 0
+        full = False
+        all_empty = True
+        turn = (turn + 1) % len(order)  # who reads first rotates: fair when full
+        share = budget // len(order)  # nearly full: every CPU gets its part
+        for cpu, fd in order[turn:] + order[:turn]:
+            n = 0
+            mine = 0
+            empty = False
             while True:
+                if nbytes >= budget:
+                    full = True
+                    break
+                if n >= SLICE_PAGES or (mine and mine >= share):
+                    break
                 try:
                     page = os.read(fd, PAGE_READ)
                 except BlockingIOError:
+                    empty = True
                     break
                 except OSError as e:
                     if e.errno == errno.EINTR:
                         continue
+                    empty = True
                     break
                 if not page:
+                    empty = True
                     break
+                n += 1
+                nbytes += hs + len(page)
+                mine += hs + len(page)
                 chunks.append(pack(cpu, kind, len(page), 0))
                 chunks.append(page)
-        chunks.append(pack(0, WATERMARK, 0, now))
-        if final:
+                if page_ts and kind == PAGE and len(page) >= 8:
+                    ts = ts_of(page, 0)[0]
+                    if ts > progress[cpu]:
+                        progress[cpu] = ts
+            if empty:
+                if now > progress[cpu]:
+                    progress[cpu] = now
+            else:
+                all_empty = False
+        mark = min(progress.values())
+        if mark > last_mark:
+            chunks.append(pack(0, WATERMARK, 0, mark))
+            last_mark = mark
+        if full:
+            if not full_since:
+                full_since = now
+        elif full_since:
+            chunks.append(pack(0, FULL, 0, now - full_since))
+            full_since = 0
+        done = final and all_empty
+        if done:
             chunks.append(pack(0, END, 0, 0))
-        os.write(spool_fd, b"".join(chunks))
-        try:
-            os.write(notify_fd, b"x")
-        except BlockingIOError:
-            pass  # the consumer has wake-ups pending already
-        if final:
+        if unwritten:
+            chunks[:0] = unwritten
+        if chunks:
+            data = b"".join(chunks)
+            if _append(spool_fd, data):
+                unwritten = []
+                try:
+                    os.write(notify_fd, b"x")
+                except BlockingIOError:
+                    pass  # the consumer has wake-ups pending already
+            else:  # the disk is full: keep the round (one budget at most), retry soon
+                unwritten = [data]
+                full, done = True, False
+                if not full_since:
+                    full_since = now
+        if done:
             return
+        # full: look again soon (the consumer frees space); cut at a slice: at once
+        timeout = FULL_POLL_MS if full else (100 if all_empty else 0)
 
 
 class FtraceCollector:
@@ -175,7 +360,26 @@ class FtraceCollector:
         buffer_kb: int | None = None,
         clock: str = "mono",
         root: str | None = None,
+        spool_bytes: int | None = None,
+        spool_dir: str | None = None,
     ) -> None:
+        if spool_bytes is not None and spool_bytes < (1 << 20):
+            raise ProbewatchError(f"the spool bound must be at least 1 MiB (got {spool_bytes} "
+                                  "bytes)")
+        if spool_dir is not None and spool_bytes is None:
+            spool_bytes = default_disk_spool_bytes(spool_dir) or None
+            if spool_bytes is None:
+                spool_dir = None  # the disk is nearly full: it is the capture's
+        #: where pages wait for the consumer: None = memory (a memfd), else a directory
+        self.spool_dir = spool_dir
+        #: the most bytes the spool holds (its allocated blocks)
+        self.spool_bytes = spool_bytes or default_spool_bytes()
+        #: what the session should tell the user (e.g. where the spool went instead)
+        self.warnings: list[str] = []
+        #: how long (ns) the drainer could not read because the spool was full
+        self.spool_full_ns = 0
+        #: the most the spool held at one time, as the consumer saw it (bytes)
+        self.spool_peak = 0
         self.root = root or tracefs_root()
         self.instance = Instance.create(self.root)
         self._closed = False
@@ -302,7 +506,16 @@ class FtraceCollector:
                 self._stat_fds[cpu] = os.open(os.path.join(d, "stats"), os.O_RDONLY)
             except OSError:
                 pass  # stats() reports what it can read
-        self._spool = os.memfd_create("probewatch-spool", os.MFD_CLOEXEC)
+        self._spool = open_spool(self.spool_dir)
+        if self.spool_dir is not None and not _can_punch(self._spool):
+            os.close(self._spool)
+            self.warnings.append(
+                f"the file system of {self.spool_dir} cannot punch holes into files: "
+                f"raw pages are spooled in memory instead (at most "
+                f"{default_spool_bytes() >> 20} MiB)")
+            self.spool_dir = None
+            self.spool_bytes = default_spool_bytes()
+            self._spool = open_spool(None)
         ctrl_r, self._ctrl_w = os.pipe()
         self._notify_r, notify_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         parent = os.getpid()
@@ -324,7 +537,8 @@ class FtraceCollector:
                     pass
                 os.close(self._ctrl_w)
                 os.close(self._notify_r)
-                _drainer(self._cpu_fds, self._spool, ctrl_r, notify_w, self._kind)
+                _drainer(self._cpu_fds, self._spool, ctrl_r, notify_w, self._kind,
+                         self.spool_bytes, page_ts=self.clock == "mono")
             except BaseException:
                 code = 1
             os._exit(code)
@@ -364,11 +578,29 @@ class FtraceCollector:
             except BlockingIOError:
                 pass
 
-    def read_spool(self) -> Iterator[tuple[int, int, bytes | int]]:
-        """Yield (kind, cpu, page or text bytes | watermark ns) for everything spooled."""
+    def backlog(self) -> int:
+        """Spooled bytes not yet read by :meth:`read_spool`."""
+        if self._spool < 0:
+            return 0
+        return os.fstat(self._spool).st_size - self._read_off
+
+    def read_spool(
+        self, max_bytes: int | None = READ_SLICE
+    ) -> Iterator[tuple[int, int, bytes | int]]:
+        """Yield (kind, cpu, page or text bytes | watermark ns) for what is spooled, at
+        most about ``max_bytes`` of it (None: everything); :meth:`backlog` says what is
+        left. Space read is given back to the kernel (punched out of the spool)."""
         if self._spool < 0:
             return
-        size = os.fstat(self._spool).st_size
+        st = os.fstat(self._spool)
+        used = st.st_blocks * 512
+        if used > self.spool_peak:
+            self.spool_peak = used
+        size = st.st_size
+        if max_bytes is not None:
+            size = min(size, self._read_off + max_bytes)
+        unpack = REC.unpack_from
+        hs = REC.size
         while self._read_off < size:
             n = min(size - self._read_off, 8 << 20)
             chunk = os.pread(self._spool, n, self._read_off)
@@ -378,8 +610,6 @@ class FtraceCollector:
             self._read_off += len(chunk)
             pos = 0
             end = len(data)
-            unpack = REC.unpack_from
-            hs = REC.size
             while pos + hs <= end:
                 cpu, kind, length, value = unpack(data, pos)
                 if pos + hs + length > end:
@@ -387,8 +617,11 @@ class FtraceCollector:
                 if kind == PAGE or kind == TEXT:
                     yield kind, cpu, data[pos + hs : pos + hs + length]
                 elif kind == WATERMARK:
-                    self.watermark = value
+                    if value > self.watermark:
+                        self.watermark = value
                     yield WATERMARK, cpu, value
+                elif kind == FULL:
+                    self.spool_full_ns += value
                 elif kind == END:
                     self.ended = True
                     yield END, cpu, 0
@@ -397,9 +630,10 @@ class FtraceCollector:
         self._punch()
 
     def _punch(self) -> None:
-        """Give consumed spool memory back to the kernel."""
-        done = (self._read_off - len(self._buf)) & ~0xFFFFF
-        if done - self._punched >= (4 << 20):
+        """Give consumed spool space back to the kernel (whole 64 KiB blocks)."""
+        done = (self._read_off - len(self._buf)) & ~0xFFFF
+        step = min(4 << 20, max(1 << 16, self.spool_bytes // 16))
+        if done - self._punched >= step:
             rc = _libc.fallocate(
                 self._spool,
                 FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,

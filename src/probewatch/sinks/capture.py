@@ -920,14 +920,19 @@ class CaptureWriter:
         """Events queued but not yet written."""
         return len(self._q)
 
-    def wait_backlog(self, low: int | None = None, timeout: float = 30.0) -> None:
-        """Block until the backlog is at most ``low`` (default: half of max_backlog)."""
+    def wait_backlog(self, low: int | None = None, timeout: float | None = None) -> None:
+        """Block until the backlog is at most ``low`` (default: half of max_backlog),
+        the writer failed or stopped, or ``timeout`` seconds passed (None: no limit).
+        The queue stays bounded only if producers wait here when it is over
+        ``max_backlog``."""
         low = self.max_backlog // 2 if low is None else low
-        end = time.monotonic() + timeout
-        while len(self._q) > low and self.error is None and time.monotonic() < end:
+        end = None if timeout is None else time.monotonic() + timeout
+        while len(self._q) > low and self.error is None:
             if self._thread is None or not self._thread.is_alive():
                 break
-            time.sleep(0.005)
+            if end is not None and time.monotonic() >= end:
+                break
+            time.sleep(0.002)
 
     def note_process(self, pid: int, **info: Any) -> None:
         """Add what is known about a process (ppid, comm, exe, argv, exit_code, ...)."""

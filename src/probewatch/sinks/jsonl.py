@@ -24,6 +24,9 @@ from ..decode.escape import has_surrogates, to_json
 from ..event import Event, _jsonable
 from .writer import TextOut
 
+#: events per write() of :meth:`JsonLinesSink.write_many`
+WRITE_CHUNK = 2048
+
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 _quoted: dict[str, str] = {}
 _keys: dict[str, str] = {}
@@ -88,8 +91,12 @@ class JsonLinesSink:
         self.out.write(event_json(ev) + "\n")
 
     def write_many(self, evs: list[Event]) -> None:
-        if evs:
-            self.out.write("\n".join(map(event_json, evs)) + "\n")
+        """Write a batch, :data:`WRITE_CHUNK` events per write: the text of a batch is
+        never held whole, and a blocking reader holds the caller in write() (the
+        backlog then waits in the kernel's buffers, bounded, not here)."""
+        out = self.out
+        for i in range(0, len(evs), WRITE_CHUNK):
+            out.write("\n".join(map(event_json, evs[i : i + WRITE_CHUNK])) + "\n")
 
     def write_obj(self, obj: Any) -> None:
         self.out.write(obj_json(obj) + "\n")

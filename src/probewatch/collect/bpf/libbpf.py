@@ -69,6 +69,8 @@ class BpfOpenError(BpfLibError):
 
 # ---------------------------------------------------------------- the library
 
+#: threads that close links at once in :meth:`BpfObject.detach`
+DETACH_THREADS = 128
 _lib: ctypes.CDLL | None = None
 _libc: ctypes.CDLL | None = None
 _lib_lock = threading.Lock()
@@ -666,10 +668,24 @@ class BpfObject:
         return rb
 
     def detach(self) -> None:
-        """Destroy every link (the programs stop running); maps stay readable."""
-        for link in self._links:
-            link.destroy()
-        self._links.clear()
+        """Destroy every link (the programs stop running); maps stay readable.
+
+        Closing a tracepoint or uprobe link waits for an RCU grace period in the
+        kernel (tens of ms each): many links are closed from parallel threads (ctypes
+        releases the GIL), so their waits overlap instead of adding up (720 syscall
+        tracepoints: under a second instead of about a minute).
+        """
+        links, self._links = self._links, []
+        if len(links) <= 2:
+            for link in links:
+                link.destroy()
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(DETACH_THREADS, len(links)),
+                                thread_name_prefix="probewatch-detach") as ex:
+            for _ in ex.map(Link.destroy, links):
+                pass
 
     def close(self) -> None:
         """Detach, free ring buffers, close the object (programs and maps). Idempotent."""
