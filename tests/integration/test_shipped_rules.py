@@ -159,8 +159,6 @@ def test_behavior_raises_its_rule(positives: dict[str, Any], name: str) -> None:
     if "kernel_module_load_syscall" in expected and not _traced("finit_module"):
         pytest.skip("this kernel has no init_module/finit_module tracepoints "
                     "(CONFIG_MODULES=n): module-load syscalls cannot be traced here")
-    if "file_capabilities_set" in expected and not _traced("setxattr"):
-        pytest.xfail("watch does not trace setxattr (detect/mapping.py WATCH_SYSCALLS)")
     res = positives[name]
     assert res["rc"] == 0, f"behaviour {name} failed"
     got = {STEM_BY_ID.get(a["rule"]["id"], a["rule"]["id"]) for a in res["alerts"]}

@@ -103,6 +103,7 @@ WATCH_SYSCALLS: tuple[str, ...] = (
     "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat",
     "utimensat", "utimes", "futimesat", "utime", "truncate", "ftruncate",
     "mknod", "mknodat", "chdir", "fchdir",
+    "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
     # network
     "socket", "connect", "bind", "listen", "accept", "accept4", "setsockopt",
     # fds

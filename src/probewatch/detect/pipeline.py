@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import json
 import os
 import threading
@@ -430,28 +429,6 @@ def _bpf_problem() -> str:
     return "" if ok else why
 
 
-def _raw_attach_session() -> type:
-    from ..bpf_session import BpfSession
-
-    class RawAttachSession(BpfSession):
-        """The raw_syscalls programs (2 attachments; the kernel's nrconf map picks the
-        syscalls to emit) instead of a tracepoint pair per syscall: detaching ~150
-        syscall tracepoint links costs 40-80 ms each on this kernel (6-12 s at exit).
-        BpfSession takes that path only when counting (count=True); the counting
-        itself (a per-CPU hash update on every syscall of the machine) is switched
-        off again here, so an untraced syscall costs an array look-up."""
-
-        def _configure(self, obj: Any) -> None:
-            super()._configure(obj)
-            obj.rodata["count_syscalls"] = 0
-
-    return RawAttachSession
-
-
-def _RawAttachSession(*a: Any, **kw: Any) -> Any:  # noqa: N802 - a class, built lazily
-    return _raw_attach_session()(*a, **kw)
-
-
 @contextlib.contextmanager
 def live_events(
     *,
@@ -476,18 +453,12 @@ def live_events(
         raise FeatureUnavailable(f"the BPF backend is not usable here: {why}")
     if not why:
         names = needed_syscalls(rules)
-        kw: dict[str, Any] = {}
-        if "exec_info" in inspect.signature(BpfSession).parameters:
-            kw["exec_info"] = True  # argv, cwd, environment, creds read at exec
-        params = inspect.signature(BpfSession).parameters
-        if "raw_syscalls" in params:  # two raw_syscalls links, syscalls picked in-kernel
-            s = BpfSession("syscalls", syscalls=names, lifecycle=True,
-                           pids=list(pids) or None, follow_children=True,
-                           ringbuf_kb=ringbuf_kb, raw_syscalls=True, **kw)
-        else:
-            s = _RawAttachSession("syscalls", syscalls=names, lifecycle=True,
-                                  pids=list(pids) or None, follow_children=True,
-                                  ringbuf_kb=ringbuf_kb, count=True, **kw)
+        # raw_syscalls: the two raw_syscalls links, the syscalls picked in the kernel's
+        # nrconf map (an untraced syscall costs an array look-up), not a tracepoint
+        # pair per syscall (detaching ~150 of those took 6-12 s at exit here)
+        s = BpfSession("syscalls", syscalls=names, lifecycle=True, exec_info=True,
+                       raw_syscalls=True, pids=list(pids) or None, follow_children=True,
+                       ringbuf_kb=ringbuf_kb)
         with s:
             if command:
                 s.trace_command(list(command))
