@@ -373,6 +373,11 @@ class Session(EventStream):
         self._follow = True
         return pid
 
+    @property
+    def command(self) -> GatedCommand:
+        """The traced command (see :meth:`trace_command`): wait for it or stop it."""
+        return self._command
+
     # -- running
     def start(self) -> None:
         if self._started:
