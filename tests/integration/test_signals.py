@@ -166,9 +166,11 @@ def test_closed_pipe_stops_the_command_and_exits_141(tracefs: str, tmp_path: Pat
         assert p.stdout.readline().split()[:2] == ["TIME(s)", "CPU"]
         p.stdout.close()  # as `| head -1` does
         rc = p.wait(timeout=30)
+        alive = _alive(cmd_pid)
+        _reap(p, cmd_pid)  # a command left running would hold stderr open
         err = p.stderr.read()
+        assert not alive, "the command keeps running untraced"
         assert rc == 141, err
-        assert not _alive(cmd_pid), "the command keeps running untraced"
         _summary_total(err)  # printed to stderr (what reached the reader is unknown)
         assert "Traceback" not in err and "Broken pipe" not in err, err
         assert our_instances(tracefs, p.pid) == []
