@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import signal
 import sys
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 from ..collect.command import GatedCommand, resolve_command
 from ..event import Event
@@ -157,10 +158,17 @@ def run(args: argparse.Namespace) -> int:
         resolve_command(cmd[0])  # nothing to run: one error, before anything is armed
     ctl = RunControl()
     ctl.install()
+    std = sys.stdout
     try:
         return _run(args, cmd, ctl)
     finally:
         ctl.restore()
+        if sys.stdout is not std:  # _signal_safe_stdout() put its own in place
+            try:
+                sys.stdout.flush()
+            except (OSError, ValueError):
+                pass
+            sys.stdout = std
 
 
 def _start(s: Any, count_only: bool) -> None:
@@ -173,7 +181,7 @@ def _start(s: Any, count_only: bool) -> None:
 def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl) -> int:
     from ..backends import open_session
 
-    out = sys.stdout
+    out = _signal_safe_stdout()
     specs = join_spec_words(args.specs)
     command: GatedCommand | None = None
     try:
@@ -269,6 +277,53 @@ def _finish_command(command: GatedCommand, name: str, ctl: RunControl, ended_by:
         command.terminate(signal.SIGTERM, 1.0)
         return 128 + signal.SIGINT
     return command.returncode if command.returncode is not None else 0
+
+
+class _WholeWrites(io.RawIOBase):
+    """A raw writer on fd 1 whose write() always writes all it is given.
+
+    CPython's BufferedWriter loses data when a signal handler that returns (^C stops
+    tracing) runs while a write to a full pipe is partly done; a raw layer that never
+    reports a partial write avoids that.
+    """
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return os.isatty(self._fd)
+
+    def write(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        total = len(view)
+        while view:
+            view = view[os.write(self._fd, view):]
+        return total
+
+    def close(self) -> None:  # fd 1 stays open
+        super().close()
+
+
+def _signal_safe_stdout() -> TextIO:
+    """sys.stdout on :class:`_WholeWrites` (same encoding, errors and line buffering)."""
+    std = sys.stdout
+    try:
+        fd = std.fileno()
+    except (AttributeError, OSError, ValueError):
+        return std  # not a real file (captured by a test harness)
+    std.flush()
+    out = io.TextIOWrapper(io.BufferedWriter(_WholeWrites(fd), 1 << 16),
+                           encoding=std.encoding, errors=std.errors,
+                           line_buffering=bool(getattr(std, "line_buffering", False)))
+    sys.stdout = out
+    return out
 
 
 def _silence_stdout() -> None:
