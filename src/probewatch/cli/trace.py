@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import os
 import signal
 import sys
-from types import FrameType
-from typing import Any, TextIO
+from typing import Any
 
 from ..collect.command import GatedCommand, resolve_command
 from ..event import Event
 from ..sinks.jsonl import JsonLinesSink
 from ..sinks.text import TextSink, hex_fields
+from .runctl import TERM_GRACE, RunControl, finish_command, signal_safe_stdout, silence_stdout
 
 EXAMPLES = """examples:
   probewatch trace t:sched:sched_process_exec               exec events, system-wide
@@ -88,70 +86,6 @@ def split_command(args: argparse.Namespace) -> list[str]:
     return list(getattr(args, "command_argv", []) or [])
 
 
-#: after ^C, how long a traced command may take to exit before it is killed
-INT_GRACE = 2.0
-#: after SIGTERM/SIGHUP (passed on to the command) or a closed output pipe (the
-#: command gets SIGTERM): how long it may take to exit before SIGKILL
-TERM_GRACE = 2.0
-
-
-class RunControl:
-    """The signals of one run, installed before the session exists.
-
-    While the session exists it handles SIGTERM/SIGHUP itself (``SystemExit``) and
-    routes SIGINT here (held back while it creates kernel objects). Phases:
-
-    - ``startup``: SIGINT raises KeyboardInterrupt, SIGTERM/SIGHUP SystemExit(128+N);
-      the session's ``with`` removes whatever it made.
-    - ``running``: the first SIGINT stops tracing (what is buffered is still printed),
-      a second one ends printing at once (:attr:`abort`) and kills the command.
-    - ``waiting`` (the session is closed, the command still runs): SIGTERM/SIGHUP are
-      noted in :attr:`signal` and passed on to the command; SIGINT as in ``running``.
-    """
-
-    def __init__(self) -> None:
-        self.phase = "startup"
-        self.session: Any = None
-        self.interrupts = 0
-        self.signal = 0
-        self._old: dict[int, Any] = {}
-
-    @property
-    def abort(self) -> bool:
-        """Two ^C: stop printing and do not wait for the command."""
-        return self.interrupts >= 2
-
-    def install(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            try:
-                if sig == signal.SIGINT and not callable(signal.getsignal(sig)):
-                    continue  # ignored (a background job): stays ignored
-                self._old[sig] = signal.signal(sig, self._on_signal)
-            except (ValueError, OSError):
-                pass
-
-    def restore(self) -> None:
-        for sig, h in self._old.items():
-            try:
-                signal.signal(sig, h)
-            except (ValueError, OSError, TypeError):
-                pass
-        self._old.clear()
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if signum == signal.SIGINT:
-            if self.phase == "startup":
-                raise KeyboardInterrupt
-            self.interrupts += 1
-            if self.interrupts == 1 and self.phase == "running" and self.session is not None:
-                self.session.stop()  # the event loop drains what is buffered, then ends
-            return
-        if self.phase == "waiting":
-            self.signal = self.signal or signum
-            return
-        raise SystemExit(128 + signum)
-
-
 def run(args: argparse.Namespace) -> int:
     cmd = split_command(args)
     if cmd:
@@ -163,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         return _run(args, cmd, ctl)
     finally:
         ctl.restore()
-        if sys.stdout is not std:  # _signal_safe_stdout() put its own in place
+        if sys.stdout is not std:  # signal_safe_stdout() put its own in place
             try:
                 sys.stdout.flush()
             except (OSError, ValueError):
@@ -181,7 +115,7 @@ def _start(s: Any, count_only: bool) -> None:
 def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl) -> int:
     from ..backends import open_session
 
-    out = _signal_safe_stdout()
+    out = signal_safe_stdout()
     specs = join_spec_words(args.specs)
     command: GatedCommand | None = None
     try:
@@ -226,7 +160,7 @@ def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl) -> int:
                 out.flush()
             except BrokenPipeError:
                 ended_by = signal.SIGPIPE
-                _silence_stdout()
+                silence_stdout()
             except SystemExit as e:  # SIGTERM/SIGHUP (the session's guard)
                 if not isinstance(e.code, int) or e.code not in (143, 129):
                     raise
@@ -246,94 +180,10 @@ def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl) -> int:
             print_summary(summ, args.json)
         if command is None:
             return 128 + ended_by if ended_by else 0
-        return _finish_command(command, cmd[0], ctl, ended_by)
+        return finish_command(command, cmd[0], ctl, ended_by)
     finally:
         if command is not None and command.pid:  # an error or a second signal: never
             command.terminate(signal.SIGTERM, TERM_GRACE)  # leave it running untraced
-
-
-def _finish_command(command: GatedCommand, name: str, ctl: RunControl, ended_by: int) -> int:
-    """Wait for (or stop) the traced command once tracing is over; the exit status."""
-    if ended_by:
-        if command.exited():  # it had ended by itself: its status
-            return command.returncode if command.returncode is not None else 128 + ended_by
-        # a closed pipe: SIGTERM (the command may write elsewhere); else pass it on
-        command.terminate(signal.SIGTERM if ended_by == signal.SIGPIPE else ended_by,
-                          TERM_GRACE)
-        return 128 + ended_by
-    # tracing ended by ^C, the deadline, -n or the command's exit: wait for it, until
-    # SIGTERM/SIGHUP (passed on) or ^C (a grace period; a second ^C cuts it short)
-    while not command.wait_for(None, interrupted=lambda: bool(ctl.interrupts or ctl.signal)):
-        if ctl.signal:
-            command.terminate(ctl.signal, TERM_GRACE)
-            return 128 + ctl.signal
-        if not ctl.abort:
-            print(f"probewatch: waiting {INT_GRACE:g}s for {name} (pid {command.pid}) to "
-                  f"exit; ^C again kills it", file=sys.stderr)
-            if command.wait_for(INT_GRACE, interrupted=lambda: bool(ctl.abort or ctl.signal)):
-                break
-            if ctl.signal:
-                continue
-        command.terminate(signal.SIGTERM, 1.0)
-        return 128 + signal.SIGINT
-    return command.returncode if command.returncode is not None else 0
-
-
-class _WholeWrites(io.RawIOBase):
-    """A raw writer on fd 1 whose write() always writes all it is given.
-
-    CPython's BufferedWriter loses data when a signal handler that returns (^C stops
-    tracing) runs while a write to a full pipe is partly done; a raw layer that never
-    reports a partial write avoids that.
-    """
-
-    def __init__(self, fd: int) -> None:
-        super().__init__()
-        self._fd = fd
-
-    def writable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def isatty(self) -> bool:
-        return os.isatty(self._fd)
-
-    def write(self, b: Any) -> int:
-        view = memoryview(b).cast("B")
-        total = len(view)
-        while view:
-            view = view[os.write(self._fd, view):]
-        return total
-
-    def close(self) -> None:  # fd 1 stays open
-        super().close()
-
-
-def _signal_safe_stdout() -> TextIO:
-    """sys.stdout on :class:`_WholeWrites` (same encoding, errors and line buffering)."""
-    std = sys.stdout
-    try:
-        fd = std.fileno()
-    except (AttributeError, OSError, ValueError):
-        return std  # not a real file (captured by a test harness)
-    std.flush()
-    out = io.TextIOWrapper(io.BufferedWriter(_WholeWrites(fd), 1 << 16),
-                           encoding=std.encoding, errors=std.errors,
-                           line_buffering=bool(getattr(std, "line_buffering", False)))
-    sys.stdout = out
-    return out
-
-
-def _silence_stdout() -> None:
-    """The reader of stdout is gone: what is still buffered goes to /dev/null."""
-    try:
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, sys.stdout.fileno())
-        os.close(fd)
-    except (OSError, ValueError):
-        pass
 
 
 def print_summary(d: dict, as_json: bool) -> None:
