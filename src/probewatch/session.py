@@ -204,7 +204,7 @@ class Session(EventStream):
             raise ProbewatchError(f"backend {backend!r} is not available (have: auto, ftrace)")
         self.backend = "ftrace"
         self.root = ""
-        self._collector: FtraceCollector | None = None
+        self._collector: FtraceCollector  # set below; close() copes with its absence
         self._closed = False
         self.warnings: list[str] = []
         self.comm = comm
@@ -247,11 +247,6 @@ class Session(EventStream):
         if self._text_reason is not None:
             self.warnings.append(text_warning(self._text_reason))
 
-    @property
-    def _col(self) -> FtraceCollector:
-        assert self._collector is not None
-        return self._collector
-
     # -- context management
     def __enter__(self) -> Session:
         return self
@@ -281,7 +276,7 @@ class Session(EventStream):
             ev = f"{s}:{n}"
             if ev in self._event_probe:
                 continue
-            self._col.enable(s, n, kfilter)
+            self._collector.enable(s, n, kfilter)
             fmt = load_format(self.root, s, n)
             self._formats[fmt.id] = fmt
             self._event_probe[ev] = spec
@@ -389,7 +384,7 @@ class Session(EventStream):
 
     def _start(self) -> None:
         self._started = True
-        col = self._col
+        col = self._collector
         for s, n in _HIDDEN:
             if f"{s}:{n}" in self._event_probe:
                 continue
@@ -449,7 +444,7 @@ class Session(EventStream):
     ) -> Iterator[list[Event]]:
         """Batches of time-ordered Events (or, count_only, empty batches while counting)."""
         self.start()
-        col = self._col
+        col = self._collector
         dec = self._decoder
         text = self._text
         assert dec is not None or text is not None
@@ -568,15 +563,16 @@ class Session(EventStream):
     @property
     def clock(self) -> str:
         """The trace clock of the private instance (Event.ts)."""
-        return str(self._col.clock)
+        return str(self._collector.clock)
 
     def stop(self) -> None:
         """Turn tracing off; what is buffered can still be read (drain(), count())."""
-        if self._collector is not None:
-            self._collector.stop()
+        col = getattr(self, "_collector", None)
+        if col is not None:
+            col.stop()
 
     def summary(self) -> Summary:
-        stats = self._col.stats()
+        stats = self._collector.stats()
         text = self._text
         s = Summary(
             events=dict(self.counts),
@@ -632,8 +628,9 @@ class Session(EventStream):
             with self._signals.deferred():
                 try:
                     self._command.close()  # a command never released is killed
-                    if self._collector is not None:
-                        self._collector.close()
+                    col = getattr(self, "_collector", None)
+                    if col is not None:  # None: __init__ was cut short before it
+                        col.close()
                 finally:
                     self._remove_dynamic()
         finally:
