@@ -57,11 +57,12 @@ fi
 
 # -- the virtual environment ----------------------------------------------------------
 VPY=$VENV/bin/python
-want_ver=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-have_ver=$("$VPY" -I -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)
-if [ "$have_ver" != "$want_ver" ]; then
-  # missing, broken (its base Python went away) or of another Python version
-  [ -e "$VENV" ] && say "recreating $VENV (python ${have_ver:-broken} -> $want_ver)"
+real_py='import os, sys; print(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))'
+want_base=$("$PY" -I -c "$real_py")
+have_base=$("$VPY" -I -c "$real_py" 2>/dev/null || true)
+if [ "$have_base" != "$want_base" ]; then
+  # missing, broken (its base Python went away) or made by another interpreter
+  [ -e "$VENV" ] && say "recreating $VENV (python ${have_base:-broken} -> $want_base)"
   mkdir -p "$(dirname "$VENV")"
   "$PY" -m venv --clear "$VENV"
 fi

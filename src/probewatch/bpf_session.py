@@ -218,6 +218,11 @@ class BpfSession:
         return pid
 
     @property
+    def command(self) -> GatedCommand:
+        """The traced command (see :meth:`trace_command`): wait for it or stop it."""
+        return self._command
+
+    @property
     def child_pid(self) -> int:
         """The traced command's pid until it has been reaped (then 0)."""
         return self._command.pid

@@ -289,6 +289,11 @@ class BpfTraceSession(EventStream):
         self._follow = True
         return pid
 
+    @property
+    def command(self) -> GatedCommand:
+        """The traced command (see :meth:`trace_command`): wait for it or stop it."""
+        return self._command
+
     # -- running
     def start(self, count_only: bool = False) -> None:
         """Load and attach the programs, then release a gated command."""

@@ -227,7 +227,7 @@ class Session(EventStream):
             raise ProbewatchError(f"backend {backend!r} is not available (have: auto, ftrace)")
         self.backend = "ftrace"
         self.root = ""
-        self._collector: FtraceCollector | None = None
+        self._collector: FtraceCollector  # set below; close() copes with its absence
         if spool_mb is not None and spool_mb < 1:
             raise ProbewatchError(f"--spool-mb must be at least 1 (got {spool_mb})")
         self._closed = False
@@ -276,11 +276,6 @@ class Session(EventStream):
         if self._text_reason is not None:
             self.warnings.append(text_warning(self._text_reason))
 
-    @property
-    def _col(self) -> FtraceCollector:
-        assert self._collector is not None
-        return self._collector
-
     # -- context management
     def __enter__(self) -> Session:
         return self
@@ -310,7 +305,7 @@ class Session(EventStream):
             ev = f"{s}:{n}"
             if ev in self._event_probe:
                 continue
-            self._col.enable(s, n, kfilter)
+            self._collector.enable(s, n, kfilter)
             fmt = load_format(self.root, s, n)
             self._formats[fmt.id] = fmt
             self._event_probe[ev] = spec
@@ -402,6 +397,11 @@ class Session(EventStream):
         self._follow = True
         return pid
 
+    @property
+    def command(self) -> GatedCommand:
+        """The traced command (see :meth:`trace_command`): wait for it or stop it."""
+        return self._command
+
     # -- running
     def start(self) -> None:
         if self._started:
@@ -413,7 +413,7 @@ class Session(EventStream):
 
     def _start(self) -> None:
         self._started = True
-        col = self._col
+        col = self._collector
         for s, n in _HIDDEN:
             if f"{s}:{n}" in self._event_probe:
                 continue
@@ -474,7 +474,7 @@ class Session(EventStream):
     ) -> Iterator[list[Event]]:
         """Batches of time-ordered Events (or, count_only, empty batches while counting)."""
         self.start()
-        col = self._col
+        col = self._collector
         dec = self._decoder
         text = self._text
         assert dec is not None or text is not None
@@ -604,15 +604,16 @@ class Session(EventStream):
     @property
     def clock(self) -> str:
         """The trace clock of the private instance (Event.ts)."""
-        return str(self._col.clock)
+        return str(self._collector.clock)
 
     def stop(self) -> None:
         """Turn tracing off; what is buffered can still be read (drain(), count())."""
-        if self._collector is not None:
-            self._collector.stop()
+        col = getattr(self, "_collector", None)
+        if col is not None:
+            col.stop()
 
     def summary(self) -> Summary:
-        stats = self._col.stats()
+        stats = self._collector.stats()
         text = self._text
         s = Summary(
             events=dict(self.counts),
@@ -622,9 +623,9 @@ class Session(EventStream):
             duration=(self._t1 or time.monotonic()) - (self._t0 or time.monotonic()),
             missed_per_cpu=dict(self._missed_per_cpu),
             reader=self.reader,
-            spool_limit=self._col.spool_bytes,
-            spool_peak=self._col.spool_peak,
-            spool_full=self._col.spool_full_ns / 1e9,
+            spool_limit=self._collector.spool_bytes,
+            spool_peak=self._collector.spool_peak,
+            spool_full=self._collector.spool_full_ns / 1e9,
         )
         if text is not None:
             s.page_missed = text.lost
@@ -635,7 +636,7 @@ class Session(EventStream):
 
     def spool_problems(self) -> list[str]:
         """Why events were dropped on our side: the spool was full for a while."""
-        col = self._collector
+        col = getattr(self, "_collector", None)
         if col is None or not col.spool_full_ns:
             return []
         where = "in memory" if col.spool_dir is None else f"in {col.spool_dir}"
@@ -683,8 +684,9 @@ class Session(EventStream):
             with self._signals.deferred():
                 try:
                     self._command.close()  # a command never released is killed
-                    if self._collector is not None:
-                        self._collector.close()
+                    col = getattr(self, "_collector", None)
+                    if col is not None:  # None: __init__ was cut short before it
+                        col.close()
                 finally:
                     self._remove_dynamic()
         finally:

@@ -9,18 +9,20 @@ and no uprobe of that pid.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from .helpers import CLI, require_uprobe_events
+from .helpers import CLI, json_lines, our_instances, require_uprobe_events, summary_of
 
 pytestmark = pytest.mark.integration
 
 SPECS = ["u:libc:malloc", "u:libc:mem*"]
-DELAYS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+DELAYS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]  # scaled to the start-up time
 SIGNALS = [signal.SIGTERM, signal.SIGHUP, signal.SIGINT]
 
 
@@ -41,11 +43,35 @@ def _expected_rc(sig: int) -> set[int]:
     return {128 + sig, -sig}
 
 
+def _startup_time(tracefs: str) -> float:
+    """Seconds from spawning ``trace SPECS`` until its instance traces (tracing_on 1)."""
+    p = subprocess.Popen([*CLI, "trace", *SPECS, "-d", "20"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < 15 and p.poll() is None:
+            inst, _ = _objects(tracefs, p.pid)
+            try:
+                with open(os.path.join(tracefs, "instances", inst[0], "tracing_on")) as f:
+                    if inst and f.read().strip() == "1":
+                        return time.monotonic() - t0
+            except (OSError, IndexError):
+                pass
+            time.sleep(0.02)
+        raise AssertionError("trace did not start tracing within 15 s")
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=30)
+
+
 def test_signal_at_any_moment_of_startup_leaves_nothing(tracefs: str) -> None:
     require_uprobe_events(tracefs)
     seen_armed = 0  # runs where the signal came after kernel objects existed
     results = []
-    for i, delay in enumerate(DELAYS):
+    # delays from 0 to a little past the moment tracing starts on this machine now
+    t_on = _startup_time(tracefs)
+    delays = [round(t_on * 1.2 * k / (len(DELAYS) - 1), 3) for k in range(len(DELAYS))]
+    for i, delay in enumerate(delays):
         sig = SIGNALS[i % len(SIGNALS)]
         # -d bounds a run that would survive its signal (a defect): system-wide malloc
         p = subprocess.Popen([*CLI, "trace", *SPECS, "-d", "5"], stdout=subprocess.DEVNULL,
@@ -71,7 +97,7 @@ def test_signal_at_any_moment_of_startup_leaves_nothing(tracefs: str) -> None:
             assert "Traceback" not in err, err
         assert not os.path.isdir(os.path.join(tracefs, "events", f"probewatch_{p.pid}"))
     # the loop must have hit start-up after the first kernel object, or it proves nothing
-    assert seen_armed >= 2, results
+    assert seen_armed >= 2, (t_on, results)
 
 
 def test_sigterm_during_bpf_startup_leaves_nothing(tracefs: str) -> None:
@@ -89,3 +115,127 @@ def test_sigterm_during_bpf_startup_leaves_nothing(tracefs: str) -> None:
         assert p.returncode in (143, -signal.SIGTERM), (delay, err)
         assert "Traceback" not in err, err
         assert _objects(tracefs, p.pid) == ([], [])
+
+
+# -- with a command: closed pipe, SIGTERM, SIGHUP, SIGINT (issue 16 items 12 and 13)
+
+LOOP = "while :; do /bin/true; done"  # an exec event every millisecond or so
+
+
+def _traced(tmp_path: Path, script: str, *opts: str) -> tuple[subprocess.Popen[str], int]:
+    """Start ``trace t:sched:sched_process_exec -- sh -c SCRIPT``; -> (probewatch, sh pid)."""
+    pidfile = tmp_path / "cmd.pid"
+    p = subprocess.Popen([*CLI, "trace", "t:sched:sched_process_exec", *opts, "--", "sh", "-c",
+                          f"echo $$ > {pidfile}; {script}"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        assert p.poll() is None, p.communicate()
+        assert time.monotonic() < end, "the command did not start"
+        time.sleep(0.05)
+    return p, int(pidfile.read_text())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _reap(p: subprocess.Popen[str], cmd_pid: int) -> None:
+    """After a failed test: nothing of it keeps running."""
+    if p.poll() is None:
+        p.kill()
+        p.wait()
+    if _alive(cmd_pid):
+        os.kill(cmd_pid, signal.SIGKILL)
+
+
+def _summary_total(err: str) -> int:
+    m = re.search(r"^(\d+) events \(", err, re.M)
+    assert m, err
+    return int(m.group(1))
+
+
+def test_closed_pipe_stops_the_command_and_exits_141(tracefs: str, tmp_path: Path) -> None:
+    p, cmd_pid = _traced(tmp_path, LOOP)
+    try:
+        assert p.stdout is not None and p.stderr is not None
+        assert p.stdout.readline().split()[:2] == ["TIME(s)", "CPU"]
+        p.stdout.close()  # as `| head -1` does
+        rc = p.wait(timeout=30)
+        alive = _alive(cmd_pid)
+        _reap(p, cmd_pid)  # a command left running would hold stderr open
+        err = p.stderr.read()
+        assert not alive, "the command keeps running untraced"
+        assert rc == 141, err
+        _summary_total(err)  # printed to stderr (what reached the reader is unknown)
+        assert "Traceback" not in err and "Broken pipe" not in err, err
+        assert our_instances(tracefs, p.pid) == []
+    finally:
+        _reap(p, cmd_pid)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_sighup_stop_the_command(tracefs: str, tmp_path: Path, sig: int) -> None:
+    p, cmd_pid = _traced(tmp_path, "exec sleep 60")
+    try:
+        time.sleep(0.3)
+        t = time.monotonic()
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 128 + sig, err
+        assert time.monotonic() - t < 5  # sleep dies of the signal passed on
+        assert not _alive(cmd_pid)
+        # the command's exec was printed, and the summary counts what was printed
+        assert _summary_total(err) == len(out.splitlines()) - 1 >= 1, (out, err)
+        assert our_instances(tracefs, p.pid) == []
+    finally:
+        _reap(p, cmd_pid)
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_sigint_to_a_command_that_ignores_it(tracefs: str, tmp_path: Path,
+                                             json_out: bool) -> None:
+    # ^C stops tracing (buffered events are still printed), then after a grace period
+    # the command, which ignores SIGINT, is killed; printed == counted
+    opts = ("--json",) if json_out else ()
+    p, cmd_pid = _traced(tmp_path, f"trap '' INT; {LOOP}", *opts)
+    try:
+        time.sleep(0.5)
+        t = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+        took = time.monotonic() - t
+        assert p.returncode == 130, err
+        assert not _alive(cmd_pid)
+        assert 1.5 < took < 10, took  # the grace period (2 s), then the kill
+        assert "^C again kills it" in err
+        if json_out:
+            total = summary_of(err)["total"]
+            assert total == len(json_lines(out)) > 0
+        else:
+            assert _summary_total(err) == len(out.splitlines()) - 1 > 0
+        assert our_instances(tracefs, p.pid) == []
+    finally:
+        _reap(p, cmd_pid)
+
+
+def test_two_sigints_kill_the_command_at_once(tracefs: str, tmp_path: Path) -> None:
+    p, cmd_pid = _traced(tmp_path, f"trap '' INT; {LOOP}", "--json")
+    try:
+        time.sleep(0.5)
+        t = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 130, err
+        assert time.monotonic() - t < 1.8  # no grace period after the second ^C
+        assert not _alive(cmd_pid)
+        assert summary_of(err)["total"] == len(json_lines(out))
+        assert our_instances(tracefs, p.pid) == []
+    finally:
+        _reap(p, cmd_pid)

@@ -513,3 +513,27 @@ def test_chain_leaves_an_ignored_signal_alone() -> None:
         signal.raise_signal(signal.SIGHUP)  # still ignored
     finally:
         guard.restore()
+
+
+@pytest.mark.usefixtures("saved_handlers")
+def test_guards_restored_out_of_order_leave_the_original_handlers() -> None:
+    old_int = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    a = SignalGuard(chain=[signal.SIGINT])
+    b = SignalGuard(chain=[signal.SIGINT])
+    try:
+        a.install()
+        b.install()
+        a.restore()  # the first session closes first
+        with pytest.raises(KeyboardInterrupt):  # b still routes ^C to the original
+            signal.raise_signal(signal.SIGINT)
+        with pytest.raises(SystemExit):
+            signal.raise_signal(signal.SIGTERM)
+        b.restore()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        a.restore()
+        b.restore()
+        signal.signal(signal.SIGINT, old_int)

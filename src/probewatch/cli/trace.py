@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from ..collect.command import GatedCommand, resolve_command
 from ..event import Event
 from ..sinks.jsonl import JsonLinesSink
 from ..sinks.text import TextSink, hex_fields
@@ -21,6 +23,7 @@ from .args import (
     refuse,
     warn,
 )
+from .runctl import TERM_GRACE, RunControl, finish_command, silence_stdout
 
 EXAMPLES = """examples:
   probewatch trace t:sched:sched_process_exec               exec events, system-wide
@@ -105,77 +108,121 @@ def split_command(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..backends import open_session
-
     refuse(args.count and args.max_events is not None,
            "-n limits the events printed and --count prints none: give one of them")
     cmd = split_command(args)
+    if cmd:
+        resolve_command(cmd[0])  # nothing to run: one error, before anything is armed
+    ctl = RunControl()
+    ctl.install()
+    try:
+        return _run(args, cmd, ctl)
+    finally:
+        ctl.restore()
+
+
+def _start(s: Any, count_only: bool) -> None:
+    if s.backend == "bpf":
+        s.start(count_only=count_only)  # counts in the kernel when it can
+    else:
+        s.start()
+
+
+def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl) -> int:
+    from ..backends import open_session
+
+    # Out writes whole buffers straight to the descriptor (no BufferedWriter that a
+    # returning signal handler could cut short) and never raises on encoding
     out = Out(sys.stdout)
     specs = join_spec_words(args.specs)
-    with open_session(args.backend, buffer_kb=args.buffer_kb, pids=args.pid,
-                      comm=args.comm, counting=args.count, specs=specs,
-                      user_filter=args.filter_expr, spool_mb=args.spool_mb) as s:
-        for spec in specs:
-            s.add(spec, filter=args.filter_expr)
-        for w in s.warnings:
-            print(f"probewatch: warning: {w}", file=sys.stderr)
-        shown = len(s.warnings)
-        if cmd:
-            s.trace_command(cmd)
-        hexf = hex_fields(s.formats)
-        write = JsonLinesSink(out).write if args.json else TextSink(out, hex_fields=hexf).write
-        try:
-            if args.count:
-                s.count(duration=args.duration)
-            else:
-                stream(s, args, out, write)
-        except KeyboardInterrupt:
-            # ^C ends the trace: deliver what was captured up to now, then the summary
-            s.stop()
+    command: GatedCommand | None = None
+    try:
+        with open_session(args.backend, buffer_kb=args.buffer_kb, pids=args.pid,
+                          comm=args.comm, counting=args.count, specs=specs,
+                          user_filter=args.filter_expr, spool_mb=args.spool_mb) as s:
+            for spec in specs:
+                s.add(spec, filter=args.filter_expr)
+            for w in s.warnings:
+                print(f"probewatch: warning: {w}", file=sys.stderr)
+            shown = len(s.warnings)
+            if cmd:
+                s.trace_command(cmd)
+                command = s.command
+            hexf = hex_fields(s.formats)
+            ended_by = 0  # SIGPIPE: output closed; SIGTERM/SIGHUP: told to stop
+            shown_events = _Shown()
             try:
                 if args.count:
-                    s.count()
+                    _start(s, True)
+                    ctl.session = s
+                    ctl.phase = "running"
+                    s.count(duration=args.duration)
                 else:
-                    for ev in s.drain():
-                        write(ev)
-            except KeyboardInterrupt:
-                pass
-        out.flush()
-        for w in s.warnings[shown:]:  # what came up while tracing
-            print(f"probewatch: warning: {w}", file=sys.stderr)
-        summ = s.summary()
-        rc = 0
-        if cmd:
-            s.close()
-            rc = s.wait_command() or 0
-        print_summary(summ.to_dict(), args.json)
-        return rc
+                    sink = JsonLinesSink(out) if args.json else TextSink(out, hex_fields=hexf)
+                    stream(s, args, out, sink.write, ctl, shown_events)
+                out.flush()
+            except BrokenPipeError:
+                ended_by = signal.SIGPIPE
+                silence_stdout()
+            except SystemExit as e:  # SIGTERM/SIGHUP (the session's guard)
+                if not isinstance(e.code, int) or e.code not in (143, 129):
+                    raise
+                ended_by = e.code - 128
+            s.stop()
+            for ev in shown_events.pending:  # delivered (counted) but never written
+                s.counts[ev.probe] -= 1
+            for w in s.warnings[shown:]:  # what came up while tracing
+                print(f"probewatch: warning: {w}", file=sys.stderr)
+            summ = s.summary().to_dict()
+            summ["total"] = sum(summ["events"].values())
+            s.close()  # probes gone before any wait for the command
+            ctl.phase = "waiting"
+            print_summary(summ, args.json)
+        if command is None:
+            return 128 + ended_by if ended_by else 0
+        return finish_command(command, cmd[0], ctl, ended_by)
+    finally:
+        if command is not None and command.pid:  # an error or a second signal: never
+            command.terminate(signal.SIGTERM, TERM_GRACE)  # leave it running untraced
 
 
-def stream(s: Any, args: argparse.Namespace, out: Out, write: Callable[[Event], None]) -> None:
-    """Events to the sink until -d, -n, the command's end or stop().
+class _Shown:
+    """The events handed to the sink whose write has not returned yet."""
+
+    def __init__(self) -> None:
+        self.pending: list[Event] = []
+
+
+def stream(s: Any, args: argparse.Namespace, out: Out, write: Callable[[Event], None],
+           ctl: RunControl, shown: _Shown) -> None:
+    """Events to the sink until -d, -n, the command's end, ^C or stop().
 
     With -d, nothing stamped after the deadline is printed (nor counted), and a reader
     of stdout that has not taken the output by shortly after it does not hold the run
-    up: what it did not take is dropped with a warning.
+    up: what it did not take is dropped with a warning. The session's counts are kept
+    equal to what was printed (events cut by -d, -n or a second ^C are taken out).
     """
-    s.start()
+    _start(s, False)
+    ctl.session = s
+    ctl.phase = "running"
     dl = Deadline(args.duration, s.clock)
     dl.arm(out)
     write_many = JsonLinesSink(out).write_many if args.json else None
     left = args.max_events
     try:
         for batch in s.batches(duration=args.duration):
-            k = dl.on_time(batch)
+            k = 0 if ctl.abort else dl.on_time(batch)
             if left is not None:
                 k = min(k, left)
                 left -= k
+            shown.pending = batch[:k]
             if write_many is not None:
-                write_many(batch if k == len(batch) else batch[:k])
+                write_many(shown.pending)
             else:
-                for ev in batch[:k]:
+                for ev in shown.pending:
                     write(ev)
-            if k < len(batch) or left == 0:  # past the deadline or -n: the rest is not shown
+            shown.pending = []
+            if k < len(batch) or left == 0 or ctl.abort:  # the rest is not shown
                 for ev in batch[k:]:
                     s.counts[ev.probe] -= 1
                 s.stop()
@@ -183,6 +230,7 @@ def stream(s: Any, args: argparse.Namespace, out: Out, write: Callable[[Event], 
         out.flush()
     except OutputCut as e:
         s.stop()
+        shown.pending = []  # counted by the cut: the summary says how many lines
         warn(f"{e.lines} lines were not written: the reader of the output did not take "
              "them before the end of -d")
     finally:

@@ -448,6 +448,7 @@ class SignalGuard:
         self.signals = tuple(signals)
         self.chain = tuple(s for s in chain if s not in self.signals)
         self._old: dict[int, Any] = {}
+        self._orig: dict[int, Any] = {}  # kept after restore(), for stale dispatchers
         self._depth = 0
         self._pending = 0
 
@@ -478,6 +479,7 @@ class SignalGuard:
                     self._old[sig] = signal.signal(sig, self._dispatch)
             except (ValueError, OSError):
                 pass
+        self._orig = dict(self._old)
 
     def _dispatch(self, signum: int, frame: FrameType | None) -> None:
         if self._depth > 0:
@@ -488,7 +490,7 @@ class SignalGuard:
 
     def _act(self, signum: int, frame: FrameType | None) -> None:
         if signum in self.chain:
-            old = self._old.get(signum)
+            old = _live_handler(signum, self._orig.get(signum))
             if callable(old):
                 old(signum, frame)
             return
@@ -526,10 +528,23 @@ class SignalGuard:
         """
         for sig, h in self._old.items():
             try:
-                signal.signal(sig, h)
+                if signal.getsignal(sig) != self._dispatch:
+                    continue  # replaced after ours (another guard): theirs to put back
+                signal.signal(sig, _live_handler(sig, h))
             except (ValueError, OSError, TypeError):
                 pass
         self._old.clear()
+
+
+def _live_handler(sig: int, h: Any) -> Any:
+    """``h``, or, when it is the dispatcher of a guard restored since (two guards
+    restored out of order), the handler that guard had replaced."""
+    for _ in range(64):
+        g = getattr(h, "__self__", None)
+        if not isinstance(g, SignalGuard) or g.installed or sig not in g._orig:
+            break
+        h = g._orig[sig]
+    return h
 
 
 __all__ = [
