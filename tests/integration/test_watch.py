@@ -280,3 +280,21 @@ def test_pid_filter_and_sigint(bpf: None) -> None:
     assert out == ""  # nothing about the cat outside the tree
     assert p.returncode == 0, err
     assert "watch: " in err and " 1 alerts" in err and "lost 0" in err
+
+
+def test_filters_keep_site_exceptions_apart(bpf: None) -> None:
+    """--filters: the same read by an excepted program raises nothing, by another one
+    it still alerts."""
+    r = run_cli("watch", "--no-default-rules", "--rules", SHADOW, "--filters",
+                str(RULES / "site_filters.yml"), "--json", "--", "sh", "-c",
+                "head -c1 /etc/shadow >/dev/null; cat /etc/shadow >/dev/null")
+    assert r.returncode == 0, r.stderr
+    firsts = [a for a in _alerts(r.stdout) if a["type"] == "alert"]
+    assert [(a["rule"]["id"], a["process"]["image"].rsplit("/", 1)[-1]) for a in firsts] == [
+        (SHADOW_ID, "cat")]
+
+
+def test_filters_path_must_exist() -> None:
+    r = run_cli("watch", "--filters", "/nonexistent/filters.yml", "-d", "1")
+    assert r.returncode != 0
+    assert "--filters /nonexistent/filters.yml: no such file or directory" in r.stderr

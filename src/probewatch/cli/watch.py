@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   probewatch watch                              this machine, the shipped rules
   probewatch watch --level high                 only high and critical alerts
   probewatch watch --rules my-rules/ --rules site.yml
+  probewatch watch --filters site-exceptions/     Sigma filters: our known-good admin jobs
   probewatch watch --no-default-rules --rules sigma/rules/linux/ -d 600
   probewatch watch --json | jq -c '{rule: .rule.title, lineage, matched}'
   probewatch watch -p 1234                      one process and its descendants
@@ -52,8 +53,8 @@ def add_source_options(p: argparse.ArgumentParser) -> None:
                    help="stop after SECS seconds")
     p.add_argument("--backend", choices=["auto", "bpf", "ftrace"], default="auto",
                    help="event source (auto: BPF, tracefs where BPF is missing)")
-    p.add_argument("--ringbuf-kb", type=int, default=65536, metavar="KB",
-                   help="BPF ring buffer size in KiB (default 65536)")
+    p.add_argument("--ringbuf-kb", type=int, default=16384, metavar="KB",
+                   help="BPF ring buffer size in KiB (default 16384)")
     p.set_defaults(accepts_command=True)
 
 
@@ -71,6 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a Sigma rule file or directory; repeatable")
     p.add_argument("--no-default-rules", action="store_true",
                    help="do not load the shipped rules")
+    p.add_argument("--filters", metavar="PATH", action="append", default=[],
+                   help="Sigma filter rules (site exceptions, kept apart from the rules they "
+                   "apply to): a file or directory; repeatable")
     p.add_argument("--level", default="low",
                    help="lowest level reported: informational, low (default), medium, "
                    "high, critical")
@@ -95,10 +99,12 @@ def _load_engine(args: argparse.Namespace) -> tuple[Any, Any]:
         level = parse_level(args.level)
     except ValueError as e:
         raise ProbewatchError(f"--level: {e}") from None
-    for r in args.rules:
-        if not os.path.exists(r):
-            raise ProbewatchError(f"--rules {r}: no such file or directory")
-    rules = RuleSet.load([Path(r) for r in args.rules], default=not args.no_default_rules)
+    for opt, paths in (("--rules", args.rules), ("--filters", getattr(args, "filters", []))):
+        for r in paths:
+            if not os.path.exists(r):
+                raise ProbewatchError(f"{opt} {r}: no such file or directory")
+    rules = RuleSet.load([Path(r) for r in args.rules], default=not args.no_default_rules,
+                         filters=[Path(f) for f in getattr(args, "filters", [])])
     for prob in getattr(rules, "report", None) or []:
         print(f"probewatch: warning: {_problem(prob)}", file=sys.stderr)
     n = _rule_count(rules)
@@ -165,7 +171,7 @@ def run_replay(args: argparse.Namespace) -> int:
     with replay_events(args.replay) as rp:
         table = new_table(replay=True)
         restore_table(table, rp.snapshot)
-        det = Detector(engine, table=table, mapper=new_mapper(table),
+        det = Detector(engine, table=table, mapper=new_mapper(table, rules),
                        emit=_emitter(sys.stdout, args.json), window_s=args.window,
                        wall_offset_ns=rp.wall_offset_ns)
         det.stats.backend = f"replay of {rp.backend}"
@@ -213,7 +219,7 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
     lost_cpu: dict[int, int] = {}
     try:
         with live_events(backend=args.backend, pids=args.pid, command=cmd or None,
-                         ringbuf_kb=getattr(args, "ringbuf_kb", None) or 65536,
+                         ringbuf_kb=getattr(args, "ringbuf_kb", None) or 16384,
                          buffer_kb=getattr(args, "buffer_kb", None), rules=rules) as src:
             if src.backend != "bpf":
                 print(f"probewatch: warning: {fallback_message(src.reason, rules)}",

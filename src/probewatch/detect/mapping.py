@@ -816,6 +816,13 @@ def needed_syscalls(rules: Any = None, table: SyscallTable | None = None) -> lis
                   and (have is None or n in have))
 
 
+def rule_kinds(rules: Any) -> set[str] | None:
+    """The kinds ``rules`` (a RuleSet or a list of compiled rules) look at; None when
+    they do not say (or no rules were given): every kind is then produced."""
+    need = _rule_needs(rules)
+    return None if need is None else need[0]
+
+
 def _rule_needs(rules: Any) -> tuple[set[str], set[str] | None, set[str] | None] | None:
     """(kinds, syscall names of syscall rules or None: any, auditd types or None: any),
     or None when the rules do not say."""

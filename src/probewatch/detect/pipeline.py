@@ -143,10 +143,12 @@ def new_table(*, replay: bool = False,
     return RecordingTable()
 
 
-def new_mapper(table: Any) -> Any:
-    from .mapping import Mapper
+def new_mapper(table: Any, rules: Any = None) -> Any:
+    """The mapper for ``rules`` (a RuleSet): it produces only the kinds those rules
+    look at (the table is kept current either way); None: every kind."""
+    from .mapping import Mapper, rule_kinds
 
-    return Mapper(table)
+    return Mapper(table, kinds=rule_kinds(rules))
 
 
 def seed_table(table: Any) -> None:
@@ -205,7 +207,8 @@ class Detector:
         self.engine = engine
         self.table = table if table is not None else new_table()
         self.mapper = mapper if mapper is not None else (
-            new_mapper(self.table) if engine is not None else None)
+            new_mapper(self.table, getattr(engine, "ruleset", None))
+            if engine is not None else None)
         self.emit = emit
         self.collapser = Collapser(window_s)
         self.wall_offset_ns = (time.time_ns() - time.monotonic_ns()
@@ -435,7 +438,7 @@ def live_events(
     backend: str = "auto",
     pids: Sequence[int] = (),
     command: Sequence[str] | None = None,
-    ringbuf_kb: int = 65536,
+    ringbuf_kb: int = 16384,
     buffer_kb: int | None = None,
     rules: Any = None,
 ) -> Iterator[LiveSource]:
