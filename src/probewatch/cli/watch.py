@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import ProbewatchError
+from .args import buffer_kb_arg, duration_arg, live_pid_arg
 
 EXAMPLES = """examples:
   probewatch watch                              this machine, the shipped rules
@@ -47,13 +48,14 @@ forces it).
 
 
 def add_source_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-p", "--pid", type=int, action="append", default=[],
+    p.add_argument("-p", "--pid", type=live_pid_arg, action="append", default=[],
                    help="watch only this process and its descendants; repeatable")
-    p.add_argument("-d", "--duration", type=float, metavar="SECS",
+    p.add_argument("-d", "--duration", type=duration_arg, metavar="SECS",
                    help="stop after SECS seconds")
     p.add_argument("--backend", choices=["auto", "bpf", "ftrace"], default="auto",
                    help="event source (auto: BPF, tracefs where BPF is missing)")
-    p.add_argument("--ringbuf-kb", type=int, default=16384, metavar="KB",
+    p.add_argument("--ringbuf-kb", type=buffer_kb_arg(per_cpu=False, lo=4, pow2=True),
+                   default=16384, metavar="KB",
                    help="BPF ring buffer size in KiB (default 16384)")
     p.set_defaults(accepts_command=True)
 
