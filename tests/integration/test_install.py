@@ -35,6 +35,14 @@ def _readme_install_step(readme: str) -> list[str]:
     return step
 
 
+def _readme_main_job(readme: str) -> list[str]:
+    """What command 1 runs after the install step (the main job)."""
+    block = readme.split("## Quick start", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    first = next(ln.strip() for ln in block.splitlines()
+                 if ln.strip() and not ln.strip().startswith("#"))
+    return shlex.split(first.split("&&", 1)[1])
+
+
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """path -> (mtime_ns, size) of everything under root (symlinks not followed)."""
     out = {}
@@ -87,6 +95,17 @@ def test_install_from_clean_clone_with_system_python(tmp_path: Path) -> None:
     assert r.stdout.startswith("probewatch doctor: kernel "), r.stdout
     rows = dict(re.findall(r"^(tracepoints|tracefs)\s+(yes|no)\b", r.stdout, re.M))
     assert rows == {"tracefs": "yes", "tracepoints": "yes"}, r.stdout
+    # the README's main job from that install (bounded here by -d): the shipped rules
+    # load in the venv's python (pySigma installed there) and watch runs and ends cleanly
+    job = _readme_main_job((clone / "README.md").read_text())
+    assert job[:2] == ["probewatch", "watch"], job
+    r = subprocess.run([*job, "-d", "2"], env=env_bin, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"^watch: (\d+) events, (\d+) alerts .* lost (\d+), (\d+) rules", r.stderr,
+                  re.M)
+    assert m, r.stderr
+    assert int(m.group(4)) >= 30, r.stderr  # the shipped rules
 
     # again, now with this process's PATH (a pyenv python3 may be first): nothing changes
     before = _snapshot(venv)
