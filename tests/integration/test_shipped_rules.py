@@ -68,7 +68,14 @@ def _needs_root() -> None:
 @pytest.fixture(scope="module")
 def ctx_file(tmp_path_factory: pytest.TempPathFactory) -> Any:
     _needs_root()
-    behave = build_c("behave", src=BEHAVIORS_DIR / "behave.c")
+    built = build_c("behave", src=BEHAVIORS_DIR / "behave.c")
+    # the behaviours run from an installed-program location: a checkout under /tmp (as
+    # CI's may be) would make every near miss of a compiled program a "runs from a
+    # temporary directory" case
+    bindir = Path(f"/opt/probewatch-tests-{os.getpid()}")
+    bindir.mkdir(exist_ok=True)
+    behave = bindir / "behave"
+    shutil.copy2(built, behave)
     scratch = tmp_path_factory.mktemp("behaviors")
     home = scratch / "home"
     home.mkdir()
@@ -95,6 +102,7 @@ def ctx_file(tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield ctx
     finally:
         shutil.rmtree(victim, ignore_errors=True)
+        shutil.rmtree(bindir, ignore_errors=True)
 
 
 def watch_behaviors(ctx: Path, names: list[str], capture: Path | None = None

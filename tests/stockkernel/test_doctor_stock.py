@@ -52,7 +52,9 @@ def test_doctor_in_stock_kernel() -> None:
         pytest.skip(f"stock-kernel runner {SCRIPT} is not present on this machine")
     if os.geteuid() != 0:
         pytest.skip("the stock-kernel runner needs root (QEMU, modules)")
-    py = os.path.realpath(sys.executable)  # the real interpreter, not a pyenv shim
+    # sys.executable as it is: a venv's python finds its site-packages through the
+    # symlink's directory (realpath would give the bare system interpreter)
+    py = sys.executable
     t = "/sys/kernel/tracing"
     cmd = (
         f"{py} -m probewatch doctor --json; echo @@RC; echo $?; "

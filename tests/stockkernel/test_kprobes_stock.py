@@ -91,7 +91,9 @@ def test_kprobe_and_kretprobe_on_do_sys_openat2(tmp_path: Path) -> None:
     known = tmp_path / "known-file.txt"
     known.write_text("probewatch\n")
     missing = tmp_path / "no-such-file.txt"
-    py = os.path.realpath(sys.executable)  # the real interpreter, not a pyenv shim
+    # sys.executable as it is: a venv's python finds its site-packages through the
+    # symlink's directory (realpath would give the bare system interpreter)
+    py = sys.executable
     cmd = f"{py} {guest} {known} {missing}"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), SK_CWD_RW="0", SK_TIMEOUT="120")
     r = run_guest(SCRIPT, cmd, tmp_path, env)
