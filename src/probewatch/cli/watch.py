@@ -32,10 +32,11 @@ Attacker-controlled text is escaped (\\n, \\xNN, \\uNNNN; a backslash is doubled
 Repeats of a rule on the same process within --window seconds collapse: the first is
 shown at once, "(repeated N times in S s)" when the window closes or at exit.
 --json: one object per alert with the full process context, the ancestry and the
-matched events; "type" is "alert", or "repeat" for a collapsed window's count. A
-string with undecodable bytes has U+FFFD in their place and its exact bytes in
-"undecodable" (JSON Pointer -> base64). The summary (events, alerts, lost, rule
-errors) goes to stderr; with --json as one line {"summary": {...}}.
+matched events; "type" is "alert", or "repeat" for a collapsed window's count. As
+with every --json of probewatch, a string holding bytes that are not UTF-8 (a path,
+an argv entry, ...) is the object {"b64": "<base64 of its raw bytes>"} instead
+(jq: if type == "object" then .b64 | @base64d else . end). The summary (events,
+alerts, lost, rule errors) goes to stderr; with --json as one line {"summary": {...}}.
 A capture of watch -o holds the events of the syscalls its rules needed (and the
 process table it started from); record --watch holds every syscall watch can use,
 so that any rules can be replayed on it.
