@@ -104,6 +104,9 @@ def test_live_alert_ancestry_technique_and_status(live: dict[str, Any]) -> None:
     s = summary_of(r.stderr)
     assert s["lost"] == 0 and s["alerts"] == 3 and s["rule_errors"] == {}
     assert s["collapsed"] == 1 and s["events"] > 20 and s["backend"] == "bpf"
+    # -o: what was stored, with the keys record --json gives
+    assert s["file"] == os.path.abspath(live["cap"]) and s["status"] == "complete"
+    assert s["written"] > 20 and s["bytes"] == os.path.getsize(live["cap"])
 
 
 def test_live_collapse_same_process(live: dict[str, Any]) -> None:

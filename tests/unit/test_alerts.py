@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -369,12 +370,21 @@ def test_watch_cli_errors(capsys: Any) -> None:
 
     assert main(["watch", "--no-default-rules"]) == 1
     assert "no rules to run" in capsys.readouterr().err
-    assert main(["watch", "--level", "loud", "--replay", "x.db"]) == 1
-    assert "--level: unknown level 'loud'" in capsys.readouterr().err
+    # option values are usage errors (2), like every command's -d, -p, -n
+    for opt, val, msg in (("--level", "loud", "unknown level 'loud'"),
+                          ("--window", "nan", "must be a finite number of seconds"),
+                          ("--window", "-1", "seconds, 0 or more (got -1)")):
+        with pytest.raises(SystemExit) as ex:
+            main(["watch", opt, val, "--replay", "x.db"])
+        assert ex.value.code == 2
+        err = capsys.readouterr().err
+        assert f"probewatch watch: error: argument {opt}: " in err and msg in err
     assert main(["watch", "--replay", "x.db", "-p", "1"]) == 1
     assert "--replay reads a capture" in capsys.readouterr().err
     assert main(["watch", "-p", "1", "--", "true"]) == 1
     assert "either -p PID or -- COMMAND" in capsys.readouterr().err
+    assert main(["report", "x.db", "--alerts", "-c", "bash", "--event", "sched:*"]) == 1
+    assert "--alerts: -c, --event select events, not alerts" in capsys.readouterr().err
 
 
 def test_replay_needs_a_snapshot(tmp_path: Any, capsys: Any) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..sinks.jsonl import JsonLinesSink
 from ..sinks.text import TextSink
-from .args import count_arg, pid_arg
+from .args import count_arg, pid_arg, refuse
 from .trace import print_summary
 
 EXAMPLES = """examples:
@@ -66,6 +66,10 @@ def run_alerts(args: argparse.Namespace) -> int:
     from ..detect.alerts import alert_from_dict, alert_line
     from ..sinks.jsonl import obj_json
 
+    bad = [o for o, v in (("-c", args.comm), ("--event", args.event), ("--probe", args.probe))
+           if v is not None]
+    refuse(bool(bad), f"--alerts: {', '.join(bad)} select events, not alerts (-p and -n "
+           "apply to alerts)")
     out = sys.stdout
     with Capture(args.file) as cap:
         alerts = cap.alerts()

@@ -9,6 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..errors import ProbewatchError
+from .watch import level_arg
+
 EXAMPLES = """examples:
   probewatch rules list                         the shipped rules: level, techniques, title
   probewatch rules list --rules ~/sigma/rules/linux --json | jq '.rules | length'
@@ -41,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                          description="List the rules that run (shipped plus --rules).",
                          epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(lp)
-    lp.add_argument("--level", default="informational", metavar="LEVEL",
+    lp.add_argument("--level", type=level_arg, default="informational", metavar="LEVEL",
                     help="only rules at this level or above")
     lp.add_argument("-v", "--verbose", action="store_true",
                     help="also the fields, index and the generated predicate")
@@ -57,8 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="Sigma filter files or directories (repeatable)")
     tp.add_argument("--with-default-rules", action="store_true",
                     help="load the shipped rules too (for correlations that refer to them)")
-    tp.add_argument("--placeholder", action="append", default=[], metavar="NAME=V1,V2",
-                    help="values of %%NAME%% for |expand (repeatable)")
+    tp.add_argument("--placeholder", type=placeholder_arg, action="append", default=[],
+                    metavar="NAME=V1,V2", help="values of %%NAME%% for |expand (repeatable)")
     tp.add_argument("--strict", action="store_true", help="warnings fail too")
     tp.add_argument("--json", action="store_true", help="one JSON object on stdout")
     tp.set_defaults(func=run_lint)
@@ -83,9 +86,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-default-rules", action="store_true", help="without the shipped rules")
     p.add_argument("--filters", action="append", default=[], metavar="PATH",
                    help="Sigma filter files or directories (repeatable)")
-    p.add_argument("--placeholder", action="append", default=[], metavar="NAME=V1,V2",
-                   help="values of %%NAME%% for |expand (repeatable)")
+    p.add_argument("--placeholder", type=placeholder_arg, action="append", default=[],
+                   metavar="NAME=V1,V2", help="values of %%NAME%% for |expand (repeatable)")
     p.add_argument("--json", action="store_true", help="JSON on stdout")
+
+
+def placeholder_arg(text: str) -> str:
+    """--placeholder NAME=V1,V2 checked when parsed (a usage error, exit status 2)."""
+    try:
+        placeholders([text])
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix(f"--placeholder {text!r}: ")
+                                         ) from None
+    return text
 
 
 def placeholders(specs: list[str]) -> dict[str, list[str]]:
@@ -102,23 +115,25 @@ def placeholders(specs: list[str]) -> dict[str, list[str]]:
 def _load(args: argparse.Namespace, paths: list[Any], default: bool) -> Any:
     from ..detect.engine import RuleSet
 
-    try:
-        ph = placeholders(args.placeholder)
-    except ValueError as e:
-        print(f"probewatch rules: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    return RuleSet.load(paths, default=default, filters=args.filters, placeholders=ph)
+    return RuleSet.load(paths, default=default, filters=args.filters,
+                        placeholders=placeholders(args.placeholder))
+
+
+def _need_paths(args: argparse.Namespace) -> None:
+    """--rules / --filters name files that exist (as watch checks them): lint reports a
+    missing path as a problem; list and test would quietly run without it."""
+    for opt, paths in (("--rules", args.rules), ("--filters", args.filters)):
+        for r in paths:
+            if not Path(r).exists():
+                raise ProbewatchError(f"{opt} {r}: no such file or directory")
 
 
 def run_list(args: argparse.Namespace) -> int:
     from ..detect.engine import UNSET_LEVEL
-    from ..detect.model import at_least, parse_level
+    from ..detect.model import at_least
 
-    try:
-        minimum = parse_level(args.level)
-    except ValueError as e:
-        print(f"probewatch rules: {e}", file=sys.stderr)
-        return 2
+    minimum = args.level  # checked by level_arg
+    _need_paths(args)
     rs = _load(args, args.rules, not args.no_default_rules)
     rules = [r for r in rs.rules if at_least(r.level or UNSET_LEVEL, minimum)]
     if args.json:
@@ -144,9 +159,10 @@ def run_list(args: argparse.Namespace) -> int:
                 w(f"    correlates {', '.join(r.referenced)} ({(r.spec or {}).get('timespan')})\n")
             for line in r.source.splitlines()[1:]:
                 w(f"    {line.strip()}\n")
-    w(f"{len(rules)} rules")
+    # the count goes where every command's summary goes: stderr (stdout: one row a rule)
     n = len(rs.problems)
-    w(f"; {n} cannot run (probewatch rules lint)\n" if n else "\n")
+    print(f"{len(rules)} rules" + (f"; {n} cannot run (probewatch rules lint)" if n else ""),
+          file=sys.stderr)
     return 0
 
 
@@ -219,8 +235,9 @@ def run_test(args: argparse.Namespace) -> int:
     try:
         events = _read_events(args.event)
     except (ValueError, OSError) as e:
-        print(f"probewatch rules test: bad --event: {e}", file=sys.stderr)
+        print(f"probewatch rules test: error: bad --event: {e}", file=sys.stderr)
         return 2
+    _need_paths(args)
     target = Path(args.rule)
     if target.exists():
         rs = _load(args, [target, *args.rules], not args.no_default_rules)
@@ -235,7 +252,7 @@ def run_test(args: argparse.Namespace) -> int:
     for p in probs:
         print(f"{p}", file=sys.stderr)
     if not mine:
-        print(f"probewatch rules test: no runnable rule {args.rule!r}", file=sys.stderr)
+        print(f"probewatch rules test: error: no runnable rule {args.rule!r}", file=sys.stderr)
         return 2
     ids = {r.id for r in mine}
     # every rule runs (correlations need their rules); only RULE's matches are shown

@@ -12,6 +12,30 @@ from typing import IO, Any
 from ..errors import ProbewatchError
 from .args import buffer_kb_arg, duration_arg, live_pid_arg
 
+
+def level_arg(text: str) -> str:
+    """--level LEVEL: a Sigma level name (case-insensitive), checked like every option."""
+    from ..detect.model import parse_level
+
+    try:
+        return parse_level(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def window_arg(text: str) -> float:
+    """--window SECS: a finite number of seconds, 0 or more (0: never collapse)."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds, 0 or more (got {text})")
+    return v
+
 EXAMPLES = """examples:
   probewatch watch                              this machine, the shipped rules
   probewatch watch --level high                 only high and critical alerts
@@ -78,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--filters", metavar="PATH", action="append", default=[],
                    help="Sigma filter rules (site exceptions, kept apart from the rules they "
                    "apply to): a file or directory; repeatable")
-    p.add_argument("--level", default="low",
+    p.add_argument("--level", type=level_arg, default="low", metavar="LEVEL",
                    help="lowest level reported: informational, low (default), medium, "
                    "high, critical")
     p.add_argument("--json", action="store_true", help="one JSON object per alert")
@@ -87,7 +111,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite CAPTURE if it exists")
     p.add_argument("--replay", metavar="CAPTURE",
                    help="run the rules over a capture made by watch -o / record --watch")
-    p.add_argument("--window", type=float, default=60.0, metavar="SECS",
+    p.add_argument("--window", type=window_arg, default=60.0, metavar="SECS",
                    help="collapse repeats of a rule on one process within SECS (default "
                    "60; 0: never)")
     add_source_options(p)
@@ -147,9 +171,9 @@ def _emitter(out: IO[str], as_json: bool) -> Any:
     return emit
 
 
-def _summary(st: Any, as_json: bool) -> None:
+def _summary(st: Any, as_json: bool, extra: dict[str, Any] | None = None) -> None:
     if as_json:
-        print(json.dumps({"summary": st.to_dict()}), file=sys.stderr)
+        print(json.dumps({"summary": {**st.to_dict(), **(extra or {})}}), file=sys.stderr)
     else:
         print(st.line(), file=sys.stderr)
 
@@ -327,13 +351,18 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                    f"{res.path} (process table of {n_snap} processes), lost {st.lost}"
                    f"{' [' + status + ']' if status != 'complete' else ''}")
             if args.json:
-                msg = json.dumps({"summary": {**st.to_dict(), "file": os.path.abspath(
-                    res.path), "written": res.events, "status": res.status}})
+                msg = json.dumps({"summary": {**st.to_dict(), **_stored(res)}})
             print(msg, file=sys.stderr)
             return rc
         elif not args.json:
             print(f"probewatch: {res.events} events and {st.alerts if st else 0} alerts "
                   f"stored in {res.path}", file=sys.stderr)
     if st is not None:
-        _summary(st, args.json)
+        _summary(st, args.json, _stored(res) if writer is not None else None)
     return rc
+
+
+def _stored(res: Any) -> dict[str, Any]:
+    """What -o wrote, in the JSON summary: the keys record --json gives."""
+    return {"file": os.path.abspath(res.path), "bytes": res.bytes, "written": res.events,
+            "status": res.status}
