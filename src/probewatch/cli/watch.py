@@ -40,7 +40,7 @@ EXAMPLES = """examples:
   probewatch watch                              this machine, the shipped rules
   probewatch watch --level high                 only high and critical alerts
   probewatch watch --rules my-rules/ --rules site.yml
-  probewatch watch --filters site-exceptions/     Sigma filters: our known-good admin jobs
+  probewatch watch --filters site-exceptions/   Sigma filters: our known-good admin jobs
   probewatch watch --no-default-rules --rules sigma/rules/linux/ -d 600
   probewatch watch --json | jq -c '{rule: .rule.title, lineage, matched}'
   probewatch watch -p 1234                      one process and its descendants
@@ -66,6 +66,8 @@ process table it started from); record --watch holds every syscall watch can use
 so that any rules can be replayed on it.
 SIGINT and SIGTERM end watch with the summary; with -- COMMAND, SIGTERM is passed on
 to the command and watch exits with its status.
+exit status: 0 (also when ended by SIGINT or SIGTERM); with -- COMMAND, the command's;
+1 on an error, or when the capture of -o could not be written; 2 on usage errors.
 Where BPF is missing, watch runs on tracefs events and says once which fields and
 rules are then unavailable (PROBEWATCH_WATCH_BACKEND=ftrace or --backend ftrace
 forces it).
