@@ -120,6 +120,8 @@ def test_escaping_no_line_forging_no_terminal_escapes() -> None:
     assert "\\xff" in line  # the undecodable byte
     assert esc("a\\b") == "a\\\\b"  # escapes cannot be forged with a backslash either
     assert esc("héllo wörld") == "héllo wörld"
+    # the one text escape of probewatch: a C1 control is not mistaken for a raw byte
+    assert esc("\x85" + b"\x85".decode("utf-8", "surrogateescape")) == "\\u0085\\x85"
 
 
 def test_escaped_ancestry_names() -> None:

@@ -13,9 +13,12 @@ record of kind ``"repeat"`` carrying the same alert ``id``.
 Rendering:
 
 * text (:func:`alert_line`): one line per alert, every attacker-controlled string
-  escaped by :func:`esc` (control characters, newlines, terminal escape sequences,
-  bidirectional overrides, undecodable bytes as ``\\xNN``; a backslash is doubled), so
-  a command line can neither forge a second alert line nor drive the terminal.
+  escaped by :func:`esc`, which is the one text escape of every probewatch command
+  (:func:`probewatch.decode.escape.escape_text`: newlines and other control characters,
+  terminal escape sequences and undecodable bytes as ``\\n`` / ``\\xNN``,
+  bidirectional overrides and other non-printable characters as ``\\uXXXX``, a
+  backslash doubled), so a command line can neither forge a second alert line nor
+  drive the terminal. The ``"lineage"`` member of the JSON is this text too.
 * JSON (:func:`alert_json`): one object per line in probewatch's one JSON scheme
   (:mod:`probewatch.decode.escape`, the same encoder as ``trace --json``): always
   valid UTF-8 JSON; a string that is valid UTF-8 stays a JSON string, one that holds
