@@ -407,3 +407,25 @@ def test_rule_metadata_escaped_too() -> None:
     line = alert_line(alert_from_match(Match(r, [sev()]), TABLE, wall_offset_ns=0))
     assert all(ch.isprintable() for ch in line)
     assert "t\\nFAKE" in line and "HIGH\\x1b[0M" in line and "[T1000\\r]" in line
+
+
+def test_rules_cli_text_escaped_and_count_on_stderr(tmp_path: Path, capsys: Any) -> None:
+    """rules list / lint / test: a title from a rule file cannot forge lines or drive
+    the terminal (escaped as in every text output); missing paths are errors."""
+    from probewatch.cli.main import main
+
+    rule = tmp_path / "evil.yml"
+    rid = "0b7e5c1a-7d0e-4f7b-9a51-5e0c0a7a0fff"
+    rule.write_text(f'title: "t\\nFAKE\\e[2J"\nid: {rid}\nlevel: high\n'
+                    "logsource: {category: process_creation, product: linux}\n"
+                    "detection:\n  sel: {Image|endswith: /nc}\n  condition: sel\n")
+    assert main(["rules", "list", "--no-default-rules", "--rules", str(rule)]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["high          -                      process_creation   "
+                                "t\\nFAKE\\x1b[2J"]
+    assert err == "1 rules\n"
+    ev = '{"kind": "process_creation", "fields": {"Image": "/usr/bin/nc"}}'
+    assert main(["rules", "test", str(rule), "--no-default-rules", "--event", ev]) == 0
+    assert capsys.readouterr().out == f"match: t\\nFAKE\\x1b[2J ({rid})\n"
+    assert main(["rules", "list", "--rules", str(tmp_path / "nope.yml")]) == 1
+    assert f"--rules {tmp_path / 'nope.yml'}: no such file" in capsys.readouterr().err

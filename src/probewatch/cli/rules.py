@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..decode.escape import escape_text as esc
 from ..errors import ProbewatchError
 from .watch import level_arg
 
@@ -91,6 +92,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="JSON on stdout")
 
 
+def _writer() -> Callable[[str], Any]:
+    """stdout.write of lines made safe to print (rule files come from anywhere: a
+    title with a newline or an escape sequence is escaped as in every text output)."""
+    write = sys.stdout.write
+
+    def w(line: str) -> Any:
+        return write(esc(line.removesuffix("\n")) + "\n")
+
+    return w
+
+
 def placeholder_arg(text: str) -> str:
     """--placeholder NAME=V1,V2 checked when parsed (a usage error, exit status 2)."""
     try:
@@ -142,7 +154,7 @@ def run_list(args: argparse.Namespace) -> int:
                "filters": rs.filters}
         print(json.dumps(doc))
         return 0
-    w = sys.stdout.write
+    w = _writer()
     for r in rules:
         tech = ",".join(r.techniques) or "-"
         what = r.correlation or r.kind or "?"
@@ -179,7 +191,7 @@ def run_lint(args: argparse.Namespace) -> int:
             "by_reason": _by_reason(rs.report),
         }))
     else:
-        w = sys.stdout.write
+        w = _writer()
         for p in rs.report:
             w(f"{p}\n")
         w(f"{len(rs.files)} files: {len(rs.rules)} rules run, {len(bad)} problems keep a rule "
@@ -250,7 +262,7 @@ def run_test(args: argparse.Namespace) -> int:
         mine = [r] if r is not None else []
         probs = [p for p in rs.report if args.rule in (p.rule_id,) and not p.runs]
     for p in probs:
-        print(f"{p}", file=sys.stderr)
+        print(esc(str(p)), file=sys.stderr)
     if not mine:
         print(f"probewatch rules test: error: no runnable rule {args.rule!r}", file=sys.stderr)
         return 2
@@ -277,10 +289,10 @@ def run_test(args: argparse.Namespace) -> int:
         for m in matches:
             grp = f" group {m.group}" if m.group else ""
             cnt = f" count {m.count:g}" if m.rule.correlation else ""
-            print(f"match: {m.rule.title} ({m.rule.id}){grp}{cnt}")
+            print(esc(f"match: {m.rule.title} ({m.rule.id}){grp}{cnt}"))
         if not matches:
             titles = ", ".join(r.title for r in mine)
-            print(f"no match: {titles}")
+            print(esc(f"no match: {titles}"))
         for k, v in errors.items():
-            print(f"evaluation errors in {k}: {v}", file=sys.stderr)
+            print(esc(f"evaluation errors in {k}: {v}"), file=sys.stderr)
     return 0 if matches else 1
