@@ -107,6 +107,9 @@ def test_live_alert_ancestry_technique_and_status(live: dict[str, Any]) -> None:
     # -o: what was stored, with the keys record --json gives
     assert s["file"] == os.path.abspath(live["cap"]) and s["status"] == "complete"
     assert s["written"] > 20 and s["bytes"] == os.path.getsize(live["cap"])
+    # drops per CPU, as trace's summary gives them
+    assert s["lost_per_cpu"] and sum(s["lost_per_cpu"].values()) == s["lost"]
+    assert all(k.isdigit() for k in s["lost_per_cpu"])
 
 
 def test_live_collapse_same_process(live: dict[str, Any]) -> None:

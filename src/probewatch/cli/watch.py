@@ -353,15 +353,22 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                    f"{res.path} (process table of {n_snap} processes), lost {st.lost}"
                    f"{' [' + status + ']' if status != 'complete' else ''}")
             if args.json:
-                msg = json.dumps({"summary": {**st.to_dict(), **_stored(res)}})
+                msg = json.dumps({"summary": {**st.to_dict(), **_per_cpu(lost_cpu),
+                                              **_stored(res)}})
             print(msg, file=sys.stderr)
             return rc
         elif not args.json:
             print(f"probewatch: {res.events} events and {st.alerts if st else 0} alerts "
                   f"stored in {res.path}", file=sys.stderr)
     if st is not None:
-        _summary(st, args.json, _stored(res) if writer is not None else None)
+        _summary(st, args.json, {**_per_cpu(lost_cpu),
+                                 **(_stored(res) if writer is not None else {})})
     return rc
+
+
+def _per_cpu(lost_cpu: dict[int, int]) -> dict[str, Any]:
+    """The kernel's drops per CPU, as trace's JSON summary gives them."""
+    return {"lost_per_cpu": {str(c): n for c, n in sorted(lost_cpu.items())}}
 
 
 def _stored(res: Any) -> dict[str, Any]:
