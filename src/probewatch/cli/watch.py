@@ -12,11 +12,35 @@ from typing import IO, Any
 from ..errors import ProbewatchError
 from .args import buffer_kb_arg, duration_arg, live_pid_arg
 
+
+def level_arg(text: str) -> str:
+    """--level LEVEL: a Sigma level name (case-insensitive), checked like every option."""
+    from ..detect.model import parse_level
+
+    try:
+        return parse_level(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def window_arg(text: str) -> float:
+    """--window SECS: a finite number of seconds, 0 or more (0: never collapse)."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds, 0 or more (got {text})")
+    return v
+
 EXAMPLES = """examples:
   probewatch watch                              this machine, the shipped rules
   probewatch watch --level high                 only high and critical alerts
   probewatch watch --rules my-rules/ --rules site.yml
-  probewatch watch --filters site-exceptions/     Sigma filters: our known-good admin jobs
+  probewatch watch --filters site-exceptions/   Sigma filters: our known-good admin jobs
   probewatch watch --no-default-rules --rules sigma/rules/linux/ -d 600
   probewatch watch --json | jq -c '{rule: .rule.title, lineage, matched}'
   probewatch watch -p 1234                      one process and its descendants
@@ -32,15 +56,18 @@ Attacker-controlled text is escaped (\\n, \\xNN, \\uNNNN; a backslash is doubled
 Repeats of a rule on the same process within --window seconds collapse: the first is
 shown at once, "(repeated N times in S s)" when the window closes or at exit.
 --json: one object per alert with the full process context, the ancestry and the
-matched events; "type" is "alert", or "repeat" for a collapsed window's count. A
-string with undecodable bytes has U+FFFD in their place and its exact bytes in
-"undecodable" (JSON Pointer -> base64). The summary (events, alerts, lost, rule
-errors) goes to stderr; with --json as one line {"summary": {...}}.
+matched events; "type" is "alert", or "repeat" for a collapsed window's count. As
+with every --json of probewatch, a string holding bytes that are not UTF-8 (a path,
+an argv entry, ...) is the object {"b64": "<base64 of its raw bytes>"} instead
+(jq: if type == "object" then .b64 | @base64d else . end). The summary (events,
+alerts, lost, rule errors) goes to stderr; with --json as one line {"summary": {...}}.
 A capture of watch -o holds the events of the syscalls its rules needed (and the
 process table it started from); record --watch holds every syscall watch can use,
 so that any rules can be replayed on it.
 SIGINT and SIGTERM end watch with the summary; with -- COMMAND, SIGTERM is passed on
 to the command and watch exits with its status.
+exit status: 0 (also when ended by SIGINT or SIGTERM); with -- COMMAND, the command's;
+1 on an error, or when the capture of -o could not be written; 2 on usage errors.
 Where BPF is missing, watch runs on tracefs events and says once which fields and
 rules are then unavailable (PROBEWATCH_WATCH_BACKEND=ftrace or --backend ftrace
 forces it).
@@ -77,7 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--filters", metavar="PATH", action="append", default=[],
                    help="Sigma filter rules (site exceptions, kept apart from the rules they "
                    "apply to): a file or directory; repeatable")
-    p.add_argument("--level", default="low",
+    p.add_argument("--level", type=level_arg, default="low", metavar="LEVEL",
                    help="lowest level reported: informational, low (default), medium, "
                    "high, critical")
     p.add_argument("--json", action="store_true", help="one JSON object per alert")
@@ -86,7 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite CAPTURE if it exists")
     p.add_argument("--replay", metavar="CAPTURE",
                    help="run the rules over a capture made by watch -o / record --watch")
-    p.add_argument("--window", type=float, default=60.0, metavar="SECS",
+    p.add_argument("--window", type=window_arg, default=60.0, metavar="SECS",
                    help="collapse repeats of a rule on one process within SECS (default "
                    "60; 0: never)")
     add_source_options(p)
@@ -146,9 +173,9 @@ def _emitter(out: IO[str], as_json: bool) -> Any:
     return emit
 
 
-def _summary(st: Any, as_json: bool) -> None:
+def _summary(st: Any, as_json: bool, extra: dict[str, Any] | None = None) -> None:
     if as_json:
-        print(json.dumps({"summary": st.to_dict()}), file=sys.stderr)
+        print(json.dumps({"summary": {**st.to_dict(), **(extra or {})}}), file=sys.stderr)
     else:
         print(st.line(), file=sys.stderr)
 
@@ -326,13 +353,25 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                    f"{res.path} (process table of {n_snap} processes), lost {st.lost}"
                    f"{' [' + status + ']' if status != 'complete' else ''}")
             if args.json:
-                msg = json.dumps({"summary": {**st.to_dict(), "file": os.path.abspath(
-                    res.path), "written": res.events, "status": res.status}})
+                msg = json.dumps({"summary": {**st.to_dict(), **_per_cpu(lost_cpu),
+                                              **_stored(res)}})
             print(msg, file=sys.stderr)
             return rc
         elif not args.json:
             print(f"probewatch: {res.events} events and {st.alerts if st else 0} alerts "
                   f"stored in {res.path}", file=sys.stderr)
     if st is not None:
-        _summary(st, args.json)
+        _summary(st, args.json, {**_per_cpu(lost_cpu),
+                                 **(_stored(res) if writer is not None else {})})
     return rc
+
+
+def _per_cpu(lost_cpu: dict[int, int]) -> dict[str, Any]:
+    """The kernel's drops per CPU, as trace's JSON summary gives them."""
+    return {"lost_per_cpu": {str(c): n for c, n in sorted(lost_cpu.items())}}
+
+
+def _stored(res: Any) -> dict[str, Any]:
+    """What -o wrote, in the JSON summary: the keys record --json gives."""
+    return {"file": os.path.abspath(res.path), "bytes": res.bytes, "written": res.events,
+            "status": res.status}

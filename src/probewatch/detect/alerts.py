@@ -13,16 +13,21 @@ record of kind ``"repeat"`` carrying the same alert ``id``.
 Rendering:
 
 * text (:func:`alert_line`): one line per alert, every attacker-controlled string
-  escaped by :func:`esc` (control characters, newlines, terminal escape sequences,
-  bidirectional overrides, undecodable bytes as ``\\xNN``; a backslash is doubled), so
-  a command line can neither forge a second alert line nor drive the terminal.
-* JSON (:func:`alert_json`): one object per line, always valid UTF-8 JSON. A string
-  that holds undecodable bytes (probewatch keeps them as surrogate escapes, PEP 383)
-  is written with U+FFFD in their place, and the exact bytes are given in the
-  object's ``"undecodable"`` member: a map from the JSON Pointer (RFC 6901) of that
-  string to the base64 of its bytes. ``base64.b64decode(obj["undecodable"][ptr])``
-  gives back the original bytes; :func:`restore_undecodable` does it for a whole
-  object. ``"undecodable"`` is absent when every string was valid UTF-8.
+  escaped by :func:`esc`, which is the one text escape of every probewatch command
+  (:func:`probewatch.decode.escape.escape_text`: newlines and other control characters,
+  terminal escape sequences and undecodable bytes as ``\\n`` / ``\\xNN``,
+  bidirectional overrides and other non-printable characters as ``\\uXXXX``, a
+  backslash doubled), so a command line can neither forge a second alert line nor
+  drive the terminal. The ``"lineage"`` member of the JSON is this text too.
+* JSON (:func:`alert_json`): one object per line in probewatch's one JSON scheme
+  (:mod:`probewatch.decode.escape`, the same encoder as ``trace --json``): always
+  valid UTF-8 JSON; a string that is valid UTF-8 stays a JSON string, one that holds
+  undecodable bytes (probewatch keeps them as surrogate escapes, PEP 383) becomes the
+  object ``{"b64": "<base64 of its raw bytes>"}`` wherever it stands (process image,
+  command line, argv entries, cwd, environment values, matched values, event fields,
+  ancestry names). :func:`probewatch.decode.escape.from_json` gives back the exact
+  strings, :func:`probewatch.decode.escape.json_bytes` the raw bytes of one value;
+  :func:`alert_from_dict` an :class:`Alert`.
 
 Example::
 
@@ -36,14 +41,15 @@ Example::
 
 from __future__ import annotations
 
-import base64
 import copy
 import itertools
-import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..decode.escape import escape_text, from_json, to_json
+from ..sinks.jsonl import obj_json
 
 __all__ = [
     "Alert",
@@ -55,7 +61,7 @@ __all__ = [
     "ancestry_text",
     "esc",
     "jsonable",
-    "restore_undecodable",
+    "alert_from_dict",
     "matched_values",
     "PROCESS_KEYS",
 ]
@@ -354,41 +360,16 @@ class Collapser:
 # ------------------------------------------------------------------ text
 
 
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
-
-
 def esc(s: Any) -> str:
-    """A string safe to print on one terminal line.
-
-    Printable text is kept as is (any script); a backslash is doubled; ``\\n``,
-    ``\\r``, ``\\t`` are written so; other control characters (C0, DEL, C1: ESC
-    included, so no terminal escape sequence gets through), format characters
-    (bidirectional overrides, zero-width characters), separators other than the
-    space, and undecodable bytes (surrogate escapes) are written ``\\xNN`` /
-    ``\\uNNNN`` (an undecodable byte NN is ``\\xNN``).
+    """A string safe to print on one terminal line: the project's one text escape,
+    :func:`probewatch.decode.escape.escape_text` (``\\n``, ``\\xNN`` for control
+    characters and undecodable bytes, ``\\uNNNN`` for other non-printable characters,
+    a backslash doubled), on ``str(s)`` when ``s`` is not a string.
 
     >>> esc("a\\nb\\x1b[31m")
     'a\\\\nb\\\\x1b[31m'
     """
-    if not isinstance(s, str):
-        s = str(s)
-    if s.isprintable() and "\\" not in s:
-        return s
-    out = []
-    for ch in s:
-        if ch in _NAMED:
-            out.append(_NAMED[ch])
-        elif ch.isprintable():
-            out.append(ch)
-        else:
-            o = ord(ch)
-            if 0xDC80 <= o <= 0xDCFF:
-                out.append(f"\\x{o - 0xDC00:02x}")
-            elif o < 0x100:
-                out.append(f"\\x{o:02x}")
-            else:
-                out.append(f"\\u{o:04x}" if o <= 0xFFFF else f"\\U{o:08x}")
-    return "".join(out)
+    return escape_text(s if isinstance(s, str) else str(s))
 
 
 def _val(v: Any) -> str:
@@ -438,70 +419,51 @@ def alert_line(a: Alert) -> str:
 # ------------------------------------------------------------------ JSON
 
 
-def _ptr_part(k: str) -> str:
-    return k.replace("~", "~0").replace("/", "~1")
+_PRIMITIVE = (str, int, float, bool, type(None), bytes, bytearray)
 
 
-def _lossy(s: str) -> str:
-    return s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def jsonable(v: Any, path: str = "", undecodable: dict[str, str] | None = None) -> Any:
-    """A JSON-ready copy of ``v``: strings with undecodable bytes get U+FFFD in
-    their place and their exact bytes (base64) recorded in ``undecodable`` under
-    their JSON Pointer; bytes become base64 strings recorded the same way; tuples
-    become lists; other objects their ``str``."""
-    if isinstance(v, str):
-        try:
-            v.encode("utf-8")
-            return v
-        except UnicodeEncodeError:
-            pass
-        try:
-            raw = v.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:  # a surrogate that is no escaped byte
-            raw = v.encode("utf-8", "surrogatepass")
-        if undecodable is not None:
-            undecodable[path] = base64.b64encode(raw).decode("ascii")
-        return raw.decode("utf-8", "replace")
-    if v is None or isinstance(v, bool | int | float):
+def _plain(v: Any) -> Any:
+    """``v`` made of dicts, lists and primitives only (sets become lists, objects their
+    ``to_dict()`` or ``str``), for :func:`probewatch.decode.escape.to_json`."""
+    if isinstance(v, _PRIMITIVE):
         return v
-    if isinstance(v, bytes | bytearray | memoryview):
-        b = bytes(v)
-        if undecodable is not None:
-            undecodable[path] = base64.b64encode(b).decode("ascii")
-        return b.decode("utf-8", "replace")
     if isinstance(v, Mapping):
-        out = {}
-        for k, x in v.items():
-            ks = k if isinstance(k, str) else str(k)
-            try:
-                ks.encode("utf-8")
-            except UnicodeEncodeError:
-                ks = _lossy(ks)
-            out[ks] = jsonable(x, f"{path}/{_ptr_part(ks)}", undecodable)
-        return out
-    if isinstance(v, list | tuple | set | frozenset):
-        return [jsonable(x, f"{path}/{i}", undecodable) for i, x in enumerate(v)]
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    if isinstance(v, set | frozenset):
+        try:
+            return [_plain(x) for x in sorted(v)]
+        except TypeError:
+            return [_plain(x) for x in v]
+    if isinstance(v, memoryview):
+        return bytes(v)
     to_dict = getattr(v, "to_dict", None)
     if callable(to_dict):
-        return jsonable(to_dict(), path, undecodable)
-    return jsonable(str(v), path, undecodable)
+        return _plain(to_dict())
+    return str(v)
+
+
+def jsonable(v: Any) -> Any:
+    """A JSON-ready copy of ``v`` in probewatch's JSON scheme: strings holding
+    undecodable bytes become ``{"b64": ...}`` (:func:`probewatch.decode.escape.to_json`),
+    bytes lists of ints, tuples and sets lists, other objects their ``to_dict()`` or
+    ``str``.
+
+    >>> jsonable({"Image": "/tmp/\\udcff", "Argv": ("a", "b")})
+    {'Image': {'b64': 'L3RtcC//'}, 'Argv': ['a', 'b']}
+    """
+    return to_json(_plain(v))
 
 
 def _raw_dict(ev: Any) -> Any:
+    """A raw Event as ``trace --json`` writes it (bytes as lists of ints)."""
     to_dict = getattr(ev, "to_dict", None)
-    if callable(to_dict):
-        d = to_dict()
-        # the raw Event's own fields, not Event.to_dict's byte lists
-        if isinstance(d, dict) and isinstance(getattr(ev, "fields", None), dict):
-            d["fields"] = dict(ev.fields)
-        return d
-    return ev
+    return to_dict() if callable(to_dict) else ev
 
 
 def alert_dict(a: Alert, raw: bool = True) -> dict[str, Any]:
-    """The JSON object of an alert (before :func:`jsonable`)."""
+    """The JSON object of an alert, strings as they are (:func:`alert_json` encodes it)."""
     d: dict[str, Any] = {
         "type": a.kind,
         "id": a.id,
@@ -529,40 +491,14 @@ def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1e6):06d}Z"
 
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
-
-
 def alert_json(a: Alert, raw: bool = True) -> str:
-    """One line of JSON (no newline), always valid UTF-8 (see the module docs)."""
-    und: dict[str, str] = {}
-    obj = jsonable(alert_dict(a, raw), "", und)
-    if und:
-        obj["undecodable"] = und
-    return _encode(obj)
+    """One line of JSON (no newline), always valid UTF-8, lossless (see the module
+    docs): the encoder of every ``--json`` (:func:`probewatch.sinks.jsonl.obj_json`).
 
-
-def _unescape_ptr(p: str) -> str:
-    return p.replace("~1", "/").replace("~0", "~")
-
-
-def restore_undecodable(obj: dict[str, Any]) -> dict[str, Any]:
-    """Put the exact strings back (undecodable bytes as surrogate escapes, PEP 383)
-    into a parsed alert object, following its ``"undecodable"`` map; returns ``obj``."""
-    und = obj.pop("undecodable", None) or {}
-    for ptr, b64 in und.items():
-        parts = [_unescape_ptr(x) for x in ptr.split("/")[1:]]
-        if not parts:
-            continue
-        cur: Any = obj
-        for p in parts[:-1]:
-            cur = cur[int(p)] if isinstance(cur, list) else cur[p]
-        last = parts[-1]
-        val = base64.b64decode(b64).decode("utf-8", "surrogateescape")
-        if isinstance(cur, list):
-            cur[int(last)] = val
-        else:
-            cur[last] = val
-    return obj
+    >>> alert_json(a)                                       # doctest: +SKIP
+    '{"type":"alert",...,"matched":{"TargetFilename":{"b64":"L3RtcC//"}},...}'
+    """
+    return obj_json(_plain(alert_dict(a, raw)))
 
 
 def iter_lines(alerts: Iterable[Alert], as_json: bool) -> Iterator[str]:
@@ -571,10 +507,16 @@ def iter_lines(alerts: Iterable[Alert], as_json: bool) -> Iterator[str]:
 
 
 def alert_from_dict(obj: Mapping[str, Any]) -> Alert:
-    """An Alert back from its JSON object (as :func:`alert_json` wrote it; apply
-    :func:`restore_undecodable` first for the exact strings). Raw events stay dicts."""
+    """An Alert back from its parsed JSON object (as :func:`alert_json` wrote it, or
+    already decoded by :func:`probewatch.decode.escape.from_json`): the exact strings
+    again. Raw events stay dicts.
+
+    >>> alert_from_dict(json.loads(alert_json(a))).matched == a.matched  # doctest: +SKIP
+    True
+    """
     import datetime
 
+    obj = from_json(obj)
     rule = obj.get("rule") or {}
     t = obj.get("time")
     wall = 0.0

@@ -52,7 +52,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..decode.escape import from_json
+from ..decode.escape import from_json, is_b64
 from ..errors import DecodeError, NotFound, ProbewatchError
 from ..event import Event
 from ..files import file_kind
@@ -1171,7 +1171,7 @@ class CaptureWriter:
         if kind == "alert":
             row = {c: payload.get(c) for c in _ALERT_COLS}
             row["run_id"] = self.run_id
-            conn.execute(_INSERT_ALERT, [_text(row[c]) for c in _ALERT_COLS])
+            conn.execute(_INSERT_ALERT, [_alert_cell(row[c]) for c in _ALERT_COLS])
             return
         conn.executemany(
             "INSERT OR REPLACE INTO process_snapshot (run_id, pid, ppid, info) VALUES (?,?,?,?)",
@@ -1401,6 +1401,18 @@ def _text(v: Any) -> Any:
             except UnicodeEncodeError:  # surrogates that are not escaped bytes
                 return v.encode("utf-8", "backslashreplace").decode("utf-8")
     return v
+
+
+def _alert_cell(v: Any) -> Any:
+    """An ``alerts`` column value: text that SQLite can store. A string in probewatch's
+    JSON form (``{"b64": ...}``, as :func:`probewatch.detect.alerts.jsonable` gives
+    the image and command line) is stored as text with ``\\xNN`` for the bytes that
+    are not UTF-8, like the ``processes`` columns (the exact string is in ``alert``)."""
+    if is_b64(v):
+        v = from_json(v)
+    elif isinstance(v, dict | list):
+        return obj_json(v)
+    return _text(v)
 
 
 def _json_or_none(v: Sequence[Any] | None) -> str | None:
