@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import base64
+import json
 import re
 from typing import Any
 
@@ -176,6 +177,7 @@ def json_bytes(v: Any) -> bytes:
 
 __all__ = [
     "escape_text",
+    "obj_json",
     "escape_bytes",
     "quote_text",
     "text",
@@ -186,3 +188,17 @@ __all__ = [
     "from_json",
     "json_bytes",
 ]
+
+
+_dump_line = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+
+def obj_json(obj: Any) -> str:
+    """Any JSON-able object as one line of valid UTF-8 JSON in this module's scheme
+    (strings with undecodable bytes as ``{"b64": ...}``; :func:`from_json` reverses it).
+
+    Example::
+
+        obj_json({"argv": ["cat", "x\udcff"]})   # '{"argv":["cat",{"b64":"eP8="}]}'
+    """
+    return _dump_line(to_json(obj))

@@ -48,8 +48,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..decode.escape import escape_text, from_json, to_json
-from ..sinks.jsonl import obj_json
+from ..decode.escape import escape_text, from_json, obj_json, to_json
 
 __all__ = [
     "Alert",
@@ -493,7 +492,7 @@ def _iso(t: float) -> str:
 
 def alert_json(a: Alert, raw: bool = True) -> str:
     """One line of JSON (no newline), always valid UTF-8, lossless (see the module
-    docs): the encoder of every ``--json`` (:func:`probewatch.sinks.jsonl.obj_json`).
+    docs): the encoder of every ``--json`` (:func:`probewatch.decode.escape.obj_json`).
 
     >>> alert_json(a)                                       # doctest: +SKIP
     '{"type":"alert",...,"matched":{"TargetFilename":{"b64":"L3RtcC//"}},...}'

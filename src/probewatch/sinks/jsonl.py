@@ -20,7 +20,7 @@ import json
 from json.encoder import encode_basestring  # the C implementation when available
 from typing import Any
 
-from ..decode.escape import has_surrogates, to_json
+from ..decode.escape import has_surrogates, obj_json, to_json
 from ..event import Event, _jsonable
 from .writer import TextOut
 
@@ -76,11 +76,6 @@ def event_json(ev: Event) -> str:
     return _dumps(to_json({"ts": ev.ts, "cpu": ev.cpu, "pid": ev.pid, "tid": ev.tid,
                            "comm": ev.comm, "event": ev.event, "probe": ev.probe,
                            "fields": ev.fields}))
-
-
-def obj_json(obj: Any) -> str:
-    """Any JSON-able object as one line of valid UTF-8 JSON (undecodable bytes as b64)."""
-    return _dumps(to_json(obj))
 
 
 class JsonLinesSink:
