@@ -34,6 +34,19 @@ def tracefs() -> str:
     return tracefs_root()
 
 
+@pytest.fixture(scope="session")
+def bpf() -> None:
+    """The eBPF backend: root and a kernel that loads our programs (else skipped, saying
+    what is missing)."""
+    if not _is_root():
+        pytest.skip("needs root: BPF and tracefs")
+    from probewatch.bpf_session import bpf_available
+
+    ok, why = bpf_available()
+    if not ok:
+        pytest.skip(f"BPF backend unavailable: {why}")
+
+
 def build_c(name: str, *extra: str, src: Path | None = None) -> Path:
     """Compile tests/integration/progs/NAME.c (once per session) into tests/targets/bin."""
     BUILD.mkdir(parents=True, exist_ok=True)

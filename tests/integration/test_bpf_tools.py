@@ -24,16 +24,6 @@ from .helpers import CLI, json_lines, run_cli, summary_of
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def bpf() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: BPF")
-    from probewatch.bpf_session import bpf_available
-
-    ok, why = bpf_available()
-    if not ok:
-        pytest.skip(f"BPF backend unavailable: {why}")
-
 
 def _events(out: str, event: str | None = None) -> list[dict[str, Any]]:
     # the traced command shares stdout: keep only our JSON lines

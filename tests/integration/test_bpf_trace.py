@@ -30,16 +30,6 @@ pytestmark = pytest.mark.integration
 BACKENDS = ("ftrace", "bpf")
 
 
-@pytest.fixture(scope="module")
-def bpf() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: BPF and tracefs")
-    from probewatch.bpf_session import bpf_available
-
-    ok, why = bpf_available()
-    if not ok:
-        pytest.skip(f"BPF backend unavailable: {why}")
-
 
 @pytest.fixture(scope="module")
 def target() -> Path:

@@ -20,16 +20,6 @@ from probewatch.detect.model import SigmaEvent
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def bpf() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: BPF")
-    from probewatch.bpf_session import bpf_available
-
-    ok, why = bpf_available()
-    if not ok:
-        pytest.skip(f"BPF backend unavailable: {why}")
-
 
 def _rss_kb() -> int:
     with open("/proc/self/status") as f:

@@ -39,16 +39,6 @@ SCRIPT = (
 )
 
 
-@pytest.fixture(scope="module")
-def bpf() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: BPF")
-    from probewatch.bpf_session import bpf_available
-
-    ok, why = bpf_available()
-    if not ok:
-        pytest.skip(f"BPF backend unavailable: {why}")
-
 
 def _alerts(out: str) -> list[dict[str, Any]]:
     return json_lines("\n".join(x for x in out.splitlines() if x.startswith("{")))
