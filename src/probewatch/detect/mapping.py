@@ -119,8 +119,13 @@ WATCH_SYSCALLS: tuple[str, ...] = (
     "userfaultfd", "io_uring_setup", "syslog",
 )
 
+#: fcntl commands that duplicate a descriptor (F_DUPFD, F_DUPFD_CLOEXEC): perl and
+#: shells set up 0-2 this way
+_F_DUPFD = frozenset({0, 1030})
+
 #: the syscalls the table and the mapper themselves need (lineage, cwd, fds)
-CORE_SYSCALLS = ("execve", "execveat", "chdir", "fchdir", "socket", "connect", "dup",
+CORE_SYSCALLS = ("execve", "execveat", "chdir", "fchdir", "socket", "connect", "close",
+                 "close_range", "fcntl", "dup",
                  "dup2", "dup3", "memfd_create", "open", "openat", "creat", "accept",
                  "accept4")
 
@@ -772,8 +777,10 @@ class Mapper:
             raw = f.get("upeer_sockaddr")
             ep = sockaddr_endpoint(bytes(raw)) if isinstance(raw, bytes | bytearray) else None
             p.set_fd(ret, f"{base}:{ep[0]}:{ep[1]}" if ep else base)
-        elif name in ("dup", "dup2", "dup3"):
-            old = _s32(_int(f.get("fildes" if name == "dup" else "oldfd")))
+        elif name in ("dup", "dup2", "dup3") or (
+                name == "fcntl" and _int(f.get("cmd")) in _F_DUPFD and ret >= 0):
+            old = _s32(_int(f.get("fildes" if name == "dup" else
+                                  "fd" if name == "fcntl" else "oldfd")))
             new = ret
             t = p.fd(old)
             if t is not None:
@@ -782,6 +789,14 @@ class Mapper:
                 p.fds.pop(new, None)
         elif name == "memfd_create":
             p.set_fd(ret, f"memfd:{f.get('uname', '')}")
+        elif name == "close":
+            if ret == 0 and p.fds:  # the number may come back as a pipe, eventfd, ...
+                p.fds.pop(_s32(_int(f.get("fd"))), None)
+        elif name == "close_range":
+            if ret == 0 and p.fds:
+                lo, hi = _int(f.get("fd")) & 0xFFFFFFFF, _int(f.get("max_fd")) & 0xFFFFFFFF
+                for fd in [n for n in p.fds if lo <= n <= hi]:
+                    del p.fds[fd]
 
 
 # ------------------------------------------------------------------ sessions
