@@ -429,3 +429,16 @@ def test_rules_cli_text_escaped_and_count_on_stderr(tmp_path: Path, capsys: Any)
     assert capsys.readouterr().out == f"match: t\\nFAKE\\x1b[2J ({rid})\n"
     assert main(["rules", "list", "--rules", str(tmp_path / "nope.yml")]) == 1
     assert f"--rules {tmp_path / 'nope.yml'}: no such file" in capsys.readouterr().err
+
+
+def test_correlation_alert_alone_gets_no_repeat_report() -> None:
+    """A correlation's count is its own events (already printed with the alert): a
+    window nothing was folded into closes silently."""
+    c = Collapser(window_s=10)
+    s = 1_000_000_000
+    first = mk(ts=s)
+    first.count = 5  # e.g. value_count over five discovery commands
+    assert [x.kind for x in c.add(first)] == ["alert"]
+    assert c.expire(20 * s) == []
+    c.add(mk(ts=30 * s))
+    assert c.flush() == []

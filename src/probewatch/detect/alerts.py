@@ -293,7 +293,7 @@ class Collapser:
     :meth:`add` returns what to emit now: the alert itself when it opens a window
     (plus the repeat reports of windows its timestamp closed), nothing when it is a
     repeat. :meth:`expire` closes windows older than a time, :meth:`flush` all of
-    them. A closed window whose count is above 1 is reported as a copy of its first
+    them. A closed window that repeats were folded into is reported as a copy of its first
     alert with ``kind="repeat"``, the total ``count`` and the ``last_ts`` of the last
     repeat. At most ``max_open`` windows are kept (the oldest is closed first).
     """
@@ -302,6 +302,7 @@ class Collapser:
         self.window_ns = int(window_s * 1e9)
         self.max_open = max_open
         self._open: dict[tuple[str, int], Alert] = {}
+        self._folded: dict[tuple[str, int], int] = {}  # repeats folded into each window
         self.collapsed = 0  # alerts folded into a window
 
     def __len__(self) -> int:
@@ -317,6 +318,7 @@ class Collapser:
         if cur is not None:
             cur.count += alert.count
             cur.last_ts = max(cur.last_ts, alert.last_ts)
+            self._folded[key] = self._folded.get(key, 0) + 1
             self.collapsed += 1
             return out
         if len(self._open) >= self.max_open:
@@ -328,7 +330,9 @@ class Collapser:
 
     def _close(self, key: tuple[str, int]) -> list[Alert]:
         a = self._open.pop(key)
-        if a.count <= 1:
+        if not self._folded.pop(key, 0):
+            # nothing was folded into it (a correlation's count is its own events,
+            # already in the alert as printed): no repeat report
             return []
         rep = copy.copy(a)
         rep.kind = "repeat"
