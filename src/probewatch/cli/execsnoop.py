@@ -8,7 +8,15 @@ import shlex
 from ..decode.escape import escape_text
 from ..event import Event
 from .args import MAX_ARG_LEN, MAX_ARGS, arg_len_arg, max_args_arg
-from .syscalls import add_bpf_common, emit_json, require_bpf, run_tool, session_kwargs, stdout
+from .syscalls import (
+    add_bpf_common,
+    controlled,
+    emit_json,
+    require_bpf,
+    run_tool,
+    session_kwargs,
+    stdout,
+)
 
 EXAMPLES = """examples:
   probewatch execsnoop                         every exec on the system
@@ -39,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@controlled
 def run(args: argparse.Namespace) -> int:
     from ..bpf_session import BpfSession
     from ..decode.syscalls import errno_name
@@ -49,11 +58,11 @@ def run(args: argparse.Namespace) -> int:
     out = stdout()
     header = "" if args.json else f"{'PCOMM':<16} {'PID':<7} {'PPID':<7} {'RET':>4} ARGS\n"
 
-    def show(ev: Event) -> None:
+    def show(ev: Event) -> bool | None:
         f = ev.fields
         ret = f.get("ret")
         if not isinstance(ret, int) or (ret < 0 and not args.failed):
-            return
+            return False  # not shown: not counted
         if args.json:
             emit_json(out, ev)
             return

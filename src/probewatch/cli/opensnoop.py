@@ -6,7 +6,15 @@ import argparse
 
 from ..decode.escape import escape_text
 from ..event import Event
-from .syscalls import add_bpf_common, emit_json, require_bpf, run_tool, session_kwargs, stdout
+from .syscalls import (
+    add_bpf_common,
+    controlled,
+    emit_json,
+    require_bpf,
+    run_tool,
+    session_kwargs,
+    stdout,
+)
 
 EXAMPLES = """examples:
   probewatch opensnoop                         every open on the system
@@ -33,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@controlled
 def run(args: argparse.Namespace) -> int:
     from ..bpf_session import BpfSession
     from ..decode.syscalls import errno_name, open_flags
@@ -48,13 +57,13 @@ def run(args: argparse.Namespace) -> int:
                                    + f"{'PID':<7} {'COMM':<16} {'FD':>4} {'ERR':<7} "
                                    f"{'FLAGS':<24} PATH\n")
 
-    def show(ev: Event) -> None:
+    def show(ev: Event) -> bool | None:
         f = ev.fields
         ret = f.get("ret")
         if not isinstance(ret, int):
-            return
+            return False  # not shown: not counted
         if args.failed and ret >= 0:
-            return
+            return False
         if args.json:
             emit_json(out, ev)
             return

@@ -79,6 +79,22 @@ class RunControl:
             except (ValueError, OSError):
                 pass
 
+    def take_sigint(self) -> None:
+        """Route ^C here from now on, over a session's own SIGINT handler.
+
+        For a session that handles SIGINT itself by raising KeyboardInterrupt (the BPF
+        tools' :class:`~probewatch.bpf_session.BpfSession`): call it once the session
+        has started, so that ^C stops tracing instead of cutting a write short. The
+        session's restore leaves this handler in place; :meth:`restore` puts back the
+        one :meth:`install` found. Nothing happens when SIGINT was not installed (it was
+        ignored: a background job).
+        """
+        if signal.SIGINT in self._old:
+            try:
+                signal.signal(signal.SIGINT, self._on_signal)
+            except (ValueError, OSError):
+                pass
+
     def restore(self) -> None:
         for sig, h in self._old.items():
             try:
