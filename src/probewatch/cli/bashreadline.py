@@ -47,14 +47,15 @@ def run(args: argparse.Namespace) -> int:
     out = stdout()
     header = "" if args.json else f"{'TIME':<9} {'PID':<7} COMMAND\n"
 
-    def show(ev: Event) -> bool | None:
+    def show(ev: Event) -> bool:
         if args.json:
             emit_json(out, ev)
-            return
+            return True
         line = escape_text(str(ev.fields.get("line", "")))
         if "faults" in ev.fields:
             line = "<unreadable>"
         out.write(f"{time.strftime('%H:%M:%S'):<9} {ev.pid:<7} {line}\n")
         out.flush()
+        return True
 
     return run_tool(args, s, show, out, header=header)

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                                    + f"{'PID':<7} {'COMM':<16} {'FD':>4} {'ERR':<7} "
                                    f"{'FLAGS':<24} PATH\n")
 
-    def show(ev: Event) -> bool | None:
+    def show(ev: Event) -> bool:
         f = ev.fields
         ret = f.get("ret")
         if not isinstance(ret, int):
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             return False
         if args.json:
             emit_json(out, ev)
-            return
+            return True
         fd, err = (str(ret), "") if ret >= 0 else ("-1", errno_name(-ret))
         raw = f.get("filename", f.get("pathname"))
         if "faults" in f:
@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             ts = f"{(ev.ts - t0[0]) / 1e9:<9.6f} "
         out.write(f"{ts}{ev.pid:<7} {escape_text(ev.comm):<16} {fd:>4} {err:<7} "
                   f"{open_flags(int(fl)):<24} {path}\n")
+        return True
 
     return run_tool(args, s, show, out, header=header)
 

@@ -36,6 +36,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from ..collect.command import GatedCommand
+from ..sinks.writer import write_some
 
 #: after ^C, how long a traced command may take to exit before it is killed
 INT_GRACE = 2.0
@@ -169,7 +170,7 @@ class _WholeWrites(io.RawIOBase):
         view = memoryview(b).cast("B")
         total = len(view)
         while view:
-            view = view[os.write(self._fd, view):]
+            view = view[write_some(self._fd, view):]  # O_NONBLOCK too
         return total
 
     def close(self) -> None:  # fd 1 stays open

@@ -149,14 +149,14 @@ def _uncount(s: Any, ev: Event) -> None:
 def run_tool(
     args: argparse.Namespace,
     session: Any,
-    on_event: Callable[[Event], bool | None] | None,
+    on_event: Callable[[Event], bool] | None,
     out: IO[str] | Out | None = None,
     after: Callable[[], None] | None = None,
     header: str = "",
 ) -> int:
     """Start (gated command if any), stream events, print the summary, return the status.
 
-    ``on_event`` shows one event; it returns False for one it filtered out (such an
+    ``on_event`` shows one event and returns True, or False for one it filtered out (such an
     event is not counted in the summary, which counts what was shown).
 
     With -d, events stamped after the deadline are not shown, and a reader of stdout
@@ -202,7 +202,7 @@ def run_tool(
                             if ctl.abort or dl.late(ev.ts):  # not shown, not counted
                                 s.stop()
                                 break
-                            if on_event(ev) is False:  # filtered out: not counted
+                            if not on_event(ev):  # filtered out: not counted
                                 _uncount(s, ev)
                             pending.clear()
                         out.flush()
@@ -310,10 +310,10 @@ def _run(args: argparse.Namespace, names: list[str] | None, out: Out) -> int:
     seen_pids: set[int] = set()
     strmax = args.strsize
 
-    def show(ev: Event) -> bool | None:
+    def show(ev: Event) -> bool:
         if args.json:
             emit_json(out, ev)
-            return
+            return True
         if not ev.event.startswith("syscalls:"):
             return False  # not shown: not counted
         name = ev.event[len("syscalls:"):]
@@ -328,6 +328,7 @@ def _run(args: argparse.Namespace, names: list[str] | None, out: Out) -> int:
         if len(seen_pids) > 1 or args.pid:
             line = f"[pid {ev.tid:>5}] {line}"
         out.write(line + "\n")
+        return True
 
     return run_tool(args, s, show, out)
 
