@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import CLI, json_lines, summary_of
+from .helpers import CLI, json_lines, our_instances, summary_of
 
 pytestmark = pytest.mark.integration
 
@@ -179,3 +179,101 @@ def test_tool_missing_command_fails_before_arming(bpf: None) -> None:
     assert r.returncode == 1, r.stderr
     assert r.stderr.startswith("probewatch: error:") and "/nonexistent/prog" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+# -- record -- COMMAND
+
+EXEC = "t:sched:sched_process_exec"
+
+
+def _run_status(db: Path) -> str:
+    from probewatch.capture import Capture
+
+    with Capture(db) as cap:
+        [run] = cap.runs()
+        return str(run.status)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_record_sigterm_sighup_stop_the_command(tracefs: str, tmp_path: Path,
+                                                sig: int) -> None:
+    db = tmp_path / "t.db"
+    p, cmd_pid = _start(tmp_path, ["record", EXEC, "-o", str(db)], "exec sleep 60")
+    try:
+        time.sleep(0.5)
+        t = time.monotonic()
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == 128 + sig, err
+        assert time.monotonic() - t < 5
+        assert not _alive(cmd_pid), "the command keeps running untraced"
+        assert "Traceback" not in err, err
+        assert _run_status(db) == "interrupted"
+        assert our_instances(tracefs, p.pid) == []
+    finally:
+        _reap(p, cmd_pid)
+
+
+def test_record_echo_closed_pipe_stops_the_command(tracefs: str, tmp_path: Path) -> None:
+    db = tmp_path / "e.db"
+    p, cmd_pid = _start(tmp_path, ["record", EXEC, "-o", str(db), "--echo"], LOOP)
+    try:
+        assert p.stdout is not None and p.stderr is not None
+        assert p.stdout.readline().split()[:2] == ["TIME(s)", "CPU"]
+        p.stdout.close()
+        rc = p.wait(timeout=30)
+        alive = _alive(cmd_pid)
+        _reap(p, cmd_pid)
+        err = p.stderr.read()
+        assert not alive, "the command keeps running untraced"
+        assert rc == 141, err
+        assert "Traceback" not in err and "Broken pipe" not in err, err
+        assert _run_status(db) == "interrupted"
+    finally:
+        _reap(p, cmd_pid)
+
+
+def test_record_sigint_to_a_command_that_ignores_it(tracefs: str, tmp_path: Path) -> None:
+    db = tmp_path / "i.db"
+    p, cmd_pid = _start(tmp_path, ["record", EXEC, "-o", str(db)], f"trap '' INT; {LOOP}")
+    try:
+        time.sleep(0.5)
+        t = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+        took = time.monotonic() - t
+        assert p.returncode == 130, err
+        assert not _alive(cmd_pid)
+        assert 1.5 < took < 10, took
+        assert "^C again kills it" in err
+        assert _run_status(db) == "interrupted"
+        assert re.search(r"recorded [1-9]\d* events", err), err
+    finally:
+        _reap(p, cmd_pid)
+
+
+def test_record_full_disk_stops_the_command(tracefs: str, getppid_n: Path,
+                                            tmp_path: Path) -> None:
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if m.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {m.stderr.strip()}")
+    p = None
+    cmd_pid = 0
+    try:
+        db = mnt / "full.db"
+        # a command that never ends by itself: only the recorder can stop it
+        p, cmd_pid = _start(tmp_path, ["record", "t:syscalls:sys_enter_getppid", "-o",
+                                       str(db)], f"while :; do {getppid_n} 20000; done")
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 1, err
+        assert not _alive(cmd_pid), "the command keeps running untraced"
+        assert "disk full" in err and "[disk-full]" in err, err
+        assert "waiting for" not in err and "stopping sh" in err, err
+        assert "Traceback" not in err, err
+    finally:
+        if p is not None:
+            _reap(p, cmd_pid)
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
