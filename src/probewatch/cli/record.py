@@ -46,10 +46,13 @@ capture replaced with --force stays as it was until the new one is complete (tha
 written to a hidden temporary file beside it, then renamed over it). It is written
 while recording, in a transaction about every 0.1-0.4 s: a killed recorder loses at
 most its last uncommitted batch and the file still opens; a full disk stops the
-recording and keeps what was written (when replacing with --force: keeps the old
-capture unchanged instead). On stderr: where it wrote and what the kernel
-dropped (with --json as one line {"summary": {...}}). The exit status is the traced
-command's, or 1 when writing the capture failed (74 when --echo cannot write stdout).
+recording (and a traced command) and keeps what was written (when replacing with
+--force: keeps the old capture unchanged instead). On stderr: where it wrote and what
+the kernel dropped (with --json as one line {"summary": {...}}). The exit status is the
+traced command's, or 1 when writing the capture failed (74 when --echo cannot write
+stdout). With -- COMMAND, signals work as in probewatch trace: ^C ends the recording
+and the command gets 2 s to exit (a second ^C: none) before it is killed; SIGTERM,
+SIGHUP or a closed --echo pipe stop it (exit 143, 129, 141).
 """
 
 
