@@ -13,6 +13,7 @@ non-blocking stdout.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -87,7 +88,11 @@ while time.monotonic() < end:
 """
 
 
-def test_syscalls_comm_not_utf8(bpf: None) -> None:
+@pytest.mark.parametrize("argv", [
+    ["syscalls", "-e", "getppid", "--comm"],
+    ["trace", "--backend", "bpf", "t:syscalls:sys_enter_getppid", "-c"],
+], ids=["syscalls", "trace-bpf"])
+def test_comm_not_utf8(bpf: None, argv: list[str]) -> None:
     child = subprocess.Popen([sys.executable, "-c", COMM_CHILD, "8"], stdout=subprocess.PIPE)
     try:
         assert child.stdout is not None
@@ -95,12 +100,11 @@ def test_syscalls_comm_not_utf8(bpf: None) -> None:
         with open(f"/proc/{pid}/comm", "rb") as f:
             assert f.read() == b"\xff\xfe\n"
         comm = os.fsdecode(b"\xff\xfe")  # as Python decodes argv: surrogate escapes
-        r = subprocess.run([*CLI, "syscalls", "-e", "getppid", "--comm", comm, "-d", "1",
-                            "--json"], capture_output=True, timeout=60)
+        r = subprocess.run([*CLI, *argv, comm, "-d", "1", "--json"], capture_output=True,
+                           timeout=60)
         err = r.stderr.decode("utf-8", "replace")
         assert r.returncode == 0, err
         assert "Traceback" not in err
-        import json
         evs = [json.loads(x) for x in r.stdout.splitlines()]
         assert len(evs) >= 20, err  # ~200/s for 1 s
         assert {e["pid"] for e in evs} == {pid}
