@@ -17,6 +17,7 @@ from ..errors import ProbewatchError, SpecError
 from ..event import Event
 from ..sinks.jsonl import JsonLinesSink
 from ..sinks.text import TextSink, hex_fields
+from ..sinks.writer import Out
 from .runctl import TERM_GRACE, RunControl, finish_command, silence_stdout
 from .trace import add_common, join_spec_words, split_command
 
@@ -198,10 +199,10 @@ def _spool_dir(path: str) -> str:
     return os.path.dirname(os.path.abspath(path))
 
 
-def _echo(s: Session, as_json: bool) -> Callable[[list[Event]], None]:
+def _echo(s: Session, as_json: bool, out: Out) -> Callable[[list[Event]], None]:
     if as_json:
-        return JsonLinesSink(sys.stdout).write_many
-    write = TextSink(sys.stdout, hex_fields=hex_fields(s.formats)).write
+        return JsonLinesSink(out).write_many
+    write = TextSink(out, hex_fields=hex_fields(s.formats)).write
 
     def text(batch: list[Event]) -> None:
         for ev in batch:
@@ -329,11 +330,13 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl
                                     exe=os.path.realpath(exe) if exe else None,
                                     comm=os.path.basename(cmd[0])[:15], source="command")
             writer.on_error = lambda e: s.stop()
-            echo = _echo(s, args.json) if args.echo else None
+            # Out: whole writes a returning ^C handler cannot cut short, O_NONBLOCK too
+            out = Out(sys.stdout) if args.echo else None
+            echo = _echo(s, args.json, out) if out is not None else None
             try:
                 _pump(s, writer, args, echo, ctl)
-                if echo is not None:
-                    sys.stdout.flush()
+                if out is not None:
+                    out.flush()
             except BrokenPipeError:  # --echo's reader is gone: the recording ends
                 ended_by = signal.SIGPIPE
                 silence_stdout()
