@@ -29,6 +29,7 @@ from types import FrameType
 from typing import Any
 
 from .collect.bpf import libbpf
+from .collect.bpf.generic import comm_bytes
 from .collect.bpf.loader import (
     COUNT,
     NR_NORETURN,
@@ -241,7 +242,7 @@ class BpfSession:
         ro["follow_forks"] = 1 if self._follow else 0
         if self.comm:
             ro["filter_comm"] = 1
-            ro["targ_comm"] = self.comm.encode()[:15]
+            ro["targ_comm"] = comm_bytes(self.comm)[:15]
         if self.uid is not None:
             ro["filter_uid"] = 1
             ro["targ_uid"] = self.uid

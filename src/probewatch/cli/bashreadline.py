@@ -7,7 +7,15 @@ import time
 
 from ..decode.escape import escape_text
 from ..event import Event
-from .syscalls import add_bpf_common, emit_json, require_bpf, run_tool, session_kwargs, stdout
+from .syscalls import (
+    add_bpf_common,
+    controlled,
+    emit_json,
+    require_bpf,
+    run_tool,
+    session_kwargs,
+    stdout,
+)
 
 EXAMPLES = """examples:
   probewatch bashreadline                      every interactive bash on the system
@@ -30,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@controlled
 def run(args: argparse.Namespace) -> int:
     from ..bpf_session import BpfSession
 
@@ -38,14 +47,15 @@ def run(args: argparse.Namespace) -> int:
     out = stdout()
     header = "" if args.json else f"{'TIME':<9} {'PID':<7} COMMAND\n"
 
-    def show(ev: Event) -> None:
+    def show(ev: Event) -> bool:
         if args.json:
             emit_json(out, ev)
-            return
+            return True
         line = escape_text(str(ev.fields.get("line", "")))
         if "faults" in ev.fields:
             line = "<unreadable>"
         out.write(f"{time.strftime('%H:%M:%S'):<9} {ev.pid:<7} {line}\n")
         out.flush()
+        return True
 
     return run_tool(args, s, show, out, header=header)

@@ -8,7 +8,15 @@ import shlex
 from ..decode.escape import escape_text
 from ..event import Event
 from .args import MAX_ARG_LEN, MAX_ARGS, arg_len_arg, max_args_arg
-from .syscalls import add_bpf_common, emit_json, require_bpf, run_tool, session_kwargs, stdout
+from .syscalls import (
+    add_bpf_common,
+    controlled,
+    emit_json,
+    require_bpf,
+    run_tool,
+    session_kwargs,
+    stdout,
+)
 
 EXAMPLES = """examples:
   probewatch execsnoop                         every exec on the system
@@ -39,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@controlled
 def run(args: argparse.Namespace) -> int:
     from ..bpf_session import BpfSession
     from ..decode.syscalls import errno_name
@@ -49,14 +58,14 @@ def run(args: argparse.Namespace) -> int:
     out = stdout()
     header = "" if args.json else f"{'PCOMM':<16} {'PID':<7} {'PPID':<7} {'RET':>4} ARGS\n"
 
-    def show(ev: Event) -> None:
+    def show(ev: Event) -> bool:
         f = ev.fields
         ret = f.get("ret")
         if not isinstance(ret, int) or (ret < 0 and not args.failed):
-            return
+            return False  # not shown: not counted
         if args.json:
             emit_json(out, ev)
-            return
+            return True
         argv = f.get("argv")
         if argv is None:  # execve(path, NULL, ...): the kernel runs it with argc 0
             argv = ["(null)"]
@@ -67,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             text += " ..."
         r = str(ret) if ret >= 0 else errno_name(-ret)
         out.write(f"{escape_text(ev.comm):<16} {ev.pid:<7} {f.get('ppid', 0):<7} {r:>4} {text}\n")
+        return True
 
     return run_tool(args, s, show, out, header=header)
 

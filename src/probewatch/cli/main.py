@@ -6,12 +6,29 @@ sets ``func=run`` where ``run(args) -> int`` returns the exit status.
 
 from __future__ import annotations
 
-import argparse
-import importlib
+import os
+import signal
 import sys
+from types import FrameType
 
-from ..errors import OutputError, ProbewatchError
-from .output import output_failed, say, silence_stdout, stop_children
+
+def _startup_interrupt(signum: int, frame: FrameType | None) -> None:
+    """^C before main() has its error handling in place: exit 130, no traceback."""
+    raise SystemExit(130)
+
+
+_startup_interrupt._probewatch_startup = True  # type: ignore[attr-defined]
+# the console script imports this module first: from here on a ^C while the modules
+# load ends the start-up quietly (python -m probewatch does the same in __main__)
+if (os.path.basename(sys.argv[0] if sys.argv else "") == "probewatch"
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+    signal.signal(signal.SIGINT, _startup_interrupt)
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+
+from ..errors import OutputError, ProbewatchError  # noqa: E402
+from .output import output_failed, say, silence_stdout, stop_children  # noqa: E402
 
 # the order of `probewatch -h`; any other module in this package that defines
 # register() is picked up after these (so a new subcommand is one new module)
@@ -62,7 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _end_startup() -> None:
+    """Python's ^C (KeyboardInterrupt) again, in place of the start-up handler."""
+    if getattr(signal.getsignal(signal.SIGINT), "_probewatch_startup", False):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        _end_startup()
+        return _main(argv)
+    except KeyboardInterrupt:  # ^C while the parser is built or the arguments parsed
+        _flush_quietly()
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     # "-- COMMAND ARGS..." is split off before argparse sees it, so that options

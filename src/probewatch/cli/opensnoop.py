@@ -6,7 +6,15 @@ import argparse
 
 from ..decode.escape import escape_text
 from ..event import Event
-from .syscalls import add_bpf_common, emit_json, require_bpf, run_tool, session_kwargs, stdout
+from .syscalls import (
+    add_bpf_common,
+    controlled,
+    emit_json,
+    require_bpf,
+    run_tool,
+    session_kwargs,
+    stdout,
+)
 
 EXAMPLES = """examples:
   probewatch opensnoop                         every open on the system
@@ -33,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@controlled
 def run(args: argparse.Namespace) -> int:
     from ..bpf_session import BpfSession
     from ..decode.syscalls import errno_name, open_flags
@@ -48,16 +57,16 @@ def run(args: argparse.Namespace) -> int:
                                    + f"{'PID':<7} {'COMM':<16} {'FD':>4} {'ERR':<7} "
                                    f"{'FLAGS':<24} PATH\n")
 
-    def show(ev: Event) -> None:
+    def show(ev: Event) -> bool:
         f = ev.fields
         ret = f.get("ret")
         if not isinstance(ret, int):
-            return
+            return False  # not shown: not counted
         if args.failed and ret >= 0:
-            return
+            return False
         if args.json:
             emit_json(out, ev)
-            return
+            return True
         fd, err = (str(ret), "") if ret >= 0 else ("-1", errno_name(-ret))
         raw = f.get("filename", f.get("pathname"))
         if "faults" in f:
@@ -79,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             ts = f"{(ev.ts - t0[0]) / 1e9:<9.6f} "
         out.write(f"{ts}{ev.pid:<7} {escape_text(ev.comm):<16} {fd:>4} {err:<7} "
                   f"{open_flags(int(fl)):<24} {path}\n")
+        return True
 
     return run_tool(args, s, show, out, header=header)
 

@@ -6,16 +6,19 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..collect.command import SignalGuard
+from ..collect.command import GatedCommand
 from ..errors import ProbewatchError, SpecError
 from ..event import Event
 from ..sinks.jsonl import JsonLinesSink
 from ..sinks.text import TextSink, hex_fields
+from ..sinks.writer import Out
+from .runctl import TERM_GRACE, RunControl, finish_command, silence_stdout
 from .trace import add_common, join_spec_words, split_command
 
 if TYPE_CHECKING:
@@ -44,10 +47,13 @@ capture replaced with --force stays as it was until the new one is complete (tha
 written to a hidden temporary file beside it, then renamed over it). It is written
 while recording, in a transaction about every 0.1-0.4 s: a killed recorder loses at
 most its last uncommitted batch and the file still opens; a full disk stops the
-recording and keeps what was written (when replacing with --force: keeps the old
-capture unchanged instead). On stderr: where it wrote and what the kernel
-dropped (with --json as one line {"summary": {...}}). The exit status is the traced
-command's, or 1 when writing the capture failed (74 when --echo cannot write stdout).
+recording (and a traced command) and keeps what was written (when replacing with
+--force: keeps the old capture unchanged instead). On stderr: where it wrote and what
+the kernel dropped (with --json as one line {"summary": {...}}). The exit status is the
+traced command's, or 1 when writing the capture failed (74 when --echo cannot write
+stdout). With -- COMMAND, signals work as in probewatch trace: ^C ends the recording
+and the command gets 2 s to exit (a second ^C: none) before it is killed; SIGTERM,
+SIGHUP or a closed --echo pipe stop it (exit 143, 129, 141).
 """
 
 
@@ -158,7 +164,7 @@ def _probe_infos(args: argparse.Namespace, s: Session) -> list[ProbeInfo]:
 
 
 def _pump(s: Session, writer: CaptureWriter, args: argparse.Namespace,
-          echo: Callable[[list[Event]], None] | None) -> None:
+          echo: Callable[[list[Event]], None] | None, ctl: RunControl) -> None:
     """The hot loop: hand every batch of events to the writer queue; never touch the
     disk. Waits only when the writer is far behind (then raw pages wait in the spool
     file next to the capture, and when that is full the kernel drops and counts)."""
@@ -167,7 +173,10 @@ def _pump(s: Session, writer: CaptureWriter, args: argparse.Namespace,
     else:
         batches = ([ev] for ev in s.events(duration=args.duration,
                                              max_events=args.max_events))
-    for batch in batches:
+    for batch in batches:  # the first ^C stops the session: what is buffered still comes
+        if ctl.abort:  # a second ^C: stop at once
+            s.stop()
+            return
         _store(writer, batch, echo)
         if writer.error is not None:
             return
@@ -190,10 +199,10 @@ def _spool_dir(path: str) -> str:
     return os.path.dirname(os.path.abspath(path))
 
 
-def _echo(s: Session, as_json: bool) -> Callable[[list[Event]], None]:
+def _echo(s: Session, as_json: bool, out: Out) -> Callable[[list[Event]], None]:
     if as_json:
-        return JsonLinesSink(sys.stdout).write_many
-    write = TextSink(sys.stdout, hex_fields=hex_fields(s.formats)).write
+        return JsonLinesSink(out).write_many
+    write = TextSink(out, hex_fields=hex_fields(s.formats)).write
 
     def text(batch: list[Event]) -> None:
         for ev in batch:
@@ -268,16 +277,17 @@ def run(args: argparse.Namespace) -> int:
     # only once every spec, filter and the command were accepted (a replaced capture
     # stays as it was until the new one is complete)
     check_output_path(path, args.force)
-    # SIGTERM/SIGHUP from here on unwind (SystemExit), so nothing made is left behind
-    guard = SignalGuard()
-    guard.install()
+    # SIGTERM/SIGHUP from here on unwind (SystemExit), so nothing made is left behind;
+    # ^C, SIGTERM, SIGHUP and a closed --echo pipe as in probewatch trace (runctl)
+    ctl = RunControl()
+    ctl.install()
     try:
-        return _record(args, cmd, path)
+        return _record(args, cmd, path, ctl)
     finally:
-        guard.restore()
+        ctl.restore()
 
 
-def _record(args: argparse.Namespace, cmd: list[str], path: str) -> int:
+def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl) -> int:
     from ..session import Session
     from ..sinks.capture import CaptureWriter, read_proc
 
@@ -287,6 +297,8 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str) -> int:
     status, message = "complete", None
     rc = 0
     error_shown = False
+    command: GatedCommand | None = None
+    ended_by = 0  # SIGPIPE: --echo's output closed; SIGTERM/SIGHUP: told to stop
     try:
         with Session(backend=args.backend, buffer_kb=args.buffer_kb, pids=args.pid,
                      comm=args.comm, spool_mb=args.spool_mb,
@@ -297,9 +309,13 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str) -> int:
                 print(f"probewatch: warning: {w}", file=sys.stderr)
             shown = len(s.warnings)
             child = s.trace_command(cmd) if cmd else 0
+            if cmd:
+                command = s.command
             writer = CaptureWriter(path, force=args.force)
             t0 = time.monotonic_ns()
             s.start()  # a bad -p pid or command fails here, before the run is written
+            ctl.session = s
+            ctl.phase = "running"  # ^C now stops the session (what is buffered is kept)
             info = _run_info(args, s, cmd)
             writer.begin_run(info, _probe_infos(args, s), hex_fields=hex_fields(s.formats),
                              start_ts=t0 if info.clock in (None, "mono") else None)
@@ -314,39 +330,47 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str) -> int:
                                     exe=os.path.realpath(exe) if exe else None,
                                     comm=os.path.basename(cmd[0])[:15], source="command")
             writer.on_error = lambda e: s.stop()
-            echo = _echo(s, args.json) if args.echo else None
+            # Out: whole writes a returning ^C handler cannot cut short, O_NONBLOCK too
+            out = Out(sys.stdout) if args.echo else None
+            echo = _echo(s, args.json, out) if out is not None else None
             try:
-                _pump(s, writer, args, echo)
-            except KeyboardInterrupt:
-                # ^C ends the recording: store what was captured up to now
-                s.stop()
+                _pump(s, writer, args, echo, ctl)
+                if out is not None:
+                    out.flush()
+            except BrokenPipeError:  # --echo's reader is gone: the recording ends
+                ended_by = signal.SIGPIPE
+                silence_stdout()
+            except SystemExit as e:  # SIGTERM/SIGHUP (the session's guard)
+                if not isinstance(e.code, int) or e.code not in (143, 129):
+                    raise
+                ended_by = e.code - 128
+            s.stop()
+            if ended_by:
+                status = "interrupted"
+                message = ("interrupted (the output of --echo was closed)"
+                           if ended_by == signal.SIGPIPE
+                           else f"interrupted ({signal.Signals(ended_by).name})")
+            elif ctl.interrupts:
                 status, message = "interrupted", "interrupted (SIGINT)"
-                try:
-                    batch: list[Event] = []
-                    for ev in s.drain():
-                        batch.append(ev)
-                        if len(batch) >= 4096:
-                            _store(writer, batch, echo)
-                            batch = []
-                    _store(writer, batch, echo)
-                except KeyboardInterrupt:
-                    pass
-            if echo is not None:
-                sys.stdout.flush()
             for w in s.warnings[shown:]:  # what came up while recording
                 print(f"probewatch: warning: {w}", file=sys.stderr)
             if writer.error is not None:
                 error_shown = True
                 s.stop()
                 print(f"probewatch: error: {writer.error}", file=sys.stderr)
-                if cmd:
-                    print(f"probewatch: waiting for {cmd[0]} (pid {child}) to exit",
-                          file=sys.stderr)
+                if command is not None and command.pid:  # it must not run on untraced
+                    print(f"probewatch: stopping {cmd[0]} (pid {child}): the capture "
+                          "cannot be written", file=sys.stderr)
+                    command.terminate(signal.SIGTERM, TERM_GRACE)
             summ = s.summary()
-            if cmd:
-                s.close()
-                rc = s.wait_command() or 0
-                writer.note_process(child, exit_code=rc)
+            s.close()  # probes gone before any wait for the command
+            ctl.phase = "waiting"
+        if command is not None:
+            rc = finish_command(command, cmd[0], ctl, ended_by)
+            writer.note_process(child, exit_code=command.returncode
+                                if command.returncode is not None else rc)
+        elif ended_by:
+            rc = 128 + ended_by
     except BaseException as e:
         if not begun or writer is None:
             if writer is not None:
@@ -360,8 +384,12 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str) -> int:
         print(f"probewatch: {res.events} events kept in {res.path} [{res.status}]",
               file=sys.stderr)
         raise
+    finally:
+        if command is not None and command.pid:  # an error or a second signal: never
+            command.terminate(signal.SIGTERM, TERM_GRACE)  # leave it running untraced
     assert writer is not None
-    res = _finish(writer, summ, status, message, rc if cmd else None)
+    res = _finish(writer, summ, status, message,
+                  command.returncode if command is not None else None)
     _report(res, summ, args.json, error_shown)
     if res.error is not None:
         return 1

@@ -36,6 +36,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from ..collect.command import GatedCommand
+from ..sinks.writer import write_some
 
 #: after ^C, how long a traced command may take to exit before it is killed
 INT_GRACE = 2.0
@@ -76,6 +77,22 @@ class RunControl:
                 if sig == signal.SIGINT and not callable(signal.getsignal(sig)):
                     continue  # ignored (a background job): stays ignored
                 self._old[sig] = signal.signal(sig, self._on_signal)
+            except (ValueError, OSError):
+                pass
+
+    def take_sigint(self) -> None:
+        """Route ^C here from now on, over a session's own SIGINT handler.
+
+        For a session that handles SIGINT itself by raising KeyboardInterrupt (the BPF
+        tools' :class:`~probewatch.bpf_session.BpfSession`): call it once the session
+        has started, so that ^C stops tracing instead of cutting a write short. The
+        session's restore leaves this handler in place; :meth:`restore` puts back the
+        one :meth:`install` found. Nothing happens when SIGINT was not installed (it was
+        ignored: a background job).
+        """
+        if signal.SIGINT in self._old:
+            try:
+                signal.signal(signal.SIGINT, self._on_signal)
             except (ValueError, OSError):
                 pass
 
@@ -153,7 +170,7 @@ class _WholeWrites(io.RawIOBase):
         view = memoryview(b).cast("B")
         total = len(view)
         while view:
-            view = view[os.write(self._fd, view):]
+            view = view[write_some(self._fd, view):]  # O_NONBLOCK too
         return total
 
     def close(self) -> None:  # fd 1 stays open

@@ -7,12 +7,15 @@ tcpconnect, bashreadline) share: common options, backend choice, the run loop.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import IO, Any
 
+from ..collect.command import GatedCommand, resolve_command
 from ..errors import FeatureUnavailable, ProbewatchError
 from ..event import Event
 from ..sinks.jsonl import event_json
@@ -25,6 +28,7 @@ from .args import (
     strsize_arg,
     uid_arg,
 )
+from .runctl import TERM_GRACE, RunControl, finish_command, silence_stdout
 
 EXAMPLES = """examples:
   probewatch syscalls -f -- ./prog arg        trace ./prog and its children, strace-style
@@ -107,66 +111,144 @@ def stdout() -> Out:
     return Out(sys.stdout)
 
 
+def controlled(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A tool's ``run(args)`` with its signals in hand before the session exists.
+
+    The command after ``--`` is looked up first (nothing to run: one error, before
+    anything is armed), then a :class:`~probewatch.cli.runctl.RunControl` is installed
+    (``args.runctl``) that :func:`run_tool` uses, as ``probewatch trace`` does.
+
+    Example::
+
+        @controlled
+        def run(args): ...
+    """
+
+    @functools.wraps(run)
+    def wrapper(args: argparse.Namespace) -> int:
+        cmd = command_of(args)
+        if cmd:
+            resolve_command(cmd[0])
+        ctl = RunControl()
+        ctl.install()
+        args.runctl = ctl
+        try:
+            return run(args)
+        finally:
+            ctl.restore()
+
+    return wrapper
+
+
+def _uncount(s: Any, ev: Event) -> None:
+    """An event delivered (and counted) that was not shown."""
+    n = s.counts.get(ev.event, 1) - 1
+    if n > 0:
+        s.counts[ev.event] = n
+    else:
+        s.counts.pop(ev.event, None)  # none shown: not listed
+    s.delivered -= 1
+
+
 def run_tool(
     args: argparse.Namespace,
     session: Any,
-    on_event: Callable[[Event], None] | None,
+    on_event: Callable[[Event], bool] | None,
     out: IO[str] | Out | None = None,
     after: Callable[[], None] | None = None,
     header: str = "",
 ) -> int:
     """Start (gated command if any), stream events, print the summary, return the status.
 
+    ``on_event`` shows one event and returns True, or False for one it filtered out (such an
+    event is not counted in the summary, which counts what was shown).
+
     With -d, events stamped after the deadline are not shown, and a reader of stdout
     too slow to take the rest by then does not hold the run up (what it did not take
     is counted in a warning). ``header`` is printed once tracing is on (not before an
     error such as a pid that does not run).
+
+    Signals and the command as in ``probewatch trace`` (the tool's run() is wrapped in
+    :func:`controlled`): ^C stops tracing and what is buffered is still shown, a second
+    ^C stops at once; SIGTERM/SIGHUP or a closed stdout end the run and stop the
+    command (exit 143/129/141); once tracing is over the command is waited for (after
+    ^C: for 2 s, then killed). The summary counts what was shown.
     """
     out = out or stdout()
     cmd = command_of(args)
+    ctl = getattr(args, "runctl", None)
+    if not isinstance(ctl, RunControl):
+        ctl = RunControl()  # not installed (run() not wrapped): phases only
     cut = 0
-    with session as s:
-        if cmd:
-            s.trace_command(cmd)
-        try:
-            if on_event is None:
-                s.run(duration=args.duration)
-            else:
+    ended_by = 0  # SIGPIPE: output closed; SIGTERM/SIGHUP: told to stop
+    command: GatedCommand | None = None
+    pending: list[Event] = []  # delivered (counted), not yet shown
+    try:
+        with session as s:
+            if cmd:
+                s.trace_command(cmd)
+                command = s.command
+            try:
                 s.start()
-                out.write(header)
-                out.flush()  # tracing is on: a reader may wait for this line
-                dl = Deadline(args.duration, getattr(s, "clock", "mono"))
-                dl.arm(out if isinstance(out, Out) else None)
-                try:
-                    for ev in s.events(duration=args.duration):
-                        if dl.late(ev.ts):  # not shown, not counted
-                            s.counts[ev.event] = s.counts.get(ev.event, 1) - 1
-                            s.delivered -= 1
-                            s.stop()
-                            break
-                        on_event(ev)
-                    out.flush()
-                except OutputCut as e:
-                    s.stop()
-                    cut = e.lines
-                finally:
-                    if isinstance(out, Out):
-                        out.set_cutoff(None)
-        except KeyboardInterrupt:
+                ctl.session = s
+                ctl.phase = "running"
+                ctl.take_sigint()  # ^C from here: stop tracing, drain, end
+                if on_event is None:
+                    s.run(duration=args.duration)
+                else:
+                    out.write(header)
+                    out.flush()  # tracing is on: a reader may wait for this line
+                    dl = Deadline(args.duration, getattr(s, "clock", "mono"))
+                    dl.arm(out if isinstance(out, Out) else None)
+                    try:
+                        for ev in s.events(duration=args.duration):
+                            pending.append(ev)
+                            if ctl.abort or dl.late(ev.ts):  # not shown, not counted
+                                s.stop()
+                                break
+                            if not on_event(ev):  # filtered out: not counted
+                                _uncount(s, ev)
+                            pending.clear()
+                        out.flush()
+                    except OutputCut as e:
+                        s.stop()
+                        cut = e.lines
+                    finally:
+                        if isinstance(out, Out):
+                            out.set_cutoff(None)
+            except KeyboardInterrupt:  # ^C while it started (the session's handler)
+                ctl.interrupts += 1
+            except BrokenPipeError:
+                ended_by = signal.SIGPIPE
+                silence_stdout()
+            except SystemExit as e:  # SIGTERM/SIGHUP (the session's guard)
+                if not isinstance(e.code, int) or e.code not in (143, 129):
+                    raise
+                ended_by = e.code - 128
             s.stop()
-        if after is not None:
-            after()
-        out.flush()
+            for ev in pending:
+                _uncount(s, ev)
+            pending.clear()
+            if after is not None and ended_by != signal.SIGPIPE:
+                try:
+                    after()
+                    out.flush()
+                except BrokenPipeError:
+                    ended_by = signal.SIGPIPE
+                    silence_stdout()
+            summ = s.summary()
+            s.close()  # programs gone before any wait for the command
+            ctl.phase = "waiting"
         if cut:
             print(f"probewatch: warning: {cut} lines were not written: the reader of the "
                   "output did not take them before the end of -d", file=sys.stderr)
-        summ = s.summary()
-        rc = 0
-        if cmd:
-            s.close()
-            rc = s.wait_command() or 0
-    print_summary(summ.to_dict(), args.json)
-    return rc
+        print_summary(summ.to_dict(), args.json)
+        if command is None:
+            return 128 + ended_by if ended_by else 0
+        return finish_command(command, cmd[0], ctl, ended_by)
+    finally:
+        if command is not None and command.pid:  # an error or a second signal: never
+            command.terminate(signal.SIGTERM, TERM_GRACE)  # leave it running untraced
 
 
 def print_summary(d: dict[str, Any], as_json: bool) -> None:
@@ -208,8 +290,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@controlled
 def run(args: argparse.Namespace) -> int:
-
     require_bpf(args, "syscalls")
     names = [n.strip() for n in args.syscalls.split(",")] if args.syscalls else None
     if args.output:
@@ -232,12 +314,12 @@ def _run(args: argparse.Namespace, names: list[str] | None, out: Out) -> int:
     seen_pids: set[int] = set()
     strmax = args.strsize
 
-    def show(ev: Event) -> None:
+    def show(ev: Event) -> bool:
         if args.json:
             emit_json(out, ev)
-            return
+            return True
         if not ev.event.startswith("syscalls:"):
-            return
+            return False  # not shown: not counted
         name = ev.event[len("syscalls:"):]
         f = ev.fields
         info = table.by_name.get(name)
@@ -250,6 +332,7 @@ def _run(args: argparse.Namespace, names: list[str] | None, out: Out) -> int:
         if len(seen_pids) > 1 or args.pid:
             line = f"[pid {ev.tid:>5}] {line}"
         out.write(line + "\n")
+        return True
 
     return run_tool(args, s, show, out)
 

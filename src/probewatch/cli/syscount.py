@@ -8,7 +8,7 @@ from typing import Any
 from ..decode.escape import escape_text
 from ..sinks.jsonl import obj_json
 from .args import top_arg
-from .syscalls import add_bpf_common, require_bpf, run_tool, session_kwargs, stdout
+from .syscalls import add_bpf_common, controlled, require_bpf, run_tool, session_kwargs, stdout
 
 EXAMPLES = """examples:
   probewatch syscount -d 5                     top syscalls system-wide for 5 s
@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@controlled
 def run(args: argparse.Namespace) -> int:
     from ..bpf_session import BpfSession
 

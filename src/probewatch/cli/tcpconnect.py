@@ -6,7 +6,15 @@ import argparse
 
 from ..decode.escape import escape_text
 from ..event import Event
-from .syscalls import add_bpf_common, emit_json, require_bpf, run_tool, session_kwargs, stdout
+from .syscalls import (
+    add_bpf_common,
+    controlled,
+    emit_json,
+    require_bpf,
+    run_tool,
+    session_kwargs,
+    stdout,
+)
 
 EXAMPLES = """examples:
   probewatch tcpconnect                        every outgoing TCP connection
@@ -38,6 +46,7 @@ def _ep(addr: str, port: int, fam: int) -> str:
     return f"[{addr}]:{port}" if fam == 10 else f"{addr}:{port}"
 
 
+@controlled
 def run(args: argparse.Namespace) -> int:
     from ..bpf_session import BpfSession
 
@@ -47,17 +56,18 @@ def run(args: argparse.Namespace) -> int:
     header = "" if args.json else (f"{'PID':<7} {'COMM':<16} {'IP':<2} {'SADDR:SPORT':<40} "
                                    f"{'DADDR:DPORT':<40} RESULT\n")
 
-    def show(ev: Event) -> None:
+    def show(ev: Event) -> bool:
         f = ev.fields
         ok = f.get("state") == TCP_ESTABLISHED
         if not ok and not args.failed:
-            return
+            return False  # not shown: not counted
         if args.json:
             emit_json(out, ev)
-            return
+            return True
         fam = f["family"]
         out.write(f"{ev.pid:<7} {escape_text(ev.comm):<16} {4 if fam == 2 else 6:<2} "
                   f"{_ep(f['saddr'], f['sport'], fam):<40} "
                   f"{_ep(f['daddr'], f['dport'], fam):<40} {'ok' if ok else 'failed'}\n")
+        return True
 
     return run_tool(args, s, show, out, header=header)

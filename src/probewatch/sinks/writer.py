@@ -131,7 +131,10 @@ class Out:
                 _write_all(fd, view[pos:end])
                 pos = end
                 continue
-            pos += os.write(fd, view[pos:end])
+            try:
+                pos += os.write(fd, view[pos:end])
+            except BlockingIOError:  # O_NONBLOCK: less room than the lines; poll again
+                time.sleep(0.001)
 
     def close(self) -> None:
         self.flush()
@@ -181,11 +184,29 @@ class Deadline:
         return len(batch)
 
 
+def write_some(fd: int, data: Any) -> int:
+    """``os.write``, also on a descriptor in non-blocking mode (O_NONBLOCK, which a
+    terminal or a pipe may hand down): when it would block, wait with ``poll()`` until
+    the descriptor takes data, then write. Returns how many bytes were written.
+
+    Example::
+
+        n = write_some(1, b"line\n")
+    """
+    while True:
+        try:
+            return os.write(fd, data)
+        except BlockingIOError:
+            p = select.poll()
+            p.register(fd, select.POLLOUT)
+            p.poll()  # a reader gone shows as POLLERR: the write then raises EPIPE
+
+
 def _write_all(fd: int, data: Any) -> None:
     view = memoryview(data)
     while view:
-        k = os.write(fd, view)
+        k = write_some(fd, view)
         view = view[k:]
 
 
-__all__ = ["Deadline", "Out", "OutputCut", "PIPE_BUF", "TextOut"]
+__all__ = ["Deadline", "Out", "OutputCut", "PIPE_BUF", "TextOut", "write_some"]

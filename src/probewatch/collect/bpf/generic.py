@@ -61,6 +61,17 @@ PT_REGS_X86_64 = (
 PT_REGS = {"x86_64": PT_REGS_X86_64}
 
 
+def comm_bytes(comm: str) -> bytes:
+    """A comm as the kernel holds it: the bytes of the command-line argument it came
+    from (undecodable bytes ride in surrogate escapes, as Python decodes argv).
+
+    Example::
+
+        comm_bytes("\udcff\udcfe")  # b"\xff\xfe"
+    """
+    return comm.encode("utf-8", "surrogateescape")
+
+
 def tp_config(fmt: EventFormat, tp_max: int = TP_DATA_MAX) -> bytes:
     """The ``struct pw_tpconf`` of a format: event id, fixed size, dynamic locators."""
     fixed = 0
@@ -258,7 +269,7 @@ class GenericCollector:
         self._rb: libbpf.RingBuffer | None = None
         self._last_stats: dict[int, bytes] = {}
         self._last_counts: dict[int, int] = {}
-        if self.comm is not None and len(self.comm.encode()) > 15:
+        if self.comm is not None and len(comm_bytes(self.comm)) > 15:
             raise SpecError(f"comm {self.comm!r} is longer than 15 bytes (the kernel's comm)")
 
     # -- what to attach (before load)
@@ -297,7 +308,7 @@ class GenericCollector:
         ro["follow_forks"] = 1 if self.follow else 0
         if self.comm:
             ro["filter_comm"] = 1
-            ro["targ_comm"] = self.comm.encode()[:15]
+            ro["targ_comm"] = comm_bytes(self.comm)[:15]
         ro["emit"] = 1 if emit else 0
         ro["tp_max"] = max(8, min(self.tp_max, TP_DATA_MAX))
         ro["ustr_max"] = max(1, min(self.ustr_max, USTR_AREA))
@@ -394,6 +405,7 @@ class GenericCollector:
 __all__ = [
     "GenericCollector",
     "UArg",
+    "comm_bytes",
     "UprobeDecoder",
     "compile_uarg",
     "tp_config",
