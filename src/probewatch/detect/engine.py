@@ -37,7 +37,7 @@ from .correlation import Correlator, Fired
 from .model import LEVELS, SigmaEvent, at_least, parse_level
 
 __all__ = ["DEFAULT_RULES_DIR", "UNSET_LEVEL", "CompiledRule", "Engine", "LoadProblem", "Match",
-           "RuleSet"]
+           "Partial", "RuleSet", "rule_reads"]
 
 #: the shipped rules (package data)
 DEFAULT_RULES_DIR = Path(__file__).resolve().parent / "rules"
@@ -822,6 +822,46 @@ def _compile_correlation(c: Any, p: _Parsed, rid: str, by_ref: dict[str, Compile
 # --- the engine --------------------------------------------------------------------
 
 
+class Partial(SigmaEvent):
+    """A SigmaEvent carrying only the fields that the rules it could meet read
+    (:meth:`Engine.plan`); ``build()`` makes the full event. The engine evaluates
+    the candidate rules on the partial fields first and builds the full event only
+    when one of them matches (or fails), so a match is the same as on the full event
+    while the common no-match costs only the fields the rules look at."""
+
+    __slots__ = ("build",)
+
+    def __init__(self, kind: str, ts: int, pid: int, fields: dict[str, Any], raw: Any,
+                 build: Any) -> None:
+        SigmaEvent.__init__(self, kind, ts, pid, fields, raw)
+        self.build = build
+
+
+_QUOTED = r"'[^'\\\n]*'"
+_READ = re.compile(rf"L\[({_QUOTED})\]|f\.get\(({_QUOTED})\)|({_QUOTED}) in f\b")
+_NAMES_FL = re.compile(r"\b[fL]\b")
+
+
+def rule_reads(r: CompiledRule) -> frozenset[str] | None:
+    """The fields a compiled rule's predicate reads, from its generated source; None
+    when it may read any (keywords search every field) or the source does not say."""
+    src = r.source
+    if r.fn is None or not src.startswith("def _rule(f, L):"):
+        return None
+    body = src.split("\n", 1)[1] if "\n" in src else ""
+    names: set[str] = set()
+
+    def take(m: re.Match[str]) -> str:
+        q = m.group(1) or m.group(2) or m.group(3)
+        names.add(q[1:-1])
+        return "_"
+
+    rest = _READ.sub(take, body)
+    if _NAMES_FL.search(rest):
+        return None  # f or L used otherwise (f.values(), L.text(), for k in f, ...)
+    return frozenset(names)
+
+
 class _KindTable:
     """The rules of one kind: filed under an index field's values, and the rest."""
 
@@ -831,6 +871,7 @@ class _KindTable:
         self.keyed: dict[str, dict[str, list[CompiledRule]]] = {
             f: defaultdict(list) for f in index_fields}
         self.cache: dict[tuple[str | None, ...], tuple[CompiledRule, ...]] = {}
+        self.pcache: dict[tuple[str | None, ...], frozenset[str] | None | bool] = {}
         # the same with each rule's predicate next to it (the engine's hot loop)
         self.fcache: dict[tuple[str | None, ...], tuple[tuple[Any, CompiledRule], ...]] = {}
         from .sigma import key_function
@@ -862,6 +903,7 @@ class _KindTable:
         if len(self.cache) >= 4096:  # bounded: Image basenames are unbounded
             self.cache.clear()
             self.fcache.clear()
+            self.pcache.clear()
         self.cache[keys] = got
         return got
 
@@ -892,6 +934,7 @@ class Engine:
         # who listens to whom: rule id -> [(correlator, ref index, correlation rule)]
         self._listeners: dict[str, list[tuple[Correlator, int, CompiledRule]]] = defaultdict(list)
         self.correlators: dict[str, Correlator] = {}
+        self._reads: dict[str, frozenset[str] | None] = {}
         by_id = {r.id: r for r in rules.rules}
         needed: set[str] = set()
 
@@ -949,6 +992,43 @@ class Engine:
             return ()
         return t.candidates(t.keys(sev.fields))
 
+    def index_fields(self, kind: str) -> tuple[str, ...]:
+        """The fields the rules of ``kind`` are indexed by (what :meth:`plan` reads)."""
+        t = self._tables.get(kind)
+        return () if t is None else t.index_fields
+
+    def plan(self, kind: str, fields: dict[str, Any]) -> frozenset[str] | None | bool:
+        """What an event of ``kind`` whose index fields (``Syscall`` for the syscall
+        kind, ...) are ``fields`` needs to be evaluated: False when no rule could
+        match it (it need not be made at all), None when a candidate rule may read
+        any field (make the full event), else the fields the candidate rules read,
+        the index fields included (a :class:`Partial` with those suffices)."""
+        t = self._tables.get(kind)
+        if t is None:
+            return False
+        keys = t._keys(fields)
+        got = t.pcache.get(keys, True)
+        if got is not True:
+            return got
+        cands = t.candidates(keys)
+        res: frozenset[str] | None | bool
+        if not cands:
+            res = False
+        else:
+            names: set[str] = set(t.index_fields)
+            for r in cands:
+                if r.id in self._reads:
+                    rr = self._reads[r.id]
+                else:
+                    rr = self._reads[r.id] = rule_reads(r)
+                if rr is None:
+                    names = set()
+                    break
+                names |= rr
+            res = frozenset(names) if names else None
+        t.pcache[keys] = res
+        return res
+
     def process(self, sev: SigmaEvent) -> list[Match]:
         """Matches of every rule (and correlation) ``sev`` completes."""
         self.events += 1
@@ -966,6 +1046,19 @@ class Engine:
         if not cands:
             return out
         low = _Lowered(f)
+        if sev.__class__ is Partial:
+            # the candidates on the fields they read: the full event only on a match
+            for fn, _ in cands:
+                try:
+                    if fn(f, low):
+                        break
+                except Exception:  # noqa: BLE001 - the full event counts it
+                    break
+            else:
+                return out
+            sev = sev.build()
+            f = sev.fields
+            low = _Lowered(f)
         for fn, r in cands:
             try:
                 hit = fn(f, low)
