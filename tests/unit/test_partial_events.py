@@ -48,7 +48,7 @@ id: 0b6c4b8e-1111-4222-8333-944455556667
 level: low
 logsource: {category: syscall, product: linux}
 detection:
-  sel: {Syscall: openat, TargetFilename|endswith: /shadow, Comm: tar}
+  sel: {Syscall: openat, TargetFilename: /etc/shadow, Comm: tar}
   condition: sel
 """
 
@@ -155,8 +155,9 @@ def test_plan_says_what_to_make() -> None:
     rs.add_yaml(OPENAT_RULE)
     e2 = Engine(rs)
     assert e2.plan("syscall", {"Syscall": "getpid"}) is False  # no rule: make nothing
-    assert e2.plan("syscall", {"Syscall": "openat"}) == frozenset(
+    assert e2.plan("syscall", {"Syscall": "openat", "TargetFilename": "/etc/x"}) == frozenset(
         {"Syscall", "TargetFilename", "Comm"})
+    assert e2.plan("syscall", {"Syscall": "openat", "TargetFilename": "/tmp/x"}) is False
     assert e2.plan("process_creation", {"Image": "/bin/sh"}) is False
 
 
@@ -207,3 +208,27 @@ def test_rule_reads_of_keywords_is_every_field(tmp_path: Path) -> None:
     assert rule_reads(kw) is None
     op = next(r for r in RULES.rules if r.title == "shadow via openat by tar")
     assert rule_reads(op) == frozenset({"Syscall", "TargetFilename", "Comm"})
+
+
+def test_guards_keep_a_rule_from_events_outside_its_directories() -> None:
+    engine = Engine(RULES_NO_KW)
+    shadow = next(r for r in RULES_NO_KW.rules if r.title == "shadow via openat by tar")
+    assert shadow.index == ("Syscall", frozenset({"openat"}))
+    assert shadow.guards == {"Syscall": frozenset({"openat"}),
+                             "TargetFilename": frozenset({"etc"})}
+    assert engine.plan("syscall", {"Syscall": "openat",
+                                   "TargetFilename": "/usr/share/doc/x"}) is False
+    assert engine.plan("syscall", {"Syscall": "openat", "TargetFilename": None}) is False
+    etc = engine.plan("syscall", {"Syscall": "openat", "TargetFilename": "/ETC/x"})
+    assert isinstance(etc, frozenset) and {"TargetFilename", "Comm", "flags"} <= etc
+    m = Mapper(_proc_table("/nonexistent-proc"), SYSCALLS, kinds=["syscall"])
+    m.use_engine(engine)
+    assert m.map(sc(1, "openat", 3, dfd=-100, filename="/usr/share/doc/x", flags=0,
+                    mode=0)) == []
+    assert m.table.procs[4502].fd(3) == "/usr/share/doc/x"  # the fd table still kept
+    # relative to that fd: /usr/share/doc/x/../../../../etc/shadow is /etc/shadow
+    [p] = m.map(sc(2, "openat", 4, dfd=3, filename="../../../../etc/shadow", flags=0,
+                   mode=0))
+    assert p.fields["TargetFilename"] == "/etc/shadow"
+    assert [x.rule.title for x in engine.process(p)] == [
+        "Password Hash File Read By An Unexpected Program", "shadow via openat by tar"]

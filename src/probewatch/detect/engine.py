@@ -96,6 +96,8 @@ class CompiledRule:
     filters: list[str] = field(default_factory=list)  # ids of filters applied
     fields: list[str] = field(default_factory=list)
     index: tuple[str, frozenset[str]] | None = None
+    # every index field the rule requires -> its keys (the index one included)
+    guards: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
     source: str = field(default="", repr=False)  # generated predicate (for `rules list -v`)
     fn: Any = field(default=None, repr=False)
     spec: dict[str, Any] | None = field(default=None, repr=False)  # correlation settings
@@ -541,6 +543,7 @@ class RuleSet:
             cr.source = comp.source
             cr.fields = sorted(comp.fields)
             cr.index = comp.index
+            cr.guards = comp.guards
             cr.filters = applied.get(id(r), [])
             warn = _field_warnings(kind, comp.fields, r)
             for reason, never in warn:
@@ -898,6 +901,10 @@ class _KindTable:
         for f, k in zip(self.index_fields, keys, strict=True):
             if k is not None:
                 rules.extend(self.keyed[f].get(k, ()))
+        # a rule that requires keys of another index field meets only events with one
+        rules = [r for r in rules if not r.guards or all(
+            k in g for f, k in zip(self.index_fields, keys, strict=True)
+            if (g := r.guards.get(f)) is not None)]
         rules.sort(key=lambda r: r.order)
         got = tuple(rules)
         if len(self.cache) >= 4096:  # bounded: Image basenames are unbounded

@@ -420,9 +420,10 @@ class Mapper:
         self._decs: dict[str, list[tuple[str, str, Decoder]]] = {}
         self._pcache: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         self._engine: Any = None
-        self._plans: dict[str, frozenset[str] | None | bool] = {}
+        self._plans: dict[Any, frozenset[str] | None | bool] = {}
         self._pwant: dict[frozenset[str], tuple[str, ...]] = {}
         self._plan_by_name = False
+        self._plan_ok = False
         self.errors = 0
 
     def use_engine(self, engine: Any) -> None:
@@ -438,8 +439,12 @@ class Mapper:
         self._plans = {}
         self._pwant = {}
         idx = getattr(engine, "index_fields", None)
-        # plans are kept per syscall name: right while the syscall kind's index is Syscall
-        self._plan_by_name = callable(idx) and tuple(idx("syscall")) in ((), ("Syscall",))
+        fields = tuple(idx("syscall")) if callable(idx) else ("?",)
+        # the plan is asked with the syscall's index fields, known before the event is
+        # made: its name, and its TargetFilename (the last path argument)
+        self._plan_ok = set(fields) <= {"Syscall", "TargetFilename"}
+        # and kept per syscall name when the name is the only index field
+        self._plan_by_name = set(fields) <= {"Syscall"}
 
     # -- process fields
     def process_fields(self, p: Process | None, ev: Event) -> dict[str, Any]:
@@ -604,7 +609,7 @@ class Mapper:
         ok = isinstance(ret, int) and not sd.is_error(ret)
         if name == "connect" and ret == -_EINPROGRESS:
             ok = True
-        base = self._pbase(p, ev)
+        base: dict[str, Any] | None = None  # the process fields, made when needed
         out: list[SigmaEvent] = []
 
         # the fd (before this call changes it) and the syscall's path arguments
@@ -624,28 +629,46 @@ class Mapper:
                 paths.append((path, nametype))
 
         # syscall
-        ctypes = self._ctype_map(name)
         if self._k_sc:
             plan: frozenset[str] | None | bool = None
-            if self._engine is not None:
-                plan = self._plans.get(name, True) if self._plan_by_name else True
+            if self._plan_ok:
+                if self._plan_by_name:
+                    pkey: Any = name
+                    tf = None
+                else:
+                    # the engine keys TargetFilename by its first directory: so can we
+                    tf = paths[-1][0] if paths else None
+                    if tf is None:
+                        pkey = name
+                    else:
+                        i = tf.find("/", 1)
+                        pkey = (name, tf if i < 0 else tf[:i])
+                plan = self._plans.get(pkey, True)
                 if plan is True:
-                    plan = self._engine.plan("syscall", {"Syscall": name})
-                    if self._plan_by_name:
-                        self._plans[name] = plan
+                    if len(self._plans) >= 4096:
+                        self._plans.clear()
+                    plan = self._plans[pkey] = self._engine.plan(
+                        "syscall", {"Syscall": name, "TargetFilename": tf})
             if plan is None:
+                base = self._pbase(p, ev)
                 out.append(SigmaEvent("syscall", ev.ts, ev.pid, self._syscall_fields(
-                    ev, name, f, self._pf(base, ev), ctypes, paths, fd_target, ret, ok,
-                    None), ev))
+                    ev, name, f, self._pf(base, ev), self._ctype_map(name), paths,
+                    fd_target, ret, ok, None), ev))
             elif isinstance(plan, frozenset):
-                out.append(self._partial_syscall(ev, name, f, base, ctypes, paths,
-                                                 fd_target, ret, ok, plan))
+                base = self._pbase(p, ev)
+                out.append(self._partial_syscall(ev, name, f, base, self._ctype_map(name),
+                                                 paths, fd_target, ret, ok, plan))
         if self._k_au:
-            self._audit(out, ev, name, f, p, self._pf(base, ev), ctypes, paths, ret, ok)
+            if base is None:
+                base = self._pbase(p, ev)
+            self._audit(out, ev, name, f, p, self._pf(base, ev), self._ctype_map(name),
+                        paths, ret, ok)
 
         # file_event
         fe = self._file_event(name, f, p, ok, fd_target) if self._k_fe else None
         if fe is not None:
+            if base is None:
+                base = self._pbase(p, ev)
             fe_fields = self._pf(base, ev)
             fe_fields.update(fe)
             fe_fields["Syscall"] = name
@@ -656,7 +679,7 @@ class Mapper:
         if name == "connect" and self._k_nc:
             nc = self._connect(f, p, ok)
             if nc is not None:
-                nf = self._pf(base, ev)
+                nf = self._pf(base if base is not None else self._pbase(p, ev), ev)
                 nf.update(nc)
                 out.append(SigmaEvent("network_connection", ev.ts, ev.pid, nf, ev))
 
