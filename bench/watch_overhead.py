@@ -14,9 +14,12 @@ interleaved, and the medians are reported:
 The workload times itself (a small wrapper writes its wall time to a file), so the
 tracer's start-up (loading BPF programs, compiling the rules, seeding the process
 table) is not counted in "workload s"; "tool s" is the whole command. Columns:
-workload s, ratio to untraced, tool s, events (what the tool delivered), lost
-(what the kernel dropped), alerts (watch only). Target: watch within 10% of
-untraced with 0 lost.
+workload s, ratio to untraced, tool s, tool cpu (the CPU seconds of the tool's own
+process: the whole command's, from wait4, minus the workload's, which the timer
+reports; start-up included), events (what the tool delivered), lost (what the
+kernel dropped), alerts (watch only). On a machine shared with other work the
+wall ratio is noisy; the tool's CPU seconds are what it takes from the workload
+on a small machine. Target: watch within 10% of untraced with 0 lost.
 
 Run as root on a quiet machine::
 

@@ -169,8 +169,10 @@ def _doc_lines(text: str) -> list[_Doc]:
     import yaml
 
     docs: list[_Doc] = []
+    # libyaml when there (the same nodes and marks, ~10x faster: watch starts sooner)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
+        for node in yaml.compose_all(text, Loader=loader):
             d = _Doc(node.start_mark.line + 1 if node is not None else 1)
             if isinstance(node, yaml.MappingNode):
                 _walk_keys(node, "", d, 0)
@@ -379,7 +381,11 @@ class RuleSet:
         from sigma.exceptions import SigmaRuleLocation
 
         try:
-            raw_docs = list(yaml.safe_load_all(text))
+            try:  # libyaml's parser (the same resolver and constructor: the same values)
+                raw_docs = list(yaml.load_all(text, Loader=getattr(
+                    yaml, "CSafeLoader", yaml.SafeLoader)))
+            except yaml.YAMLError:
+                raw_docs = list(yaml.safe_load_all(text))  # its messages, as always
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
             line = mark.line + 1 if mark is not None else None
