@@ -947,7 +947,7 @@ class Engine:
         # who listens to whom: rule id -> [(correlator, ref index, correlation rule)]
         self._listeners: dict[str, list[tuple[Correlator, int, CompiledRule]]] = defaultdict(list)
         self.correlators: dict[str, Correlator] = {}
-        self._reads: dict[str, frozenset[str] | None] = {}
+        self._reads: dict[CompiledRule, frozenset[str] | None] = {}  # per rule object
         by_id = {r.id: r for r in rules.rules}
         needed: set[str] = set()
 
@@ -1030,10 +1030,10 @@ class Engine:
         else:
             names: set[str] = set(t.index_fields)
             for r in cands:
-                if r.id in self._reads:
-                    rr = self._reads[r.id]
+                if r in self._reads:
+                    rr = self._reads[r]
                 else:
-                    rr = self._reads[r.id] = rule_reads(r)
+                    rr = self._reads[r] = rule_reads(r)
                 if rr is None:
                     names = set()
                     break
