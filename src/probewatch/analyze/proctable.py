@@ -826,7 +826,7 @@ def _abspath(path: str, cwd: str) -> str:
         if not cwd:
             return path
         path = f"{cwd.rstrip('/')}/{path}"
-    elif "/." not in path and "//" not in path and path[-1] != "/":
+    if "/." not in path and "//" not in path and path[-1] != "/":
         return path  # already normal (the common case)
     out = os.path.normpath(path)
     return "/" + out.lstrip("/") if out.startswith("//") else out

@@ -48,6 +48,12 @@ Value details (the contract leaves them open):
   ``syscall`` equal to ``SYSCALL`` (the name), ``exit``, ``pid``, ``ppid``, ``gid``,
   ``egid``; PATH ``name`` is the resolved absolute path.
 
+``Mapper.use_engine(engine)`` (the watch Detector calls it) makes only what the rules
+can match: no ``syscall`` event for a syscall no rule names, and for the others an
+engine ``Partial`` with only the fields the candidate rules read (the engine builds the
+full event on a match). The process fields are cached per process (invalidated when
+its exec, ids, cwd or parent change).
+
 ``WATCH_SYSCALLS``: what ``probewatch watch`` traces by default; ``needed_syscalls``
 narrows it to what loaded rules can use; ``open_watch_session`` opens the BPF source.
 
@@ -63,6 +69,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -309,9 +316,10 @@ def _dfd(v: Any) -> Any:
 
 
 # per syscall: arg name -> decoder (beyond the generic rules in _decode_arg)
+_open_flags = functools.lru_cache(maxsize=1024)(open_flags)  # few distinct values
 _SPECIAL: dict[str, dict[str, Callable[[int, Mapping[str, Any]], Any]]] = {
-    "open": {"flags": lambda v, f: open_flags(v)},
-    "openat": {"flags": lambda v, f: open_flags(v)},
+    "open": {"flags": lambda v, f: _open_flags(v)},
+    "openat": {"flags": lambda v, f: _open_flags(v)},
     "unlinkat": {"flag": lambda v, f: _flags(AT_FLAGS, v)},
     "linkat": {"flags": lambda v, f: _flags(AT_FLAGS, v)},
     "fchownat": {"flag": lambda v, f: _flags(AT_FLAGS, v)},
@@ -382,6 +390,13 @@ def _sockopt(level: int, v: int) -> str:
 
 # ------------------------------------------------------------------ the mapper
 
+_ABSENT = object()
+_NO_FD_TARGET = frozenset({"openat", "openat2", "execveat"})
+#: the syscall kind's own fields (beside the process fields and the arguments)
+_SC_OWN = frozenset({"Syscall", "TargetFilename", "FdTarget", "NewName", "Return", "Errno",
+                     "Success", "Comm"})
+_Partial: Any = None  # detect.engine.Partial, bound by Mapper.use_engine
+
 
 class Mapper:
     """Event -> list[SigmaEvent] with the process table's context (module docstring).
@@ -409,14 +424,47 @@ class Mapper:
         self._ctypes: dict[str, dict[str, str]] = {}
         self._decs: dict[str, list[tuple[str, str, Decoder]]] = {}
         self._pcache: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+        self._engine: Any = None
+        self._plans: dict[Any, frozenset[str] | None | bool] = {}
+        self._pwant: dict[frozenset[str], tuple[str, ...]] = {}
+        self._plan_by_name = False
+        self._plan_ok = False
         self.errors = 0
+
+    def use_engine(self, engine: Any) -> None:
+        """Make only what ``engine`` (a detect.engine.Engine) can match: no ``syscall``
+        event for a syscall no rule names, and for the others a Partial with only the
+        fields the candidate rules read (the engine builds the full event on a match).
+        Without it (the default) every event is made in full."""
+        global _Partial
+        from .engine import Partial
+
+        _Partial = Partial
+        self._engine = engine
+        self._plans = {}
+        self._pwant = {}
+        idx = getattr(engine, "index_fields", None)
+        fields = tuple(idx("syscall")) if callable(idx) else ("?",)
+        # the plan is asked with the syscall's index fields, known before the event is
+        # made: its name, and its TargetFilename (the last path argument)
+        self._plan_ok = set(fields) <= {"Syscall", "TargetFilename"}
+        # and kept per syscall name when the name is the only index field
+        self._plan_by_name = set(fields) <= {"Syscall"}
 
     # -- process fields
     def process_fields(self, p: Process | None, ev: Event) -> dict[str, Any]:
         """The process fields of ``p`` (or what ``ev`` says when p is unknown)."""
+        out = dict(self._pbase(p, ev))
+        out["Comm"] = ev.comm
+        return out
+
+    def _pbase(self, p: Process | None, ev: Event) -> dict[str, Any]:
+        """The process fields without Comm: per process, cached until one of them
+        changes (exec, setuid, chdir, a new parent or the parent's exec). The dict
+        returned is shared: copy it before changing it."""
         if p is None:
             f = ev.fields
-            out: dict[str, Any] = {"ProcessId": ev.pid, "Comm": ev.comm}
+            out: dict[str, Any] = {"ProcessId": ev.pid}
             ppid = f.get("ppid")
             if isinstance(ppid, int) and ppid:
                 out["ParentProcessId"] = ppid
@@ -430,48 +478,50 @@ class Mapper:
                 out["User"] = self.table.user_name(uid)
             return out
         par = self.table.parent(p)
+        hit = self._pcache.get(p.pid)
+        if hit is not None:
+            k = hit[0]
+            if (k[0] == p.exec_ts and k[1] == p.uid and k[2] == p.euid and k[3] == p.gid
+                    and k[4] == p.egid and k[5] == p.cwd and k[6] == p.ppid
+                    and k[7] == p.exe and k[8] == id(par)
+                    and (par is None or k[9] == par.exe)):
+                return hit[1]
         key = (p.exec_ts, p.uid, p.euid, p.gid, p.egid, p.cwd, p.ppid, p.exe,
                id(par), par.exe if par is not None else None)
-        hit = self._pcache.get(p.pid)
-        if hit is not None and hit[0] == key:
-            out = dict(hit[1])
-        else:
-            base: dict[str, Any] = {
-                "Image": p.exe,
-                "CommandLine": p.command_line,
-                "Argv0": p.argv[0] if p.argv else "",
-                "CurrentDirectory": p.cwd,
-                "ProcessId": p.pid,
-                "ParentProcessId": p.ppid,
-                "LogonId": p.auid,
-            }
-            if p.uid >= 0:
-                base["User"] = self.table.user_name(p.uid)
-                base["Uid"] = p.uid
-            if p.euid >= 0:
-                base["Euid"] = p.euid
-            if p.gid >= 0:
-                base["Gid"] = p.gid
-            if p.egid >= 0:
-                base["Egid"] = p.egid
-            if par is not None:
-                base["ParentImage"] = par.exe
-                base["ParentCommandLine"] = par.command_line
-                gp = self.table.parent(par)
-                if gp is not None:
-                    base["GrandparentImage"] = gp.exe
-            if p.container:
-                base["ContainerId"] = p.container
-            if p.exe_name:
-                base["ExeName"] = p.exe_name
-            for k, v in p.env.items():
-                base[k] = v
-            if len(self._pcache) > 8192:
-                self._pcache.clear()
-            self._pcache[p.pid] = (key, base)
-            out = dict(base)
-        out["Comm"] = ev.comm
-        return out
+        base: dict[str, Any] = {
+            "Image": p.exe,
+            "CommandLine": p.command_line,
+            "Argv0": p.argv[0] if p.argv else "",
+            "CurrentDirectory": p.cwd,
+            "ProcessId": p.pid,
+            "ParentProcessId": p.ppid,
+            "LogonId": p.auid,
+        }
+        if p.uid >= 0:
+            base["User"] = self.table.user_name(p.uid)
+            base["Uid"] = p.uid
+        if p.euid >= 0:
+            base["Euid"] = p.euid
+        if p.gid >= 0:
+            base["Gid"] = p.gid
+        if p.egid >= 0:
+            base["Egid"] = p.egid
+        if par is not None:
+            base["ParentImage"] = par.exe
+            base["ParentCommandLine"] = par.command_line
+            gp = self.table.parent(par)
+            if gp is not None:
+                base["GrandparentImage"] = gp.exe
+        if p.container:
+            base["ContainerId"] = p.container
+        if p.exe_name:
+            base["ExeName"] = p.exe_name
+        for k2, v in p.env.items():
+            base[k2] = v
+        if len(self._pcache) > 8192:
+            self._pcache.clear()
+        self._pcache[p.pid] = (key, base)
+        return base
 
     # -- entry point
     def map(self, ev: Event) -> list[SigmaEvent]:
@@ -564,15 +614,16 @@ class Mapper:
         ok = isinstance(ret, int) and not sd.is_error(ret)
         if name == "connect" and ret == -_EINPROGRESS:
             ok = True
-        pf = self.process_fields(p, ev)
+        base: dict[str, Any] | None = None  # the process fields, made when needed
         out: list[SigmaEvent] = []
 
         # the fd (before this call changes it) and the syscall's path arguments
-        fd_arg = next((n for n in ("fd", "oldfd", "fildes") if n in f), None)
         fd_target = None
-        if fd_arg is not None and p is not None and name not in ("openat", "openat2",
-                                                                 "execveat"):
-            fd_target = p.fd(_s32(_int(f.get(fd_arg))))
+        if p is not None and p.fds and name not in _NO_FD_TARGET:
+            for fd_arg in ("fd", "oldfd", "fildes"):
+                if fd_arg in f:
+                    fd_target = p.fd(_s32(_int(f.get(fd_arg))))
+                    break
         paths: list[tuple[str, str]] = []
         for arg, nametype, dfd_arg in _PATH_ARGS.get(name, ()):
             if name == "openat" or name == "open":
@@ -583,17 +634,47 @@ class Mapper:
                 paths.append((path, nametype))
 
         # syscall
-        ctypes = self._ctype_map(name)
         if self._k_sc:
-            out.append(self._syscall_event(ev, name, f, pf, ctypes, paths, fd_target, ret,
-                                           ok))
+            plan: frozenset[str] | None | bool = None
+            if self._plan_ok:
+                if self._plan_by_name:
+                    pkey: Any = name
+                    tf = None
+                else:
+                    # the engine keys TargetFilename by its first directory: so can we
+                    tf = paths[-1][0] if paths else None
+                    if tf is None:
+                        pkey = name
+                    else:
+                        i = tf.find("/", 1)
+                        pkey = (name, tf if i < 0 else tf[:i])
+                plan = self._plans.get(pkey, True)
+                if plan is True:
+                    if len(self._plans) >= 4096:
+                        self._plans.clear()
+                    plan = self._plans[pkey] = self._engine.plan(
+                        "syscall", {"Syscall": name, "TargetFilename": tf})
+            if plan is None:
+                base = self._pbase(p, ev)
+                out.append(SigmaEvent("syscall", ev.ts, ev.pid, self._syscall_fields(
+                    ev, name, f, self._pf(base, ev), self._ctype_map(name), paths,
+                    fd_target, ret, ok, None), ev))
+            elif isinstance(plan, frozenset):
+                base = self._pbase(p, ev)
+                out.append(self._partial_syscall(ev, name, f, base, self._ctype_map(name),
+                                                 paths, fd_target, ret, ok, plan))
         if self._k_au:
-            self._audit(out, ev, name, f, p, pf, ctypes, paths, ret, ok)
+            if base is None:
+                base = self._pbase(p, ev)
+            self._audit(out, ev, name, f, p, self._pf(base, ev), self._ctype_map(name),
+                        paths, ret, ok)
 
         # file_event
         fe = self._file_event(name, f, p, ok, fd_target) if self._k_fe else None
         if fe is not None:
-            fe_fields = dict(pf)
+            if base is None:
+                base = self._pbase(p, ev)
+            fe_fields = self._pf(base, ev)
             fe_fields.update(fe)
             fe_fields["Syscall"] = name
             fe_fields["Success"] = ok
@@ -603,7 +684,7 @@ class Mapper:
         if name == "connect" and self._k_nc:
             nc = self._connect(f, p, ok)
             if nc is not None:
-                nf = dict(pf)
+                nf = self._pf(base if base is not None else self._pbase(p, ev), ev)
                 nf.update(nc)
                 out.append(SigmaEvent("network_connection", ev.ts, ev.pid, nf, ev))
 
@@ -612,11 +693,47 @@ class Mapper:
             self._track_fds(name, f, p, ret, paths)
         return out
 
+    @staticmethod
+    def _pf(base: dict[str, Any], ev: Event) -> dict[str, Any]:
+        out = dict(base)
+        out["Comm"] = ev.comm
+        return out
+
+    def _partial_syscall(self, ev: Event, name: str, f: Mapping[str, Any],
+                         base: dict[str, Any], ctypes: Mapping[str, str],
+                         paths: list[tuple[str, str]], fd_target: str | None, ret: Any,
+                         ok: bool, want: frozenset[str]) -> SigmaEvent:
+        """The syscall event with only the process fields and arguments in ``want``
+        (what the candidate rules read; the rest of the syscall's own fields are cheap
+        and kept); its ``build()`` gives the full event."""
+        pw = self._pwant.get(want)
+        if pw is None:
+            pw = self._pwant[want] = tuple(sorted(want - _SC_OWN))
+        pf = {k: base[k] for k in pw if k in base}
+        pf["Comm"] = ev.comm
+        sc = self._syscall_fields(ev, name, f, pf, ctypes, paths, fd_target, ret, ok, want)
+
+        def build() -> SigmaEvent:
+            return SigmaEvent("syscall", ev.ts, ev.pid,
+                              self._syscall_fields(ev, name, f, self._pf(base, ev), ctypes,
+                                                   paths, fd_target, ret, ok, None), ev)
+
+        return _Partial("syscall", ev.ts, ev.pid, sc, ev, build)
+
     def _syscall_event(self, ev: Event, name: str, f: Mapping[str, Any],
                        pf: dict[str, Any], ctypes: Mapping[str, str],
                        paths: list[tuple[str, str]], fd_target: str | None, ret: Any,
                        ok: bool) -> SigmaEvent:
-        sc = dict(pf)
+        return SigmaEvent("syscall", ev.ts, ev.pid,
+                          self._syscall_fields(ev, name, f, dict(pf), ctypes, paths,
+                                               fd_target, ret, ok, None), ev)
+
+    def _syscall_fields(self, ev: Event, name: str, f: Mapping[str, Any],
+                        sc: dict[str, Any], ctypes: Mapping[str, str],
+                        paths: list[tuple[str, str]], fd_target: str | None, ret: Any,
+                        ok: bool, want: frozenset[str] | None) -> dict[str, Any]:
+        """The syscall kind's own fields added to ``sc`` (the process fields, changed
+        in place); ``want``: decode only these arguments (None: all)."""
         sc["Syscall"] = name
         decs = self._decs.get(name)
         if decs is None:
@@ -624,6 +741,8 @@ class Mapper:
             decs = self._decs[name] = [(an, ct, _int_decoder(name, an, ct, special))
                                        for an, ct in ctypes.items()]
         for an, ct, dec in decs:
+            if want is not None and an not in want:
+                continue
             v = f.get(an)
             if v is None:
                 continue
@@ -647,7 +766,7 @@ class Mapper:
             if not ok:
                 sc["Errno"] = errno_name(-ret)
         sc["Success"] = ok
-        return SigmaEvent("syscall", ev.ts, ev.pid, sc, ev)
+        return sc
 
     def _audit(self, out: list[SigmaEvent], ev: Event, name: str, f: Mapping[str, Any],
                p: Process | None, pf: dict[str, Any], ctypes: Mapping[str, str],
@@ -695,7 +814,7 @@ class Mapper:
                 return None
             res: dict[str, Any] = {"TargetFilename": opened,
                                    "Operation": "create" if fl & 0o100 else "write",
-                                   "Flags": open_flags(fl)}
+                                   "Flags": _open_flags(fl)}
             if fl & 0o100:
                 res["Mode"] = _int(f.get("mode")) & 0o7777
             return res

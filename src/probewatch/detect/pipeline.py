@@ -5,6 +5,11 @@ probewatch Events, live or from a capture::
 
     Event -> ProcessTable.on_event -> Mapper.map -> Engine.process -> Alert -> Collapser
 
+The Detector hands the engine to the mapper (``Mapper.use_engine``): a syscall no loaded
+rule names makes no ``syscall`` event, and the others are made with only the fields
+their candidate rules read (an engine ``Partial``), the full event being built only on a
+match — the same alerts, at a fraction of the per-event cost.
+
 The engine never stops on a rule error (it counts them per rule); an error in the
 mapper is counted too and the event skipped. :func:`live_events` opens the event
 source: the BPF ``syscalls`` program with lifecycle events for the syscalls the
@@ -209,6 +214,10 @@ class Detector:
         self.mapper = mapper if mapper is not None else (
             new_mapper(self.table, getattr(engine, "ruleset", None))
             if engine is not None else None)
+        if engine is not None and self.mapper is not None:
+            use = getattr(self.mapper, "use_engine", None)
+            if use is not None:
+                use(engine)  # make only what the rules can match
         self.emit = emit
         self.collapser = Collapser(window_s)
         self.wall_offset_ns = (time.time_ns() - time.monotonic_ns()

@@ -478,7 +478,9 @@ class CompiledDetection:
     ``predicate(fields)`` is the convenience form; the engine calls ``fn(fields, L)``
     with one :class:`Lowered` per event shared by all rules. ``index`` is
     ``(field, keys)`` when the rule can only fire for those values of an index field
-    (``Syscall`` names, ``type`` of auditd records, Image basenames).
+    (``Syscall`` names, ``type`` of auditd records, Image basenames). ``guards``: the
+    same for every index field of the kind the rule requires (the index one included):
+    the rule cannot fire when an event's key of such a field is not among them.
     """
 
     fn: Callable[[dict[str, Any], Lowered], bool]
@@ -487,6 +489,7 @@ class CompiledDetection:
     index: tuple[str, frozenset[str]] | None
     keyword: bool
     ns: dict[str, Any] = field(repr=False)
+    guards: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
 
     def predicate(self, fields: dict[str, Any]) -> bool:
         return bool(self.fn(fields, Lowered(fields)))
@@ -495,9 +498,11 @@ class CompiledDetection:
 #: per kind, the index fields in order of preference: a rule is filed under the first
 #: one its condition requires (Syscall names, audit SYSCALL name, PATH name's first
 #: directory or record type, Image basename, first directory of TargetFilename); other
-#: rules are evaluated for every event of the kind
+#: rules are evaluated for every event of the kind. The other index fields a rule
+#: requires are its guards: it is no candidate for an event whose key of one of them
+#: is not required (an openat rule on /etc/shadow never meets an open in /usr)
 INDEX_FIELDS: dict[str, tuple[str, ...]] = {
-    "syscall": ("Syscall",),
+    "syscall": ("Syscall", "TargetFilename"),
     "auditd": ("SYSCALL", "name", "type"),
     "process_creation": ("Image",),
     "file_event": ("Image", "TargetFilename"),
@@ -839,15 +844,17 @@ def compile_detection(
     local: dict[str, Any] = {}
     exec(compile(src, f"<sigma {rule.title}>", "exec"), comp.ns, local)
     index = None
+    guards: dict[str, frozenset[str]] = {}
     for fld in INDEX_FIELDS.get(kind, ()):
         req: set[str] | None = None
         allreq = [_required(t, fld, comp) for t in trees]
         if all(r is not None for r in allreq):
             req = set().union(*[r for r in allreq if r is not None])
         if req is not None:
-            index = (fld, frozenset(req))
-            break
+            guards[fld] = frozenset(req)
+            if index is None:
+                index = (fld, frozenset(req))
     return CompiledDetection(
         fn=local["_rule"], source=src, fields=comp.fields, index=index,
-        keyword=comp.keyword, ns=comp.ns,
+        keyword=comp.keyword, ns=comp.ns, guards=guards,
     )
