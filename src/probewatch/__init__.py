@@ -9,7 +9,24 @@ Example::
             print(ev.pid, ev.comm, ev.fields["filename"])
 """
 
-from .errors import (
+import _signal  # type: ignore[import-not-found]  # C module: `signal` imports enum first
+import os as _os
+import sys as _sys
+
+# Run as the program (``python -m probewatch``: runpy sets argv[0] to "-m" while it
+# imports the package; the console script: argv[0] is .../probewatch), a ^C before
+# main() has its own handling ends it quietly with 130 rather than a traceback from
+# whatever import was running. Imported as a library, nothing changes.
+if (_sys.argv[:1] == ["-m"] or _os.path.basename(_sys.argv[0] if _sys.argv else "")
+        == "probewatch") and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+
+    def _startup_interrupt(signum: int, frame: object) -> None:
+        raise SystemExit(130)
+
+    _startup_interrupt._probewatch_startup = True  # type: ignore[attr-defined]
+    _signal.signal(_signal.SIGINT, _startup_interrupt)  # main() puts Python's back
+
+from .errors import (  # noqa: E402
     DecodeError,
     FeatureUnavailable,
     KernelRejected,

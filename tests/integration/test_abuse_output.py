@@ -318,7 +318,16 @@ def _check_deadline(took: float, out: bytes, err: str, d: float) -> None:
 
 def test_trace_deadline_with_a_slow_reader(hostile: Path) -> None:
     d = 1.5
-    took, out, err = _slow_reader_run(["trace", "t:sched:sched_switch", "--json"], d)
+    # context switches enough to fill the pipe whatever else the machine does (a quiet
+    # one made 131 switches in 1.5 s: all of them fit the pipe, nothing to cut)
+    load = subprocess.Popen([sys.executable, "-c",
+                             "import time\nt=time.time()+8\n"
+                             "while time.time()<t: time.sleep(0.0001)"])
+    try:
+        took, out, err = _slow_reader_run(["trace", "t:sched:sched_switch", "--json"], d)
+    finally:
+        load.kill()
+        load.wait()
     _check_deadline(took, out, err, d)
 
 
