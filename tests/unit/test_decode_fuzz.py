@@ -41,18 +41,51 @@ REAL_PAGES = [p for c in CAPTURES for _, p in c.pages[:3]]
 DECODER = PageDecoder(DEFAULT_LAYOUT, FORMATS)
 
 
-def all_page_paths(page: Any) -> None:
-    """Run every page reader over ``page``; only DecodeError may escape."""
-    for fn in (
-        lambda: DECODER.decode_page(page, 0, []),
-        lambda: DECODER.count_page(page),
-        lambda: list(iter_records(page)),
-        lambda: page_header(page),
-    ):
-        try:
-            fn()
-        except DecodeError:
-            pass
+def _attempt(fn: Any) -> Any:
+    """fn()'s result, or the DecodeError it raised (any other exception escapes)."""
+    try:
+        return fn()
+    except DecodeError as e:
+        assert str(e), "a DecodeError must say what is wrong"
+        return e
+
+
+def all_page_paths(page: Any) -> dict[str, Any]:
+    """Run every page reader over ``page`` (only DecodeError may escape) and check that
+    the readers that succeed agree with each other; -> each reader's result or error."""
+    events: list[Any] = []
+    r = {
+        "decode": _attempt(lambda: DECODER.decode_page(page, 0, events)),
+        "count": _attempt(lambda: DECODER.count_page(page)),
+        "records": _attempt(lambda: list(iter_records(page))),
+        "header": _attempt(lambda: page_header(page)),
+    }
+    r["events"] = events
+    recs, counts = r["records"], r["count"]
+    if isinstance(recs, list):
+        # the reference walker: every record inside the page, in order
+        for _ts, _tid, start, end in recs:
+            assert 0 <= start < end, (start, end)
+        assert [x[2] for x in recs] == sorted(x[2] for x in recs)
+        if isinstance(counts, dict):
+            # the fast counter sees exactly the records the reference walker sees
+            assert sum(counts.values()) == len(recs), (counts, len(recs))
+        if not isinstance(r["decode"], DecodeError):
+            # one Event per record of a known format, none made up
+            assert len(events) <= len(recs)
+    for ev in events:
+        assert ev.cpu == 0 and isinstance(ev.ts, int) and isinstance(ev.fields, dict)
+    if isinstance(r["header"], DecodeError):
+        # no page header: no reader may make anything of the page
+        assert all(isinstance(r[k], DecodeError) for k in ("decode", "count", "records"))
+    return r
+
+
+def _full_page_ok(page: bytes) -> None:
+    """A whole real page decodes, every record to an Event, as the fixture recorded."""
+    r = all_page_paths(page)
+    assert not any(isinstance(v, DecodeError) for v in r.values()), r
+    assert len(r["records"]) == len(r["events"]) > 0
 
 
 @st.composite
@@ -86,27 +119,38 @@ def real_page() -> st.SearchStrategy[bytes]:
 @FAST
 @given(st.binary(max_size=4200))
 def test_random_bytes_as_pages(page: bytes) -> None:
-    all_page_paths(page)
+    r = all_page_paths(page)
+    if len(page) < 16:  # shorter than a page header: nothing can be read
+        assert isinstance(r["header"], DecodeError), r
 
 
 @FAST
 @given(st.binary(max_size=512).map(
     lambda b: struct.pack("<QQ", 1, len(b)) + b))  # a sane header over random events
 def test_random_events_behind_a_valid_header(page: bytes) -> None:
-    all_page_paths(page)
+    r = all_page_paths(page)
+    hdr = r["header"]  # the sane header always reads back as written
+    assert not isinstance(hdr, DecodeError) and hdr.ts == 1, hdr
 
 
 @FAST
 @given(real_page().flatmap(lambda p: st.tuples(st.just(p), st.integers(0, len(p)))))
 def test_truncated_real_pages(args: tuple[bytes, int]) -> None:
     page, cut = args
-    all_page_paths(page[:cut])
+    if cut == len(page):
+        _full_page_ok(page)
+        return
+    r = all_page_paths(page[:cut])
+    whole = all_page_paths(page)
+    if isinstance(r["records"], list):  # what a cut page still yields is a prefix
+        assert r["records"] == whole["records"][: len(r["records"])]
 
 
 @FAST
 @given(real_page().flatmap(lambda p: mutated(p)))
 def test_mutated_real_pages(page: bytes) -> None:
-    all_page_paths(page)
+    r = all_page_paths(page)
+    assert set(r) == {"decode", "count", "records", "header", "events"}
 
 
 @FAST
@@ -115,7 +159,11 @@ def test_mutated_real_pages(page: bytes) -> None:
 def test_mutated_pages_with_random_commit(page: bytes, commit: int) -> None:
     if len(page) >= 16:
         page = page[:8] + struct.pack("<Q", commit) + page[16:]
-    all_page_paths(page)
+    r = all_page_paths(page)
+    recs = r["records"]
+    if isinstance(recs, list) and len(page) >= 16:
+        # nothing is read past the committed length the header gives
+        assert all(end <= 16 + (commit & 0xFFFFF) + 8 for *_, end in recs), (commit, recs)
 
 
 # -- format files ---------------------------------------------------------------------
@@ -131,7 +179,10 @@ def parse_or_decode_error(text: str) -> Any:
 @FAST
 @given(st.text(max_size=400))
 def test_random_text_as_format(text: str) -> None:
-    parse_or_decode_error(text)
+    fmt = parse_or_decode_error(text)
+    if fmt is not None:  # what parses is a usable format: fields laid out in the record
+        assert all(f.offset >= 0 and f.size >= 0 for f in fmt.fields)
+        assert fmt.min_size >= 0
 
 
 @FAST
@@ -142,10 +193,9 @@ def test_mutated_format_text(text: str) -> None:
     if fmt is not None:
         # whatever parsed must also decode any record without crashing
         for rec in (bytes(fmt.min_size), b"\xff" * (fmt.min_size + 64), b""):
-            try:
-                fmt.decode(rec, 0, len(rec))
-            except DecodeError:
-                pass
+            out = _attempt(lambda rec=rec: fmt.decode(rec, 0, len(rec)))
+            if not isinstance(out, DecodeError):
+                assert list(out) == [f.name for f in fmt.fields]
 
 
 _FIELD = st.builds(
@@ -172,14 +222,12 @@ def test_random_fields_and_records(fields: list[str], rec: bytes, start: int, en
     if fmt is None:
         return
     for a, b in ((0, len(rec)), (start, end)):
-        try:
-            fmt.decode(rec, a, b)
-        except DecodeError:
-            pass
-        try:
-            fmt.make_event(rec, a, b, 0, 0)
-        except DecodeError:
-            pass
+        out = _attempt(lambda a=a, b=b: fmt.decode(rec, a, b))
+        if not isinstance(out, DecodeError):
+            assert list(out) == [f.name for f in fmt.fields]
+        ev = _attempt(lambda a=a, b=b: fmt.make_event(rec, a, b, 0, 0))
+        if not isinstance(ev, DecodeError):
+            assert ev.event.endswith("fz") and set(ev.fields) <= {f.name for f in fmt.fields}
 
 
 @FAST
@@ -211,16 +259,17 @@ def test_mutated_page_layout(hp: str, he: str) -> None:
             continue
         # a layout that parses must give a decoder that survives a real page
         dec = PageDecoder(lay, FORMATS)
-        try:
-            dec.decode_page(REAL_PAGES[0], 0, [])
-        except DecodeError:
-            pass
+        events: list[Any] = []
+        out = _attempt(lambda d=dec, e=events: d.decode_page(REAL_PAGES[0], 0, e))
+        if not isinstance(out, DecodeError):
+            assert all(ev.cpu == 0 for ev in events)
+    # the real header files always parse, to the default layout
+    assert parse_page_layout(HP, HE) == DEFAULT_LAYOUT
 
 
 @FAST
 @given(st.text(max_size=200), st.text(max_size=200))
 def test_random_page_layout_text(hp: str, he: str) -> None:
-    try:
-        parse_page_layout(hp, he)
-    except DecodeError:
-        pass
+    lay = _attempt(lambda: parse_page_layout(hp, he))
+    if not isinstance(lay, DecodeError):  # text without the real fields gives no layout
+        assert "commit" in hp and "timestamp" in hp, (hp, lay)

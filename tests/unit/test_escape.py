@@ -183,6 +183,8 @@ def test_format_call_socket_data_never_raises(buf: bytes, addr: bytes) -> None:
                     0),
     ):
         _safe_line(line)
+        assert line.startswith(("write(3, ", "connect(3, ")), line
+        assert line.endswith((f"= {len(buf)}", "= 0")), line
 
 
 def test_format_call_null_path() -> None:

@@ -120,6 +120,9 @@ def test_random_text_never_raises(text: str) -> None:
     rs = RuleSet.load([], default=False)
     rs.add_yaml(text, "junk.yml")
     _check(rs)
+    # whatever came of it names the file it came from
+    assert all(p.path == "junk.yml" for p in rs.report), rs.report
+    assert all(r.path == "junk.yml" for r in rs.rules)
 
 
 @settings(max_examples=100, deadline=None)

@@ -342,27 +342,33 @@ _FRAGMENTS = [
 @settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=80))
 def test_fuzz_random_text_only_spec_errors(text: str) -> None:
-    _check_fuzz(text)
+    out = _check_fuzz(text)
+    assert isinstance(out, ProbeSpec | SpecError)
 
 
 @settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(_FRAGMENTS), max_size=24).map("".join))
 def test_fuzz_grammar_fragments_only_spec_errors(text: str) -> None:
-    _check_fuzz(text)
+    out = _check_fuzz(text)
+    assert isinstance(out, ProbeSpec | SpecError)
+    if isinstance(out, SpecError) and out.pos is not None:  # the caret points into the text
+        assert 0 <= out.pos <= len(text)
 
 
-def _check_fuzz(text: str) -> None:
+def _check_fuzz(text: str) -> ProbeSpec | SpecError:
+    """Parse ``text``: a SpecError with a message, or a spec that round-trips."""
     try:
         spec = parse_spec(text)
     except SpecError as e:
         assert e.pos is None or 0 <= e.pos <= len(text)
         assert e.message
-        return
+        return e
     assert isinstance(spec, ProbeSpec)
     # anything that parses round-trips through its canonical form
     again = parse_spec(spec.canonical())
     assert again == spec
     assert again.canonical() == spec.canonical()
+    return spec
 
 
 _ident = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True)

@@ -348,25 +348,33 @@ def test_same_name_in_two_systems() -> None:
 PARSER = TextDecoder(FORMATS)
 
 
-def _only_decode_error(line: bytes) -> None:
+def _only_decode_error(line: bytes) -> Event | LostEvents | DecodeError | None:
+    """The parser's result for ``line``, or the DecodeError it raised (nothing else)."""
     try:
-        r = PARSER.parse_line(line)
-    except DecodeError:
-        return
-    assert r is None or isinstance(r, Event | LostEvents)
+        return PARSER.parse_line(line)
+    except DecodeError as e:
+        assert str(e)
+        return e
 
 
 @FAST
 @given(st.binary(max_size=400))
 def test_random_bytes_never_crash(line: bytes) -> None:
-    _only_decode_error(line)
+    r = _only_decode_error(line)
+    assert r is None or isinstance(r, Event | LostEvents | DecodeError)
+    if isinstance(r, Event):  # whatever parses names a known event
+        assert r.event in {f"{f.system}:{f.name}" for f in FORMATS.values()}
 
 
 @FAST
 @given(st.sampled_from(BASIC_LINES + LOST.splitlines()[:3]), st.data())
 def test_truncated_and_mutated_lines_never_crash(line: bytes, data: st.DataObject) -> None:
     cut = data.draw(st.integers(0, len(line)))
-    _only_decode_error(line[:cut])
+    whole = _only_decode_error(line)
+    assert isinstance(whole, Event | LostEvents), whole  # the real line parses
+    part = _only_decode_error(line[:cut])
+    if cut == len(line):
+        assert part == whole
     b = bytearray(line)
     for _ in range(data.draw(st.integers(1, 6))):
         i = data.draw(st.integers(0, len(b)))
@@ -378,7 +386,8 @@ def test_truncated_and_mutated_lines_never_crash(line: bytes, data: st.DataObjec
             b.insert(i, ch)
         elif i < len(b):
             del b[i]
-    _only_decode_error(bytes(b))
+    r = _only_decode_error(bytes(b))
+    assert r is None or isinstance(r, Event | LostEvents | DecodeError)
 
 
 @FAST
