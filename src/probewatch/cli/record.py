@@ -18,7 +18,7 @@ from ..event import Event
 from ..sinks.jsonl import JsonLinesSink
 from ..sinks.text import TextSink, hex_fields
 from ..sinks.writer import Out
-from .runctl import TERM_GRACE, RunControl, finish_command, silence_stdout
+from .runctl import TERM_GRACE, RunControl, finish_command, output_end
 from .trace import add_common, join_spec_words, split_command
 
 if TYPE_CHECKING:
@@ -337,13 +337,8 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl
                 _pump(s, writer, args, echo, ctl)
                 if out is not None:
                     out.flush()
-            except BrokenPipeError:  # --echo's reader is gone: the recording ends
-                ended_by = signal.SIGPIPE
-                silence_stdout()
-            except SystemExit as e:  # SIGTERM/SIGHUP (the session's guard)
-                if not isinstance(e.code, int) or e.code not in (143, 129):
-                    raise
-                ended_by = e.code - 128
+            except (BrokenPipeError, SystemExit) as e:  # --echo's reader gone, SIGTERM
+                ended_by = output_end(e)
             s.stop()
             if ended_by:
                 status = "interrupted"

@@ -192,6 +192,26 @@ def signal_safe_stdout() -> TextIO:
     return out
 
 
+def output_end(e: BaseException) -> int:
+    """The signal that ended a run's printing loop: SIGPIPE for a closed output pipe
+    (stdout then goes to /dev/null), SIGTERM/SIGHUP for the session's guard's exit
+    (``SystemExit(143/129)``). Anything else is raised again.
+
+    Example::
+
+        try:
+            ...                                  # the printing loop
+        except (BrokenPipeError, SystemExit) as e:
+            ended_by = output_end(e)
+    """
+    if isinstance(e, BrokenPipeError):
+        silence_stdout()
+        return signal.SIGPIPE
+    if isinstance(e, SystemExit) and e.code in (143, 129):
+        return int(e.code) - 128
+    raise e
+
+
 def silence_stdout() -> None:
     """The reader of stdout is gone: what is still buffered goes to /dev/null."""
     try:
@@ -202,5 +222,5 @@ def silence_stdout() -> None:
         pass
 
 
-__all__ = ["INT_GRACE", "TERM_GRACE", "RunControl", "finish_command", "signal_safe_stdout",
-           "silence_stdout"]
+__all__ = ["INT_GRACE", "TERM_GRACE", "RunControl", "finish_command", "output_end",
+           "signal_safe_stdout", "silence_stdout"]

@@ -28,7 +28,7 @@ from .args import (
     strsize_arg,
     uid_arg,
 )
-from .runctl import TERM_GRACE, RunControl, finish_command, silence_stdout
+from .runctl import TERM_GRACE, RunControl, finish_command, output_end, silence_stdout
 
 EXAMPLES = """examples:
   probewatch syscalls -f -- ./prog arg        trace ./prog and its children, strace-style
@@ -218,13 +218,8 @@ def run_tool(
                             out.set_cutoff(None)
             except KeyboardInterrupt:  # ^C while it started (the session's handler)
                 ctl.interrupts += 1
-            except BrokenPipeError:
-                ended_by = signal.SIGPIPE
-                silence_stdout()
-            except SystemExit as e:  # SIGTERM/SIGHUP (the session's guard)
-                if not isinstance(e.code, int) or e.code not in (143, 129):
-                    raise
-                ended_by = e.code - 128
+            except (BrokenPipeError, SystemExit) as e:
+                ended_by = output_end(e)
             s.stop()
             for ev in pending:
                 _uncount(s, ev)

@@ -23,7 +23,7 @@ from .args import (
     refuse,
     warn,
 )
-from .runctl import TERM_GRACE, RunControl, finish_command, silence_stdout
+from .runctl import TERM_GRACE, RunControl, finish_command, output_end
 
 EXAMPLES = """examples:
   probewatch trace t:sched:sched_process_exec               exec events, system-wide
@@ -161,13 +161,8 @@ def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl) -> int:
                     sink = JsonLinesSink(out) if args.json else TextSink(out, hex_fields=hexf)
                     stream(s, args, out, sink.write, ctl, shown_events)
                 out.flush()
-            except BrokenPipeError:
-                ended_by = signal.SIGPIPE
-                silence_stdout()
-            except SystemExit as e:  # SIGTERM/SIGHUP (the session's guard)
-                if not isinstance(e.code, int) or e.code not in (143, 129):
-                    raise
-                ended_by = e.code - 128
+            except (BrokenPipeError, SystemExit) as e:
+                ended_by = output_end(e)
             s.stop()
             for ev in shown_events.pending:  # delivered (counted) but never written
                 s.counts[ev.probe] -= 1

@@ -288,14 +288,8 @@ _MODE_SYSCALLS = frozenset({"open", "openat", "creat", "chmod", "fchmod", "fchmo
                             "fchmodat2", "mkdir", "mkdirat", "mknod", "mknodat"})
 
 
-def _s32(v: int) -> int:
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v & 0x80000000 else v
-
-
-def _s64(v: int) -> int:
-    v &= 0xFFFFFFFFFFFFFFFF
-    return v - (1 << 64) if v & (1 << 63) else v
+_s32 = sd._s32  # C-type sign of syscall arguments: decode/syscalls.py's
+_s64 = sd._s64
 
 
 def _flags(table: Sequence[tuple[int, str]], v: int, zero: str = "0") -> str:
