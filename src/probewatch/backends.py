@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import FeatureUnavailable, ProbewatchError, TracefsError
 
-BACKENDS = ("auto", "ftrace", "bpf")
+BACKENDS = ("auto", "ftrace", "perf", "bpf")
 #: auto counts on bpf only up to this many tracepoints: each bpf tracepoint link costs
 #: the kernel an RCU grace period (under a global mutex) when it is closed, so 720
 #: syscall tracepoints took ~52 s to detach; a tracefs instance is removed at once
@@ -52,6 +52,8 @@ def open_session(
         raise ProbewatchError(f"unknown backend {backend!r} (have: {', '.join(BACKENDS)})")
     if backend == "bpf":
         return _bpf(**kw)
+    if backend == "perf":
+        return _perf(**kw)
     from .session import Session
 
     if backend == "auto" and counting and not user_filter and specs and all(
@@ -91,6 +93,13 @@ def _tracepoints(specs: list[str]) -> int:
         except ProbewatchError:
             continue
     return n
+
+
+def _perf(**kw: Any) -> Any:
+    from .perf_trace import PerfTraceSession
+
+    kw.pop("spool_mb", None)  # the perf rings are bounded by themselves
+    return PerfTraceSession(backend="perf", **kw)
 
 
 def _bpf(**kw: Any) -> Any:

@@ -81,9 +81,10 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    "(default: 256 MiB or 1/16 of RAM, whichever is smaller; record: a "
                    "quarter of the free disk space, spooled next to the capture); when full, the "
                    "kernel drops events and counts them")
-    p.add_argument("--backend", choices=["auto", "ftrace", "bpf"], default="auto",
-                   help="ftrace (private tracefs instance), bpf (eBPF programs; --filter is"
-                   " evaluated in user space) or auto (ftrace; bpf for --count without --filter)")
+    p.add_argument("--backend", choices=["auto", "ftrace", "perf", "bpf"], default="auto",
+                   help="ftrace (private tracefs instance), perf (perf_event rings; fd-based"
+                   " uprobes), bpf (eBPF programs; --filter is evaluated in user space) or"
+                   " auto (picked by kernel features and measured speed; see backends.py)")
     p.set_defaults(accepts_command=True)
 
 
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _start(s: Any, count_only: bool) -> None:
-    if s.backend == "bpf":
+    if s.backend in ("bpf", "perf"):
         s.start(count_only=count_only)  # counts in the kernel when it can
     else:
         s.start()

@@ -1,0 +1,475 @@
+"""perf_event collection: one perf event per probe and CPU, one mmap ring per CPU.
+
+Every probe is opened with perf_event_open(2) on every CPU: tracepoints (and dynamic
+events defined in tracefs) as PERF_TYPE_TRACEPOINT, uprobes/uretprobes through the
+``uprobe`` PMU and kprobes through the ``kprobe`` PMU. The PMU probes are fd-based:
+nothing is written to tracefs and the kernel removes the probe when the last fd
+closes, so even a SIGKILLed run leaves nothing behind.
+
+Each CPU has one ring (``pages`` data pages, mmapped); the other events of that CPU
+write into it too (PERF_EVENT_IOC_SET_OUTPUT). Samples carry
+``IDENTIFIER | TID | TIME | CPU | RAW`` (plus ``REGS_USER`` for uprobes whose
+arguments are registers), timestamps on CLOCK_MONOTONIC. The RAW part is the ftrace
+record of the event, decoded by the event's
+:class:`~probewatch.decode.format.EventFormat` like ftrace's pages.
+
+Scope: ``pids`` given, the events are per task (each thread of each pid, on every CPU)
+with ``inherit``: children and new threads are traced by the kernel's inheritance, not
+by filtering every task. Without pids the events are system-wide and a kernel filter
+``common_pid != <self>`` keeps the reader out of its own trace.
+
+Losses: the kernel counts every time a probe fired for a wanted task in the event's
+counter (read(2) of the fd, inherited children included); what the rings delivered is
+counted per probe while reading; the difference is what was lost, per probe.
+PERF_RECORD_LOST records give the per-CPU totals as a cross-check (their ``id`` is
+the event that wrote next, not necessarily the one that lost).
+
+Counting only (``sampling=False``): no rings at all, the counters are read at the end
+(what ``perf stat`` does): the cheapest way to count on this backend.
+
+Example::
+
+    col = PerfCollector(pages=64)
+    i = col.add_tracepoint(fmt.id)               # fmt: an EventFormat
+    col.open()
+    col.enable()
+    col.poll(100)
+    for cpu, chunk in col.read(): ...            # whole records, see iter_records()
+    col.close()
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import mmap
+import os
+import select
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ..errors import FeatureUnavailable, KernelRejected, NotFound, ProbewatchError
+from ..kernel.perf import (
+    ATTR_COMM,
+    ATTR_COMM_EXEC,
+    ATTR_DISABLED,
+    ATTR_INHERIT,
+    ATTR_SAMPLE_ID_ALL,
+    ATTR_USE_CLOCKID,
+    ATTR_WATERMARK,
+    PERF_SAMPLE_CPU,
+    PERF_SAMPLE_RAW,
+    PERF_SAMPLE_TID,
+    PERF_SAMPLE_TIME,
+    PERF_TYPE_TRACEPOINT,
+    PerfError,
+    PerfEventAttr,
+    new_attr,
+    perf_event_open,
+)
+
+PERF_SAMPLE_STREAM_ID = 1 << 9
+PERF_SAMPLE_REGS_USER = 1 << 12
+PERF_SAMPLE_IDENTIFIER = 1 << 16
+PERF_SAMPLE_REGS_ABI_NONE = 0
+
+# ioctls (linux/perf_event.h)
+IOC_ENABLE = 0x2400
+IOC_DISABLE = 0x2401
+IOC_SET_OUTPUT = 0x2405
+IOC_SET_FILTER = 0x40082406
+IOC_ID = 0x80082407
+
+# record types
+RECORD_LOST = 2
+RECORD_COMM = 3
+RECORD_SAMPLE = 9
+MISC_COMM_EXEC = 1 << 13
+
+CLOCK_MONOTONIC = 1
+PAGE = mmap.PAGESIZE
+EVENT_SOURCES = "/sys/bus/event_source/devices"
+#: data pages per CPU ring (a power of two): 4 MiB with 4 KiB pages, like ftrace's default
+DEFAULT_PAGES = 1024
+
+REC_HDR = struct.Struct("<IHH")
+#: a sample's fixed part: IDENTIFIER, TID (pid, tid), TIME, CPU (cpu, res), RAW size
+SAMPLE = struct.Struct("<QIIQIII")
+SAMPLE_RAW = REC_HDR.size + SAMPLE.size  # where the raw record starts
+LOST = struct.Struct("<QQ")
+COMM_HEAD = struct.Struct("<II")
+
+# x86_64 perf register numbers (arch/x86/include/uapi/asm/perf_regs.h), by pt_regs name
+PERF_REGS_X86_64 = {
+    "ax": 0, "bx": 1, "cx": 2, "dx": 3, "si": 4, "di": 5, "bp": 6, "sp": 7, "ip": 8,
+    "flags": 9, "cs": 10, "ss": 11,
+    **{f"r{n}": 16 + n - 8 for n in range(8, 16)},
+}
+PERF_REGS = {"x86_64": PERF_REGS_X86_64}
+
+
+def pmu_type(name: str) -> int | None:
+    """The dynamic PMU type of ``uprobe`` / ``kprobe`` (None: the kernel lacks it)."""
+    try:
+        with open(os.path.join(EVENT_SOURCES, name, "type")) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def pmu_retprobe_bit(name: str) -> int:
+    """The config bit that makes a PMU probe a return probe (``format/retprobe``:
+    ``config:0``)."""
+    try:
+        with open(os.path.join(EVENT_SOURCES, name, "format", "retprobe")) as f:
+            text = f.read().strip()
+    except OSError:
+        return 0
+    _, _, bit = text.partition(":")
+    return int(bit.split("-")[0]) if bit.strip().isdigit() else 0
+
+
+def online_cpus() -> list[int]:
+    """CPUs that are online now (``/sys/devices/system/cpu/online``)."""
+    try:
+        with open("/sys/devices/system/cpu/online") as f:
+            text = f.read().strip()
+    except OSError:
+        return list(range(os.cpu_count() or 1))
+    cpus: list[int] = []
+    for part in text.split(","):
+        a, _, b = part.partition("-")
+        cpus.extend(range(int(a), int(b or a) + 1))
+    return cpus
+
+
+def threads_of(pid: int) -> list[int]:
+    """The thread ids of ``pid`` (itself first); NotFound when it is gone."""
+    try:
+        tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        raise NotFound(f"no process with pid {pid}") from None
+    return [pid] + [t for t in tids if t != pid]
+
+
+@dataclass
+class PerfProbe:
+    """One probe to open on every CPU (and task): its attr fields and kernel filter."""
+
+    type: int
+    config: int
+    what: str  # for messages: the spec or event
+    config1: bytes | None = None  # uprobe path / kprobe function (kept alive for open)
+    config2: int = 0
+    regs_mask: int = 0
+    filter: str | None = None
+    ids: set[int] = field(default_factory=set)
+    fds: list[int] = field(default_factory=list)
+
+
+class Ring:
+    """One CPU's mmapped ring: :meth:`take` copies out what is there and frees it."""
+
+    def __init__(self, fd: int, pages: int) -> None:
+        self.size = pages * PAGE
+        try:
+            self.mm = mmap.mmap(fd, PAGE + self.size, mmap.MAP_SHARED,
+                                mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError as e:
+            raise KernelRejected(
+                f"cannot map a perf ring of {pages} pages: {e.strerror} (a smaller "
+                f"--buffer-kb, or raise /proc/sys/kernel/perf_event_mlock_kb)") from None
+        self._hdr = memoryview(self.mm)[:PAGE].cast("Q")
+        self._data = memoryview(self.mm)[PAGE:]
+        self.mask = self.size - 1
+
+    def pending(self) -> int:
+        """Bytes written and not yet taken."""
+        return int(self._hdr[128] - self._hdr[129])
+
+    def take(self) -> bytes:
+        """The records written since the last take (whole records), and frees them."""
+        hdr = self._hdr
+        head = hdr[128]  # data_head; x86 and arm64 loads of it are ordered enough here:
+        tail = hdr[129]  # the kernel publishes head after the data (smp_store_release)
+        n = head - tail
+        if n <= 0:
+            return b""
+        start = tail & self.mask
+        data = self._data
+        if start + n <= self.size:
+            chunk = bytes(data[start : start + n])
+        else:
+            chunk = bytes(data[start:]) + bytes(data[: n - (self.size - start)])
+        hdr[129] = head  # data_tail: the kernel may overwrite it now
+        return chunk
+
+    def close(self) -> None:
+        self._hdr.release()
+        self._data.release()
+        self.mm.close()
+
+
+class PerfCollector:
+    """Opens the probes' perf events, owns their rings and reads them.
+
+    ``pids``: trace only these tasks (with their threads, and their future children
+    when ``inherit``); otherwise system-wide. ``sampling=False`` opens counters only.
+    """
+
+    def __init__(self, pages: int = DEFAULT_PAGES, pids: list[int] | None = None,
+                 inherit: bool = True, sampling: bool = True, wakeup_bytes: int = 0,
+                 exclude_self: bool = True) -> None:
+        if pages < 1 or pages & (pages - 1):
+            raise ProbewatchError(f"perf ring pages must be a power of two (got {pages})")
+        self.pages = pages
+        self.pids = list(pids or [])
+        self.inherit = inherit
+        self.sampling = sampling
+        self.wakeup_bytes = wakeup_bytes or max(PAGE, min(self.pages * PAGE // 4, 256 << 10))
+        self.exclude_self = exclude_self
+        self.probes: list[PerfProbe] = []
+        self.rings: dict[int, Ring] = {}
+        self._ring_fd: dict[int, int] = {}
+        self._poll = select.poll()
+        self._opened = False
+        self._closed = False
+        self.enabled = False
+        #: PERF_RECORD_LOST totals per CPU
+        self.lost_per_cpu: dict[int, int] = {}
+        self._final_counts: list[int] | None = None
+
+    # -- what to open
+    def add_tracepoint(self, tp_id: int, what: str, filter: str | None = None) -> int:
+        """A tracepoint (or a tracefs-defined dynamic event) by its ``events/.../id``."""
+        self.probes.append(PerfProbe(PERF_TYPE_TRACEPOINT, tp_id, what, filter=filter))
+        return len(self.probes) - 1
+
+    def add_uprobe(self, path: str, offset: int, retprobe: bool, what: str,
+                   regs_mask: int = 0, filter: str | None = None) -> int:
+        """A uprobe through the ``uprobe`` PMU (fd-based: no tracefs objects)."""
+        t = pmu_type("uprobe")
+        if t is None:
+            raise FeatureUnavailable(
+                f"cannot arm {what!r} on the perf backend: this kernel has no uprobe PMU "
+                f"({EVENT_SOURCES}/uprobe; Linux 4.17+ with CONFIG_UPROBE_EVENTS)")
+        cfg = (1 << pmu_retprobe_bit("uprobe")) if retprobe else 0
+        self.probes.append(PerfProbe(t, cfg, what, config1=os.fsencode(path) + b"\0",
+                                     config2=offset, regs_mask=regs_mask, filter=filter))
+        return len(self.probes) - 1
+
+    def add_kprobe(self, function: str, offset: int, retprobe: bool, what: str,
+                   filter: str | None = None) -> int:
+        """A kprobe through the ``kprobe`` PMU."""
+        t = pmu_type("kprobe")
+        if t is None:
+            raise FeatureUnavailable(
+                f"cannot arm {what!r} on the perf backend: this kernel has no kprobe PMU "
+                f"({EVENT_SOURCES}/kprobe missing: CONFIG_KPROBE_EVENTS is off); "
+                f"kprobes cannot run here on any backend")
+        cfg = (1 << pmu_retprobe_bit("kprobe")) if retprobe else 0
+        self.probes.append(PerfProbe(t, cfg, what, config1=function.encode() + b"\0",
+                                     config2=offset, filter=filter))
+        return len(self.probes) - 1
+
+    # -- opening
+    def _attr(self, p: PerfProbe, track_comm: bool) -> tuple[PerfEventAttr, object]:
+        flags = ATTR_DISABLED | ATTR_USE_CLOCKID
+        if self.pids and self.inherit:
+            flags |= ATTR_INHERIT
+        attr = new_attr(p.type, p.config, flags)
+        attr.clockid = CLOCK_MONOTONIC
+        keep: object = None
+        if p.config1 is not None:
+            keep = ctypes.create_string_buffer(p.config1)
+            attr.config1 = ctypes.addressof(keep)
+            attr.config2 = p.config2
+        if self.sampling:
+            attr.flags |= ATTR_SAMPLE_ID_ALL | ATTR_WATERMARK
+            if track_comm:
+                attr.flags |= ATTR_COMM | ATTR_COMM_EXEC
+            attr.sample_period = 1
+            attr.sample_type = (PERF_SAMPLE_IDENTIFIER | PERF_SAMPLE_TID | PERF_SAMPLE_TIME
+                                | PERF_SAMPLE_CPU | PERF_SAMPLE_RAW)
+            if p.regs_mask:
+                attr.sample_type |= PERF_SAMPLE_REGS_USER
+                attr.sample_regs_user = p.regs_mask
+            attr.wakeup_events = self.wakeup_bytes  # union: wakeup_watermark
+        return attr, keep
+
+    def open(self) -> None:
+        """Open every probe on every CPU (and task), map the rings, set the filters.
+
+        Everything opened is recorded at once: close() releases it whatever fails.
+        """
+        if self._opened:
+            return
+        self._opened = True
+        cpus = online_cpus()
+        tasks = [-1]
+        if self.pids:
+            tasks = []
+            for pid in self.pids:
+                tasks.extend(t for t in threads_of(pid) if t not in tasks)
+        me = os.getpid()
+        for pi, p in enumerate(self.probes):
+            filt = p.filter
+            if self.exclude_self and not self.pids:
+                mine = f"common_pid != {me}"
+                filt = f"({filt}) && {mine}" if filt else mine
+            for cpu in cpus:
+                for task in tasks:
+                    attr, keep = self._attr(p, track_comm=pi == 0)
+                    try:
+                        fd = perf_event_open(attr, pid=task, cpu=cpu)
+                    except PerfError as e:
+                        raise self._open_error(p, e, task) from None
+                    del keep
+                    p.fds.append(fd)
+                    p.ids.add(_ioctl_u64(fd, IOC_ID))
+                    if filt:
+                        self._set_filter(p, fd, filt)
+                    if not self.sampling:
+                        continue
+                    ring_fd = self._ring_fd.get(cpu)
+                    if ring_fd is None:
+                        self._ring_fd[cpu] = fd
+                        self.rings[cpu] = Ring(fd, self.pages)
+                        self._poll.register(fd, select.POLLIN)
+                    else:
+                        try:
+                            fcntl.ioctl(fd, IOC_SET_OUTPUT, ring_fd)
+                        except OSError as e:
+                            raise KernelRejected(
+                                f"{p.what}: the kernel refused to share CPU {cpu}'s perf "
+                                f"ring (PERF_EVENT_IOC_SET_OUTPUT: {e.strerror})") from None
+
+    def _open_error(self, p: PerfProbe, e: PerfError, task: int) -> ProbewatchError:
+        code = e.errno or 0
+        if code == errno.ESRCH:
+            return NotFound(f"{p.what}: task {task} is gone")
+        if code in (errno.EACCES, errno.EPERM):
+            return KernelRejected(
+                f"{p.what}: perf_event_open: {os.strerror(code)} (run as root, or lower "
+                f"/proc/sys/kernel/perf_event_paranoid)")
+        if code == errno.ENOENT and p.type == PERF_TYPE_TRACEPOINT:
+            return NotFound(f"{p.what}: the kernel has no such tracepoint (id {p.config})")
+        if code == errno.EMFILE:
+            return KernelRejected(
+                f"{p.what}: out of file descriptors (probes x CPUs x threads; raise "
+                f"'ulimit -n')")
+        where = f"offset {p.config2:#x} of {p.config1[:-1].decode(errors='replace')}" \
+            if p.config1 else f"config {p.config}"
+        return KernelRejected(
+            f"the kernel refused probe {p.what!r} on the perf backend "
+            f"(perf_event_open, {where}): {os.strerror(code)}")
+
+    def _set_filter(self, p: PerfProbe, fd: int, text: str) -> None:
+        try:  # a bytes argument is passed as a pointer to a copy: the char * wanted
+            fcntl.ioctl(fd, IOC_SET_FILTER, text.encode() + b"\0")
+        except OSError as e:
+            raise KernelRejected(
+                f"the kernel refused the filter {text!r} for {p.what!r}: {e.strerror}")\
+                from None
+
+    # -- running
+    def _ioctl_all(self, req: int) -> None:
+        for p in self.probes:
+            for fd in p.fds:
+                try:
+                    fcntl.ioctl(fd, req, 0)
+                except OSError:
+                    pass
+
+    def enable(self) -> None:
+        self._ioctl_all(IOC_ENABLE)
+        self.enabled = True
+
+    def disable(self) -> None:
+        """Stop every probe; what the rings hold can still be read."""
+        if self.enabled:
+            self._ioctl_all(IOC_DISABLE)
+            self.enabled = False
+
+    def poll(self, timeout_ms: float, also: int = -1) -> None:
+        """Wait until a ring passed its wakeup watermark, ``also`` is readable, or timeout."""
+        if also >= 0:
+            self._poll.register(also, select.POLLIN)
+        try:
+            self._poll.poll(timeout_ms)
+        except InterruptedError:
+            pass
+        finally:
+            if also >= 0:
+                self._poll.unregister(also)
+
+    def read(self) -> Iterator[tuple[int, bytes]]:
+        """(cpu, records) for every ring with data; the space is freed at once."""
+        for cpu, ring in self.rings.items():
+            chunk = ring.take()
+            if chunk:
+                yield cpu, chunk
+
+    def counts(self) -> list[int]:
+        """Per probe: how many times it fired for a wanted task (the kernel's counters,
+        children included), read now or as they were at close()."""
+        if self._final_counts is not None:
+            return list(self._final_counts)
+        out = []
+        for p in self.probes:
+            n = 0
+            for fd in p.fds:
+                try:
+                    n += struct.unpack("<Q", os.read(fd, 8))[0]
+                except OSError:
+                    pass
+            out.append(n)
+        return out
+
+    def close(self) -> None:
+        """Close every event (the kernel removes PMU probes with them). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.disable()
+            self._final_counts = self.counts() if self._opened else [0] * len(self.probes)
+        finally:
+            for ring in self.rings.values():
+                ring.close()
+            self.rings.clear()
+            for p in self.probes:
+                for fd in p.fds:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+                p.fds.clear()
+
+
+def _ioctl_u64(fd: int, req: int) -> int:
+    buf = bytearray(8)
+    fcntl.ioctl(fd, req, buf)
+    return int.from_bytes(buf, "little")
+
+
+__all__ = [
+    "PerfCollector",
+    "PerfProbe",
+    "Ring",
+    "pmu_type",
+    "pmu_retprobe_bit",
+    "online_cpus",
+    "PERF_REGS",
+    "REC_HDR",
+    "SAMPLE",
+    "SAMPLE_RAW",
+    "LOST",
+    "COMM_HEAD",
+    "RECORD_SAMPLE",
+    "RECORD_LOST",
+    "RECORD_COMM",
+    "DEFAULT_PAGES",
+]

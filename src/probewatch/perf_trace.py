@@ -1,0 +1,682 @@
+"""PerfTraceSession: ``probewatch trace`` on the perf_event backend, same API and Events
+as the ftrace Session.
+
+Tracepoints (``t:``, globs) are perf tracepoint events; ``u:``/``ur:`` uprobes and
+uretprobes go through the kernel's ``uprobe`` PMU (fd-based: the kernel removes them
+when the fds close, even after SIGKILL), ``k:``/``kr:`` kprobes through the ``kprobe``
+PMU where the kernel has one. Records are decoded by the same format-driven
+decoder as ftrace's pages (:mod:`probewatch.decode.format`), and uprobe events are
+named ``probewatch_<pid>:<symbol>_<n>`` with the fields the other backends give
+(``__probe_ip`` or ``__probe_func``/``__probe_ret_ip``, then the arguments). So
+``--json`` output is interchangeable between the backends.
+
+Uprobe arguments: a PMU probe cannot fetch arguments itself; arguments that are
+registers (``argN`` up to the register arguments, ``retval``, ``%REG``) come from
+the user registers sampled with the event (PERF_SAMPLE_REGS_USER), exactly. A probe
+whose arguments read memory (``string``, ``+OFF(...)``, stack arguments) or whose
+``--filter`` names its arguments is defined in tracefs instead (``uprobe_events``,
+group ``probewatch_<pid>``, removed on close and swept after a SIGKILL, as the
+ftrace backend does) and opened as a tracepoint; the session warns when it does so.
+USDT probes (``U:``) are always defined that way.
+
+``--filter`` is the tracefs filter syntax, evaluated in the kernel
+(PERF_EVENT_IOC_SET_FILTER). ``comm`` comes from the kernel's COMM records (exec,
+rename) and /proc for tasks seen first.
+
+Example::
+
+    from probewatch.perf_trace import PerfTraceSession
+    with PerfTraceSession() as s:
+        s.add("t:sched:sched_process_exec")
+        s.trace_command(["sh", "-c", "/bin/true"])
+        for ev in s.events():
+            print(ev.pid, ev.comm, ev.fields["filename"])
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import struct
+import time
+import weakref
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Any
+
+from .collect.command import GatedCommand, SignalGuard
+from .collect.perf import (
+    COMM_HEAD,
+    LOST,
+    PAGE,
+    PERF_REGS,
+    REC_HDR,
+    RECORD_COMM,
+    RECORD_LOST,
+    RECORD_SAMPLE,
+    SAMPLE,
+    SAMPLE_RAW,
+    PerfCollector,
+)
+from .decode.format import EventFormat, load_format
+from .errors import (
+    DecodeError,
+    FeatureUnavailable,
+    KernelRejected,
+    NotFound,
+    ProbewatchError,
+    SpecError,
+)
+from .event import Event
+from .session import EventStream, Summary
+from .sources.spec import ProbeSpec, parse_spec
+from .sources.tracepoint import resolve_tracepoints
+
+_live: weakref.WeakSet[PerfTraceSession] = weakref.WeakSet()
+
+#: events younger than this (ns) wait for records of other CPUs still in flight
+ORDER_LAG_NS = 2_000_000
+#: the default ring per CPU, KiB (the ftrace backend's default buffer is the same)
+DEFAULT_BUFFER_KB = 4096
+
+
+@dataclass
+class PerfSummary(Summary):
+    """Summary plus what the perf backend knows per probe: how often each fired for a
+    wanted task (the kernel's counters: ``generated``) and how many of those the rings
+    dropped (``lost_per_probe``; delivered + lost = generated, per probe)."""
+
+    generated: dict[str, int] = field(default_factory=dict)
+    lost_per_probe: dict[str, int] = field(default_factory=dict)
+    lost_records: int = 0
+    startup: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d.update(backend="perf", generated=dict(self.generated),
+                 lost_per_probe=dict(self.lost_per_probe), lost_records=self.lost_records,
+                 startup=round(self.startup, 6))
+        return d
+
+
+@dataclass
+class _Handler:
+    """How the samples of one perf probe become Events."""
+
+    event: str
+    probe: str
+    index: int
+    fmt: EventFormat | None = None  # tracepoints and tracefs-defined probes
+    udec: Callable[[bytes, int, int], dict[str, Any]] | None = None  # PMU uprobes
+
+
+@dataclass(frozen=True)
+class _RegArg:
+    name: str
+    slot: int  # index among the sampled registers
+    size: int
+    signed: bool
+
+
+def _pmu_uprobe_decoder(args: list[_RegArg], retprobe: bool, nregs: int,
+                        faults: list[int]) -> Callable[[bytes, int, int], dict[str, Any]]:
+    """decode(buf, raw_start, raw_end) for a PMU uprobe: the ip(s) from the raw record,
+    the arguments from the sampled user registers after it."""
+    heads = struct.Struct("<8xQQ" if retprobe else "<8xQ")
+    regs = struct.Struct(f"<Q{nregs}Q")
+    masks = [(a.name, a.slot + 1, (1 << a.size * 8) - 1, a.size * 8, a.signed) for a in args]
+
+    def decode(buf: bytes, start: int, end: int) -> dict[str, Any]:
+        h = heads.unpack_from(buf, start)
+        out: dict[str, Any] = (
+            {"__probe_func": h[0], "__probe_ret_ip": h[1]} if retprobe
+            else {"__probe_ip": h[0]})
+        if not masks:
+            return out
+        if end + regs.size <= len(buf) and buf[end] | buf[end + 1]:
+            vals = regs.unpack_from(buf, end)  # abi word, then the registers
+        else:  # PERF_SAMPLE_REGS_ABI_NONE: no user registers (a kernel thread)
+            faults[0] += 1
+            vals = (0,) * (nregs + 1)
+        for name, i, mask, bits, signed in masks:
+            v = vals[i] & mask
+            if signed and v >> (bits - 1):
+                v -= 1 << bits
+            out[name] = v
+        return out
+
+    return decode
+
+
+class PerfTraceSession(EventStream):
+    """One perf_event tracing session with the public API of the ftrace Session.
+
+    Everything it creates in the kernel is a perf event fd (plus, for probes that read
+    user memory, a tracefs probe definition); close() (``with``-exit, exceptions,
+    SIGINT, SIGTERM, interpreter exit) removes it all.
+    """
+
+    backend = "perf"
+
+    def __init__(
+        self,
+        backend: str = "perf",
+        buffer_kb: int | None = None,
+        pids: Sequence[int] | None = None,
+        comm: str | None = None,
+        follow_children: bool = True,
+    ) -> None:
+        if backend not in ("auto", "perf"):
+            raise ProbewatchError(f"PerfTraceSession is the perf backend, not {backend!r}")
+        self._t_init = time.monotonic()
+        self._closed = False
+        self._command = GatedCommand()
+        self._dynamic: list[Any] = []
+        self._col: PerfCollector | None = None
+        self._signals = SignalGuard(chain=(signal.SIGINT,))
+        self._signals.install()
+        _live.add(self)
+        try:
+            from .kernel.tracefs import sweep_stale, tracefs_root
+
+            self.root = tracefs_root()
+            sweep_stale(self.root)
+        except BaseException:
+            self.close()
+            raise
+        kb = buffer_kb or DEFAULT_BUFFER_KB
+        pages = 1
+        while pages * PAGE < kb * 1024:
+            pages <<= 1
+        self._pages = pages
+        self.comm = comm
+        if comm is not None and ('"' in comm or "\\" in comm):
+            raise SpecError("comm may not contain quotes or backslashes", comm)
+        self._pids = list(pids or [])
+        self._follow = follow_children
+        self._handlers: list[_Handler] = []
+        self._pending_probes: list[tuple[str, tuple[Any, ...]]] = []
+        self._probes: dict[str, list[str]] = {}
+        self._events_seen: set[str] = set()
+        self._formats: dict[int, Any] = {}
+        self._started = False
+        self._sampling = True
+        self.counts: dict[str, int] = {}
+        self._seen: list[int] = []
+        self.warnings: list[str] = []
+        self._pending: list[Event] = []
+        self._stopped = False
+        self._done = False
+        self._t0 = 0.0
+        self._t1 = 0.0
+        self._comms: dict[int, str] = {}
+        self._faults = [0]
+        self.unknown = 0
+        self.decode_errors = 0
+        self._lost_records = 0
+        self._lost_per_cpu: dict[int, int] = {}
+
+    # -- context management
+    def __enter__(self) -> PerfTraceSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- probes
+    def _kernel_filter(self, user: str | None) -> str | None:
+        parts = []
+        if user and user.strip():
+            parts.append(f"({user})")
+        if self.comm:
+            parts.append(f'comm == "{self.comm}"')
+        return " && ".join(parts) or None
+
+    def add(self, spec: str, filter: str | None = None) -> list[str]:
+        """Arm a probe spec; returns the "system:name" events it produced.
+
+        Kinds: ``t:`` tracepoints (globs expand), ``u:``/``ur:`` uprobes and uretprobes,
+        ``U:`` USDT, ``k:``/``kr:`` kprobes (kprobe PMU). ``filter``: tracefs syntax,
+        run in the kernel.
+        """
+        if self._started:
+            raise ProbewatchError("cannot add probes after the session has started")
+        ps = parse_spec(spec)
+        if filter is not None and not filter.strip():
+            filter = None
+        kf = self._kernel_filter(filter)
+        names: list[str] = []
+        if ps.kind == "tracepoint":
+            assert ps.system is not None and ps.name is not None
+            for s, n in resolve_tracepoints(self.root, ps.system, ps.name):
+                ev = f"{s}:{n}"
+                if ev in self._events_seen:
+                    continue
+                fmt = load_format(self.root, s, n)
+                self._add_handler(ev, spec, ("tp", fmt.id, ev, kf), fmt=fmt)
+                names.append(ev)
+        elif ps.kind in ("uprobe", "uretprobe"):
+            names = self._add_uprobe(ps, spec, filter, kf)
+        elif ps.kind == "usdt":
+            from .sources.usdt import resolve_usdt
+
+            pid = self._pids[0] if self._pids else None
+            for dp in resolve_usdt(ps, pid=pid):
+                names.append(self._add_defined(ps, spec, dp, kf))
+        elif ps.kind in ("kprobe", "kretprobe"):
+            names = self._add_kprobe(ps, spec, kf)
+        else:  # pragma: no cover - parse_spec knows no other kinds
+            raise ps.error(f"the perf backend does not support {ps.kind} probes", part="kind")
+        self._probes[spec] = names
+        self.counts.setdefault(spec, 0)
+        return names
+
+    def _add_handler(self, ev: str, spec: str, how: tuple[Any, ...],
+                     fmt: EventFormat | None = None,
+                     udec: Callable[[bytes, int, int], dict[str, Any]] | None = None) -> None:
+        h = _Handler(ev, spec, len(self._handlers), fmt=fmt, udec=udec)
+        self._handlers.append(h)
+        self._pending_probes.append((ev, how))
+        self._seen.append(0)
+        self._events_seen.add(ev)
+        if fmt is not None:
+            self._formats[fmt.id] = fmt
+
+    def _add_uprobe(self, ps: ProbeSpec, spec: str, user_filter: str | None,
+                    kf: str | None) -> list[str]:
+        from .sources.uprobe import resolve_uprobe
+
+        pid = self._pids[0] if self._pids else None
+        names = []
+        for dp in resolve_uprobe(ps, pid=pid):
+            for w in dp.warnings:
+                self.warnings.append(f"{ps.text}: {w}")
+            why = None if not (user_filter and ps.args) else "its --filter names arguments"
+            regargs: list[_RegArg] = []
+            mask = 0
+            if why is None and ps.args:
+                why, regargs, mask = _register_args(ps, dp.target_path)
+            if why is not None:
+                self.warnings.append(
+                    f"{ps.text}: defined in tracefs (uprobe_events) rather than through "
+                    f"the uprobe PMU because {why}; it is removed when the run ends")
+                names.append(self._add_defined(ps, spec, dp, kf))
+                continue
+            retprobe = ps.kind == "uretprobe"
+            ev = f"{dp.group}:{dp.name}"
+            nregs = bin(mask).count("1")
+            fmt = _uprobe_format(dp.group, dp.name, retprobe, ps, dp.target_path)
+            self._formats[-1 - len(self._handlers)] = fmt
+            self._add_handler(ev, spec, ("uprobe", dp.target_path, dp.offset, retprobe, ev,
+                                         mask, kf),
+                              udec=_pmu_uprobe_decoder(regargs, retprobe, nregs, self._faults))
+            self._dynamic_info.append(dp)
+            names.append(ev)
+        return names
+
+    @property
+    def _dynamic_info(self) -> list[Any]:
+        """Probes resolved for the PMU (reported by dynamic_probes, never in tracefs)."""
+        if not hasattr(self, "_pmu_probes"):
+            self._pmu_probes: list[Any] = []
+        return self._pmu_probes
+
+    @property
+    def dynamic_probes(self) -> list[Any]:
+        """The uprobe/kprobe/USDT probes this session resolved (DynamicProbe)."""
+        return list(self._dynamic) + list(self._dynamic_info)
+
+    def _add_kprobe(self, ps: ProbeSpec, spec: str, kf: str | None) -> list[str]:
+        from .kernel.features import check
+        from .sources.uprobe import kprobe_definition
+
+        func = ps.symbol or ""
+        if ps.args or any(c in func for c in "*?["):
+            feat = check("kprobe_events", self.root)
+            if not feat.available:
+                raise FeatureUnavailable(f"cannot arm {ps.text!r}: {feat.reason}")
+            dp = kprobe_definition(ps, function=func)
+            return [self._add_defined(ps, spec, dp, kf)]
+        dp = kprobe_definition(ps, function=func)
+        ev = f"{dp.group}:{dp.name}"
+        retprobe = ps.kind == "kretprobe"
+        fmt = _kprobe_format(dp.group, dp.name, retprobe)
+        self._formats[-1 - len(self._handlers)] = fmt
+        PerfCollector(pages=1).add_kprobe(func, ps.offset or 0, retprobe, ps.text)  # checks
+        self._add_handler(ev, spec, ("kprobe", func, ps.offset or 0, retprobe, ev, kf), fmt=fmt)
+        return [ev]
+
+    def _add_defined(self, ps: ProbeSpec, spec: str, dp: Any, kf: str | None) -> str:
+        """A probe written to tracefs (removed by close()) and opened as a tracepoint."""
+        from .kernel.features import check
+        from .kernel.tracefs import write_file
+
+        feat = check("kprobe_events" if dp.kind in ("kprobe", "kretprobe")
+                     else "uprobe_events", self.root)
+        if not feat.available:
+            raise FeatureUnavailable(f"cannot arm {ps.text!r}: {feat.reason}")
+        with self._signals.deferred():  # defined and recorded, or neither
+            try:
+                write_file(os.path.join(self.root, dp.control_file), dp.definition + "\n",
+                           append=True, root=self.root)
+            except KernelRejected as e:
+                raise KernelRejected(
+                    f"the kernel refused probe {ps.text!r} (definition: {dp.definition})\n"
+                    + str(e).split("\n", 1)[-1]) from None
+            self._dynamic.append(dp)
+        fmt = load_format(self.root, dp.group, dp.name)
+        ev = f"{dp.group}:{dp.name}"
+        self._add_handler(ev, spec, ("tp", fmt.id, ev, kf), fmt=fmt)
+        return ev
+
+    @property
+    def probes(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in self._probes.items()}
+
+    # -- commands
+    def trace_command(self, argv: Sequence[str]) -> int:
+        """Start ``argv`` gated (it waits until tracing is on) and trace it and its children."""
+        if not argv:
+            raise ProbewatchError("no command given")
+        if self._started:
+            raise ProbewatchError("trace_command() must come before start()")
+        with self._signals.deferred():
+            pid = self._command.start(argv)
+        self._pids = [pid]
+        self._follow = True
+        return pid
+
+    @property
+    def command(self) -> GatedCommand:
+        """The traced command (see :meth:`trace_command`): wait for it or stop it."""
+        return self._command
+
+    @property
+    def returncode(self) -> int | None:
+        """The traced command's exit status once it has ended (128+N: killed by signal N)."""
+        return self._command.returncode
+
+    # -- running
+    def start(self, count_only: bool = False) -> None:
+        """Open the perf events (counters only when ``count_only``), enable them, then
+        release a gated command."""
+        if self._started:
+            return
+        if not self._probes:
+            raise ProbewatchError("no probes added")
+        self._started = True
+        self._sampling = not count_only
+        with self._signals.deferred():  # the collector is recorded before it opens fds
+            col = PerfCollector(pages=self._pages, pids=self._pids,
+                                inherit=self._follow, sampling=self._sampling)
+            self._col = col
+            for _ev, how in self._pending_probes:
+                kind = how[0]
+                if kind == "tp":
+                    col.add_tracepoint(how[1], how[2], filter=how[3])
+                elif kind == "uprobe":
+                    col.add_uprobe(how[1], how[2], how[3], how[4], regs_mask=how[5],
+                                   filter=how[6])
+                else:
+                    col.add_kprobe(how[1], how[2], how[3], how[4], filter=how[5])
+            for p in self._pids:
+                if p != self._command.pid and not os.path.exists(f"/proc/{p}"):
+                    raise NotFound(f"no process with pid {p}")
+            col.open()
+            self._lost_per_cpu = dict.fromkeys(col.rings, 0)
+            self._by_id = {i: self._handlers[k] for k, p in enumerate(col.probes)
+                           for i in p.ids}
+            col.enable()
+            self._t0 = time.monotonic()
+            self._command.release()
+
+    def _decode(self, cpu: int, chunk: bytes, out: list[Event] | None) -> None:
+        """Records of one ring -> Events appended to ``out`` (None: count only)."""
+        unpack_hdr = REC_HDR.unpack_from
+        unpack_s = SAMPLE.unpack_from
+        by_id = self._by_id
+        seen = self._seen
+        comms = self._comms
+        counts = self.counts
+        pos = 0
+        n = len(chunk)
+        while pos + 8 <= n:
+            typ, _misc, size = unpack_hdr(chunk, pos)
+            if size < 8:
+                break
+            if typ == RECORD_SAMPLE:
+                sid, pid, tid, ts, scpu, _r, rsz = unpack_s(chunk, pos + 8)
+                h = by_id.get(sid)
+                if h is None:
+                    self.unknown += 1
+                    pos += size
+                    continue
+                seen[h.index] += 1
+                if out is None:
+                    counts[h.probe] += 1
+                    pos += size
+                    continue
+                start = pos + SAMPLE_RAW
+                end = start + rsz
+                comm = comms.get(tid)
+                if comm is None:
+                    comm = _proc_comm(tid)
+                    comms[tid] = comm
+                try:
+                    if h.fmt is not None and h.udec is None:
+                        ev = h.fmt.maker(chunk, start, end, ts, scpu)
+                        ev.pid = pid
+                        ev.tid = tid
+                        ev.comm = comm
+                        ev.event = h.event
+                        ev.probe = h.probe
+                    else:
+                        assert h.udec is not None
+                        ev = Event(ts, scpu, pid, tid, comm, h.event, h.probe,
+                                   h.udec(chunk, start, end))
+                except (DecodeError, struct.error):
+                    self.decode_errors += 1
+                    pos += size
+                    continue
+                out.append(ev)
+            elif typ == RECORD_LOST:
+                _id, lost = LOST.unpack_from(chunk, pos + 8)
+                self._lost_records += lost
+                self._lost_per_cpu[cpu] = self._lost_per_cpu.get(cpu, 0) + lost
+            elif typ == RECORD_COMM:
+                _pid, tid = COMM_HEAD.unpack_from(chunk, pos + 8)
+                raw = chunk[pos + 16 : pos + size]
+                comms[tid] = raw.partition(b"\0")[0].decode("utf-8", "surrogateescape")
+            pos += size
+
+    def _raw(self, duration: float | None, count_only: bool) -> Iterator[list[Event]]:
+        """Batches of time-ordered Events (count_only: empty batches while counting)."""
+        self.start(count_only=count_only)
+        col = self._col
+        assert col is not None
+        deadline = None if duration is None else self._t0 + duration
+        cmd = self._command
+        tracking = cmd.pid != 0
+        pending = self._pending
+        by_ts = attrgetter("ts")
+        while True:
+            done = self._stopped
+            if not done:
+                if deadline is not None and time.monotonic() >= deadline:
+                    done = True
+                elif tracking and cmd.exited():
+                    done = True
+            if done and col.enabled:
+                col.disable()
+            if not done:
+                wait = 100.0 if deadline is None else max(
+                    0.0, min(100.0, (deadline - time.monotonic()) * 1000))
+                col.poll(wait, cmd.pidfd if tracking else -1)
+            horizon = time.monotonic_ns() - ORDER_LAG_NS
+            for cpu, chunk in col.read():
+                self._decode(cpu, chunk, None if count_only else pending)
+            if count_only:
+                if done:
+                    break
+                yield []
+                continue
+            if pending:
+                pending.sort(key=by_ts)
+                if done:
+                    ready = pending[:]
+                    pending.clear()
+                else:
+                    i = bisect_right(pending, horizon, key=by_ts)
+                    ready = pending[:i]
+                    del pending[:i]
+                if ready:
+                    counts = self.counts
+                    for ev in ready:
+                        counts[ev.probe] += 1
+                    yield ready
+            if done:
+                break
+        if not self._sampling:  # counters only: the kernel counted everything
+            for h, n in zip(self._handlers, col.counts(), strict=True):
+                self.counts[h.probe] += n
+                self._seen[h.index] += n
+        self._done = True
+        self._t1 = time.monotonic()
+
+    def stop(self) -> None:
+        """End the trace: the probes stop now, what the rings hold can still be read."""
+        self._stopped = True
+        if self._col is not None:
+            self._col.disable()
+
+    def summary(self) -> PerfSummary:
+        col = self._col
+        gen: dict[str, int] = {}
+        lost: dict[str, int] = {}
+        if col is not None:
+            for h, n in zip(self._handlers, col.counts(), strict=True):
+                gen[h.probe] = gen.get(h.probe, 0) + n
+                lost[h.probe] = lost.get(h.probe, 0) + max(0, n - self._seen[h.index])
+        end = self._t1 or time.monotonic()
+        return PerfSummary(
+            events=dict(self.counts),
+            lost=sum(lost.values()),
+            lost_per_cpu=dict(self._lost_per_cpu),
+            unknown=self.unknown + self.decode_errors,
+            duration=end - (self._t0 or end),
+            generated=gen,
+            lost_per_probe=lost,
+            lost_records=self._lost_records,
+            startup=(self._t0 - self._t_init) if self._t0 else 0.0,
+        )
+
+    def wait_command(self) -> int | None:
+        """Wait for a traced command (after tracing ended) and return its exit status."""
+        return self._command.wait()
+
+    def close(self) -> None:
+        """Close every perf event, then remove tracefs-defined probes. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            with self._signals.deferred():
+                try:
+                    self._command.close()
+                finally:
+                    try:
+                        if self._col is not None:
+                            self._col.close()
+                    finally:
+                        self._remove_dynamic()
+        finally:
+            self._signals.restore()
+            _live.discard(self)
+
+    def _remove_dynamic(self) -> None:
+        from .kernel.tracefs import remove_dynamic_event
+
+        for dp in reversed(self._dynamic):
+            try:
+                remove_dynamic_event(self.root, dp.kind[:1], dp.group, dp.name)
+            except ProbewatchError as e:
+                self.warnings.append(str(e))
+        self._dynamic.clear()
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _proc_comm(tid: int) -> str:
+    try:
+        with open(f"/proc/{tid}/comm", "rb") as f:
+            return f.read().rstrip(b"\n").decode("utf-8", "surrogateescape")
+    except OSError:
+        return "<...>"
+
+
+def _register_args(ps: ProbeSpec, target: str) -> tuple[str | None, list[_RegArg], int]:
+    """-> (why the arguments need tracefs, or None; the register arguments; regs mask)."""
+    from .collect.bpf.generic import PT_REGS, UARG_INT, compile_uarg
+    from .elf.symbols import open_image
+    from .sources.args import abi_for
+
+    try:
+        abi = abi_for(open_image(target).machine)
+    except ValueError as e:
+        raise ps.error(str(e), part="target") from None
+    perf_regs = PERF_REGS.get(abi.name)
+    pt_regs = PT_REGS.get(abi.name)
+    if perf_regs is None or pt_regs is None:
+        return f"there is no perf register table for {abi.name}", [], 0
+    want: list[tuple[str, int, int, bool]] = []
+    for a in ps.args:
+        try:
+            ua = compile_uarg(ps, a, abi)
+        except SpecError:
+            return f"argument {a.name} is not a whole register", [], 0
+        if ua.offs or ua.kind != UARG_INT:
+            return f"argument {a.name} reads user memory", [], 0
+        reg = pt_regs[ua.reg]
+        if reg not in perf_regs:
+            return f"register %{reg} is not sampled by perf", [], 0
+        want.append((a.name, perf_regs[reg], ua.size, ua.signed))
+    mask = 0
+    for _n, bit, _s, _g in want:
+        mask |= 1 << bit
+    out = [_RegArg(n, bin(mask & ((1 << bit) - 1)).count("1"), size, signed)
+           for n, bit, size, signed in want]
+    return None, out, mask
+
+
+def _uprobe_format(group: str, name: str, retprobe: bool, ps: ProbeSpec,
+                   target: str) -> EventFormat:
+    """The format the kernel would give this probe (for ``formats`` and sinks)."""
+    from .bpf_trace import _uprobe_format as fmt_of
+    from .collect.bpf.generic import compile_uarg
+    from .elf.symbols import open_image
+    from .sources.args import abi_for
+
+    abi = abi_for(open_image(target).machine)
+    return fmt_of(group, name, [compile_uarg(ps, a, abi) for a in ps.args], retprobe)
+
+
+def _kprobe_format(group: str, name: str, retprobe: bool) -> EventFormat:
+    from .bpf_trace import _uprobe_format as fmt_of
+
+    return fmt_of(group, name, [], retprobe)
+
+
+@atexit.register
+def _close_all() -> None:
+    for s in list(_live):
+        try:
+            s.close()
+        except BaseException:
+            pass
+
+
+__all__ = ["PerfTraceSession", "PerfSummary"]
