@@ -50,11 +50,13 @@ from typing import Any
 from .collect.command import GatedCommand, SignalGuard
 from .collect.perf import (
     COMM_HEAD,
+    FORK,
     LOST,
     PAGE,
     PERF_REGS,
     REC_HDR,
     RECORD_COMM,
+    RECORD_FORK,
     RECORD_LOST,
     RECORD_SAMPLE,
     SAMPLE,
@@ -110,7 +112,7 @@ class _Handler:
     probe: str
     index: int
     fmt: EventFormat | None = None  # tracepoints and tracefs-defined probes
-    udec: Callable[[bytes, int, int], dict[str, Any]] | None = None  # PMU uprobes
+    udec: Callable[[bytes, int, int, int], dict[str, Any]] | None = None  # PMU uprobes
 
 
 @dataclass(frozen=True)
@@ -122,21 +124,23 @@ class _RegArg:
 
 
 def _pmu_uprobe_decoder(args: list[_RegArg], retprobe: bool, nregs: int,
-                        faults: list[int]) -> Callable[[bytes, int, int], dict[str, Any]]:
+                        faults: list[int]) -> Callable[[bytes, int, int, int], dict[str, Any]]:
     """decode(buf, raw_start, raw_end) for a PMU uprobe: the ip(s) from the raw record,
     the arguments from the sampled user registers after it."""
     heads = struct.Struct("<8xQQ" if retprobe else "<8xQ")
     regs = struct.Struct(f"<Q{nregs}Q")
     masks = [(a.name, a.slot + 1, (1 << a.size * 8) - 1, a.size * 8, a.signed) for a in args]
 
-    def decode(buf: bytes, start: int, end: int) -> dict[str, Any]:
+    def decode(buf: bytes, start: int, end: int, limit: int) -> dict[str, Any]:
+        if start + heads.size > end:
+            raise DecodeError("uprobe sample shorter than its addresses")
         h = heads.unpack_from(buf, start)
         out: dict[str, Any] = (
             {"__probe_func": h[0], "__probe_ret_ip": h[1]} if retprobe
             else {"__probe_ip": h[0]})
         if not masks:
             return out
-        if end + regs.size <= len(buf) and buf[end] | buf[end + 1]:
+        if end + regs.size <= limit and buf[end] | buf[end + 1]:
             vals = regs.unpack_from(buf, end)  # abi word, then the registers
         else:  # PERF_SAMPLE_REGS_ABI_NONE: no user registers (a kernel thread)
             faults[0] += 1
@@ -276,7 +280,7 @@ class PerfTraceSession(EventStream):
 
     def _add_handler(self, ev: str, spec: str, how: tuple[Any, ...],
                      fmt: EventFormat | None = None,
-                     udec: Callable[[bytes, int, int], dict[str, Any]] | None = None) -> None:
+                     udec: Callable[[bytes, int, int, int], dict[str, Any]] | None = None) -> None:
         h = _Handler(ev, spec, len(self._handlers), fmt=fmt, udec=udec)
         self._handlers.append(h)
         self._pending_probes.append((ev, how))
@@ -445,12 +449,17 @@ class PerfTraceSession(EventStream):
         n = len(chunk)
         while pos + 8 <= n:
             typ, _misc, size = unpack_hdr(chunk, pos)
-            if size < 8:
+            if size < 8 or pos + size > n:  # never from the kernel: a damaged ring
+                self.unknown += 1
                 break
             if typ == RECORD_SAMPLE:
+                if size < SAMPLE_RAW:
+                    self.unknown += 1
+                    pos += size
+                    continue
                 sid, pid, tid, ts, scpu, _r, rsz = unpack_s(chunk, pos + 8)
                 h = by_id.get(sid)
-                if h is None:
+                if h is None or SAMPLE_RAW + rsz > size:
                     self.unknown += 1
                     pos += size
                     continue
@@ -467,6 +476,8 @@ class PerfTraceSession(EventStream):
                     comms[tid] = comm
                 try:
                     if h.fmt is not None and h.udec is None:
+                        if rsz < h.fmt.min_size:
+                            raise DecodeError(f"{h.event}: short record")
                         ev = h.fmt.maker(chunk, start, end, ts, scpu)
                         ev.pid = pid
                         ev.tid = tid
@@ -476,20 +487,26 @@ class PerfTraceSession(EventStream):
                     else:
                         assert h.udec is not None
                         ev = Event(ts, scpu, pid, tid, comm, h.event, h.probe,
-                                   h.udec(chunk, start, end))
+                                   h.udec(chunk, start, end, pos + size))
                 except (DecodeError, struct.error):
                     self.decode_errors += 1
                     pos += size
                     continue
                 out.append(ev)
-            elif typ == RECORD_LOST:
+            elif typ == RECORD_LOST and size >= 24:
                 _id, lost = LOST.unpack_from(chunk, pos + 8)
                 self._lost_records += lost
                 self._lost_per_cpu[cpu] = self._lost_per_cpu.get(cpu, 0) + lost
-            elif typ == RECORD_COMM:
+            elif typ == RECORD_COMM and size >= 16:
                 _pid, tid = COMM_HEAD.unpack_from(chunk, pos + 8)
                 raw = chunk[pos + 16 : pos + size]
                 comms[tid] = raw.partition(b"\0")[0].decode("utf-8", "surrogateescape")
+            elif typ == RECORD_FORK and size >= 24:
+                _pid, _ppid, tid, ptid = FORK.unpack_from(chunk, pos + 8)
+                parent = comms.get(ptid)
+                if parent is None:
+                    parent = comms[ptid] = _proc_comm(ptid)
+                comms[tid] = parent  # a new task starts with its parent's comm
             pos += size
 
     def _raw(self, duration: float | None, count_only: bool) -> Iterator[list[Event]]:

@@ -57,6 +57,7 @@ from ..kernel.perf import (
     ATTR_DISABLED,
     ATTR_INHERIT,
     ATTR_SAMPLE_ID_ALL,
+    ATTR_TASK,
     ATTR_USE_CLOCKID,
     ATTR_WATERMARK,
     PERF_SAMPLE_CPU,
@@ -85,6 +86,7 @@ IOC_ID = 0x80082407
 # record types
 RECORD_LOST = 2
 RECORD_COMM = 3
+RECORD_FORK = 7
 RECORD_SAMPLE = 9
 MISC_COMM_EXEC = 1 << 13
 
@@ -100,6 +102,7 @@ SAMPLE = struct.Struct("<QIIQIII")
 SAMPLE_RAW = REC_HDR.size + SAMPLE.size  # where the raw record starts
 LOST = struct.Struct("<QQ")
 COMM_HEAD = struct.Struct("<II")
+FORK = struct.Struct("<IIII")  # pid, ppid, tid, ptid
 
 # x86_64 perf register numbers (arch/x86/include/uapi/asm/perf_regs.h), by pt_regs name
 PERF_REGS_X86_64 = {
@@ -289,7 +292,7 @@ class PerfCollector:
         if self.sampling:
             attr.flags |= ATTR_SAMPLE_ID_ALL | ATTR_WATERMARK
             if track_comm:
-                attr.flags |= ATTR_COMM | ATTR_COMM_EXEC
+                attr.flags |= ATTR_COMM | ATTR_COMM_EXEC | ATTR_TASK
             attr.sample_period = 1
             attr.sample_type = (PERF_SAMPLE_IDENTIFIER | PERF_SAMPLE_TID | PERF_SAMPLE_TIME
                                 | PERF_SAMPLE_CPU | PERF_SAMPLE_RAW)
@@ -471,5 +474,7 @@ __all__ = [
     "RECORD_SAMPLE",
     "RECORD_LOST",
     "RECORD_COMM",
+    "RECORD_FORK",
+    "FORK",
     "DEFAULT_PAGES",
 ]
