@@ -723,6 +723,11 @@ CONFIGS: list[tuple[str, str, Callable[[Ctx, dict[str, Any]], Run]]] = [
     ("probewatch-json-8m", f"probewatch trace {SPEC} --json --buffer-kb 8192 > /dev/null",
      make_probewatch(["--json", "--buffer-kb", "8192"])),
     ("probewatch-count", f"probewatch trace --count {SPEC}", make_probewatch(["--count"])),
+    # the three backends side by side (issue 11): streaming JSON and counting
+    *[(f"pw-json-{b}", f"probewatch trace --backend {b} {SPEC} --json > /dev/null",
+       make_probewatch(["--backend", b, "--json"])) for b in ("ftrace", "perf", "bpf")],
+    *[(f"pw-count-{b}", f"probewatch trace --backend {b} --count {SPEC}",
+       make_probewatch(["--backend", b, "--count"])) for b in ("ftrace", "perf", "bpf")],
     ("trace-cmd", f"trace-cmd record -k -d -e {SYSTEM}:{EVENT}", cfg_trace_cmd),
     ("bpftrace-count", "bpftrace, @c = count() in a map", cfg_bpftrace_count),
     ("bpftrace-printf", "bpftrace, printf per event to a file", cfg_bpftrace_printf),

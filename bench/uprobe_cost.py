@@ -109,6 +109,7 @@ class Config:
     name: str
     tool: str  # untraced | probewatch | bpftrace
     probes: tuple[str, ...]  # "u" and/or "ur"
+    backend: str = ""  # probewatch: --backend (empty: auto)
 
 
 CONFIGS = [
@@ -116,6 +117,9 @@ CONFIGS = [
     Config("probewatch-u", "probewatch", ("u",)),
     Config("probewatch-ur", "probewatch", ("ur",)),
     Config("probewatch-u+ur", "probewatch", ("u", "ur")),
+    # the same hit on each backend (issue 11): tracefs uprobe, uprobe PMU, BPF program
+    *[Config(f"pw-{b}-{k}", "probewatch", (k,), b)
+      for b in ("ftrace", "perf", "bpf") for k in ("u", "ur")],
     Config("bpftrace-u", "bpftrace", ("u",)),
     Config("bpftrace-ur", "bpftrace", ("ur",)),
     Config("bpftrace-u+ur", "bpftrace", ("u", "ur")),
@@ -128,7 +132,8 @@ def command(cfg: Config, binary: Path, n: int, report: Path, pw: list[str]) -> l
         return wl
     if cfg.tool == "probewatch":
         specs = [f"{k}:{binary}:{FUNC}" for k in cfg.probes]
-        return [*pw, "trace", "--count", "--json", *specs, "--", *wl]
+        be = ["--backend", cfg.backend] if cfg.backend else []
+        return [*pw, "trace", "--count", "--json", *be, *specs, "--", *wl]
     kinds = {"u": "uprobe", "ur": "uretprobe"}
     prog = " ".join(f"{kinds[k]}:{binary}:{FUNC} {{ @{k} = count(); }}" for k in cfg.probes)
     return ["bpftrace", "-e", prog, "-c", shlex.join(wl)]

@@ -1,12 +1,23 @@
 """Pick and open the collection backend of ``probewatch trace``.
 
-``ftrace`` is :class:`probewatch.session.Session` (a private tracefs instance);
-``bpf`` is :class:`probewatch.bpf_trace.BpfTraceSession` (generic eBPF programs);
-both take the same keyword arguments and yield the same Events. ``auto`` picks
-ftrace, and falls back to bpf when the ftrace backend cannot run here. On the
-getppid firehose ftrace delivers more events per second with less slowdown of the
-traced workload and starts faster (see the benchmark in bench/README.md or the
-report of the change that added the bpf backend), so it stays the default.
+Every backend is a :class:`probewatch.session.Session` (``Session(backend=...)``):
+``ftrace`` (a private tracefs instance), ``perf`` (perf_event rings, fd-based
+uprobes: :mod:`probewatch.perf_trace`) and ``bpf`` (generic eBPF programs:
+:mod:`probewatch.bpf_trace`); all take the same keyword arguments and yield the same
+Events. ``auto`` chooses by the job and by what the kernel offers:
+
+- streaming events: ftrace. On the getppid firehose (bench/syscall_firehose.py, 1M
+  calls, one run of every backend side by side, 2 shared CPUs) ftrace delivered all
+  1,000,000 events at 2.2 us/call (6.4x untraced), bpf all at 6.3 us/call, perf
+  371,256 (the rest lost, counted) at 9.9 us/call with its in-process reader, and
+  ftrace starts fastest; so it stays the default.
+- counting without a filter, up to :data:`AUTO_BPF_MAX_TRACEPOINTS` tracepoints:
+  bpf counts in the kernel (1.76 us/call, 289 ns of tracer CPU per event measured;
+  perf's counters 1.91 us/call and 220 ns, equal within that run's noise).
+- counting with a ``--filter``: perf. Its counters take the tracefs filter in the
+  kernel and no record crosses to user space (bpf would have to ship every record
+  to evaluate the filter, ftrace decodes pages: 612 ns of tracer CPU per event).
+- where a backend cannot run here: ftrace, then perf, then bpf.
 
 Example::
 
@@ -29,6 +40,9 @@ BACKENDS = ("auto", "ftrace", "perf", "bpf")
 #: syscall tracepoints took ~52 s to detach; a tracefs instance is removed at once
 AUTO_BPF_MAX_TRACEPOINTS = 64
 _BPF_COUNT_KINDS = {"t", "tracepoint", "u", "uprobe", "ur", "uretprobe"}
+#: auto counts on perf only while the counters fit in this many file descriptors (one
+#: per probe and CPU, and per thread with -p; the default limit is 1024)
+AUTO_PERF_MAX_FDS = 512
 
 
 def open_session(
@@ -39,14 +53,16 @@ def open_session(
     user_filter: str | None = None,
     **kw: Any,
 ) -> Any:
-    """A Session (ftrace) or BpfTraceSession (bpf) for ``backend``; same API either way.
+    """The :class:`probewatch.session.Session` of ``backend``; same API either way.
 
     kw: buffer_kb, pids, comm, follow_children, spool_mb (ftrace only) (as
     :class:`probewatch.session.Session`).
-    With ``auto``, counting-only runs of tracepoint/uprobe specs without a filter go
-    to bpf, which counts in the kernel (no record crosses to user space), unless they
-    expand to more than :data:`AUTO_BPF_MAX_TRACEPOINTS` tracepoints (detaching that
-    many bpf links takes the kernel a long time); everything else goes to ftrace.
+    With ``auto`` (see the module's docstring for the measurements): counting-only
+    runs of tracepoint/uprobe specs without a filter go to bpf, which counts in the
+    kernel, unless they expand to more than :data:`AUTO_BPF_MAX_TRACEPOINTS`
+    tracepoints (detaching that many bpf links takes the kernel a long time); with a
+    filter they go to perf's counters while they fit in :data:`AUTO_PERF_MAX_FDS`;
+    everything else goes to ftrace (then perf, then bpf where ftrace cannot run).
     """
     if backend not in BACKENDS:
         raise ProbewatchError(f"unknown backend {backend!r} (have: {', '.join(BACKENDS)})")
@@ -56,13 +72,18 @@ def open_session(
         return _perf(**kw)
     from .session import Session
 
-    if backend == "auto" and counting and not user_filter and specs and all(
-        sp.split(":", 1)[0] in _BPF_COUNT_KINDS for sp in specs
-    ) and _tracepoints(specs) <= AUTO_BPF_MAX_TRACEPOINTS:
+    countable = backend == "auto" and counting and bool(specs) and all(
+        sp.split(":", 1)[0] in _BPF_COUNT_KINDS for sp in specs or [])
+    if countable and not user_filter and _tracepoints(specs or []) <= AUTO_BPF_MAX_TRACEPOINTS:
         try:
             return _bpf(**kw)
         except ProbewatchError:
             pass  # fall through to ftrace
+    if countable and user_filter and _perf_fds(specs or [], kw) <= AUTO_PERF_MAX_FDS:
+        try:
+            return _perf(**kw)
+        except ProbewatchError:
+            pass
 
     if backend == "ftrace":
         return Session(backend="ftrace", **kw)
@@ -70,11 +91,31 @@ def open_session(
         return Session(backend="ftrace", **kw)
     except (FeatureUnavailable, TracefsError) as ftrace_err:
         try:
-            return _bpf(**kw)
-        except ProbewatchError as bpf_err:
-            raise FeatureUnavailable(
-                f"no backend can run here: ftrace: {ftrace_err}; bpf: {bpf_err}"
-            ) from None
+            return _perf(**kw)
+        except ProbewatchError as perf_err:
+            try:
+                return _bpf(**kw)
+            except ProbewatchError as bpf_err:
+                raise FeatureUnavailable(
+                    f"no backend can run here: ftrace: {ftrace_err}; perf: {perf_err}; "
+                    f"bpf: {bpf_err}") from None
+
+
+def _perf_fds(specs: list[str], kw: dict[str, Any]) -> int:
+    """About how many perf counters counting ``specs`` opens (probes x CPUs x tasks)."""
+    import os
+
+    from .collect.perf import online_cpus
+
+    probes = _tracepoints(specs) + sum(1 for sp in specs if sp.split(":", 1)[0] in (
+        "u", "uprobe", "ur", "uretprobe"))
+    tasks = 0
+    for p in kw.get("pids") or []:
+        try:
+            tasks += len(os.listdir(f"/proc/{p}/task"))
+        except OSError:
+            tasks += 1
+    return probes * len(online_cpus()) * max(1, tasks)
 
 
 def _tracepoints(specs: list[str]) -> int:

@@ -72,7 +72,7 @@ from .decode.format import (
 )
 from .errors import DecodeError, NotFound, ProbewatchError, SpecError
 from .event import Event
-from .session import EventStream, Summary
+from .session import Session, Summary
 from .sources.args import abi_for
 from .sources.spec import ProbeSpec, parse_spec
 from .sources.tracepoint import resolve_tracepoints
@@ -118,8 +118,8 @@ class _Slot:
     dyn: list[tuple[str, int, bool]] = field(default_factory=list)  # (name, offset, rel)
 
 
-class BpfTraceSession(EventStream):
-    """One BPF tracing session with the public API of :class:`probewatch.session.Session`.
+class BpfTraceSession(Session):
+    """The eBPF backend of :class:`probewatch.session.Session` (``Session(backend="bpf")``).
 
     Everything it creates in the kernel is a BPF object with fd-based links; close()
     (``with``-exit, exceptions, SIGINT, SIGTERM, interpreter exit) removes it all.
@@ -136,7 +136,10 @@ class BpfTraceSession(EventStream):
         follow_children: bool = True,
         tp_max: int = 4096,
         str_max: int = 4096,
+        spool_mb: int | None = None,
+        spool_dir: str | None = None,
     ) -> None:
+        # spool_mb / spool_dir: ftrace's; the BPF ring buffer is bounded by itself
         if backend not in ("auto", "bpf"):
             raise ProbewatchError(f"BpfTraceSession is the bpf backend, not {backend!r}")
         self._t_init = time.monotonic()

@@ -38,34 +38,23 @@ from __future__ import annotations
 import atexit
 import os
 import signal
-import struct
 import time
 import weakref
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
 from .collect.command import GatedCommand, SignalGuard
 from .collect.perf import (
-    COMM_HEAD,
-    FORK,
-    LOST,
     PAGE,
     PERF_REGS,
-    REC_HDR,
-    RECORD_COMM,
-    RECORD_FORK,
-    RECORD_LOST,
-    RECORD_SAMPLE,
-    SAMPLE,
-    SAMPLE_RAW,
     PerfCollector,
 )
 from .decode.format import EventFormat, load_format
+from .decode.perfring import Handler, PerfDecoder, RegArg, UprobeDecode, pmu_uprobe_decoder
 from .errors import (
-    DecodeError,
     FeatureUnavailable,
     KernelRejected,
     NotFound,
@@ -73,7 +62,7 @@ from .errors import (
     SpecError,
 )
 from .event import Event
-from .session import EventStream, Summary
+from .session import Session, Summary
 from .sources.spec import ProbeSpec, parse_spec
 from .sources.tracepoint import resolve_tracepoints
 
@@ -81,8 +70,10 @@ _live: weakref.WeakSet[PerfTraceSession] = weakref.WeakSet()
 
 #: events younger than this (ns) wait for records of other CPUs still in flight
 ORDER_LAG_NS = 2_000_000
-#: the default ring per CPU, KiB (the ftrace backend's default buffer is the same)
-DEFAULT_BUFFER_KB = 4096
+#: the default ring per CPU, KiB, as the bpf backend's: the reader decodes in this
+#: process, slower than a syscall firehose produces (4 MiB rings lost 63% of 1M getppid
+#: events), so the rings absorb bursts of about a million events (64-byte samples)
+DEFAULT_BUFFER_KB = 32768
 
 
 @dataclass
@@ -104,59 +95,9 @@ class PerfSummary(Summary):
         return d
 
 
-@dataclass
-class _Handler:
-    """How the samples of one perf probe become Events."""
-
-    event: str
-    probe: str
-    index: int
-    fmt: EventFormat | None = None  # tracepoints and tracefs-defined probes
-    udec: Callable[[bytes, int, int, int], dict[str, Any]] | None = None  # PMU uprobes
-
-
-@dataclass(frozen=True)
-class _RegArg:
-    name: str
-    slot: int  # index among the sampled registers
-    size: int
-    signed: bool
-
-
-def _pmu_uprobe_decoder(args: list[_RegArg], retprobe: bool, nregs: int,
-                        faults: list[int]) -> Callable[[bytes, int, int, int], dict[str, Any]]:
-    """decode(buf, raw_start, raw_end) for a PMU uprobe: the ip(s) from the raw record,
-    the arguments from the sampled user registers after it."""
-    heads = struct.Struct("<8xQQ" if retprobe else "<8xQ")
-    regs = struct.Struct(f"<Q{nregs}Q")
-    masks = [(a.name, a.slot + 1, (1 << a.size * 8) - 1, a.size * 8, a.signed) for a in args]
-
-    def decode(buf: bytes, start: int, end: int, limit: int) -> dict[str, Any]:
-        if start + heads.size > end:
-            raise DecodeError("uprobe sample shorter than its addresses")
-        h = heads.unpack_from(buf, start)
-        out: dict[str, Any] = (
-            {"__probe_func": h[0], "__probe_ret_ip": h[1]} if retprobe
-            else {"__probe_ip": h[0]})
-        if not masks:
-            return out
-        if end + regs.size <= limit and buf[end] | buf[end + 1]:
-            vals = regs.unpack_from(buf, end)  # abi word, then the registers
-        else:  # PERF_SAMPLE_REGS_ABI_NONE: no user registers (a kernel thread)
-            faults[0] += 1
-            vals = (0,) * (nregs + 1)
-        for name, i, mask, bits, signed in masks:
-            v = vals[i] & mask
-            if signed and v >> (bits - 1):
-                v -= 1 << bits
-            out[name] = v
-        return out
-
-    return decode
-
-
-class PerfTraceSession(EventStream):
-    """One perf_event tracing session with the public API of the ftrace Session.
+class PerfTraceSession(Session):
+    """The perf_event backend of :class:`probewatch.session.Session`
+    (``Session(backend="perf")``).
 
     Everything it creates in the kernel is a perf event fd (plus, for probes that read
     user memory, a tracefs probe definition); close() (``with``-exit, exceptions,
@@ -172,7 +113,10 @@ class PerfTraceSession(EventStream):
         pids: Sequence[int] | None = None,
         comm: str | None = None,
         follow_children: bool = True,
+        spool_mb: int | None = None,
+        spool_dir: str | None = None,
     ) -> None:
+        # spool_mb / spool_dir: ftrace's; the perf rings are bounded by themselves
         if backend not in ("auto", "perf"):
             raise ProbewatchError(f"PerfTraceSession is the perf backend, not {backend!r}")
         self._t_init = time.monotonic()
@@ -201,7 +145,7 @@ class PerfTraceSession(EventStream):
             raise SpecError("comm may not contain quotes or backslashes", comm)
         self._pids = list(pids or [])
         self._follow = follow_children
-        self._handlers: list[_Handler] = []
+        self._handlers: list[Handler] = []
         self._pending_probes: list[tuple[str, tuple[Any, ...]]] = []
         self._probes: dict[str, list[str]] = {}
         self._events_seen: set[str] = set()
@@ -209,19 +153,14 @@ class PerfTraceSession(EventStream):
         self._started = False
         self._sampling = True
         self.counts: dict[str, int] = {}
-        self._seen: list[int] = []
         self.warnings: list[str] = []
         self._pending: list[Event] = []
         self._stopped = False
         self._done = False
         self._t0 = 0.0
         self._t1 = 0.0
-        self._comms: dict[int, str] = {}
         self._faults = [0]
-        self.unknown = 0
-        self.decode_errors = 0
-        self._lost_records = 0
-        self._lost_per_cpu: dict[int, int] = {}
+        self._dec = PerfDecoder({}, self.counts)
 
     # -- context management
     def __enter__(self) -> PerfTraceSession:
@@ -280,11 +219,10 @@ class PerfTraceSession(EventStream):
 
     def _add_handler(self, ev: str, spec: str, how: tuple[Any, ...],
                      fmt: EventFormat | None = None,
-                     udec: Callable[[bytes, int, int, int], dict[str, Any]] | None = None) -> None:
-        h = _Handler(ev, spec, len(self._handlers), fmt=fmt, udec=udec)
+                     udec: UprobeDecode | None = None) -> None:
+        h = Handler(ev, spec, len(self._handlers), fmt=fmt, udec=udec)
         self._handlers.append(h)
         self._pending_probes.append((ev, how))
-        self._seen.append(0)
         self._events_seen.add(ev)
         if fmt is not None:
             self._formats[fmt.id] = fmt
@@ -299,7 +237,7 @@ class PerfTraceSession(EventStream):
             for w in dp.warnings:
                 self.warnings.append(f"{ps.text}: {w}")
             why = None if not (user_filter and ps.args) else "its --filter names arguments"
-            regargs: list[_RegArg] = []
+            regargs: list[RegArg] = []
             mask = 0
             if why is None and ps.args:
                 why, regargs, mask = _register_args(ps, dp.target_path)
@@ -316,7 +254,7 @@ class PerfTraceSession(EventStream):
             self._formats[-1 - len(self._handlers)] = fmt
             self._add_handler(ev, spec, ("uprobe", dp.target_path, dp.offset, retprobe, ev,
                                          mask, kf),
-                              udec=_pmu_uprobe_decoder(regargs, retprobe, nregs, self._faults))
+                              udec=pmu_uprobe_decoder(regargs, retprobe, nregs, self._faults))
             self._dynamic_info.append(dp)
             names.append(ev)
         return names
@@ -430,84 +368,13 @@ class PerfTraceSession(EventStream):
                 if p != self._command.pid and not os.path.exists(f"/proc/{p}"):
                     raise NotFound(f"no process with pid {p}")
             col.open()
-            self._lost_per_cpu = dict.fromkeys(col.rings, 0)
-            self._by_id = {i: self._handlers[k] for k, p in enumerate(col.probes)
-                           for i in p.ids}
+            self._dec = PerfDecoder(
+                {i: self._handlers[k] for k, p in enumerate(col.probes) for i in p.ids},
+                self.counts, nprobes=len(self._handlers),
+                lost_per_cpu=dict.fromkeys(col.rings, 0))
             col.enable()
             self._t0 = time.monotonic()
             self._command.release()
-
-    def _decode(self, cpu: int, chunk: bytes, out: list[Event] | None) -> None:
-        """Records of one ring -> Events appended to ``out`` (None: count only)."""
-        unpack_hdr = REC_HDR.unpack_from
-        unpack_s = SAMPLE.unpack_from
-        by_id = self._by_id
-        seen = self._seen
-        comms = self._comms
-        counts = self.counts
-        pos = 0
-        n = len(chunk)
-        while pos + 8 <= n:
-            typ, _misc, size = unpack_hdr(chunk, pos)
-            if size < 8 or pos + size > n:  # never from the kernel: a damaged ring
-                self.unknown += 1
-                break
-            if typ == RECORD_SAMPLE:
-                if size < SAMPLE_RAW:
-                    self.unknown += 1
-                    pos += size
-                    continue
-                sid, pid, tid, ts, scpu, _r, rsz = unpack_s(chunk, pos + 8)
-                h = by_id.get(sid)
-                if h is None or SAMPLE_RAW + rsz > size:
-                    self.unknown += 1
-                    pos += size
-                    continue
-                seen[h.index] += 1
-                if out is None:
-                    counts[h.probe] += 1
-                    pos += size
-                    continue
-                start = pos + SAMPLE_RAW
-                end = start + rsz
-                comm = comms.get(tid)
-                if comm is None:
-                    comm = _proc_comm(tid)
-                    comms[tid] = comm
-                try:
-                    if h.fmt is not None and h.udec is None:
-                        if rsz < h.fmt.min_size:
-                            raise DecodeError(f"{h.event}: short record")
-                        ev = h.fmt.maker(chunk, start, end, ts, scpu)
-                        ev.pid = pid
-                        ev.tid = tid
-                        ev.comm = comm
-                        ev.event = h.event
-                        ev.probe = h.probe
-                    else:
-                        assert h.udec is not None
-                        ev = Event(ts, scpu, pid, tid, comm, h.event, h.probe,
-                                   h.udec(chunk, start, end, pos + size))
-                except (DecodeError, struct.error):
-                    self.decode_errors += 1
-                    pos += size
-                    continue
-                out.append(ev)
-            elif typ == RECORD_LOST and size >= 24:
-                _id, lost = LOST.unpack_from(chunk, pos + 8)
-                self._lost_records += lost
-                self._lost_per_cpu[cpu] = self._lost_per_cpu.get(cpu, 0) + lost
-            elif typ == RECORD_COMM and size >= 16:
-                _pid, tid = COMM_HEAD.unpack_from(chunk, pos + 8)
-                raw = chunk[pos + 16 : pos + size]
-                comms[tid] = raw.partition(b"\0")[0].decode("utf-8", "surrogateescape")
-            elif typ == RECORD_FORK and size >= 24:
-                _pid, _ppid, tid, ptid = FORK.unpack_from(chunk, pos + 8)
-                parent = comms.get(ptid)
-                if parent is None:
-                    parent = comms[ptid] = _proc_comm(ptid)
-                comms[tid] = parent  # a new task starts with its parent's comm
-            pos += size
 
     def _raw(self, duration: float | None, count_only: bool) -> Iterator[list[Event]]:
         """Batches of time-ordered Events (count_only: empty batches while counting)."""
@@ -533,8 +400,9 @@ class PerfTraceSession(EventStream):
                     0.0, min(100.0, (deadline - time.monotonic()) * 1000))
                 col.poll(wait, cmd.pidfd if tracking else -1)
             horizon = time.monotonic_ns() - ORDER_LAG_NS
+            decode = self._dec.decode
             for cpu, chunk in col.read():
-                self._decode(cpu, chunk, None if count_only else pending)
+                decode(cpu, chunk, None if count_only else pending)
             if count_only:
                 if done:
                     break
@@ -559,7 +427,7 @@ class PerfTraceSession(EventStream):
         if not self._sampling:  # counters only: the kernel counted everything
             for h, n in zip(self._handlers, col.counts(), strict=True):
                 self.counts[h.probe] += n
-                self._seen[h.index] += n
+                self._dec.seen[h.index] += n
         self._done = True
         self._t1 = time.monotonic()
 
@@ -576,17 +444,17 @@ class PerfTraceSession(EventStream):
         if col is not None:
             for h, n in zip(self._handlers, col.counts(), strict=True):
                 gen[h.probe] = gen.get(h.probe, 0) + n
-                lost[h.probe] = lost.get(h.probe, 0) + max(0, n - self._seen[h.index])
+                lost[h.probe] = lost.get(h.probe, 0) + max(0, n - self._dec.seen[h.index])
         end = self._t1 or time.monotonic()
         return PerfSummary(
             events=dict(self.counts),
             lost=sum(lost.values()),
-            lost_per_cpu=dict(self._lost_per_cpu),
-            unknown=self.unknown + self.decode_errors,
+            lost_per_cpu=dict(self._dec.lost_per_cpu),
+            unknown=self._dec.unknown + self._dec.decode_errors,
             duration=end - (self._t0 or end),
             generated=gen,
             lost_per_probe=lost,
-            lost_records=self._lost_records,
+            lost_records=self._dec.lost_records,
             startup=(self._t0 - self._t_init) if self._t0 else 0.0,
         )
 
@@ -627,15 +495,7 @@ class PerfTraceSession(EventStream):
 # ------------------------------------------------------------------ helpers
 
 
-def _proc_comm(tid: int) -> str:
-    try:
-        with open(f"/proc/{tid}/comm", "rb") as f:
-            return f.read().rstrip(b"\n").decode("utf-8", "surrogateescape")
-    except OSError:
-        return "<...>"
-
-
-def _register_args(ps: ProbeSpec, target: str) -> tuple[str | None, list[_RegArg], int]:
+def _register_args(ps: ProbeSpec, target: str) -> tuple[str | None, list[RegArg], int]:
     """-> (why the arguments need tracefs, or None; the register arguments; regs mask)."""
     from .collect.bpf.generic import PT_REGS, UARG_INT, compile_uarg
     from .elf.symbols import open_image
@@ -664,7 +524,7 @@ def _register_args(ps: ProbeSpec, target: str) -> tuple[str | None, list[_RegArg
     mask = 0
     for _n, bit, _s, _g in want:
         mask |= 1 << bit
-    out = [_RegArg(n, bin(mask & ((1 << bit) - 1)).count("1"), size, signed)
+    out = [RegArg(n, bin(mask & ((1 << bit) - 1)).count("1"), size, signed)
            for n, bit, size, signed in want]
     return None, out, mask
 

@@ -53,7 +53,7 @@ from .sources.tracepoint import resolve_tracepoints
 if TYPE_CHECKING:
     from .sources.uprobe import DynamicProbe
 
-_live: weakref.WeakSet[Session] = weakref.WeakSet()
+_live: weakref.WeakSet[FtraceSession] = weakref.WeakSet()
 
 # events enabled behind the user's back to keep tid -> comm right
 _HIDDEN = (("sched", "sched_process_exec"), ("task", "task_rename"))
@@ -107,9 +107,9 @@ class Summary:
 
 
 class EventStream:
-    """The streaming half of the session API, shared by the ftrace :class:`Session` and
-    :class:`probewatch.bpf_trace.BpfTraceSession`: :meth:`events`, :meth:`batches`,
-    :meth:`drain` and :meth:`count`, all over the backend's ``_raw()`` generator of
+    """The streaming half of the session API, shared by every backend's
+    :class:`Session`: :meth:`events`, :meth:`batches`, :meth:`drain` and
+    :meth:`count`, all over the backend's ``_raw()`` generator of
     time-ordered batches (which counts what it delivers in ``counts``).
 
     Example::
@@ -199,7 +199,112 @@ class EventStream:
 
 
 class Session(EventStream):
-    """One tracing session: a private backend instance, its probes and its lifecycle.
+    """The one public session: ``Session(backend="auto" | "ftrace" | "perf" | "bpf")``.
+
+    Every backend has the same methods (:meth:`add`, :meth:`trace_command`,
+    :meth:`start`, :meth:`events` / :meth:`batches` / :meth:`drain` / :meth:`count`,
+    :meth:`stop`, :meth:`summary`, :meth:`close`) and yields the same :class:`Event`
+    records; ``Session(backend=...)`` returns the backend's subclass
+    (:class:`FtraceSession`, :class:`probewatch.perf_trace.PerfTraceSession`,
+    :class:`probewatch.bpf_trace.BpfTraceSession`). ``auto`` is ftrace (a private
+    tracefs instance); :func:`probewatch.backends.open_session` chooses by the job.
+    :meth:`summary` returns a :class:`Summary` (backends add their own counts to it).
+
+    Example::
+
+        import probewatch
+        with probewatch.Session(backend="perf") as s:
+            s.add("t:sched:sched_process_exec")
+            s.trace_command(["sh", "-c", "/bin/true"])
+            for ev in s.events():
+                print(ev.pid, ev.comm, ev.fields["filename"])
+    """
+
+    backend: str
+    warnings: list[str]
+    #: the tracefs mount (every backend reads event formats from it)
+    root: str
+
+    def __new__(cls, backend: str = "auto", *args: Any, **kw: Any) -> Session:
+        if cls is Session:
+            cls = backend_class(backend)
+        return object.__new__(cls)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(self, spec: str, filter: str | None = None) -> list[str]:
+        """Arm a probe spec; returns the "system:name" events it produced."""
+        raise NotImplementedError
+
+    def trace_command(self, argv: Sequence[str]) -> int:
+        """Start ``argv`` gated (it waits until tracing is on) and trace it and its
+        children; returns its pid."""
+        raise NotImplementedError
+
+    def start(self, count_only: bool = False) -> None:
+        """Arm everything and release a traced command (``count_only``: the backend may
+        count without delivering records)."""
+        raise NotImplementedError
+
+    @property
+    def probes(self) -> dict[str, list[str]]:
+        """spec -> the events it produced."""
+        raise NotImplementedError
+
+    @property
+    def command(self) -> GatedCommand:
+        """The traced command (see :meth:`trace_command`)."""
+        raise NotImplementedError
+
+    @property
+    def returncode(self) -> int | None:
+        """The traced command's exit status once it has ended."""
+        raise NotImplementedError
+
+    def wait_command(self) -> int | None:
+        """Wait for a traced command (after tracing ended) and return its exit status."""
+        raise NotImplementedError
+
+    def summary(self) -> Summary:
+        """What the run delivered and lost, per probe and per CPU."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Remove everything the session created in the kernel. Idempotent."""
+        raise NotImplementedError
+
+
+def backend_class(backend: str) -> type[Session]:
+    """The Session subclass of a backend name (``auto`` = ftrace).
+
+    Example::
+
+        backend_class("perf").__name__   # 'PerfTraceSession'
+    """
+    if backend in ("auto", "ftrace"):
+        return FtraceSession
+    if backend == "perf":
+        from .perf_trace import PerfTraceSession
+
+        return PerfTraceSession
+    if backend == "bpf":
+        from .bpf_session import bpf_available
+        from .bpf_trace import BpfTraceSession
+
+        ok, why = bpf_available()
+        if not ok:
+            raise FeatureUnavailable(f"the BPF backend is not usable here: {why}")
+        return BpfTraceSession
+    raise ProbewatchError(f"unknown backend {backend!r} (have: auto, ftrace, perf, bpf)")
+
+
+class FtraceSession(Session):
+    """The ftrace backend of :class:`Session`: a private tracefs instance, its probes
+    and its lifecycle.
 
     Everything the session creates in the kernel is removed by :meth:`close`, which
     runs on ``with``-exit, on exceptions, on SIGINT and SIGTERM (while events() runs in
@@ -275,13 +380,6 @@ class Session(EventStream):
             raise
         if self._text_reason is not None:
             self.warnings.append(text_warning(self._text_reason))
-
-    # -- context management
-    def __enter__(self) -> Session:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- probes
     def add(self, spec: str, filter: str | None = None) -> list[str]:
@@ -403,7 +501,9 @@ class Session(EventStream):
         return self._command
 
     # -- running
-    def start(self) -> None:
+    def start(self, count_only: bool = False) -> None:
+        """Enable the events, fork the drainer, release a traced command
+        (``count_only`` changes nothing here: pages are counted without Events)."""
         if self._started:
             return
         if not self._probes:

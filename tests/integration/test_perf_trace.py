@@ -208,3 +208,37 @@ def test_session_api_filter_and_pid(perf: str, getppid_n: Path) -> None:
         assert summ.events == {"t:syscalls:sys_enter_getppid": 300}
     finally:
         child.wait(timeout=20)
+
+
+def test_auto_counts_filtered_on_perf(perf: str, bpf: None) -> None:
+    from probewatch.backends import open_session
+
+    spec = ["t:syscalls:sys_enter_getppid"]
+    with open_session("auto", counting=True, specs=spec, user_filter="common_pid > 0") as s:
+        assert s.backend == "perf"  # counters take the filter in the kernel
+    with open_session("auto", counting=True, specs=spec) as s:
+        assert s.backend == "bpf"
+    with open_session("auto", specs=spec) as s:
+        assert s.backend == "ftrace"
+
+
+def test_one_session_class(perf: str, bpf: None) -> None:
+    import probewatch
+    from probewatch.session import FtraceSession, Session, Summary
+
+    got = {}
+    for b in ("auto", "ftrace", "perf", "bpf"):
+        with probewatch.Session(backend=b) as s:
+            assert isinstance(s, Session) and s.backend == ("ftrace" if b == "auto" else b)
+            s.add("t:sched:sched_process_exec")
+            s.trace_command(["sh", "-c", "/bin/true"])
+            got[b] = [(e.event, e.comm, e.fields["filename"]) for e in s.events()]
+            summ = s.summary()
+            assert isinstance(summ, Summary)
+            assert summ.events == {"t:sched:sched_process_exec": 2}
+    with probewatch.Session() as s:
+        assert isinstance(s, FtraceSession)
+    # the same Events from every backend (comm after each exec, as the kernel set it)
+    assert got["perf"][1] == ("sched:sched_process_exec", "true", "/bin/true")
+    assert got["perf"][0][:2] == ("sched:sched_process_exec", "sh")
+    assert got["auto"] == got["ftrace"] == got["perf"] == got["bpf"]

@@ -61,7 +61,7 @@ def add_bpf_common(p: argparse.ArgumentParser, command: bool = True) -> None:
     p.add_argument("--ringbuf-kb", type=buffer_kb_arg(per_cpu=False, lo=4, pow2=True),
                    default=65536,
                    help="ring buffer size in KiB (default 65536: ~400k events of headroom)")
-    p.add_argument("--backend", choices=["auto", "ftrace", "bpf"], default="auto",
+    p.add_argument("--backend", choices=["auto", "ftrace", "perf", "bpf"], default="auto",
                    help="collection backend (auto: BPF when the kernel allows it)")
     if command:
         # main() splits "-- COMMAND ARGS..." off into args.command_argv
@@ -88,10 +88,10 @@ def require_bpf(args: argparse.Namespace, tool: str) -> None:
     """Resolve --backend; the string-reading tools have no ftrace implementation."""
     from ..bpf_session import pick_backend
 
-    if args.backend == "ftrace":
+    if args.backend in ("ftrace", "perf"):
         raise FeatureUnavailable(
-            f"{tool} needs the bpf backend: the ftrace backend cannot read syscall string "
-            "arguments on this kernel (no kprobes/eprobes); use --backend bpf or auto"
+            f"{tool} needs the bpf backend: the {args.backend} backend cannot read syscall "
+            "string arguments on this kernel (no kprobes/eprobes); use --backend bpf or auto"
         )
     pick_backend(args.backend, needs_bpf=True)
 

@@ -79,7 +79,7 @@ def add_source_options(p: argparse.ArgumentParser) -> None:
                    help="watch only this process and its descendants; repeatable")
     p.add_argument("-d", "--duration", type=duration_arg, metavar="SECS",
                    help="stop after SECS seconds")
-    p.add_argument("--backend", choices=["auto", "bpf", "ftrace"], default="auto",
+    p.add_argument("--backend", choices=["auto", "bpf", "ftrace", "perf"], default="auto",
                    help="event source (auto: BPF, tracefs where BPF is missing)")
     p.add_argument("--ringbuf-kb", type=buffer_kb_arg(per_cpu=False, lo=4, pow2=True),
                    default=16384, metavar="KB",

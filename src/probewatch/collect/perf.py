@@ -34,7 +34,7 @@ Example::
     col.open()
     col.enable()
     col.poll(100)
-    for cpu, chunk in col.read(): ...            # whole records, see iter_records()
+    for cpu, chunk in col.read(): ...            # whole records: decode/perfring.py
     col.close()
 """
 
@@ -83,12 +83,6 @@ IOC_SET_OUTPUT = 0x2405
 IOC_SET_FILTER = 0x40082406
 IOC_ID = 0x80082407
 
-# record types
-RECORD_LOST = 2
-RECORD_COMM = 3
-RECORD_FORK = 7
-RECORD_SAMPLE = 9
-MISC_COMM_EXEC = 1 << 13
 
 CLOCK_MONOTONIC = 1
 PAGE = mmap.PAGESIZE
@@ -96,13 +90,6 @@ EVENT_SOURCES = "/sys/bus/event_source/devices"
 #: data pages per CPU ring (a power of two): 4 MiB with 4 KiB pages, like ftrace's default
 DEFAULT_PAGES = 1024
 
-REC_HDR = struct.Struct("<IHH")
-#: a sample's fixed part: IDENTIFIER, TID (pid, tid), TIME, CPU (cpu, res), RAW size
-SAMPLE = struct.Struct("<QIIQIII")
-SAMPLE_RAW = REC_HDR.size + SAMPLE.size  # where the raw record starts
-LOST = struct.Struct("<QQ")
-COMM_HEAD = struct.Struct("<II")
-FORK = struct.Struct("<IIII")  # pid, ppid, tid, ptid
 
 # x86_64 perf register numbers (arch/x86/include/uapi/asm/perf_regs.h), by pt_regs name
 PERF_REGS_X86_64 = {
@@ -170,6 +157,9 @@ class PerfProbe:
     filter: str | None = None
     ids: set[int] = field(default_factory=set)
     fds: list[int] = field(default_factory=list)
+    #: counting twins of the sampling events: the kernel stops (throttles) a sampling
+    #: event that fires too fast and then does not count it either; these never stop
+    count_fds: list[int] = field(default_factory=list)
 
 
 class Ring:
@@ -278,7 +268,8 @@ class PerfCollector:
         return len(self.probes) - 1
 
     # -- opening
-    def _attr(self, p: PerfProbe, track_comm: bool) -> tuple[PerfEventAttr, object]:
+    def _attr(self, p: PerfProbe, track_comm: bool,
+              sampling: bool = True) -> tuple[PerfEventAttr, object]:
         flags = ATTR_DISABLED | ATTR_USE_CLOCKID
         if self.pids and self.inherit:
             flags |= ATTR_INHERIT
@@ -289,7 +280,7 @@ class PerfCollector:
             keep = ctypes.create_string_buffer(p.config1)
             attr.config1 = ctypes.addressof(keep)
             attr.config2 = p.config2
-        if self.sampling:
+        if sampling:
             attr.flags |= ATTR_SAMPLE_ID_ALL | ATTR_WATERMARK
             if track_comm:
                 attr.flags |= ATTR_COMM | ATTR_COMM_EXEC | ATTR_TASK
@@ -324,18 +315,12 @@ class PerfCollector:
                 filt = f"({filt}) && {mine}" if filt else mine
             for cpu in cpus:
                 for task in tasks:
-                    attr, keep = self._attr(p, track_comm=pi == 0)
-                    try:
-                        fd = perf_event_open(attr, pid=task, cpu=cpu)
-                    except PerfError as e:
-                        raise self._open_error(p, e, task) from None
-                    del keep
+                    fd = self._open_one(p, task, cpu, filt, pi == 0, self.sampling)
                     p.fds.append(fd)
                     p.ids.add(_ioctl_u64(fd, IOC_ID))
-                    if filt:
-                        self._set_filter(p, fd, filt)
                     if not self.sampling:
                         continue
+                    p.count_fds.append(self._open_one(p, task, cpu, filt, False, False))
                     ring_fd = self._ring_fd.get(cpu)
                     if ring_fd is None:
                         self._ring_fd[cpu] = fd
@@ -348,6 +333,23 @@ class PerfCollector:
                             raise KernelRejected(
                                 f"{p.what}: the kernel refused to share CPU {cpu}'s perf "
                                 f"ring (PERF_EVENT_IOC_SET_OUTPUT: {e.strerror})") from None
+
+    def _open_one(self, p: PerfProbe, task: int, cpu: int, filt: str | None,
+                  track_comm: bool, sampling: bool) -> int:
+        attr, keep = self._attr(p, track_comm, sampling)
+        try:
+            fd = perf_event_open(attr, pid=task, cpu=cpu)
+        except PerfError as e:
+            raise self._open_error(p, e, task) from None
+        finally:
+            del keep  # the path / function name only has to live through the call
+        if filt:
+            try:
+                self._set_filter(p, fd, filt)
+            except BaseException:
+                os.close(fd)
+                raise
+        return fd
 
     def _open_error(self, p: PerfProbe, e: PerfError, task: int) -> ProbewatchError:
         code = e.errno or 0
@@ -380,7 +382,7 @@ class PerfCollector:
     # -- running
     def _ioctl_all(self, req: int) -> None:
         for p in self.probes:
-            for fd in p.fds:
+            for fd in p.count_fds + p.fds:
                 try:
                     fcntl.ioctl(fd, req, 0)
                 except OSError:
@@ -423,10 +425,10 @@ class PerfCollector:
         out = []
         for p in self.probes:
             n = 0
-            for fd in p.fds:
+            for fd in p.count_fds or p.fds:
                 try:
                     n += struct.unpack("<Q", os.read(fd, 8))[0]
-                except OSError:
+                except (OSError, struct.error):
                     pass
             out.append(n)
         return out
@@ -444,12 +446,13 @@ class PerfCollector:
                 ring.close()
             self.rings.clear()
             for p in self.probes:
-                for fd in p.fds:
+                for fd in p.fds + p.count_fds:
                     try:
                         os.close(fd)
                     except OSError:
                         pass
                 p.fds.clear()
+                p.count_fds.clear()
 
 
 def _ioctl_u64(fd: int, req: int) -> int:
@@ -466,15 +469,5 @@ __all__ = [
     "pmu_retprobe_bit",
     "online_cpus",
     "PERF_REGS",
-    "REC_HDR",
-    "SAMPLE",
-    "SAMPLE_RAW",
-    "LOST",
-    "COMM_HEAD",
-    "RECORD_SAMPLE",
-    "RECORD_LOST",
-    "RECORD_COMM",
-    "RECORD_FORK",
-    "FORK",
     "DEFAULT_PAGES",
 ]

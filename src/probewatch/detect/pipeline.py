@@ -456,9 +456,9 @@ def live_events(
     ``rules``: trace only the syscalls these rules can use (None: all watch uses)."""
     from ..bpf_session import BpfSession
 
-    why = "" if backend == "ftrace" else _bpf_problem()
-    if backend == "ftrace":
-        why = "--backend ftrace"
+    why = "" if backend in ("ftrace", "perf") else _bpf_problem()
+    if backend in ("ftrace", "perf"):
+        why = f"--backend {backend}"
     if backend == "bpf" and why:
         from ..errors import FeatureUnavailable
 
@@ -479,7 +479,9 @@ def live_events(
     from ..session import Session
 
     names = needed_syscalls(rules)
-    sess = Session(backend="ftrace", buffer_kb=buffer_kb, pids=list(pids) or None)
+    # the tracepoint path: ftrace, or perf when asked for (same Events either way)
+    tp_backend = "perf" if backend == "perf" else "ftrace"
+    sess = Session(backend=tp_backend, buffer_kb=buffer_kb, pids=list(pids) or None)
     with sess:
         probes = ["t:sched:sched_process_fork", "t:sched:sched_process_exec",
                   "t:sched:sched_process_exit"]
@@ -494,7 +496,7 @@ def live_events(
             sess.add(p)
         if command:
             sess.trace_command(list(command))
-        yield LiveSource("ftrace", sess, reason=why, probes=probes, syscalls=have,
+        yield LiveSource(tp_backend, sess, reason=why, probes=probes, syscalls=have,
                          _adapter=TracefsAdapter())
 
 
