@@ -67,15 +67,14 @@ from .decode.format import (
     KIND_REL_LOC,
     KIND_STRING,
     EventFormat,
-    load_format,
     parse_format,
 )
 from .errors import DecodeError, NotFound, ProbewatchError, SpecError
 from .event import Event
 from .session import Session, Summary
 from .sources.args import abi_for
+from .sources.probes import resolve, resolve_dynamic
 from .sources.spec import ProbeSpec, parse_spec
-from .sources.tracepoint import resolve_tracepoints
 
 _live: weakref.WeakSet[BpfTraceSession] = weakref.WeakSet()
 
@@ -208,12 +207,12 @@ class BpfTraceSession(Session):
             filter = None
         names: list[str] = []
         if ps.kind == "tracepoint":
-            assert ps.system is not None and ps.name is not None
-            for s, n in resolve_tracepoints(self.root, ps.system, ps.name):
-                ev = f"{s}:{n}"
+            for rp in resolve(ps, self.root):
+                ev = rp.event
                 if ev in self._events_seen:
                     continue
-                fmt = load_format(self.root, s, n)
+                fmt = rp.fmt
+                assert fmt is not None
                 slot = self._tp_slot(fmt, spec, filter)
                 self._col.add_tracepoint(fmt)
                 self._slots.append(slot)
@@ -243,10 +242,9 @@ class BpfTraceSession(Session):
 
     def _add_uprobe(self, ps: ProbeSpec, spec: str, filt: str | None) -> list[str]:
         from .elf.symbols import open_image
-        from .sources.uprobe import resolve_uprobe
 
         pid = self._pids[0] if self._pids else None
-        probes = resolve_uprobe(ps, pid=pid)
+        probes = resolve_dynamic(ps, self.root, pid)
         names = []
         for dp in probes:
             for w in dp.warnings:

@@ -63,8 +63,8 @@ from .errors import (
 )
 from .event import Event
 from .session import Session, Summary
+from .sources.probes import resolve, resolve_dynamic
 from .sources.spec import ProbeSpec, parse_spec
-from .sources.tracepoint import resolve_tracepoints
 
 _live: weakref.WeakSet[PerfTraceSession] = weakref.WeakSet()
 
@@ -193,22 +193,19 @@ class PerfTraceSession(Session):
         kf = self._kernel_filter(filter)
         names: list[str] = []
         if ps.kind == "tracepoint":
-            assert ps.system is not None and ps.name is not None
-            for s, n in resolve_tracepoints(self.root, ps.system, ps.name):
-                ev = f"{s}:{n}"
-                if ev in self._events_seen:
+            for rp in resolve(ps, self.root):
+                if rp.event in self._events_seen:
                     continue
-                fmt = load_format(self.root, s, n)
-                self._add_handler(ev, spec, ("tp", fmt.id, ev, kf), fmt=fmt)
-                names.append(ev)
+                assert rp.fmt is not None
+                self._add_handler(rp.event, spec, ("tp", rp.fmt.id, rp.event, kf), fmt=rp.fmt)
+                names.append(rp.event)
         elif ps.kind in ("uprobe", "uretprobe"):
             names = self._add_uprobe(ps, spec, filter, kf)
         elif ps.kind == "usdt":
-            from .sources.usdt import resolve_usdt
-
             pid = self._pids[0] if self._pids else None
-            for dp in resolve_usdt(ps, pid=pid):
-                names.append(self._add_defined(ps, spec, dp, kf))
+            for rp in resolve(ps, self.root, pid):
+                assert rp.dynamic is not None
+                names.append(self._add_defined(ps, spec, rp.dynamic, kf))
         elif ps.kind in ("kprobe", "kretprobe"):
             names = self._add_kprobe(ps, spec, kf)
         else:  # pragma: no cover - parse_spec knows no other kinds
@@ -229,11 +226,9 @@ class PerfTraceSession(Session):
 
     def _add_uprobe(self, ps: ProbeSpec, spec: str, user_filter: str | None,
                     kf: str | None) -> list[str]:
-        from .sources.uprobe import resolve_uprobe
-
         pid = self._pids[0] if self._pids else None
         names = []
-        for dp in resolve_uprobe(ps, pid=pid):
+        for dp in resolve_dynamic(ps, self.root, pid):
             for w in dp.warnings:
                 self.warnings.append(f"{ps.text}: {w}")
             why = None if not (user_filter and ps.args) else "its --filter names arguments"

@@ -47,7 +47,7 @@ from .event import Event
 from .kernel.features import check
 from .kernel.tasks import TaskCache
 from .kernel.tracefs import remove_dynamic_event, sweep_stale, tracefs_root, write_file
-from .sources.spec import ProbeSpec, has_glob, parse_spec
+from .sources.spec import ProbeSpec, parse_spec
 from .sources.tracepoint import resolve_tracepoints
 
 if TYPE_CHECKING:
@@ -414,20 +414,14 @@ class FtraceSession(Session):
 
     def _create_dynamic(self, ps: ProbeSpec) -> list[tuple[str, str]]:
         """Write uprobe/kprobe definitions to tracefs; they are removed by close()."""
-        # imported here: ELF reading is not needed by tracepoint-only sessions
-        from .sources.uprobe import kprobe_definition, resolve_uprobe
-        from .sources.usdt import resolve_usdt
+        from .sources.probes import resolve_dynamic
 
         pid = self._pids[0] if self._pids else None
         if ps.kind in ("kprobe", "kretprobe"):
             feat = check("kprobe_events", self.root)
             if not feat.available:
                 raise FeatureUnavailable(f"cannot arm {ps.text!r}: {feat.reason}")
-            probes = [kprobe_definition(ps, function=f) for f in self._kernel_functions(ps)]
-        elif ps.kind == "usdt":
-            probes = resolve_usdt(ps, pid=pid)
-        else:
-            probes = resolve_uprobe(ps, pid=pid)
+        probes = resolve_dynamic(ps, self.root, pid)  # once, as for every backend
         if ps.kind in ("uprobe", "uretprobe", "usdt"):
             feat = check("uprobe_events", self.root)
             if not feat.available:
@@ -448,29 +442,6 @@ class FtraceSession(Session):
                 self._dynamic.append(dp)
             out.append((dp.group, dp.name))
         return out
-
-    def _kernel_functions(self, ps: ProbeSpec) -> list[str]:
-        func = ps.symbol or ""
-        if not has_glob(func):
-            return [func]
-        import fnmatch
-
-        names: list[str] = []
-        path = os.path.join(self.root, "available_filter_functions")
-        try:
-            with open(path) as f:
-                for line in f:
-                    n = line.split(None, 1)[0] if line.strip() else ""
-                    if n and fnmatch.fnmatchcase(n, func) and n not in names:
-                        names.append(n)
-        except OSError:
-            raise FeatureUnavailable(f"cannot expand {func!r}: {path} unreadable") from None
-        if not names:
-            raise NotFound(f"no kernel function matches {func!r}")
-        if len(names) > 64:
-            raise ps.error(f"{func!r} matches {len(names)} kernel functions (limit 64)",
-                           part="symbol")
-        return names
 
     def _kernel_filter(self, user: str | None) -> str | None:
         parts = []

@@ -194,16 +194,23 @@ def test_kprobe_without_pmu_is_one_clear_error(perf: str) -> None:
 def test_session_api_filter_and_pid(perf: str, getppid_n: Path) -> None:
     from probewatch.backends import open_session
 
-    child = subprocess.Popen([str(getppid_n), "300", "2000"])
+    # waits for a line, then execs the calls in the same task (per-task events follow)
+    child = subprocess.Popen(["sh", "-c", f'read x; exec {getppid_n} 300'],
+                             stdin=subprocess.PIPE)
+    assert child.stdin is not None
     try:
         with open_session("perf", pids=[child.pid]) as s:
             assert s.backend == "perf"
             assert s.add("t:syscalls:sys_enter_getppid",
                          filter="__syscall_nr == 110") == ["syscalls:sys_enter_getppid"]
+            s.start()
+            child.stdin.write(b"go\n")
+            child.stdin.close()
             evs = list(s.events(duration=8, max_events=300))
             summ = s.summary()
         assert len(evs) == 300
         assert {e.pid for e in evs} == {child.pid}
+        assert {e.comm for e in evs} == {"getppid_n"}  # the exec's COMM record
         assert [e.ts for e in evs] == sorted(e.ts for e in evs)
         assert summ.events == {"t:syscalls:sys_enter_getppid": 300}
     finally:
