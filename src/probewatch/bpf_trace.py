@@ -73,7 +73,7 @@ from .errors import DecodeError, NotFound, ProbewatchError, SpecError
 from .event import Event
 from .session import Session, Summary
 from .sources.args import abi_for
-from .sources.probes import resolve, resolve_dynamic
+from .sources.probes import ResolvedProbe, resolve, resolve_dynamic
 from .sources.spec import ProbeSpec, parse_spec
 
 _live: weakref.WeakSet[BpfTraceSession] = weakref.WeakSet()
@@ -214,7 +214,7 @@ class BpfTraceSession(Session):
                 fmt = rp.fmt
                 assert fmt is not None
                 slot = self._tp_slot(fmt, spec, filter)
-                self._col.add_tracepoint(fmt)
+                self._col.arm(rp)
                 self._slots.append(slot)
                 self._formats[fmt.id] = fmt
                 self._events_seen.add(ev)
@@ -267,7 +267,7 @@ class BpfTraceSession(Session):
                     or (f.kind == KIND_INT and f.size in (1, 2, 4, 8))]
                 slot.pred = _compile(filt, ffields, ev)
                 slot.raw = _uprobe_raw(args)
-            self._col.add_uprobe(dp.target_path, dp.offset, retprobe, args)
+            self._col.arm(ResolvedProbe(ps, dp.group, dp.name, dynamic=dp), args=args)
             self._slots.append(slot)
             self._formats[-len(self._slots)] = fmt
             names.append(ev)

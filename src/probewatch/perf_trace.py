@@ -63,7 +63,7 @@ from .errors import (
 )
 from .event import Event
 from .session import Session, Summary
-from .sources.probes import resolve, resolve_dynamic
+from .sources.probes import ResolvedProbe, resolve
 from .sources.spec import ProbeSpec, parse_spec
 
 _live: weakref.WeakSet[PerfTraceSession] = weakref.WeakSet()
@@ -146,7 +146,8 @@ class PerfTraceSession(Session):
         self._pids = list(pids or [])
         self._follow = follow_children
         self._handlers: list[Handler] = []
-        self._pending_probes: list[tuple[str, tuple[Any, ...]]] = []
+        #: what start() arms: (resolved probe, kernel filter, regs mask)
+        self._pending_probes: list[tuple[ResolvedProbe, str | None, int]] = []
         self._probes: dict[str, list[str]] = {}
         self._events_seen: set[str] = set()
         self._formats: dict[int, Any] = {}
@@ -196,8 +197,7 @@ class PerfTraceSession(Session):
             for rp in resolve(ps, self.root):
                 if rp.event in self._events_seen:
                     continue
-                assert rp.fmt is not None
-                self._add_handler(rp.event, spec, ("tp", rp.fmt.id, rp.event, kf), fmt=rp.fmt)
+                self._add_handler(rp, spec, kf, fmt=rp.fmt)
                 names.append(rp.event)
         elif ps.kind in ("uprobe", "uretprobe"):
             names = self._add_uprobe(ps, spec, filter, kf)
@@ -214,21 +214,24 @@ class PerfTraceSession(Session):
         self.counts.setdefault(spec, 0)
         return names
 
-    def _add_handler(self, ev: str, spec: str, how: tuple[Any, ...],
-                     fmt: EventFormat | None = None,
-                     udec: UprobeDecode | None = None) -> None:
+    def _add_handler(self, rp: ResolvedProbe, spec: str, kf: str | None,
+                     fmt: EventFormat | None = None, udec: UprobeDecode | None = None,
+                     regs_mask: int = 0) -> None:
+        ev = rp.event
         h = Handler(ev, spec, len(self._handlers), fmt=fmt, udec=udec)
         self._handlers.append(h)
-        self._pending_probes.append((ev, how))
+        self._pending_probes.append((rp, kf, regs_mask))
         self._events_seen.add(ev)
-        if fmt is not None:
+        if fmt is not None and rp.fmt is not None:  # a kernel format (PMU ones: by index)
             self._formats[fmt.id] = fmt
 
     def _add_uprobe(self, ps: ProbeSpec, spec: str, user_filter: str | None,
                     kf: str | None) -> list[str]:
         pid = self._pids[0] if self._pids else None
         names = []
-        for dp in resolve_dynamic(ps, self.root, pid):
+        for rp in resolve(ps, self.root, pid):
+            dp = rp.dynamic
+            assert dp is not None
             for w in dp.warnings:
                 self.warnings.append(f"{ps.text}: {w}")
             why = None if not (user_filter and ps.args) else "its --filter names arguments"
@@ -247,8 +250,7 @@ class PerfTraceSession(Session):
             nregs = bin(mask).count("1")
             fmt = _uprobe_format(dp.group, dp.name, retprobe, ps, dp.target_path)
             self._formats[-1 - len(self._handlers)] = fmt
-            self._add_handler(ev, spec, ("uprobe", dp.target_path, dp.offset, retprobe, ev,
-                                         mask, kf),
+            self._add_handler(rp, spec, kf, regs_mask=mask,
                               udec=pmu_uprobe_decoder(regargs, retprobe, nregs, self._faults))
             self._dynamic_info.append(dp)
             names.append(ev)
@@ -268,23 +270,24 @@ class PerfTraceSession(Session):
 
     def _add_kprobe(self, ps: ProbeSpec, spec: str, kf: str | None) -> list[str]:
         from .kernel.features import check
-        from .sources.uprobe import kprobe_definition
 
-        func = ps.symbol or ""
-        if ps.args or any(c in func for c in "*?["):
+        if ps.args:  # the PMU fetches no arguments: a tracefs kprobe does
             feat = check("kprobe_events", self.root)
             if not feat.available:
                 raise FeatureUnavailable(f"cannot arm {ps.text!r}: {feat.reason}")
-            dp = kprobe_definition(ps, function=func)
-            return [self._add_defined(ps, spec, dp, kf)]
-        dp = kprobe_definition(ps, function=func)
-        ev = f"{dp.group}:{dp.name}"
-        retprobe = ps.kind == "kretprobe"
-        fmt = _kprobe_format(dp.group, dp.name, retprobe)
-        self._formats[-1 - len(self._handlers)] = fmt
-        PerfCollector(pages=1).add_kprobe(func, ps.offset or 0, retprobe, ps.text)  # checks
-        self._add_handler(ev, spec, ("kprobe", func, ps.offset or 0, retprobe, ev, kf), fmt=fmt)
-        return [ev]
+            return [self._add_defined(ps, spec, rp.dynamic, kf)
+                    for rp in resolve(ps, self.root)]
+        PerfCollector(pages=1).add_kprobe(ps.symbol or "", 0, False, ps.text)  # the PMU?
+        names = []
+        for rp in resolve(ps, self.root):
+            retprobe = ps.kind == "kretprobe"
+            fmt = _kprobe_format(rp.system, rp.name, retprobe)
+            self._formats[-1 - len(self._handlers)] = fmt
+            # decoded by the format (kprobe records carry the addresses only); armed
+            # through the PMU by the ResolvedProbe (no fmt: not a tracefs event)
+            self._add_handler(rp, spec, kf, fmt=fmt)
+            names.append(rp.event)
+        return names
 
     def _add_defined(self, ps: ProbeSpec, spec: str, dp: Any, kf: str | None) -> str:
         """A probe written to tracefs (removed by close()) and opened as a tracepoint."""
@@ -305,9 +308,9 @@ class PerfTraceSession(Session):
                     + str(e).split("\n", 1)[-1]) from None
             self._dynamic.append(dp)
         fmt = load_format(self.root, dp.group, dp.name)
-        ev = f"{dp.group}:{dp.name}"
-        self._add_handler(ev, spec, ("tp", fmt.id, ev, kf), fmt=fmt)
-        return ev
+        rp = ResolvedProbe(ps, dp.group, dp.name, fmt=fmt, dynamic=dp)
+        self._add_handler(rp, spec, kf, fmt=fmt)
+        return rp.event
 
     @property
     def probes(self) -> dict[str, list[str]]:
@@ -350,15 +353,8 @@ class PerfTraceSession(Session):
             col = PerfCollector(pages=self._pages, pids=self._pids,
                                 inherit=self._follow, sampling=self._sampling)
             self._col = col
-            for _ev, how in self._pending_probes:
-                kind = how[0]
-                if kind == "tp":
-                    col.add_tracepoint(how[1], how[2], filter=how[3])
-                elif kind == "uprobe":
-                    col.add_uprobe(how[1], how[2], how[3], how[4], regs_mask=how[5],
-                                   filter=how[6])
-                else:
-                    col.add_kprobe(how[1], how[2], how[3], how[4], filter=how[5])
+            for rp, kf, mask in self._pending_probes:  # the Collector interface
+                col.arm(rp, kf, regs_mask=mask)
             for p in self._pids:
                 if p != self._command.pid and not os.path.exists(f"/proc/{p}"):
                     raise NotFound(f"no process with pid {p}")

@@ -47,8 +47,8 @@ from .event import Event
 from .kernel.features import check
 from .kernel.tasks import TaskCache
 from .kernel.tracefs import remove_dynamic_event, sweep_stale, tracefs_root, write_file
+from .sources.probes import ResolvedProbe, resolve
 from .sources.spec import ProbeSpec, parse_spec
-from .sources.tracepoint import resolve_tracepoints
 
 if TYPE_CHECKING:
     from .sources.uprobe import DynamicProbe
@@ -394,17 +394,16 @@ class FtraceSession(Session):
         ps = parse_spec(spec)
         kfilter = self._kernel_filter(filter)
         if ps.kind == "tracepoint":
-            assert ps.system is not None and ps.name is not None
-            matches = resolve_tracepoints(self.root, ps.system, ps.name)
+            rps = resolve(ps, self.root)  # once, as for every backend
         else:
-            matches = self._create_dynamic(ps)
+            rps = self._create_dynamic(ps)
         names = []
-        for s, n in matches:
-            ev = f"{s}:{n}"
+        for rp in rps:
+            ev = rp.event
             if ev in self._event_probe:
                 continue
-            self._collector.enable(s, n, kfilter)
-            fmt = load_format(self.root, s, n)
+            self._collector.arm(rp, kfilter)
+            fmt = rp.fmt or load_format(self.root, rp.system, rp.name)
             self._formats[fmt.id] = fmt
             self._event_probe[ev] = spec
             names.append(ev)
@@ -412,7 +411,7 @@ class FtraceSession(Session):
         self.counts.setdefault(spec, 0)
         return names
 
-    def _create_dynamic(self, ps: ProbeSpec) -> list[tuple[str, str]]:
+    def _create_dynamic(self, ps: ProbeSpec) -> list[ResolvedProbe]:
         """Write uprobe/kprobe definitions to tracefs; they are removed by close()."""
         from .sources.probes import resolve_dynamic
 
@@ -440,7 +439,7 @@ class FtraceSession(Session):
                         + str(e).split("\n", 1)[-1]
                     ) from None
                 self._dynamic.append(dp)
-            out.append((dp.group, dp.name))
+            out.append(ResolvedProbe(ps, dp.group, dp.name, dynamic=dp))
         return out
 
     def _kernel_filter(self, user: str | None) -> str | None:

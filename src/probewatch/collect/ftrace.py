@@ -49,10 +49,14 @@ import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FeatureUnavailable, ProbewatchError, TracefsError
 from ..kernel.tracefs import Instance, tracefs_root
 from .command import kill_child, try_reap
+
+if TYPE_CHECKING:
+    from ..sources.probes import ResolvedProbe
 
 REC = struct.Struct("<HHIQ")
 PAGE, WATERMARK, END, TEXT, FULL = 1, 2, 3, 4, 5
@@ -383,6 +387,7 @@ class FtraceCollector:
         self.root = root or tracefs_root()
         self.instance = Instance.create(self.root)
         self._closed = False
+        self._armed = 0
         self._drainer_pid = 0
         self._cpu_fds: dict[int, int] = {}
         self._stat_fds: dict[int, int] = {}
@@ -417,6 +422,13 @@ class FtraceCollector:
     # -- configuration
     def enable(self, system: str, name: str, filter_expr: str | None = None) -> None:
         self.instance.enable(system, name, filter_expr)
+
+    def arm(self, probe: ResolvedProbe, filter: str | None = None, **how: Any) -> int:
+        """:class:`~probewatch.collect.base.Collector`: enable the probe's event (a
+        dynamic probe must be defined in tracefs first) with its kernel filter."""
+        self.enable(probe.system, probe.name, filter)
+        self._armed += 1
+        return self._armed - 1
 
     def set_pids(self, pids: list[int], follow_fork: bool = True) -> None:
         self.instance.set_option("event-fork", follow_fork)

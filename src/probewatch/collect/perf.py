@@ -49,6 +49,7 @@ import select
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FeatureUnavailable, KernelRejected, NotFound, ProbewatchError
 from ..kernel.perf import (
@@ -70,6 +71,9 @@ from ..kernel.perf import (
     new_attr,
     perf_event_open,
 )
+
+if TYPE_CHECKING:
+    from ..sources.probes import ResolvedProbe
 
 PERF_SAMPLE_STREAM_ID = 1 << 9
 PERF_SAMPLE_REGS_USER = 1 << 12
@@ -266,6 +270,28 @@ class PerfCollector:
         self.probes.append(PerfProbe(t, cfg, what, config1=function.encode() + b"\0",
                                      config2=offset, filter=filter))
         return len(self.probes) - 1
+
+    def arm(self, probe: ResolvedProbe, filter: str | None = None, **how: Any) -> int:
+        """:class:`~probewatch.collect.base.Collector`: a probe with a format (a
+        tracepoint, or a probe defined in tracefs) by its id; a uprobe or kprobe through
+        its PMU (``how``: ``regs_mask``, the user registers to sample)."""
+        what = probe.spec.text
+        if probe.fmt is not None:
+            return self.add_tracepoint(probe.fmt.id, what, filter=filter)
+        dp = probe.dynamic
+        assert dp is not None
+        if probe.kind in ("uprobe", "uretprobe"):
+            return self.add_uprobe(dp.target_path, dp.offset, probe.kind == "uretprobe", what,
+                                   regs_mask=int(how.get("regs_mask", 0)), filter=filter)
+        if probe.kind in ("kprobe", "kretprobe"):
+            return self.add_kprobe(dp.symbol or "", probe.spec.offset or 0,
+                                   probe.kind == "kretprobe", what, filter=filter)
+        raise ProbewatchError(f"{what}: the perf PMUs cannot arm a {probe.kind} probe "
+                              "(define it in tracefs and arm its format)")
+
+    def stop(self) -> None:
+        """:class:`~probewatch.collect.base.Collector`: :meth:`disable`."""
+        self.disable()
 
     # -- opening
     def _attr(self, p: PerfProbe, track_comm: bool,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...decode.format import KIND_DATA_LOC, KIND_REL_LOC, KIND_TAIL, EventFormat
 from ...errors import ProbewatchError, SpecError
@@ -30,6 +30,9 @@ from ...sources.args import ArchABI
 from ...sources.spec import ArgRef, ArgSpec, Deref, Expr, ProbeSpec, Register, Retval
 from . import libbpf
 from .loader import STAT_MAX, STAT_READ_FAIL, STAT_TRUNC, object_bytes, parse_stats
+
+if TYPE_CHECKING:
+    from ...sources.probes import ResolvedProbe
 
 # probewatch.h
 GEN_TP, GEN_UPROBE = 16, 17
@@ -293,6 +296,22 @@ class GenericCollector:
         self._attach.append(_Attach(slot, "uretprobe" if retprobe else "uprobe",
                                     uprobe_config(args), path=path, offset=offset))
         return slot
+
+    def arm(self, probe: ResolvedProbe, filter: str | None = None, **how: Any) -> int:
+        """:class:`~probewatch.collect.base.Collector`: a tracepoint by its format, a
+        uprobe by path + offset with its compiled arguments (``how["args"]``). Filters
+        are evaluated by the session in user space (``filter`` is not used here)."""
+        if probe.fmt is not None:
+            return self.add_tracepoint(probe.fmt)
+        dp = probe.dynamic
+        if dp is None or probe.kind not in ("uprobe", "uretprobe"):
+            raise ProbewatchError(f"the BPF backend cannot arm a {probe.kind} probe")
+        return self.add_uprobe(dp.target_path, dp.offset, probe.kind == "uretprobe",
+                               list(how.get("args", [])))
+
+    def stop(self) -> None:
+        """:class:`~probewatch.collect.base.Collector`: :meth:`detach`."""
+        self.detach()
 
     @property
     def nslots(self) -> int:
