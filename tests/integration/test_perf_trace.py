@@ -171,6 +171,33 @@ def test_uprobe_pmu_sigkill_leaves_nothing(perf: str, target: Path) -> None:
     assert [e["fields"]["a"] for e in evs] == [-3, -2]
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_tracefs_defined_probe_removed_on_signal(perf: str, target: Path, sig: int) -> None:
+    """A uprobe whose argument reads memory is defined in tracefs: it must go on ^C and
+    SIGTERM (and a later run sweeps it after a SIGKILL, as for ftrace)."""
+    proc = subprocess.Popen([*CLI, "trace", "--json", "--backend", "perf",
+                             f"u:{target}:bt_name s=+0(arg0):string", "-d", "60"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not _ours_in_uprobe_events(perf, proc.pid):
+            time.sleep(0.05)
+        assert len(_ours_in_uprobe_events(perf, proc.pid)) == 1
+        while time.monotonic() < deadline and _perf_fds(proc.pid) < 2:
+            time.sleep(0.05)
+        time.sleep(0.5)  # past start-up (a ^C then ends the run at once, with 130)
+        subprocess.run([str(target), "1"], check=True)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode in (0, 128 + int(signal.SIGTERM)), err
+    assert "Traceback" not in err
+    assert _ours_in_uprobe_events(perf, proc.pid) == []
+
+
 def _perf_fds(pid: int) -> int:
     n = 0
     for fd in os.listdir(f"/proc/{pid}/fd"):
