@@ -115,8 +115,14 @@ class PerfTraceSession(Session):
         follow_children: bool = True,
         spool_mb: int | None = None,
         spool_dir: str | None = None,
+        stack: str | None = None,
     ) -> None:
         # spool_mb / spool_dir: ftrace's; the perf rings are bounded by themselves
+        # stack: "user", "kernel" or "both": every Event gets fields["stack"], a list
+        # of frames {addr, symbol, offset, module}, innermost first (kernel then user)
+        if stack not in (None, "user", "kernel", "both"):
+            raise ProbewatchError(f"stack must be user, kernel or both (got {stack!r})")
+        self._stack = stack
         if backend not in ("auto", "perf"):
             raise ProbewatchError(f"PerfTraceSession is the perf backend, not {backend!r}")
         self._t_init = time.monotonic()
@@ -351,7 +357,8 @@ class PerfTraceSession(Session):
         self._sampling = not count_only
         with self._signals.deferred():  # the collector is recorded before it opens fds
             col = PerfCollector(pages=self._pages, pids=self._pids,
-                                inherit=self._follow, sampling=self._sampling)
+                                inherit=self._follow, sampling=self._sampling,
+                                callchain=self._stack)
             self._col = col
             for rp, kf, mask in self._pending_probes:  # the Collector interface
                 col.arm(rp, kf, regs_mask=mask)
@@ -363,6 +370,17 @@ class PerfTraceSession(Session):
                 {i: self._handlers[k] for k, p in enumerate(col.probes) for i in p.ids},
                 self.counts, nprobes=len(self._handlers),
                 lost_per_cpu=dict.fromkeys(col.rings, 0))
+            if self._stack is not None and self._sampling:
+                from .analyze.stacks import Symbolizer
+
+                sym = Symbolizer()
+
+                def stack_of(pid: int, user: list[int], kern: list[int]) -> list[Any]:
+                    return sym.frames(pid, kern, kernel=True) + sym.frames(pid, user, False)
+
+                self._dec.stack_of = stack_of
+                self._dec.on_mmap = sym.add_mapping
+                self._dec.on_exec = sym.forget
             col.enable()
             self._t0 = time.monotonic()
             self._command.release()

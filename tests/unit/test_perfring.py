@@ -135,3 +135,38 @@ def test_arbitrary_bytes_never_raise(data: bytes, cut: int) -> None:
     assert out and out[0].fields["filename"] == "/bin/sh"
     assert len(out) <= 1 + len(data[:cut]) // 44
     assert dec.seen[0] == len(out) + dec.decode_errors
+
+
+def test_callchain_sample_and_mmap() -> None:
+    from probewatch.decode.perfring import (
+        CONTEXT_KERNEL,
+        CONTEXT_USER,
+        MISC_COMM_EXEC,
+        RECORD_MMAP2,
+    )
+
+    calls: list[tuple[object, ...]] = []
+    dec = _decoder()
+    dec.stack_of = lambda pid, user, kern: [{"u": user, "k": kern, "pid": pid}]
+    dec.on_mmap = lambda *a: calls.append(("mmap", *a))
+    dec.on_exec = lambda pid: calls.append(("exec", pid))
+    raw = _exec_raw(b"/bin/true", 7)
+    raw += bytes((-(4 + len(raw))) % 8)
+    ips = [CONTEXT_KERNEL, 0xFFFFFFFF81000010, 0xFFFFFFFF81000020, CONTEXT_USER, 0x401000]
+    body = (struct.pack("<QIIQIIQ", 77, 7, 7, 50, 1, 0, len(ips))
+            + struct.pack(f"<{len(ips)}Q", *ips) + struct.pack("<I", len(raw)) + raw)
+    sample = struct.pack("<IHH", RECORD_SAMPLE, 0, 8 + len(body)) + body
+    comm = struct.pack("<II", 7, 7) + b"true\0\0\0\0"
+    comm_rec = struct.pack("<IHH", RECORD_COMM, MISC_COMM_EXEC, 8 + len(comm)) + comm
+    mm = struct.pack("<IIQQQ", 7, 7, 0x400000, 0x2000, 0) + bytes(32) + b"/bin/true" + bytes(7)
+    mmap_rec = struct.pack("<IHH", RECORD_MMAP2, 0, 8 + len(mm)) + mm
+    out: list[Event] = []
+    dec.decode(0, comm_rec + mmap_rec + sample, out)
+    assert calls == [("exec", 7), ("mmap", 7, 0x400000, 0x2000, 0, "/bin/true")]
+    assert len(out) == 1 and out[0].comm == "true"
+    assert out[0].fields["filename"] == "/bin/true"
+    assert out[0].fields["stack"] == [{"u": [0x401000], "k": ips[1:3], "pid": 7}]
+    # a callchain longer than its record: damaged, counted, not raised
+    bad = sample[:40] + struct.pack("<Q", 1 << 20) + sample[48:]
+    dec.decode(0, bad, out)
+    assert len(out) == 1 and dec.unknown == 1

@@ -56,7 +56,11 @@ from ..kernel.perf import (
     ATTR_COMM,
     ATTR_COMM_EXEC,
     ATTR_DISABLED,
+    ATTR_EXCLUDE_CALLCHAIN_KERNEL,
+    ATTR_EXCLUDE_CALLCHAIN_USER,
     ATTR_INHERIT,
+    ATTR_MMAP,
+    ATTR_MMAP2,
     ATTR_SAMPLE_ID_ALL,
     ATTR_TASK,
     ATTR_USE_CLOCKID,
@@ -75,6 +79,7 @@ from ..kernel.perf import (
 if TYPE_CHECKING:
     from ..sources.probes import ResolvedProbe
 
+PERF_SAMPLE_CALLCHAIN = 1 << 5
 PERF_SAMPLE_STREAM_ID = 1 << 9
 PERF_SAMPLE_REGS_USER = 1 << 12
 PERF_SAMPLE_IDENTIFIER = 1 << 16
@@ -218,7 +223,7 @@ class PerfCollector:
 
     def __init__(self, pages: int = DEFAULT_PAGES, pids: list[int] | None = None,
                  inherit: bool = True, sampling: bool = True, wakeup_bytes: int = 0,
-                 exclude_self: bool = True) -> None:
+                 exclude_self: bool = True, callchain: str | None = None) -> None:
         if pages < 1 or pages & (pages - 1):
             raise ProbewatchError(f"perf ring pages must be a power of two (got {pages})")
         self.pages = pages
@@ -227,6 +232,10 @@ class PerfCollector:
         self.sampling = sampling
         self.wakeup_bytes = wakeup_bytes or max(PAGE, min(self.pages * PAGE // 4, 256 << 10))
         self.exclude_self = exclude_self
+        if callchain not in (None, "user", "kernel", "both"):
+            raise ProbewatchError(f"stack must be user, kernel or both (got {callchain!r})")
+        #: PERF_SAMPLE_CALLCHAIN: "user", "kernel" or "both" frames (None: no stacks)
+        self.callchain = callchain
         self.probes: list[PerfProbe] = []
         self.rings: dict[int, Ring] = {}
         self._ring_fd: dict[int, int] = {}
@@ -310,9 +319,18 @@ class PerfCollector:
             attr.flags |= ATTR_SAMPLE_ID_ALL | ATTR_WATERMARK
             if track_comm:
                 attr.flags |= ATTR_COMM | ATTR_COMM_EXEC | ATTR_TASK
+                if self.callchain in ("user", "both"):  # mappings, for user frames
+                    attr.flags |= ATTR_MMAP | ATTR_MMAP2
             attr.sample_period = 1
             attr.sample_type = (PERF_SAMPLE_IDENTIFIER | PERF_SAMPLE_TID | PERF_SAMPLE_TIME
                                 | PERF_SAMPLE_CPU | PERF_SAMPLE_RAW)
+            if self.callchain is not None:
+                attr.sample_type |= PERF_SAMPLE_CALLCHAIN
+                attr.sample_max_stack = 127
+                if self.callchain == "user":
+                    attr.flags |= ATTR_EXCLUDE_CALLCHAIN_KERNEL
+                elif self.callchain == "kernel":
+                    attr.flags |= ATTR_EXCLUDE_CALLCHAIN_USER
             if p.regs_mask:
                 attr.sample_type |= PERF_SAMPLE_REGS_USER
                 attr.sample_regs_user = p.regs_mask

@@ -35,6 +35,12 @@ RECORD_LOST = 2
 RECORD_COMM = 3
 RECORD_FORK = 7
 RECORD_SAMPLE = 9
+RECORD_MMAP2 = 10
+MISC_COMM_EXEC = 1 << 13
+#: callchain entries at or above this are context markers (PERF_CONTEXT_*)
+CONTEXT_MAX = (1 << 64) - 4095
+CONTEXT_KERNEL = (1 << 64) - 128
+CONTEXT_USER = (1 << 64) - 512
 
 REC_HDR = struct.Struct("<IHH")  # type, misc, size
 #: a sample's fixed part: IDENTIFIER, TID (pid, tid), TIME, CPU (cpu, res), RAW size
@@ -43,6 +49,11 @@ SAMPLE_RAW = REC_HDR.size + SAMPLE.size  # where the raw record starts
 LOST = struct.Struct("<QQ")  # id, lost
 COMM_HEAD = struct.Struct("<II")  # pid, tid, then the comm
 FORK = struct.Struct("<IIII")  # pid, ppid, tid, ptid
+MMAP2 = struct.Struct("<IIQQQ")  # pid, tid, addr, len, pgoff; the file name at +64
+#: with PERF_SAMPLE_CALLCHAIN: the fixed part up to CPU, then nr and the addresses
+SAMPLE_CC = struct.Struct("<QIIQIIQ")
+#: (pid, user addresses, kernel addresses) -> frames (see probewatch.analyze.stacks)
+StackFn = Callable[[int, list[int], list[int]], list[dict[str, Any]]]
 
 #: a uprobe's decoder: (buf, raw start, raw end, record end) -> fields
 UprobeDecode = Callable[[bytes, int, int, int], dict[str, Any]]
@@ -130,6 +141,12 @@ class PerfDecoder:
     lost_records: int = 0
     unknown: int = 0
     decode_errors: int = 0
+    #: samples carry PERF_SAMPLE_CALLCHAIN: ``stack_of`` turns them into
+    #: ``fields["stack"]``; ``on_mmap(pid, addr, len, pgoff, path)`` /
+    #: ``on_exec(pid)`` keep its mappings
+    stack_of: StackFn | None = None
+    on_mmap: Callable[[int, int, int, int, str], None] | None = None
+    on_exec: Callable[[int], None] | None = None
 
     def __post_init__(self) -> None:
         n = max([self.nprobes] + [h.index + 1 for h in self.by_id.values()])
@@ -150,7 +167,9 @@ class PerfDecoder:
             if size < 8 or pos + size > n:  # never from the kernel: a damaged ring
                 self.unknown += 1
                 break
-            if typ == RECORD_SAMPLE:
+            if typ == RECORD_SAMPLE and self.stack_of is not None:
+                self._sample_cc(chunk, pos, size, out)
+            elif typ == RECORD_SAMPLE:
                 if size < SAMPLE_RAW:
                     self.unknown += 1
                     pos += size
@@ -196,6 +215,8 @@ class PerfDecoder:
                 self.lost_per_cpu[cpu] = self.lost_per_cpu.get(cpu, 0) + lost
             elif typ == RECORD_COMM and size >= 16:
                 _pid, tid = COMM_HEAD.unpack_from(chunk, pos + 8)
+                if _misc & MISC_COMM_EXEC and self.on_exec is not None and _pid == tid:
+                    self.on_exec(_pid)
                 raw = chunk[pos + 16 : pos + size]
                 comms[tid] = raw.partition(b"\0")[0].decode("utf-8", "surrogateescape")
             elif typ == RECORD_FORK and size >= 24:
@@ -204,7 +225,59 @@ class PerfDecoder:
                 if parent is None:
                     parent = comms[ptid] = self.comm_of(ptid)
                 comms[tid] = parent  # a new task starts with its parent's comm
+            elif typ == RECORD_MMAP2 and size >= 72 and self.on_mmap is not None:
+                mpid, _mtid, addr, ln, pgoff = MMAP2.unpack_from(chunk, pos + 8)
+                name = chunk[pos + 72 : pos + size].partition(b"\0")[0]
+                self.on_mmap(mpid, addr, ln, pgoff, name.decode("utf-8", "surrogateescape"))
             pos += size
+
+    def _sample_cc(self, chunk: bytes, pos: int, size: int, out: list[Event] | None) -> None:
+        """A sample with a callchain between CPU and RAW."""
+        if size < 8 + SAMPLE_CC.size:
+            self.unknown += 1
+            return
+        sid, pid, tid, ts, scpu, _r, nr = SAMPLE_CC.unpack_from(chunk, pos + 8)
+        ips_at = pos + 8 + SAMPLE_CC.size
+        raw_at = ips_at + 8 * nr
+        h = self.by_id.get(sid)
+        if h is None or raw_at + 4 > pos + size:
+            self.unknown += 1
+            return
+        (rsz,) = struct.unpack_from("<I", chunk, raw_at)
+        start = raw_at + 4
+        end = start + rsz
+        if end > pos + size:
+            self.unknown += 1
+            return
+        self.seen[h.index] += 1
+        if out is None:
+            self.counts[h.probe] += 1
+            return
+        comm = self.comms.get(tid)
+        if comm is None:
+            comm = self.comms[tid] = self.comm_of(tid)
+        try:
+            if h.udec is None:
+                assert h.fmt is not None
+                if rsz < h.fmt.min_size:
+                    raise DecodeError(f"{h.event}: short record")
+                fields = h.fmt.decode(chunk, start, end)
+            else:
+                fields = h.udec(chunk, start, end, pos + size)
+        except (DecodeError, struct.error):
+            self.decode_errors += 1
+            return
+        user: list[int] = []
+        kern: list[int] = []
+        into = kern
+        for ip in struct.unpack_from(f"<{nr}Q", chunk, ips_at):
+            if ip >= CONTEXT_MAX:
+                into = user if ip == CONTEXT_USER else kern
+                continue
+            into.append(ip)
+        assert self.stack_of is not None
+        fields["stack"] = self.stack_of(pid, user, kern)
+        out.append(Event(ts, scpu, pid, tid, comm, h.event, h.probe, fields))
 
 
 __all__ = [

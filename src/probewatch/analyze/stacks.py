@@ -1,0 +1,199 @@
+"""Stack symbolization: kernel frames through /proc/kallsyms, user frames through the
+process's mappings and the ELF symbols of the mapped files.
+
+Mappings are what the kernel said (perf MMAP2 records, :meth:`Symbolizer.add_mapping`)
+or, for a process seen first, ``/proc/PID/maps`` read at that moment; they are kept per
+pid, so frames stay right after the process has exited. ELF images are cached per
+file (:func:`probewatch.elf.symbols.open_image`).
+
+A frame is ``{"addr", "symbol", "offset", "module"}``: ``symbol`` None when unknown,
+``offset`` from the symbol's start, ``module`` the file (user) or ``"kernel"`` / the
+module name (kernel).
+
+Example::
+
+    sym = Symbolizer()
+    sym.frames(pid, [0xffffffff81001234], kernel=True)
+    # [{'addr': 18446744071578866228, 'symbol': 'do_syscall_64', 'offset': 52,
+    #   'module': 'kernel'}]
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ProbewatchError
+
+KALLSYMS = "/proc/kallsyms"
+
+
+@dataclass
+class _FuncTable:
+    """Sorted (start, size, name) of one image's functions, for bisect."""
+
+    starts: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+
+    def lookup(self, addr: int) -> tuple[str, int] | None:
+        i = bisect.bisect_right(self.starts, addr) - 1
+        if i < 0 or addr >= self.ends[i]:
+            return None
+        return self.names[i], addr - self.starts[i]
+
+
+class KernelSymbols:
+    """/proc/kallsyms, sorted once (addresses are 0 without privilege: then empty)."""
+
+    def __init__(self, path: str = KALLSYMS) -> None:
+        rows: list[tuple[int, str, str]] = []
+        try:
+            with open(path) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) < 3 or parts[1] not in "tTwW":
+                        continue
+                    a = int(parts[0], 16)
+                    if a:
+                        mod = parts[3].strip("[]") if len(parts) > 3 else "kernel"
+                        rows.append((a, parts[2], mod))
+        except OSError:
+            rows = []
+        rows.sort()
+        self._addrs = [r[0] for r in rows]
+        self._rows = rows
+
+    def lookup(self, addr: int) -> tuple[str, int, str] | None:
+        """(symbol, offset, module) of the function holding ``addr``, or None."""
+        i = bisect.bisect_right(self._addrs, addr) - 1
+        if i < 0:
+            return None
+        a, name, mod = self._rows[i]
+        if addr - a > 1 << 20:  # past the last symbol of a region: not a function
+            return None
+        return name, addr - a, mod
+
+
+@dataclass(frozen=True)
+class Mapping:
+    start: int
+    end: int
+    pgoff: int
+    path: str
+
+
+class Symbolizer:
+    """Frames for (pid, addresses); caches mappings per pid and symbols per file."""
+
+    def __init__(self) -> None:
+        self._kernel: KernelSymbols | None = None
+        self._maps: dict[int, list[Mapping]] = {}
+        self._funcs: dict[str, _FuncTable | None] = {}
+
+    # -- mappings
+    def add_mapping(self, pid: int, start: int, length: int, pgoff: int, path: str) -> None:
+        """A file mapping of ``pid`` (from a perf MMAP2 record)."""
+        if not path.startswith("/"):
+            return
+        maps = self._maps.setdefault(pid, [])
+        maps.append(Mapping(start, start + length, pgoff, path))
+
+    def forget(self, pid: int) -> None:
+        """An exec replaced the image of ``pid``: its old mappings are void."""
+        self._maps.pop(pid, None)
+
+    def _maps_of(self, pid: int) -> list[Mapping]:
+        maps = self._maps.get(pid)
+        if maps is None:
+            maps = self._maps[pid] = _read_maps(pid)
+        return maps
+
+    # -- frames
+    def frames(self, pid: int, addrs: list[int], kernel: bool) -> list[dict[str, Any]]:
+        """Symbolize ``addrs`` (innermost first) of one stack."""
+        out = []
+        for a in addrs:
+            sym: str | None = None
+            off = 0
+            mod: str | None = None
+            if kernel:
+                if self._kernel is None:
+                    self._kernel = KernelSymbols()
+                hit = self._kernel.lookup(a)
+                if hit is not None:
+                    sym, off, mod = hit
+            else:
+                m = _find(self._maps_of(pid), a)
+                if m is not None:
+                    mod = m.path
+                    hit2 = self._user_lookup(m, a)
+                    if hit2 is not None:
+                        sym, off = hit2
+            out.append({"addr": a, "symbol": sym, "offset": off, "module": mod})
+        return out
+
+    def _user_lookup(self, m: Mapping, addr: int) -> tuple[str, int] | None:
+        table = self._funcs.get(m.path, _MISSING)
+        if table is _MISSING:
+            table = self._funcs[m.path] = _func_table(m.path)
+        if table is None:
+            return None
+        from ..elf.symbols import open_image
+
+        try:
+            img = open_image(m.path)
+        except ProbewatchError:
+            return None
+        file_off = addr - m.start + m.pgoff
+        for seg in img.segments:
+            if seg.offset <= file_off < seg.offset + seg.filesz:
+                return table.lookup(file_off - seg.offset + seg.vaddr)
+        return None
+
+
+_MISSING: Any = object()
+
+
+def _find(maps: list[Mapping], addr: int) -> Mapping | None:
+    for m in reversed(maps):  # the latest mapping of a range wins
+        if m.start <= addr < m.end:
+            return m
+    return None
+
+
+def _func_table(path: str) -> _FuncTable | None:
+    from ..elf.symbols import open_image
+
+    try:
+        img = open_image(path)
+    except ProbewatchError:
+        return None
+    funcs = sorted({(s.address, s.size, s.name) for s in img.symbols
+                    if s.type in ("FUNC", "IFUNC") and s.address})
+    t = _FuncTable()
+    for a, size, name in funcs:
+        t.starts.append(a)
+        t.ends.append(a + max(size, 1))
+        t.names.append(name)
+    return t
+
+
+def _read_maps(pid: int) -> list[Mapping]:
+    out: list[Mapping] = []
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                parts = line.split(None, 5)
+                if len(parts) < 6 or not parts[5].startswith("/"):
+                    continue
+                lo, _, hi = parts[0].partition("-")
+                out.append(Mapping(int(lo, 16), int(hi, 16), int(parts[2], 16),
+                                   parts[5].rstrip("\n")))
+    except (OSError, ValueError):
+        return out
+    return out
+
+
+__all__ = ["Symbolizer", "KernelSymbols", "Mapping"]
