@@ -19,6 +19,14 @@ group ``probewatch_<pid>``, removed on close and swept after a SIGKILL, as the
 ftrace backend does) and opened as a tracepoint; the session warns when it does so.
 USDT probes (``U:``) are always defined that way.
 
+Losses: ``generated`` per probe is the kernel's count (counting twins of the sampling
+events), ``lost_per_probe`` = generated - delivered. Known gap: on the shared 6.18 test
+machine, sampled runs of a syscall-tracepoint firehose (1M getppid) sometimes ended
+with the counters themselves short of the calls made (0 to 13% of them, never in
+counting-only runs): the kernel dropped those hits before any perf event counted them,
+so no backend-side count can report them. ftrace and bpf saw every call in the same
+runs; ``auto`` streams on ftrace.
+
 ``--filter`` is the tracefs filter syntax, evaluated in the kernel
 (PERF_EVENT_IOC_SET_FILTER). ``comm`` comes from the kernel's COMM records (exec,
 rename) and /proc for tasks seen first.
