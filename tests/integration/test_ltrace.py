@@ -129,4 +129,30 @@ def test_arming_many_probes_is_bounded(tracefs: str) -> None:
     rows = [line.split() for line in p.stdout.splitlines() if line.split()[-1:] != ["total"]
             and line[:1] in " 0123456789"]
     assert {r[-1] for r in rows} >= {"strlen", "malloc"}
-    assert "probewatch_" not in Path(tracefs, "uprobe_events").read_text()
+    assert f"probewatch_{p.pid}/" not in Path(tracefs, "uprobe_events").read_text()
+
+
+def test_prototypes_from_dwarf(tracefs: str, tmp_path: Path) -> None:
+    """A library built with -g: its functions' arguments typed from DWARF; the same
+    program with the library stripped: ltrace's default rendering."""
+    lib = tmp_path / "libpwl.so"
+    subprocess.run(["gcc", "-g", "-O0", "-shared", "-fPIC", "-o", str(lib),
+                    str(PROGS / "lcalls_lib.c")], check=True)
+    main = tmp_path / "main"
+    subprocess.run(["gcc", "-O0", "-o", str(main), str(PROGS / "lcalls_main.c"),
+                    f"-L{tmp_path}", "-lpwl", f"-Wl,-rpath,{tmp_path}"], check=True)
+    p = run_cli("ltrace", "-e", "pwl_*", "--", str(main))
+    assert p.returncode == 0, p.stderr
+    assert _norm(p.stdout) == [
+        'main->pwl_greet("world", 3)                      = "world"',
+        'main->pwl_greet("x", -2)                         = "none"',
+        "main->pwl_sum('A', -5, -70000, 5000000000)       = 4999930060",
+        "main->pwl_note(0, 7)                             = <void>",
+        "main->pwl_vsum(2)                                = 2",
+        "+++ exited (status 0) +++",
+    ]
+    subprocess.run(["strip", "--strip-debug", str(lib)], check=True)
+    p = run_cli("ltrace", "-e", "pwl_greet", "--", str(main))
+    assert p.returncode == 0, p.stderr
+    assert _norm(p.stdout)[0].split() == ["main->pwl_greet(ADDR,", "3,", "ADDR,", "ADDR)",
+                                          "=", "ADDR"]

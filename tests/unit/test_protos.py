@@ -26,17 +26,23 @@ def test_table_parses_and_knows_common_calls() -> None:
     assert prototype("__printf_chk").args == ("int", "format")
     assert prototype("__isoc99_sscanf").variadic and prototype("open64").args[0] == "string"
     p = prototype("no_such_fn")
-    assert not p.known and p.args == ("long",) * 4
+    assert not p.known and p.args == ("default",) * 4 and p.ret == "default"
 
 
 @pytest.mark.parametrize("typ,value,text,want", [
     ("int", 0xFFFFFFFD, None, "-3"),
     ("int", (1 << 64) - 1, None, "-1"),
     ("uint", 0xFFFFFFFF, None, "4294967295"),
-    ("long", 10000, None, "10000"),
-    ("long", 10001, None, "0x2711"),
-    ("long", (1 << 64) - 4096, None, "-4096"),
-    ("long", (1 << 64) - 65535, None, "0xffffffffffff0001"),  # as ltrace prints it
+    ("long", 10001, None, "10001"),
+    ("long", (1 << 64) - 70000, None, "-70000"),
+    # no prototype: ltrace's values for zzfun(1023, 65535, -4096, -65535, 1000000)
+    ("default", 1023, None, "1023"),
+    ("default", 10000, None, "10000"),
+    ("default", 10001, None, "0x2711"),
+    ("default", 65535, None, "0xffff"),
+    ("default", (1 << 64) - 4096, None, "-4096"),
+    ("default", (1 << 64) - 65535, None, "0xffffffffffff0001"),
+    ("default", 1000000, None, "0xf4240"),
     ("ulong", 16, None, "16"),
     ("hex", 255, None, "0xff"),
     ("octal", 1, None, "01"),
@@ -89,7 +95,7 @@ def test_select_like_ltrace_e() -> None:
 
 
 @given(st.sampled_from(sorted({"int", "uint", "long", "ulong", "hex", "octal", "char",
-                                "addr", "string", "void"})),
+                                "addr", "string", "void", "default"})),
        st.integers(0, (1 << 64) - 1), st.one_of(st.none(), st.binary(max_size=80)),
        st.integers(1, 64))
 def test_render_never_fails(typ: str, value: int, text: bytes | None, limit: int) -> None:

@@ -168,14 +168,45 @@ class Site:
     time_ns: int = 0
 
 
-def plan(path: str, names: list[str], obj: str) -> list[Site]:
+class Prototypes:
+    """Prototypes by name: the built-in table first, then the DWARF of the objects
+    the program loads (its own libraries built with -g, or Debian's -dbgsym files in
+    /usr/lib/debug), then ltrace's default."""
+
+    def __init__(self, objects: list[str]) -> None:
+        self.objects = objects
+
+    def __call__(self, name: str) -> Prototype:
+        p = prototype(name)
+        if p.known:
+            return p
+        from ..elf.dwarf import dwarf_prototypes
+        from ..elf.symbols import open_image
+
+        for o in self.objects:  # the DWARF of the object that defines it, if any
+            try:
+                img = open_image(o)
+                if not any(s.address and s.table == ".dynsym" and img.is_function(s)
+                           for s in img.lookup(p.name)):
+                    continue
+                hit = dwarf_prototypes(o).get(p.name)
+            except NotFound:
+                continue
+            if hit is not None:
+                return Prototype(p.name, hit[0], hit[1])
+            break
+        return p
+
+
+def plan(path: str, names: list[str], obj: str,
+         protos: Callable[[str], Prototype] = prototype) -> list[Site]:
     from ..elf.plt import plt_stubs
 
     stubs = plt_stubs(path)
     sites = []
     for name in names:
         stub = stubs[name]
-        proto = prototype(name)
+        proto = protos(name)
         if proto.variadic:
             n = _VAR_ARGS
             strings = tuple(range(proto.args.index("format"), n))
@@ -225,16 +256,19 @@ def _sites(args: argparse.Namespace, cmd: list[str]) -> list[Site]:
     if args.objects:
         paths = [resolve_target(o, args.pid) for o in args.objects]
         main = paths[0]
+        loaded = [p for o in paths for p in linked_objects(o, args.pid)]
     else:
         main = main_object(cmd, args.pid)
-        paths = linked_objects(main, args.pid) if args.expr else [main]
+        loaded = linked_objects(main, args.pid)
+        paths = loaded if args.expr else [main]
+    protos = Prototypes(loaded)
     sites: list[Site] = []
     for path in paths:
         names = sorted(plt_stubs(path))
         if not names and path == main and not args.expr:
             raise NotFound(f"{path} has no PLT stubs: it makes no calls into shared "
                            "libraries that ltrace could see (statically linked?)")
-        sites += plan(path, select(names, args.expr), os.path.basename(path))
+        sites += plan(path, select(names, args.expr), os.path.basename(path), protos)
     if not sites:
         where = main if len(paths) == 1 else f"{main} and the {len(paths) - 1} libraries it loads"
         raise NotFound(f"-e {args.expr!r} matches none of the library functions {where} "

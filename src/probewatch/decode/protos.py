@@ -5,7 +5,8 @@ a built-in table of common libc functions (written in a small C-like notation be
 or, for functions it does not list, ltrace's default: four arguments, each shown in
 decimal between -10000 and 10000 and in hex outside, and a return value shown alike.
 
-Types: ``int`` ``uint`` ``long`` ``ulong`` (decimal), ``hex`` (``0x1f``), ``octal``
+Types: ``int`` ``uint`` ``long`` ``ulong`` (decimal), ``default`` (no prototype:
+decimal from -10000 to 10000, hex outside), ``hex`` (``0x1f``), ``octal``
 (``0644``), ``char`` (``'a'``), ``addr`` (a pointer: ``0x55d0...``, ``0`` for NULL),
 ``string`` (``"text"``, C escapes, quotes as they are; ``nil`` for NULL; cut at the
 string limit with ``...``),
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 TYPES = frozenset({"int", "uint", "long", "ulong", "hex", "octal", "char", "addr",
-                   "string", "format", "void"})
+                   "string", "format", "void", "default"})
 
 # The built-in table: the libc calls programs make most, with the argument types that
 # make their lines readable. ``void f()`` takes no arguments.
@@ -273,7 +274,7 @@ class Prototype:
 
 
 #: ltrace's default for functions it knows nothing about
-DEFAULT = ("long", ("long", "long", "long", "long"))
+DEFAULT = ("default", ("default", "default", "default", "default"))
 
 
 @lru_cache(maxsize=1)
@@ -364,6 +365,8 @@ def render_value(typ: str, value: int, text: bytes | None, limit: int) -> str:
     if typ == "uint":
         return str(value & 0xFFFFFFFF)
     if typ == "long":
+        return str(_signed(value, 64))
+    if typ == "default":  # no prototype: small numbers in decimal, the rest in hex
         v = _signed(value, 64)
         if -10000 <= v <= 10000:
             return str(v)

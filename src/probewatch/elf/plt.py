@@ -175,24 +175,43 @@ def plt_stubs(path: str) -> dict[str, PltStub]:
         raise NotFound(f"{path}: {e.strerror}") from None
 
 
-def needed(path: str) -> list[str]:
-    """The DT_NEEDED names of ``path`` (``[]`` for a static binary)."""
+def _dynamic(path: str) -> tuple[list[str], list[str]]:
+    """(DT_NEEDED names, library search directories from DT_RUNPATH or DT_RPATH)."""
     try:
         with open_regular(path) as f:
             elf = ELFFile(f)
             dyn = elf.get_section_by_name(".dynamic")
             if not isinstance(dyn, DynamicSection):
-                return []
-            return [str(getattr(t, "needed", "")) for t in dyn.iter_tags()
-                    if t.entry.d_tag == "DT_NEEDED"]
+                return [], []
+            names: list[str] = []
+            rpath: list[str] = []
+            runpath: list[str] = []
+            for t in dyn.iter_tags():
+                tag = t.entry.d_tag
+                if tag == "DT_NEEDED":
+                    names.append(str(getattr(t, "needed", "")))
+                elif tag == "DT_RUNPATH":
+                    runpath += str(getattr(t, "runpath", "")).split(":")
+                elif tag == "DT_RPATH":
+                    rpath += str(getattr(t, "rpath", "")).split(":")
     except (ELFError, ValueError, struct.error, OSError) as e:
         raise NotFound(f"{path}: cannot read its dynamic section ({e})") from None
+    origin = os.path.dirname(os.path.realpath(path))
+    dirs = [d.replace("$ORIGIN", origin).replace("${ORIGIN}", origin)
+            for d in (runpath or rpath) if d]
+    return names, dirs
+
+
+def needed(path: str) -> list[str]:
+    """The DT_NEEDED names of ``path`` (``[]`` for a static binary)."""
+    return _dynamic(path)[0]
 
 
 def linked_objects(path: str, pid: int | None = None) -> list[str]:
     """``path`` and the shared libraries it loads, in load order (breadth first, as
-    ld.so does): from ``/proc/PID/maps`` for a running process, else DT_NEEDED through
-    the ld.so cache. Libraries that cannot be found are left out."""
+    ld.so does): from ``/proc/PID/maps`` for a running process, else each DT_NEEDED
+    looked up as ld.so would (DT_RPATH/DT_RUNPATH, ``$LD_LIBRARY_PATH``, the ld.so
+    cache). Libraries that cannot be found are left out."""
     from .libs import find_library, maps_paths
 
     if pid is not None:
@@ -201,16 +220,24 @@ def linked_objects(path: str, pid: int | None = None) -> list[str]:
             if p not in out and ".so" in os.path.basename(p):
                 out.append(p)
         return out
+    env_dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
     seen = [path]
     queue = [path]
-    machine = None
     while queue:
         cur = queue.pop(0)
-        for name in needed(cur):
-            try:
-                lib = find_library(name, machine=machine)
-            except NotFound:
-                continue
+        names, dirs = _dynamic(cur)
+        for name in names:
+            lib = None
+            for d in ([] if "/" in name else dirs + env_dirs):
+                cand = os.path.join(d, name)
+                if os.path.isfile(cand):
+                    lib = os.path.realpath(cand)
+                    break
+            if lib is None:
+                try:
+                    lib = find_library(name) if "/" not in name else os.path.realpath(name)
+                except NotFound:
+                    continue
             if lib not in seen:
                 seen.append(lib)
                 queue.append(lib)
