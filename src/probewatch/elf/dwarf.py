@@ -36,6 +36,9 @@ _CACHE_SIZE = 16
 #: debug info larger than this is not read (libc's has ~750,000 DIEs and takes a
 #: minute in pure Python): its functions show by the built-in table or the default
 MAX_DEBUG_INFO = 8 << 20
+#: ... nor debug info of more compilation units than this (compressed sections hide
+#: their size): a library of one project has tens, a C library thousands
+MAX_CUS = 400
 
 _WRAPPERS = ("DW_TAG_typedef", "DW_TAG_const_type", "DW_TAG_volatile_type",
              "DW_TAG_restrict_type", "DW_TAG_atomic_type")
@@ -90,7 +93,12 @@ def _read(path: str) -> dict[str, tuple[str, tuple[str, ...]]]:
         if not elf.has_dwarf_info():
             return out
         dwarf = elf.get_dwarf_info()
-        for cu in dwarf.iter_CUs():
+        cus = []
+        for cu in dwarf.iter_CUs():  # headers only: the DIEs are read below
+            cus.append(cu)
+            if len(cus) > MAX_CUS:
+                return out
+        for cu in cus:
             for die in cu.get_top_DIE().iter_children():  # C functions are top level
                 if die.tag != "DW_TAG_subprogram":
                     continue
