@@ -109,3 +109,27 @@ def test_any_format_renders(fmt: bytes, values: list[int]) -> None:
     out = render_call(prototype("printf"), [1, *values], {0: fmt}, 32)
     assert out.startswith("printf(")
     assert len(out.split(", ")) <= 2 + len(values) + fmt.count(b"%")
+
+
+def test_no_uretprobe_where_it_would_crash() -> None:
+    """A uretprobe on a function that returns twice kills whoever longjmps back."""
+    from probewatch.cli.ltrace import plan
+
+    sites = {s.proto.name: s for s in plan("/usr/bin/bash", ["__sigsetjmp", "exit",
+                                                             "malloc", "fork"], "bash")}
+    assert sites["__sigsetjmp"].return_spec == "" and sites["exit"].return_spec == ""
+    assert sites["malloc"].return_spec.startswith("ur:/usr/bin/bash:0x")
+    assert sites["fork"].return_spec.startswith("ur:")  # returns once in each process
+    assert sites["__sigsetjmp"].entry_spec.startswith("u:/usr/bin/bash:0x")
+
+
+def test_uretprobe_on_setjmp_refused() -> None:
+    from probewatch.errors import SpecError
+    from probewatch.sources.spec import parse_spec
+    from probewatch.sources.uprobe import resolve_uprobe
+
+    for sym in ("_setjmp", "__sigsetjmp", "vfork"):
+        with pytest.raises(SpecError, match="returns twice"):
+            resolve_uprobe(parse_spec(f"ur:libc:{sym}"))
+        [p] = resolve_uprobe(parse_spec(f"u:libc:{sym}"))  # the entry is harmless
+        assert p.definition.startswith("p:")

@@ -20,7 +20,15 @@ from typing import Any
 
 from ..collect.command import GatedCommand, resolve_command
 from ..decode.escape import obj_json
-from ..decode.protos import Prototype, format_conversions, prototype, render_call, render_value
+from ..decode.protos import (
+    NO_RETURN,
+    RETURNS_TWICE,
+    Prototype,
+    format_conversions,
+    prototype,
+    render_call,
+    render_value,
+)
 from ..errors import NotFound, ProbewatchError
 from ..event import Event
 from ..sinks.writer import Out
@@ -163,7 +171,7 @@ class Site:
     nvalues: int
     strings: tuple[int, ...]  # argument indexes whose string is read
     entry_spec: str = ""
-    return_spec: str = ""
+    return_spec: str = ""  # "" for a function that gets no uretprobe (see protos)
     calls: int = 0
     time_ns: int = 0
 
@@ -218,10 +226,11 @@ def plan(path: str, names: list[str], obj: str,
         site = Site(obj, proto, n, strings)
         site.entry_spec = f"u:{path}:0x{stub.address:x} " + " ".join(fetch) if fetch else \
             f"u:{path}:0x{stub.address:x}"
-        ret = "ret=retval:x64"
-        if proto.ret == "string":
-            ret += " rs=+0(retval):string"
-        site.return_spec = f"ur:{path}:0x{stub.address:x} {ret}"
+        if name.split("@", 1)[0] not in RETURNS_TWICE | NO_RETURN:
+            ret = "ret=retval:x64"
+            if proto.ret == "string":
+                ret += " rs=+0(retval):string"
+            site.return_spec = f"ur:{path}:0x{stub.address:x} {ret}"
         sites.append(site)
     return sites
 
@@ -312,6 +321,22 @@ class Printer:
         values = [int(f.get(f"a{i}") or 0) for i in range(site.nvalues)]
         texts = {i: t for i in site.strings if (t := _raw(f.get(f"s{i}"))) is not None}
         stack = self.stacks.setdefault(ev.tid, [])
+        if not site.return_spec:  # no uretprobe: the call is shown as it starts
+            site.calls += 1
+            if self.args.summary:
+                return
+            text = render_call(site.proto, values, texts, self.args.strsize)
+            if self.args.json:
+                self.out.write(obj_json({
+                    "ts": ev.ts, "pid": ev.pid, "tid": ev.tid, "comm": ev.comm,
+                    "caller": site.obj, "function": site.proto.name, "call": text + ")",
+                    "args": values, "ret": None, "return": None, "duration_ns": None,
+                }) + "\n")
+                return
+            why = "no return ..." if site.proto.name in NO_RETURN else \
+                "return not traced: it returns twice"
+            self.out.write(f"{self._prefix(ev, site)}{text} <{why}>\n")
+            return
         if stack and not stack[-1].shown and not self.args.json and not self.args.summary:
             top = stack[-1]
             self.out.write(f"{self._prefix(ev, top.site)}{top.text} <unfinished ...>\n")
@@ -396,7 +421,8 @@ def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl, out: Out) ->
     printer = Printer(args, out, multi=args.follow, prefix_obj=bool(args.expr or args.objects))
     for site in sites:
         by_probe[site.entry_spec] = (site, printer.entry)
-        by_probe[site.return_spec] = (site, printer.ret)
+        if site.return_spec:
+            by_probe[site.return_spec] = (site, printer.ret)
     exit_spec = "t:sched:sched_process_exit"
     command: GatedCommand | None = None
     ended_by = 0
@@ -405,7 +431,8 @@ def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl, out: Out) ->
         with open_session(backend, pids=[args.pid] if args.pid else []) as s:
             for site in sites:
                 s.add(site.entry_spec)
-                s.add(site.return_spec)
+                if site.return_spec:
+                    s.add(site.return_spec)
             s.add(exit_spec)
             for w in s.warnings:
                 print(f"probewatch: warning: {w}", file=sys.stderr)

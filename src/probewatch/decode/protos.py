@@ -28,7 +28,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from ..sources.returns import NO_RETURN, RETURNS_TWICE
+
 __all__ = [
+    "RETURNS_TWICE",
+    "NO_RETURN",
     "Prototype",
     "TYPES",
     "prototype",
