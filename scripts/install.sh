@@ -28,6 +28,8 @@ if [ "$WITH_TESTS" = 1 ]; then
   # tests: anchors to compare with, USDT headers, and the BPF toolchain that
   # rebuilds the committed .bpf.o files to check they are not stale
   pkgs+=(trace-cmd strace systemtap-sdt-dev bpftool clang llvm libbpf-dev make)
+  # probewatch ltrace is compared with ltrace; PLT decoding is checked on arm64 objects
+  pkgs+=(ltrace gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu libc6-dev-arm64-cross)
 fi
 # the venv module and its pip bootstrap (Debian ships them apart from python3)
 if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then

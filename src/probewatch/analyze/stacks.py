@@ -10,6 +10,12 @@ A frame is ``{"addr", "symbol", "offset", "module"}``: ``symbol`` None when unkn
 ``offset`` from the symbol's start, ``module`` the file (user) or ``"kernel"`` / the
 module name (kernel).
 
+BPF stack maps made with ``BPF_F_STACK_BUILD_ID`` store each user frame as (status,
+20-byte build-id, file offset): the kernel resolved the mapping when it took the
+stack, so such frames are named after the process is gone, through the file with that
+build-id among those the symbolizer was told about (:meth:`Symbolizer.add_file`,
+:meth:`Symbolizer.add_process_files`; see :meth:`Symbolizer.build_id_frames`).
+
 Example::
 
     sym = Symbolizer()
@@ -21,12 +27,17 @@ Example::
 from __future__ import annotations
 
 import bisect
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ProbewatchError
 
 KALLSYMS = "/proc/kallsyms"
+#: struct bpf_stack_build_id: s32 status, u8 build_id[20], u64 offset-or-ip
+BUILD_ID_FRAME = struct.Struct("<i20sQ")
+# enum bpf_stack_build_id_status (include/uapi/linux/bpf.h)
+BUILD_ID_EMPTY, BUILD_ID_VALID, BUILD_ID_IP = 0, 1, 2
 
 
 @dataclass
@@ -91,6 +102,49 @@ class Symbolizer:
         self._kernel: KernelSymbols | None = None
         self._maps: dict[int, list[Mapping]] = {}
         self._funcs: dict[str, _FuncTable | None] = {}
+        self._by_build_id: dict[bytes, str] = {}
+        self._files_seen: set[str] = set()
+
+    # -- files by build-id (BPF build-id stacks)
+    def add_file(self, path: str) -> None:
+        """Know ``path`` by its build-id (for :meth:`build_id_frames`)."""
+        from ..elf.symbols import open_image
+
+        try:
+            img = open_image(path)
+        except ProbewatchError:
+            return
+        if img.build_id:
+            self._by_build_id.setdefault(bytes.fromhex(img.build_id).ljust(20, b"\0"), path)
+
+    def add_process_files(self, pid: int) -> None:
+        """Know the files ``pid`` maps now (what it exec'd, what it dlopen'd)."""
+        for m in _read_maps(pid):
+            if m.path not in self._files_seen:
+                self._files_seen.add(m.path)
+                root = f"/proc/{pid}/root{m.path}"
+                self.add_file(root)
+
+    def build_id_frames(self, raw: bytes) -> list[dict[str, Any]]:
+        """The frames of one build-id stack-map value (innermost first). ``addr`` is the
+        file offset (the raw ip when the kernel could not resolve the mapping); an
+        unknown file's ``module`` is ``buildid:<first 12 hex digits>``."""
+        out: list[dict[str, Any]] = []
+        for status, bid, off in parse_build_id_stack(raw):
+            sym: str | None = None
+            ofs = 0
+            mod: str | None = None
+            if status == BUILD_ID_VALID:
+                path = self._by_build_id.get(bid)
+                if path is None:
+                    mod = f"buildid:{bid.hex()[:12]}"
+                else:
+                    mod = path.rsplit("/", 1)[-1]
+                    hit = self._file_offset_lookup(path, off)
+                    if hit is not None:
+                        sym, ofs = hit
+            out.append({"addr": off, "symbol": sym, "offset": ofs, "module": mod})
+        return out
 
     # -- mappings
     def add_mapping(self, pid: int, start: int, length: int, pgoff: int, path: str) -> None:
@@ -146,11 +200,50 @@ class Symbolizer:
             img = open_image(m.path)
         except ProbewatchError:
             return None
-        file_off = addr - m.start + m.pgoff
-        for seg in img.segments:
-            if seg.offset <= file_off < seg.offset + seg.filesz:
-                return table.lookup(file_off - seg.offset + seg.vaddr)
-        return None
+        return _lookup_file_offset(img, table, addr - m.start + m.pgoff)
+
+    def _file_offset_lookup(self, path: str, file_off: int) -> tuple[str, int] | None:
+        table = self._funcs.get(path, _MISSING)
+        if table is _MISSING:
+            table = self._funcs[path] = _func_table(path)
+        if table is None:
+            return None
+        from ..elf.symbols import open_image
+
+        try:
+            img = open_image(path)
+        except ProbewatchError:
+            return None
+        return _lookup_file_offset(img, table, file_off)
+
+
+def _lookup_file_offset(img: Any, table: _FuncTable, file_off: int) -> tuple[str, int] | None:
+    """The function holding a file offset (through the PT_LOAD segments)."""
+    for seg in img.segments:
+        if seg.offset <= file_off < seg.offset + seg.filesz:
+            return table.lookup(file_off - seg.offset + seg.vaddr)
+    return None
+
+
+def parse_build_id_stack(raw: bytes) -> list[tuple[int, bytes, int]]:
+    """The frames of one build-id stack-map value: (status, build_id, offset_or_ip), up
+    to the first empty frame."""
+    out = []
+    usable = raw[: len(raw) - len(raw) % BUILD_ID_FRAME.size]
+    for status, bid, off in BUILD_ID_FRAME.iter_unpack(usable):
+        if status == BUILD_ID_EMPTY:
+            break
+        out.append((status, bid, off))
+    return out
+
+
+def frame_text(f: dict[str, Any]) -> str:
+    """One frame as a line: ``func+0x1c (file)``, ``[file+0x1c]`` or ``0x7f...``."""
+    if f.get("symbol") is None:
+        mod = f.get("module")
+        return f"[{mod}+0x{f['addr']:x}]" if mod else f"0x{f['addr']:x}"
+    mod = f.get("module")
+    return f"{f['symbol']}+0x{f['offset']:x}" + (f" ({mod})" if mod else "")
 
 
 _MISSING: Any = object()
@@ -196,4 +289,5 @@ def _read_maps(pid: int) -> list[Mapping]:
     return out
 
 
-__all__ = ["Symbolizer", "KernelSymbols", "Mapping"]
+__all__ = ["Symbolizer", "KernelSymbols", "Mapping", "BUILD_ID_FRAME",
+           "parse_build_id_stack", "frame_text"]

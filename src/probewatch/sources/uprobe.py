@@ -36,6 +36,7 @@ from ..elf.libs import resolve_target
 from ..elf.symbols import DEFAULT_MAX_MATCHES, open_image, resolve_symbol
 from ..errors import NotFound, SpecError
 from .args import ArchABI, abi_for
+from .returns import RETURNS_TWICE, base_name
 from .spec import ArgRef, ArgSpec, ArgType, Deref, Expr, ProbeSpec, Register, Retval, has_glob
 
 __all__ = [
@@ -292,6 +293,11 @@ def resolve_uprobe(
         except SpecError as e:
             raise spec.error(e.message, part="symbol") from None
         for r in found:
+            if spec.kind == "uretprobe" and base_name(r.name) in RETURNS_TWICE:
+                raise spec.error(
+                    f"{r.name} returns twice (setjmp-like): a uretprobe on it would make "
+                    "every process that longjmps back into it, traced or not, die of "
+                    "SIGILL; trace its entry with u: instead", part="symbol")
             warns = list(r.warnings)
             off = r.offset
             if spec.offset:

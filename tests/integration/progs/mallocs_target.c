@@ -1,0 +1,31 @@
+/* Allocations of known sizes from known call sites, for probewatch mallocs.
+ * Sizes are chosen in log2 buckets that the C library's own start-up does not use,
+ * so the histogram counts in those buckets are exact. Built -O0 with frame pointers. */
+#include <stdlib.h>
+#include <unistd.h>
+
+static void *keep[64];
+
+__attribute__((noinline)) void grow(void) {           /* 10 x 100000: kept */
+  for (int i = 0; i < 10; i++) keep[i] = malloc(100000);
+}
+__attribute__((noinline)) void churn(void) {          /* 1000 x 5000: all freed */
+  for (int i = 0; i < 1000; i++) free(malloc(5000));
+}
+__attribute__((noinline)) void arrays(void) {         /* 7 x calloc(300, 1000): 2 freed */
+  for (int i = 0; i < 7; i++) keep[10 + i] = calloc(300, 1000);
+  free(keep[10]);
+  free(keep[11]);
+}
+__attribute__((noinline)) void resize(void) {         /* realloc 3000000 -> 5000000 */
+  void *p = realloc(NULL, 3000000);
+  keep[20] = realloc(p, 5000000);
+}
+__attribute__((noinline)) void aligned(void) {        /* 3 x posix_memalign 40000 */
+  for (int i = 0; i < 3; i++) posix_memalign(&keep[30 + i], 64, 40000);
+}
+int main(int argc, char **argv) {
+  grow(); churn(); arrays(); resize(); aligned();
+  if (argc > 1) pause();   /* "wait": stay alive for -p */
+  return 0;
+}
