@@ -7,7 +7,8 @@ stores it in the fleet store (:mod:`.store`; deduplicated by host, boot id and
 sequence) and acknowledges it only after the store's transaction committed: a
 collector killed in between gets the batch again and the store skips it.
 
-With ``rules`` the detection engine runs here on the events of each host (one
+With ``rules`` the detection engine runs here on the events of each host whose agent
+runs no rules of its own (batch meta ``rules`` 0; one
 engine, process table and collapse state per host, the table seeded from the process
 records the agent sends), for agents that run no rules (``probewatch record --watch
 --export``). Alerts, the agents' own and the central ones, are stored and handed to
@@ -188,8 +189,8 @@ class Collector:
         from ..detect.pipeline import Detector, new_mapper, new_table
 
         h.table = new_table(replay=True)
-        if self.rules is None:
-            return
+        if self.rules is None or meta.get("rules"):
+            return  # no rules here, or the agent runs its own: keep the table only
         from ..detect.engine import Engine
         from ..detect.pipeline import alert_row
 

@@ -146,6 +146,8 @@ class Exporter:
         self.agent = f"{os.getpid()}-{time.time_ns()}"
         #: events the kernel dropped (set by the caller; sent in every batch's meta)
         self.lost = 0
+        #: rules the agent runs itself (0: the collector's --detect judges its events)
+        self.rules = 0
         self.stats = ExportStats(host=self.host)
         self._q: deque[Event] = deque()
         #: the hot path: append one Event (thread-safe, never waits)
@@ -224,6 +226,10 @@ class Exporter:
         self._thread.start()
         started.wait(5)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self, timeout: float = 5.0) -> ExportStats:
         """Send what is queued for up to ``timeout`` seconds; spill what is left."""
         if self._closed:
@@ -251,7 +257,7 @@ class Exporter:
                 "agent": self.agent, "wall_offset_ns": self.wall_offset_ns,
                 "made": time.time(), "lost": int(self.lost),
                 "dropped": self.spill.dropped_events, "events_total": self.stats.events,
-                "backend": self.backend}
+                "backend": self.backend, "rules": self.rules}
 
     def _encode(self, kind: str, records: list[Any]) -> list[Pending]:
         """Records -> batches of at most batch_events and batch_bytes (before zlib)."""

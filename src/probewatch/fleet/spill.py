@@ -28,8 +28,8 @@ import json
 import os
 import threading
 import time
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import ProbewatchError
 
