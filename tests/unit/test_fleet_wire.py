@@ -1,0 +1,191 @@
+"""The fleet's wire format, spill directory and store, without a server: round trips
+(bytes, undecodable strings), hostile message bodies, sequence numbers that survive a
+restart, the spill bound, dedupe by (host, boot, seq)."""
+
+from __future__ import annotations
+
+import sqlite3
+import zlib
+from pathlib import Path
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from probewatch.capture import Capture
+from probewatch.event import Event
+from probewatch.fleet.spill import Pending, Spill, SpillError
+from probewatch.fleet.store import FleetStore
+from probewatch.fleet.wire import (
+    MAGIC,
+    WireError,
+    decode_batch,
+    encode_batch,
+    event_record,
+    host_token,
+    parse_msg_id,
+    record_event,
+)
+
+
+def meta(seq: int = 1, kind: str = "events", host: str = "web1") -> dict[str, object]:
+    return {"host": host, "boot": "b00t", "seq": seq, "kind": kind, "lost": 0,
+            "wall_offset_ns": 1_000}
+
+
+def test_round_trip_keeps_bytes_and_undecodable_strings() -> None:
+    ev = Event(5, 1, 42, 43, "ba\udcffsh", "syscalls:openat", "bpf:syscalls",
+               {"filename": "/tmp/\udcfe\udcff", "buf": b"\x00\xff", "n": -3, "t": 1.5,
+                "none": None, "argv": ["a", "b\udc80"]})
+    m, recs = decode_batch(encode_batch(meta(), [event_record(ev)]))
+    assert m["seq"] == 1 and m["host"] == "web1"
+    back = record_event(recs[0])
+    assert back == ev
+    assert back.fields["buf"] == b"\x00\xff" and back.comm == "ba\udcffsh"
+
+
+def test_host_token_and_msg_id() -> None:
+    assert host_token("web1.example.com") == "web1_example_com"
+    assert host_token("a*b>c d") == "a_b_c_d"
+    assert host_token("") == "unknown"
+    assert parse_msg_id("web1:abc:17") == ("web1", "abc", 17)
+    for bad in ("web1:abc", "web1:abc:x", ":abc:1", "a:b:c:1"):
+        with pytest.raises(WireError):
+            parse_msg_id(bad)
+
+
+@pytest.mark.parametrize("body, msg", [
+    (b"", "bad magic"),
+    (b"PW1z" + b"garbage", "bad compressed"),
+    (MAGIC + zlib.compress(b"\xc1"), "bad batch encoding"),
+    (MAGIC + zlib.compress(msgspec.msgpack.encode([1, 2])), "not \\[meta, records\\]"),
+    (MAGIC + zlib.compress(msgspec.msgpack.encode([{"host": "x"}, []])), "lacks boot"),
+    (MAGIC + zlib.compress(msgspec.msgpack.encode(
+        [{"host": "x", "boot": "b", "seq": 1, "kind": "shell"}, []])), "unknown batch kind"),
+    (MAGIC + zlib.compress(b"\x00" * (65 << 20), 9), "inflates beyond"),
+    (MAGIC + zlib.compress(msgspec.msgpack.encode([{}, []]))[:-4], "truncated"),
+], ids=["empty", "not-zlib", "not-msgpack", "not-pair", "no-boot", "bad-kind", "zip-bomb",
+        "truncated"])
+def test_hostile_bodies_are_refused(body: bytes, msg: str) -> None:
+    with pytest.raises(WireError, match=msg):
+        decode_batch(body)
+
+
+def test_bad_event_records_are_refused() -> None:
+    for rec in ([1, 2], ["ts", 0, 1, 1, "c", "e", "p", {}], [1, 0, 1, 1, "c", "e", "p", []]):
+        with pytest.raises(WireError):
+            record_event(rec)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_fuzz_decode_only_wire_errors(body: bytes) -> None:
+    for b in (body, MAGIC + body, MAGIC + zlib.compress(body)):
+        try:
+            m, recs = decode_batch(b)
+        except WireError as e:
+            assert str(e)
+        else:
+            assert isinstance(m, dict) and isinstance(recs, list)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2**63 - 1), st.text(max_size=20),
+                          st.dictionaries(st.text(max_size=8),
+                                          st.one_of(st.integers(-2**63, 2**63 - 1),
+                                                    st.text(max_size=20),
+                                                    st.binary(max_size=20), st.none()),
+                                          max_size=5)), max_size=20))
+def test_fuzz_round_trip(evs: list[tuple[int, str, dict[str, object]]]) -> None:
+    events = [Event(ts, 0, 1, 1, comm, "x:y", "p", fields) for ts, comm, fields in evs]
+    _, recs = decode_batch(encode_batch(meta(), [event_record(e) for e in events]))
+    assert [record_event(r) for r in recs] == events
+
+
+def body(seq: int) -> Pending:
+    return Pending(seq, "probewatch.web1.events", f"web1:b00t:{seq}", b"x" * 100, 10,
+                   "events")
+
+
+def test_spill_survives_a_restart_and_never_reuses_a_sequence(tmp_path: Path) -> None:
+    sp = Spill(str(tmp_path), "b00t")
+    seqs = [sp.next_seq() for _ in range(5)]
+    assert seqs == list(range(seqs[0], seqs[0] + 5))
+    for s in seqs[:3]:
+        assert sp.put(body(s))
+    with pytest.raises(SpillError, match="in use by another"):
+        Spill(str(tmp_path), "b00t")
+    sp.close()
+    sp2 = Spill(str(tmp_path), "b00t")
+    assert sp2.seqs() == seqs[:3]
+    p = sp2.load(seqs[1])
+    assert p is not None and p.msg_id == f"web1:b00t:{seqs[1]}" and p.body == b"x" * 100
+    assert sp2.next_seq() > seqs[-1]
+    sp2.remove(seqs[1])
+    assert sp2.seqs() == [seqs[0], seqs[2]]
+    sp2.close()
+    # a new boot: a new sequence space, but what waits on disk is kept
+    sp3 = Spill(str(tmp_path), "other-boot")
+    assert sp3.seqs() == [seqs[0], seqs[2]] and sp3.next_seq() > seqs[-1]
+    sp3.close()
+
+
+def test_spill_bound_drops_and_counts(tmp_path: Path) -> None:
+    sp = Spill(str(tmp_path), "b00t", max_bytes=1000)
+    assert sp.put(body(0))
+    size = sp.bytes
+    fit = 1000 // size
+    kept = [True] + [sp.put(body(i)) for i in range(1, 10)]
+    assert 1 < fit < 10 and kept == [True] * fit + [False] * (10 - fit)
+    assert sp.dropped_batches == 10 - fit and sp.dropped_events == 10 * (10 - fit)
+    assert sp.bytes == fit * size <= 1000
+    assert len(list(tmp_path.glob("*.pwb"))) == fit
+    sp.close()
+    # counted across restarts
+    assert Spill(str(tmp_path), "b00t").dropped_events == 10 * (10 - fit)
+
+
+def test_store_dedupes_by_host_boot_seq_and_reopens(tmp_path: Path) -> None:
+    db = tmp_path / "fleet.db"
+    st_ = FleetStore(str(db))
+    evs = [Event(10 + i, 0, 7, 7, "sh", "syscalls:openat", "bpf:syscalls",
+                 {"i": i, "raw": b"\x01"}) for i in range(3)]
+    with st_.transaction():
+        assert st_.store_batch(meta(1), [], evs)
+        assert not st_.store_batch(meta(1), [], evs)          # same seq: skipped
+        assert st_.store_batch(meta(1, host="db1"), [], evs)  # another host's seq 1
+        assert st_.store_batch(meta(2, "processes"),
+                               [{"pid": 7, "ppid": 1, "comm": "sh"}])
+    st_.close()
+    st2 = FleetStore(str(db))
+    with st2.transaction():
+        assert not st2.store_batch(meta(1), [], evs)  # remembered across a reopen
+    assert st2.count_events("web1") == 3 and st2.count_events() == 6
+    st2.close()
+    with Capture(db) as cap:
+        assert cap.schema_version == 3
+        runs = cap.runs()
+        assert sorted(r.host for r in runs) == ["db1", "web1"]
+        got = list(cap.events())
+        assert len(got) == 6 and got[0].fields == {"i": 0, "raw": b"\x01"}
+        assert cap.process_snapshot(run=[r.id for r in runs if r.host == "web1"][0]) == [
+            {"pid": 7, "ppid": 1, "comm": "sh"}]
+    c = sqlite3.connect(db)
+    assert c.execute("SELECT count(*) FROM fleet_batches").fetchone()[0] == 3
+    c.close()
+
+
+def test_store_refuses_an_older_capture(tmp_path: Path) -> None:
+    from probewatch.errors import ProbewatchError
+
+    db = tmp_path / "old.db"
+    FleetStore(str(db)).close()
+    c = sqlite3.connect(db)
+    c.execute("DROP VIEW host_events")
+    c.execute("DROP TABLE fleet_batches")
+    c.execute("PRAGMA user_version = 2")
+    c.commit()
+    c.close()
+    with pytest.raises(ProbewatchError, match="schema 2, not a fleet store"):
+        FleetStore(str(db))
