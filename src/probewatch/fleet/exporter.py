@@ -21,8 +21,8 @@ The tracing loop only appends to in-memory queues (:meth:`Exporter.add` is a
 
 Nothing here ever waits on the network in the caller's thread: when the queue of
 Events grows past ``queue_max`` (the exporter thread fell behind),
-:meth:`Exporter.check` encodes the surplus in the caller's thread straight into the
-spill.
+:meth:`Exporter.check` encodes the surplus into batches in the caller's thread (into
+the RAM buffer, its overflow into the spill).
 
 Example::
 
@@ -117,7 +117,7 @@ class Exporter:
         spill_dir: str | None = None,
         spill_max: int = 1 << 30,
         mem_max: int = 32 << 20,
-        queue_max: int = 50_000,
+        queue_max: int = 100_000,
         flush_s: float = 0.1,
         batch_bytes: int = 256 * 1024,
         batch_events: int = 500,
@@ -190,7 +190,10 @@ class Exporter:
         """Call now and then from the producer: past ``queue_max`` queued Events, encode
         the surplus here and spill it (bounded memory; the network is never waited on)."""
         q = self._q
-        if len(q) <= self.queue_max:
+        n = len(q)
+        if n >= self.batch_events * 4:
+            self._poke()  # a few batches' worth: do not wait for the next tick
+        if n <= self.queue_max:
             return
         while len(q) > self.queue_max // 2:
             recs = []
@@ -202,8 +205,7 @@ class Exporter:
             if not recs:
                 break
             self.stats.events += len(recs)
-            for p in self._encode("events", [_rec(e) for e in recs]):
-                self._to_spill(p)
+            self._enqueue(self._encode("events", [_rec(e) for e in recs]))
 
     def _poke(self) -> None:
         loop, w = self._loop, self._wake
@@ -316,8 +318,11 @@ class Exporter:
             made = self._encode("status", [])
         if made or self._urgent:
             self._last_batch = now
-        if not made:
-            return
+        if made:
+            self._enqueue(made)
+
+    def _enqueue(self, made: list[Pending]) -> None:
+        """Batches into the RAM buffer; past mem_max its oldest go to the disk spill."""
         spill_now: list[Pending] = []
         with self._lock:
             for p in made:

@@ -46,9 +46,21 @@ from ..sinks.capture import (
     check_capture_file,
     check_schema,
 )
-from ..sinks.jsonl import fields_json, obj_json
+from ..sinks.jsonl import obj_json
 
 __all__ = ["FleetStore", "ALERT_COLS"]
+
+
+def _bytes_list(v: Any) -> Any:
+    if isinstance(v, bytes | bytearray | memoryview):
+        return list(bytes(v))
+    raise TypeError(f"not JSON: {type(v).__name__}")
+
+
+#: the fields as JSON text, byte for byte what sinks.jsonl.fields_json writes (bytes as
+#: lists of ints, tuples as arrays, no spaces, non-ASCII kept), from the C encoder
+_fields_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
+                                default=_bytes_list).encode
 
 ALERT_COLS = (
     "id", "run_id", "ts", "last_ts", "time", "count", "level", "rule_id", "title",
@@ -186,8 +198,9 @@ class FleetStore:
             return False
         self.batches += 1
         if kind == "events" and events:
+            fj = _fields_json
             rows = [(ev.ts, ev.cpu, ev.pid, ev.tid, ev.comm, self._type_id(run, ev),
-                     fields_json(ev.fields)) for ev in events]
+                     fj(ev.fields)) for ev in events]
             sql = ("INSERT INTO event_rows (ts, cpu, pid, tid, comm, type_id, fields) "
                    "VALUES (?,?,?,?,?,?,?)")
             try:
