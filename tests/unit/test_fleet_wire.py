@@ -4,7 +4,10 @@ restart, the spill bound, dedupe by (host, boot, seq)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -171,9 +174,59 @@ def test_store_dedupes_by_host_boot_seq_and_reopens(tmp_path: Path) -> None:
         assert len(got) == 6 and got[0].fields == {"i": 0, "raw": b"\x01"}
         assert cap.process_snapshot(run=[r.id for r in runs if r.host == "web1"][0]) == [
             {"pid": 7, "ppid": 1, "comm": "sh"}]
+        # reports select hosts
+        assert [e.fields["i"] for e in cap.events(host="db1")] == [0, 1, 2]
+        assert cap.count(host="web1") == 3 and cap.count(host="nope") == 0
     c = sqlite3.connect(db)
     assert c.execute("SELECT count(*) FROM fleet_batches").fetchone()[0] == 3
     c.close()
+    r = subprocess.run([sys.executable, "-m", "probewatch", "report", str(db), "--host",
+                        "db1", "--json"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [x["fields"]["i"] for x in lines] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["watch", "--creds", "x.creds", "--", "true"], "--creds applies to --export"),
+    (["collect", "--from", "nats://127.0.0.1:1", "--ui", "nope"], "--ui nope: expected"),
+    (["fleet", "init", "nats://127.0.0.1:1", "--wait", "1"], "cannot connect to"),
+    (["fleet", "auth", "a.b", "-o", "{tmp}/auth"], "is not one subject token: use 'a_b'"),
+])
+def test_cli_errors_are_one_line(argv: list[str], msg: str, tmp_path: Path) -> None:
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    r = subprocess.run([sys.executable, "-m", "probewatch", *argv], capture_output=True,
+                       text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("probewatch: error: ") and msg in lines[0], \
+        r.stderr
+
+
+def test_connect_options(tmp_path: Path) -> None:
+    from probewatch.errors import ProbewatchError
+    from probewatch.fleet.connect import check_url, connect_kwargs, read_creds
+
+    with pytest.raises(ProbewatchError, match="'http://h:1' is not a NATS server URL"):
+        check_url("http://h:1")
+    with pytest.raises(ProbewatchError, match="--creds /nonexistent/x: No such file"):
+        read_creds("/nonexistent/x")
+    bad = tmp_path / "bad.creds"
+    bad.write_text("[1]")
+    with pytest.raises(ProbewatchError, match="neither a NATS .creds file"):
+        read_creds(str(bad))
+    good = tmp_path / "web1.creds"
+    good.write_text(json.dumps({"user": "web1", "password": "pw", "host": "web1",
+                                "inbox_prefix": "_INBOX_web1"}))
+    kw = connect_kwargs("nats://a:1,nats://b:2", creds=str(good))
+    assert kw["servers"] == ["nats://a:1", "nats://b:2"]
+    assert (kw["user"], kw["password"], kw["inbox_prefix"]) == ("web1", "pw", "_INBOX_web1")
+    # the defaults changed for an agent that must ride out a server restart
+    assert kw["max_reconnect_attempts"] == -1 and kw["ping_interval"] == 5
+    assert kw["pending_size"] == 512 * 1024
+    jwt = tmp_path / "u.creds"
+    jwt.write_text("-----BEGIN NATS USER JWT-----\nx\n------END NATS USER JWT------\n")
+    assert connect_kwargs("nats://a:1", creds=str(jwt))["user_credentials"] == str(jwt)
 
 
 def test_store_refuses_an_older_capture(tmp_path: Path) -> None:
