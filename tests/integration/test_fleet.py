@@ -25,6 +25,8 @@ from probewatch.fleet.wire import decode_batch
 
 from .natsd import Natsd, cluster
 
+pytestmark = pytest.mark.integration
+
 
 class RunningCollector:
     """A Collector consuming in a thread of its own until stop()."""
@@ -201,6 +203,35 @@ def test_collector_dedupes_by_host_boot_seq(natsd: Natsd, tmp_path: Path) -> Non
     col.stop()
     assert stored_is(tmp_path / "fleet.db") == list(range(1000))
     assert col.col.store.duplicates >= 2
+
+
+def test_record_spec_export_with_capture(natsd: Natsd, tmp_path: Path) -> None:
+    """probewatch record SPEC --export: the capture and the collector hold the same
+    events (the command's 300 getppid calls)."""
+    import json
+    import sys
+
+    stream_create(natsd.url)
+    prog = "import os\nfor _ in range(300): os.getppid()\n"
+    r = subprocess.run(
+        [sys.executable, "-m", "probewatch", "record", "t:syscalls:sys_enter_getppid",
+         "-o", str(tmp_path / "cap.db"), "--export", natsd.url, "--host", "rec1",
+         "--spill-dir", str(tmp_path / "sp"), "--json", "--", sys.executable, "-c", prog],
+        capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "acknowledged as host rec1, dropped 0" in r.stderr, r.stderr
+    col = RunningCollector(Collector(natsd.url, str(tmp_path / "fleet.db")))
+    col.wait_events(300, 15)
+    col.stop()
+    c = sqlite3.connect(tmp_path / "fleet.db")
+    rows = c.execute("SELECT event, comm, fields FROM host_events WHERE host = 'rec1'"
+                     ).fetchall()
+    c.close()
+    c = sqlite3.connect(tmp_path / "cap.db")
+    local = c.execute("SELECT event, comm, fields FROM events").fetchall()
+    c.close()
+    assert len(rows) >= 300 and sorted(rows) == sorted(local)
+    assert {json.loads(f).get("__syscall_nr") for _, _, f in rows} == {110}
 
 
 def test_permissions_host_cannot_publish_for_another(tmp_path: Path) -> None:

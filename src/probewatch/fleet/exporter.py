@@ -377,7 +377,10 @@ class Exporter:
                 sender.cancel()
             conn.cancel()
             with self._lock:
-                rest = list(self._urgent) + list(self._mem)
+                # a sender cancelled mid-window: its batches were not acknowledged
+                rest = [p for p in self._flying if not p.spilled]
+                rest += list(self._urgent) + list(self._mem)
+                self._flying = []
                 self._urgent.clear()
                 self._mem.clear()
                 self._mem_bytes = 0
@@ -438,6 +441,7 @@ class Exporter:
 
     _sending = True
     _inflight = 0
+    _flying: list[Pending] = []
     _connected_at_end = False
 
     def _take(self, n: int) -> list[Pending]:
@@ -500,7 +504,9 @@ class Exporter:
                     pass
                 continue
             self._inflight = len(batch)
+            self._flying = batch
             results = await asyncio.gather(*(self._publish(p) for p in batch))
+            self._flying = []
             self._inflight = 0
             failed = []
             st = self.stats
