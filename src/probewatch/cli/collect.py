@@ -55,6 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="serve the web console here (HOST default 127.0.0.1)")
     p.add_argument("--durable", default="probewatch-collector", metavar="NAME",
                    help="the durable consumer's name (default probewatch-collector)")
+    p.add_argument("--ack-wait", type=float, default=30.0, metavar="SECS",
+                   help="when a new durable consumer is made: how long a batch that was "
+                   "delivered but not acknowledged (a collector killed) waits before it "
+                   "is delivered again (default 30)")
     p.add_argument("-d", "--duration", type=float, metavar="SECS", help="stop after SECS")
     p.add_argument("--json", action="store_true", help="alerts as JSON lines")
     add_conn_options(p)
@@ -83,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         raise ProbewatchError("--rules and --no-default-rules apply to --detect")
     addr = ui_addr(args.ui) if args.ui else None
     col = Collector(args.url, args.output, creds=args.creds, tls=_tls(args), rules=rules,
-                    level=args.level, track=addr is not None, durable=args.durable)
+                    level=args.level, track=addr is not None, durable=args.durable,
+                    ack_wait=args.ack_wait)
     out = sys.stdout
 
     def show(item: dict[str, Any]) -> None:

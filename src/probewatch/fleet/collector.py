@@ -99,6 +99,7 @@ class Collector:
         durable: str = DURABLE,
         stream: str = STREAM,
         fetch: int = 64,
+        ack_wait: float = 30.0,
         window_s: float = 60.0,
     ) -> None:
         self._kw = connect_kwargs(url, creds=creds, tls=tls, name="probewatch-collector")
@@ -109,6 +110,7 @@ class Collector:
         self.durable = durable
         self.stream = stream
         self.fetch = fetch
+        self.ack_wait = ack_wait
         self.window_s = window_s
         self.hosts: dict[str, HostState] = {}
         self.alerts: deque[dict[str, Any]] = deque(maxlen=500)
@@ -291,7 +293,8 @@ class Collector:
                             f"{PREFIX}.>", durable=self.durable, stream=self.stream,
                             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT,
                                                   deliver_policy=DeliverPolicy.ALL,
-                                                  max_ack_pending=20_000, ack_wait=30))
+                                                  max_ack_pending=20_000,
+                                                  ack_wait=self.ack_wait))
                         self.connected = True
                         if ready is not None:
                             ready()
