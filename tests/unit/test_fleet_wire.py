@@ -189,7 +189,6 @@ def test_store_dedupes_by_host_boot_seq_and_reopens(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("argv, msg", [
     (["watch", "--creds", "x.creds", "--", "true"], "--creds applies to --export"),
-    (["collect", "--from", "nats://127.0.0.1:1", "--ui", "nope"], "--ui nope: expected"),
     (["fleet", "init", "nats://127.0.0.1:1", "--wait", "1"], "cannot connect to"),
     (["fleet", "auth", "a.b", "-o", "{tmp}/auth"], "is not one subject token: use 'a_b'"),
 ])
@@ -224,9 +223,43 @@ def test_connect_options(tmp_path: Path) -> None:
     # the defaults changed for an agent that must ride out a server restart
     assert kw["max_reconnect_attempts"] == -1 and kw["ping_interval"] == 5
     assert kw["pending_size"] == 512 * 1024
+    from probewatch.cli.collect import ui_addr
+
+    assert ui_addr(":8080") == ("127.0.0.1", 8080)
+    assert ui_addr("[::1]:0") == ("::1", 0)
+    with pytest.raises(ProbewatchError, match="--ui nope: expected"):
+        ui_addr("nope")
     jwt = tmp_path / "u.creds"
     jwt.write_text("-----BEGIN NATS USER JWT-----\nx\n------END NATS USER JWT------\n")
     assert connect_kwargs("nats://a:1", creds=str(jwt))["user_credentials"] == str(jwt)
+
+
+def test_collector_checks_subjects_and_remembers_processes(tmp_path: Path) -> None:
+    """A batch whose meta names another host than its subject is refused; a restarted
+    collector seeds a host's process table from what the store holds."""
+    from probewatch.fleet.collector import Collector
+
+    db = str(tmp_path / "fleet.db")
+    procs = [{"pid": 50, "ppid": 1, "comm": "sshd", "exe": "/usr/sbin/sshd",
+              "argv": ["sshd", "-D\udcff"]}]
+    col = Collector("nats://127.0.0.1:1", db, track=True)
+    with col.store.transaction():
+        assert not col.handle("probewatch.web1.processes",
+                              encode_batch(meta(1, "processes", host="db1"), procs))
+        assert not col.handle("probewatch.web1.events", b"junk")
+        assert col.handle("probewatch.web1.processes",
+                          encode_batch(meta(2, "processes"), procs))
+    assert col.hosts["web1"].rejected == 2 and col.rejected == 2
+    col.finish()
+    col2 = Collector("nats://127.0.0.1:1", db, track=True)
+    ev = Event(10, 0, 51, 51, "bash", "syscalls:openat", "bpf:syscalls", {"ret": 3})
+    with col2.store.transaction():
+        assert col2.handle("probewatch.web1.events",
+                           encode_batch(meta(3), [event_record(ev)]))
+    t = col2.hosts["web1"].table
+    assert t.get(50) is not None and t.get(50).argv == ["sshd", "-D\udcff"]
+    assert col2.hosts["web1"].events == 1
+    col2.finish()
 
 
 def test_store_refuses_an_older_capture(tmp_path: Path) -> None:

@@ -188,9 +188,14 @@ class Collector:
     def _ensure(self, h: HostState, meta: dict[str, Any]) -> None:
         if h.table is not None:
             return
-        from ..detect.pipeline import Detector, new_mapper, new_table
+        from ..detect.pipeline import Detector, new_mapper, new_table, restore_table
 
         h.table = new_table(replay=True)
+        # what the store already holds of this host and boot: a restarted collector
+        # knows the processes the agent described before
+        snap = self.store.snapshot(meta)
+        if snap:
+            restore_table(h.table, snap)
         if self.rules is None or meta.get("rules"):
             return  # no rules here, or the agent runs its own: keep the table only
         from ..detect.engine import Engine

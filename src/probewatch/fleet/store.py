@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from ..decode.escape import from_json
 from ..errors import ProbewatchError
 from ..event import Event
 from ..sinks.capture import (
@@ -249,6 +250,22 @@ class FleetStore:
             [_alert_cell(vals[c]) if c not in ("id", "run_id") else vals[c]
              for c in ALERT_COLS])
         return aid
+
+    def snapshot(self, meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The process records stored for the run of meta's host and boot."""
+        run = self._runs.get((str(meta["host"]), str(meta["boot"])))
+        if run is None:
+            return []
+        out = []
+        for (info,) in self._conn.execute(
+                "SELECT info FROM process_snapshot WHERE run_id = ?", (run,)):
+            try:
+                d = json.loads(info)
+            except ValueError:
+                continue
+            if isinstance(d, dict):
+                out.append(from_json(d) if '"b64"' in info else d)
+        return out
 
     def count_events(self, host: str | None = None) -> int:
         if host is None:
