@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from probewatch.event import Event
-from probewatch.fleet.admin import init_stream, write_auth
+from probewatch.fleet.admin import init_stream
 from probewatch.fleet.collector import Collector
 from probewatch.fleet.connect import TlsFiles, quiet
 from probewatch.fleet.exporter import Exporter
@@ -273,7 +273,15 @@ def test_record_spec_export_with_capture(natsd: Natsd, tmp_path: Path) -> None:
 
 
 def test_permissions_host_cannot_publish_for_another(tmp_path: Path) -> None:
-    files = write_auth(str(tmp_path / "auth"), ["web1", "db1"])
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "probewatch", "fleet", "auth", "web1", "db1",
+                        "-o", str(tmp_path / "auth")], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    files = dict(line.split(": ", 1) for line in r.stdout.splitlines())
+    assert set(files) == {"web1", "db1", "collector", "admin", "auth.conf"}
+    assert all(os.stat(p).st_mode & 0o777 == 0o600 for p in files.values())
     # nats-server resolves an include relative to the including file
     inc = os.path.relpath(files["auth.conf"], tmp_path / "nats-n1")
     nd = Natsd(tmp_path, conf=f'include "{inc}"').start()
@@ -347,12 +355,13 @@ def _openssl(*args: str, cwd: Path) -> None:
 def test_tls_client_certificates(tmp_path: Path) -> None:
     d = tmp_path / "pki"
     d.mkdir()
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-             "ca.pem", "-days", "2", "-subj", "/CN=pw-test-ca", cwd=d)
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+             "-subj", "/CN=pw-test-ca", cwd=d)
     for name, ext in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
                       ("client", "extendedKeyUsage=clientAuth")):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
-                 f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj",
+                 f"/CN={name}", cwd=d)
         (d / f"{name}.ext").write_text(ext + "\n")
         _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
                  "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile",
