@@ -260,6 +260,14 @@ def test_collector_checks_subjects_and_remembers_processes(tmp_path: Path) -> No
     assert t.get(50) is not None and t.get(50).argv == ["sshd", "-D\udcff"]
     assert col2.hosts["web1"].events == 1
     col2.finish()
+    # detection that fails (here: no usable rule set) never stops the storing
+    col3 = Collector("nats://127.0.0.1:1", db, rules=object())
+    with col3.store.transaction():
+        assert col3.handle("probewatch.web1.events",
+                           encode_batch(meta(4), [event_record(ev)]))
+    assert col3.hosts["web1"].detect_errors == 1 and "detection" in col3.last_error
+    assert col3.store.count_events("web1") == 2
+    col3.finish()
 
 
 def test_store_refuses_an_older_capture(tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ class HostState:
     batches: int = 0
     duplicates: int = 0
     rejected: int = 0            # batches refused (bad meta, wrong host)
+    detect_errors: int = 0       # batches stored but not judged (a detection failure)
     dropped: int = 0             # the agent's spill drops (its latest report)
     lost: int = 0                # the agent's kernel drops (its latest report)
     rate: float = 0.0            # events/s over the last few seconds
@@ -77,7 +78,8 @@ class HostState:
                 "last_seen": self.last_seen, "age": round(now - self.last_seen, 3)
                 if self.last_seen else None, "events": self.events, "alerts": self.alerts,
                 "batches": self.batches, "duplicates": self.duplicates,
-                "rejected": self.rejected, "dropped": self.dropped, "lost": self.lost,
+                "rejected": self.rejected, "detect_errors": self.detect_errors,
+                "dropped": self.dropped, "lost": self.lost,
                 "events_per_s": round(self.rate, 1)}
 
 
@@ -173,17 +175,30 @@ class Collector:
             h.events += len(evs)
             h.note(len(evs), now)
             if self.track:
-                self._detect(h, meta, evs)
+                try:
+                    self._detect(h, meta, evs)
+                except Exception as e:  # noqa: BLE001 - storing must go on
+                    self._detect_error(h, e)
         elif kind == "processes" and self.track:
-            self._ensure(h, meta)
-            from ..detect.pipeline import restore_table
+            try:
+                self._ensure(h, meta)
+                from ..detect.pipeline import restore_table
 
-            restore_table(h.table, [r for r in records if isinstance(r, dict)])
+                restore_table(h.table, [r for r in records if isinstance(r, dict)])
+            except Exception as e:  # noqa: BLE001 - storing must go on
+                self._detect_error(h, e)
         elif kind == "alerts":
             for row in records:
                 if isinstance(row, dict):
                     self._publish_alert(h, row, "agent", meta)
         return True
+
+    def _detect_error(self, h: HostState, e: Exception) -> None:
+        """Detection failed on a batch (it is stored all the same): counted, and the
+        host's detector starts afresh with the next batch."""
+        h.detect_errors += 1
+        self.last_error = f"{h.host}: detection: {type(e).__name__}: {e}"
+        h.detector = h.table = None
 
     def _ensure(self, h: HostState, meta: dict[str, Any]) -> None:
         if h.table is not None:
