@@ -30,6 +30,8 @@ if [ "$WITH_TESTS" = 1 ]; then
   pkgs+=(trace-cmd strace systemtap-sdt-dev bpftool clang llvm libbpf-dev make)
   # probewatch ltrace is compared with ltrace; PLT decoding is checked on arm64 objects
   pkgs+=(ltrace gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu libc6-dev-arm64-cross)
+  # fleet tests: a real NATS JetStream server, the console in a real browser, TLS certs
+  pkgs+=(nats-server chromium openssl)
 fi
 # the venv module and its pip bootstrap (Debian ships them apart from python3)
 if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then

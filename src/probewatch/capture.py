@@ -403,6 +403,10 @@ class Capture:
         except (sqlite3.Error, UnicodeDecodeError) as e:
             raise self._err(e) from None
 
+    def host_runs(self, host: str) -> set[int]:
+        """Ids of the runs recorded on ``host`` (``runs.host``)."""
+        return {r.id for r in self.runs() if r.host == host}
+
     def probes(self) -> list[dict[str, Any]]:
         """Rows of the ``probes`` table (``events`` decoded to a list)."""
         rows = self._dicts("SELECT * FROM probes ORDER BY id")
@@ -519,11 +523,15 @@ class Capture:
         probe: str | None,
         run: int | None,
         tid: int | Iterable[int] | None,
+        host: str | None = None,
     ) -> tuple[str, list[Any]] | None:
         """SQL WHERE for the filters; None when no row can match."""
         conds: list[str] = []
         params: list[Any] = []
         types = list(self._types.values())
+        if host is not None:  # a fleet capture: one run per host and boot
+            runs = self.host_runs(host)
+            types = [t for t in types if t.run_id in runs]
         if event is not None:
             pat = event if ":" in event else "*:" + event
             types = [t for t in types if fnmatch.fnmatchcase(t.name, pat)]
@@ -559,19 +567,21 @@ class Capture:
         run: int | None = None,
         tid: int | Iterable[int] | None = None,
         limit: int | None = None,
+        host: str | None = None,
     ) -> Iterator[Event]:
         """Yield the recorded Events in time order, filtered like ``probewatch report``.
 
         ``pid``: one or several thread-group ids; ``comm``: exact, or a glob when it has
         ``* ? [``; ``event``: a glob over ``"system:name"`` (without ``:`` it matches
         the name, so ``"sys_enter_*"`` works); ``probe``: the spec as recorded;
-        ``run``: a run id; ``tid``: thread ids.
+        ``run``: a run id; ``tid``: thread ids; ``host``: the runs of this host
+        (``runs.host``; a fleet capture of ``probewatch collect`` has one per host).
 
         Example::
 
             [ev.fields["filename"] for ev in cap.events(event="sched_process_exec")]
         """
-        w = self._where(pid, comm, event, probe, run, tid)
+        w = self._where(pid, comm, event, probe, run, tid, host)
         if w is None:
             return
         where, params = w
@@ -632,9 +642,10 @@ class Capture:
         probe: str | None = None,
         run: int | None = None,
         tid: int | Iterable[int] | None = None,
+        host: str | None = None,
     ) -> int:
         """How many events :meth:`events` would yield with these filters."""
-        w = self._where(pid, comm, event, probe, run, tid)
+        w = self._where(pid, comm, event, probe, run, tid, host)
         if w is None:
             return 0
         try:

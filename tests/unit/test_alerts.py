@@ -324,6 +324,8 @@ def test_schema1_capture_still_opens(tmp_path: Any) -> None:
     path = tmp_path / "old.db"
     _write_capture(path, [mk()], [{"pid": 1, "ppid": 0}])
     c = sqlite3.connect(path)
+    c.execute("DROP VIEW host_events")  # schema 3
+    c.execute("DROP TABLE fleet_batches")
     c.execute("DROP TABLE alerts")
     c.execute("DROP TABLE process_snapshot")
     c.execute("PRAGMA user_version = 1")

@@ -84,6 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     for a in p._actions:
         if a.dest == "specs":
             a.nargs = "*"  # none with --watch; run() insists on one otherwise
+    from .fleet import add_export_options
+
+    add_export_options(p)
     p.set_defaults(func=run)
 
 
@@ -98,7 +101,8 @@ def run_watch(args: argparse.Namespace, cmd: list[str]) -> int:
                      ("--filter", args.filter_expr), ("-n", args.max_events)):
         if val:
             raise ProbewatchError(f"record --watch: {opt} does not apply")
-    args.output = args.output or default_path()
+    if not getattr(args, "export", None):  # --export alone: no capture file
+        args.output = args.output or default_path()
     return run_live(args, None, None, cmd, capture_only=True)
 
 
@@ -164,7 +168,8 @@ def _probe_infos(args: argparse.Namespace, s: Session) -> list[ProbeInfo]:
 
 
 def _pump(s: Session, writer: CaptureWriter, args: argparse.Namespace,
-          echo: Callable[[list[Event]], None] | None, ctl: RunControl) -> None:
+          echo: Callable[[list[Event]], None] | None, ctl: RunControl,
+          exporter: Any = None) -> None:
     """The hot loop: hand every batch of events to the writer queue; never touch the
     disk. Waits only when the writer is far behind (then raw pages wait in the spool
     file next to the capture, and when that is full the kernel drops and counts)."""
@@ -177,16 +182,20 @@ def _pump(s: Session, writer: CaptureWriter, args: argparse.Namespace,
         if ctl.abort:  # a second ^C: stop at once
             s.stop()
             return
-        _store(writer, batch, echo)
+        _store(writer, batch, echo, exporter)
         if writer.error is not None:
             return
 
 
 def _store(writer: CaptureWriter, batch: list[Event],
-           echo: Callable[[list[Event]], None] | None) -> None:
+           echo: Callable[[list[Event]], None] | None, exporter: Any = None) -> None:
     """Queue a batch for the writer; wait while the queue is over its bound (the raw
-    pages then wait in the spool file, and beyond that the kernel drops and counts)."""
+    pages then wait in the spool file, and beyond that the kernel drops and counts).
+    ``exporter`` (--export) gets the batch too; it never waits (it spills)."""
     writer.add_many(batch)
+    if exporter is not None:
+        exporter.add_many(batch)
+        exporter.check()
     if echo is not None:
         echo(batch)
     if writer.backlog() > writer.max_backlog:
@@ -279,15 +288,21 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(path, args.force)
     # SIGTERM/SIGHUP from here on unwind (SystemExit), so nothing made is left behind;
     # ^C, SIGTERM, SIGHUP and a closed --echo pipe as in probewatch trace (runctl)
+    from .fleet import open_exporter
+
+    exporter = open_exporter(args)
     ctl = RunControl()
     ctl.install()
     try:
-        return _record(args, cmd, path, ctl)
+        return _record(args, cmd, path, ctl, exporter)
     finally:
         ctl.restore()
+        if exporter is not None and not exporter.closed:
+            exporter.close(min(args.export_timeout, 2.0))
 
 
-def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl) -> int:
+def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl,
+            exporter: Any = None) -> int:
     from ..session import Session
     from ..sinks.capture import CaptureWriter, read_proc
 
@@ -320,6 +335,9 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl
             writer.begin_run(info, _probe_infos(args, s), hex_fields=hex_fields(s.formats),
                              start_ts=t0 if info.clock in (None, "mono") else None)
             begun = True
+            if exporter is not None:
+                exporter.backend = s.backend if isinstance(s.backend, str) else ""
+                exporter.start()
             for pid in args.pid:  # what /proc says about the processes asked for
                 pinfo = read_proc(pid)
                 if pinfo:
@@ -334,7 +352,7 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl
             out = Out(sys.stdout) if args.echo else None
             echo = _echo(s, args.json, out) if out is not None else None
             try:
-                _pump(s, writer, args, echo, ctl)
+                _pump(s, writer, args, echo, ctl, exporter)
                 if out is not None:
                     out.flush()
             except (BrokenPipeError, SystemExit) as e:  # --echo's reader gone, SIGTERM
@@ -385,6 +403,9 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl
     assert writer is not None
     res = _finish(writer, summ, status, message,
                   command.returncode if command is not None else None)
+    if exporter is not None:
+        exporter.lost = getattr(summ, "lost", 0) or 0
+        print(f"probewatch: {exporter.close(args.export_timeout).line()}", file=sys.stderr)
     _report(res, summ, args.json, error_shown)
     if res.error is not None:
         return 1

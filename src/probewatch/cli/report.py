@@ -35,11 +35,13 @@ def add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--comm", help="only events of this comm (glob if it has * ? [)")
     p.add_argument("--event", metavar="GLOB", help="only events whose system:name matches")
     p.add_argument("--probe", metavar="SPEC", help="only events of this probe spec")
+    p.add_argument("--host", metavar="NAME",
+                   help="only this host's events (a fleet capture of probewatch collect)")
 
 
 def filters(args: argparse.Namespace) -> dict[str, Any]:
     return {"pid": args.pid or None, "comm": args.comm, "event": args.event,
-            "probe": args.probe}
+            "probe": args.probe, "host": getattr(args, "host", None)}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,6 +75,9 @@ def run_alerts(args: argparse.Namespace) -> int:
     out = sys.stdout
     with Capture(args.file) as cap:
         alerts = cap.alerts()
+        if getattr(args, "host", None) is not None:
+            runs = cap.host_runs(args.host)
+            alerts = [a for a in alerts if a.get("run_id") in runs]
     if args.pid:
         alerts = [a for a in alerts if (a.get("process") or {}).get("pid") in args.pid]
     if args.max_events is not None:

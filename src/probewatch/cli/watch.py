@@ -117,6 +117,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="collapse repeats of a rule on one process within SECS (default "
                    "60; 0: never)")
     add_source_options(p)
+    from .fleet import add_export_options
+
+    add_export_options(p)
     p.set_defaults(func=run)
 
 
@@ -183,9 +186,9 @@ def _summary(st: Any, as_json: bool, extra: dict[str, Any] | None = None) -> Non
 def run(args: argparse.Namespace) -> int:
     cmd = list(getattr(args, "command_argv", None) or [])
     if args.replay:
-        if cmd or args.pid or args.output:
-            raise ProbewatchError("--replay reads a capture: -p, -o and -- COMMAND "
-                                  "do not apply")
+        if cmd or args.pid or args.output or getattr(args, "export", None):
+            raise ProbewatchError("--replay reads a capture: -p, -o, --export and -- "
+                                  "COMMAND do not apply")
         return run_replay(args)
     if cmd and args.pid:
         raise ProbewatchError("give either -p PID or -- COMMAND, not both")
@@ -233,13 +236,21 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
         seed_table,
         table_snapshot,
     )
+    from .fleet import open_exporter
 
+    exporter = open_exporter(args)  # a bad URL, creds or a busy spill: before anything
     writer = None
     if args.output:
         from ..sinks.capture import CaptureWriter
 
-        writer = CaptureWriter(args.output, force=getattr(args, "force", False))
+        try:
+            writer = CaptureWriter(args.output, force=getattr(args, "force", False))
+        except BaseException:
+            if exporter is not None:
+                exporter.close(0)
+            raise
     begun = False
+    export_stats = None
     status, message = "complete", None
     rc = 0
     st = None
@@ -256,12 +267,20 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
             from ..detect.pipeline import new_table
 
             lookups: list[dict[str, Any]] = []
-            table = new_table(on_lookup=lookups.append if writer is not None else None)
+            sinks = writer is not None or exporter is not None
+            table = new_table(on_lookup=lookups.append if sinks else None)
             seed_table(table)
             det = Detector(engine, table=table,
                            emit=None if capture_only else _emitter(sys.stdout, args.json),
-                           window_s=getattr(args, "window", 60.0), writer=writer)
+                           window_s=getattr(args, "window", 60.0), writer=writer,
+                           exporter=exporter)
             src.start()  # a bad -p pid or a probe the kernel refuses fails here
+            if exporter is not None:
+                exporter.backend = src.backend
+                exporter.wall_offset_ns = det.wall_offset_ns
+                exporter.rules = _rule_count(rules) if rules is not None else 0
+                exporter.note_processes(table_snapshot(table))
+                exporter.start()
             det.stats.backend = src.backend
             det.stats.rules = _rule_count(rules) if rules is not None else 0
             if writer is not None:
@@ -293,13 +312,20 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                 n = 0
                 for ev in src.events(duration=args.duration):
                     feed(ev)
-                    if writer is not None:
+                    if sinks:
                         if lookups:
-                            writer.note_snapshot(lookups)
+                            if writer is not None:
+                                writer.note_snapshot(lookups)
+                            if exporter is not None:
+                                exporter.note_processes(lookups)
                             lookups.clear()
                         n += 1
                         if n & 1023 == 0:
-                            if writer.error is not None:
+                            if exporter is not None:
+                                exporter.check()  # never waits: spills past its bound
+                            if writer is None:
+                                pass
+                            elif writer.error is not None:
                                 src.stop()
                             elif writer.backlog() > writer.max_backlog:
                                 # bounded memory: the kernel's ring buffer holds (and
@@ -324,14 +350,21 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
             st.duration = time.monotonic() - t0
             if writer is not None and lookups:
                 writer.note_snapshot(lookups)
+            if exporter is not None and lookups:
+                exporter.note_processes(lookups)
             try:
                 st.lost, lost_cpu = src.losses()
             except ProbewatchError:
                 lost_cpu = {}
+            if exporter is not None:
+                exporter.lost = st.lost
+                export_stats = exporter.close(getattr(args, "export_timeout", 5.0))
             if cmd:
                 src.session.close()
                 rc = src.session.wait_command() or 0
     except BaseException as e:
+        if exporter is not None:
+            exporter.close(min(getattr(args, "export_timeout", 5.0), 2.0))
         if writer is not None:
             if not begun:
                 writer.abandon()
@@ -339,6 +372,8 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                 writer.finish(status="interrupted" if isinstance(
                     e, KeyboardInterrupt | SystemExit) else "error", message=str(e))
         raise
+    if export_stats is not None and not args.json:
+        print(f"probewatch: {export_stats.line()}", file=sys.stderr)
     if stopped_by:
         status, message = "interrupted", f"interrupted ({stopped_by})"
     if writer is not None:
@@ -354,7 +389,7 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                    f"{' [' + status + ']' if status != 'complete' else ''}")
             if args.json:
                 msg = json.dumps({"summary": {**st.to_dict(), **_per_cpu(lost_cpu),
-                                              **_stored(res)}})
+                                              **_stored(res), **_exported(export_stats)}})
             print(msg, file=sys.stderr)
             return rc
         elif not args.json:
@@ -362,8 +397,14 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                   f"stored in {res.path}", file=sys.stderr)
     if st is not None:
         _summary(st, args.json, {**_per_cpu(lost_cpu),
-                                 **(_stored(res) if writer is not None else {})})
+                                 **(_stored(res) if writer is not None else {}),
+                                 **_exported(export_stats)})
     return rc
+
+
+def _exported(stats: Any) -> dict[str, Any]:
+    """What --export did, in the JSON summary."""
+    return {"export": stats.to_dict()} if stats is not None else {}
 
 
 def _per_cpu(lost_cpu: dict[int, int]) -> dict[str, Any]:

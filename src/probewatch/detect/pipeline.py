@@ -195,7 +195,8 @@ class Detector:
     ``engine``: a detect.engine.Engine (None: no rules, only the table and capture);
     ``table``/``mapper``: default a fresh ProcessTable and a Mapper over it;
     ``wall_offset_ns``: wall clock minus event clock (default: now, live);
-    ``writer``: a CaptureWriter that stores every raw Event and every alert.
+    ``writer``: a CaptureWriter that stores every raw Event and every alert;
+    ``exporter``: a fleet Exporter that ships them too (probewatch watch --export).
     """
 
     def __init__(
@@ -208,6 +209,7 @@ class Detector:
         window_s: float = 60.0,
         wall_offset_ns: int | None = None,
         writer: Any = None,
+        exporter: Any = None,
     ) -> None:
         self.engine = engine
         self.table = table if table is not None else new_table()
@@ -230,6 +232,9 @@ class Detector:
         self._map = self.mapper.map if self.mapper is not None else None
         self._process = engine.process if engine is not None else None
         self._store = writer.add if writer is not None else None
+        self.exporter = exporter
+        if exporter is not None:
+            self._store = _both(self._store, exporter.add)
         self._clock: threading.Thread | None = None
         self._clock_stop = threading.Event()
 
@@ -306,6 +311,8 @@ class Detector:
             st.per_rule[a.rule_id] = st.per_rule.get(a.rule_id, 0) + 1
         if self.writer is not None:
             self.writer.add_alert(alert_row(a))
+        if self.exporter is not None:
+            self.exporter.add_alert(alert_row(a))
         if self.emit is not None:
             self.emit(a)
 
@@ -334,6 +341,18 @@ class Detector:
         if self.engine is not None:
             st.rule_errors = dict(getattr(self.engine, "errors", {}) or {})
         return st
+
+
+def _both(first: Callable[[Event], None] | None,
+          second: Callable[[Event], None]) -> Callable[[Event], None]:
+    if first is None:
+        return second
+
+    def store(ev: Event) -> None:
+        first(ev)
+        second(ev)
+
+    return store
 
 
 def alert_row(a: Alert) -> dict[str, Any]:

@@ -83,8 +83,10 @@ __all__ = [
 
 #: capture schema number, also in ``PRAGMA user_version`` and ``meta.schema``;
 #: 2 added the ``alerts`` and ``process_snapshot`` tables (probewatch watch -o),
-#: a schema 1 file still opens (those tables are then empty)
-SCHEMA_VERSION = 2
+#: a schema 1 file still opens (those tables are then empty); 3 added
+#: ``fleet_batches`` and the ``host_events`` view (probewatch collect: one run per
+#: host and boot, every batch stored once)
+SCHEMA_VERSION = 3
 #: ``PRAGMA application_id`` of every capture: ASCII "PWCP"
 APPLICATION_ID = 0x50574350
 FORMAT_NAME = "probewatch-capture"
@@ -214,6 +216,21 @@ CREATE TABLE process_snapshot (    -- schema 2: the process table watch started 
   info    TEXT NOT NULL,           -- JSON object: the process table's record
   PRIMARY KEY (run_id, pid)
 );
+""" + """
+CREATE TABLE fleet_batches (       -- schema 3: probewatch collect, one row per batch stored
+  host     TEXT NOT NULL,          -- the agent's host name (runs.host of run_id)
+  boot_id  TEXT NOT NULL,          -- the agent machine's boot id
+  seq      INTEGER NOT NULL,       -- the agent's batch sequence (Nats-Msg-Id host:boot:seq)
+  kind     TEXT NOT NULL,          -- events, alerts, processes, status
+  run_id   INTEGER NOT NULL REFERENCES runs(id),
+  records  INTEGER NOT NULL,
+  made     REAL,                   -- agent wall clock when the batch was made
+  received REAL NOT NULL,          -- collector wall clock when it was stored
+  PRIMARY KEY (host, boot_id, seq)
+) WITHOUT ROWID;
+
+CREATE VIEW host_events AS         -- schema 3: events with the host that sent them
+  SELECT e.*, r.host AS host FROM events e JOIN runs r ON r.id = e.run_id;
 """
 
 _INSERT_ROW = (
@@ -443,7 +460,8 @@ def expected_schema() -> frozenset[tuple[str, str, str, str]]:
 
 
 #: tables each schema version added (older captures lack them and still open)
-_ADDED_IN = {2: frozenset({"alerts", "process_snapshot"})}
+_ADDED_IN = {2: frozenset({"alerts", "process_snapshot"}),
+             3: frozenset({"fleet_batches", "host_events"})}
 
 
 def check_schema(conn: sqlite3.Connection, path: str, version: int = SCHEMA_VERSION) -> None:
