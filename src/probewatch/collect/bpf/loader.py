@@ -78,7 +78,7 @@ def split_argv(blob: bytes) -> list[str]:
 TCP = struct.Struct("<HHHH16s16sQ")
 READLINE = struct.Struct("<II256s")
 COUNT = struct.Struct("<QQQ")
-NRCONF = struct.Struct("<6sBb")
+NRCONF = struct.Struct("<6sBb6H")  # kinds, flags, argv_arg, sizes
 SYSCALL_SIZE = HDR.size + SYSCALL.size  # 136
 
 ARCH_DIRS = {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
@@ -348,8 +348,16 @@ class RecordDecoder:
             elif bkind == 6:  # argv
                 parts = data.split(b"\0")[:count]
                 fields[an] = [p.decode("utf-8", "surrogateescape") for p in parts]
+            elif bkind in (7, 8, 11):  # a struct / array: the pointer stays in fields[an]
+                fields[f"{an}_data"] = data
+            elif bkind in (9, 10):  # dirents / pointers counted
+                fields[f"{an}_count"] = count
+            elif bkind in (3, 12) and -4096 < ret < 0:
+                pass  # an output buffer of a failed call: the pointer, as strace shows
             else:
                 fields[an] = data
+                if bkind == 5:  # struct sockaddr out: *addrlen as passed in
+                    fields[f"{an}_inlen"] = count
         if faults:
             fields["faults"] = faults
         if trunc:

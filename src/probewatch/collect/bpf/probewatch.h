@@ -52,6 +52,12 @@ enum pw_arg_kind {
 	PW_ARG_SOCKADDR = 4,     /* struct sockaddr *, length args[i+1] */
 	PW_ARG_SOCKADDR_OUT = 5, /* struct sockaddr *, length *(int *)args[i+1], at exit */
 	PW_ARG_ARGV = 6,         /* char *const argv[] */
+	PW_ARG_MEM = 7,          /* sizes[i] bytes (a struct), read at exit */
+	PW_ARG_MEM_N = 8,        /* sizes[i] * args[i+1] bytes (an array), at exit */
+	PW_ARG_DIRENTS = 9,      /* linux_dirent64 buffer of ret bytes: blob.count = entries */
+	PW_ARG_PTRS = 10,        /* NULL-terminated pointer array: blob.count = entries */
+	PW_ARG_MEM_ARG = 11,     /* args[i+1] bytes, at most sizes[i], at exit */
+	PW_ARG_STR_OUT = 12,     /* ret bytes (a path the call wrote: getcwd), at exit */
 };
 
 /* nrconf.flags */
@@ -67,6 +73,7 @@ struct pw_nrconf {
 	__u8 kinds[6];
 	__u8 flags;
 	__s8 argv_arg; /* index of a PW_ARG_ARGV argument or -1 */
+	__u16 sizes[6]; /* bytes per element for PW_ARG_MEM* kinds */
 };
 
 struct pw_hdr {
@@ -99,7 +106,7 @@ struct pw_blob {
 	__u8 arg;   /* argument index */
 	__u8 kind;  /* enum pw_arg_kind */
 	__u16 flags;
-	__u16 count; /* argv: number of strings */
+	__u16 count; /* argv/dirents/ptrs: entries; sockaddr out: *addrlen at entry */
 	__u16 len;   /* bytes of data */
 };
 

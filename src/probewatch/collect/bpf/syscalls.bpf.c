@@ -29,13 +29,14 @@ struct pw_inflight {
 	__u64 ts;
 	__u64 args[6];
 	__s32 nr;
-	__u32 _pad;
+	__u32 inlen; /* *addrlen at entry (a PW_ARG_SOCKADDR_OUT's length argument) */
 };
 
 struct pw_scratch {
 	/* 2 * PW_DATA_SIZE: room for a string read at the end of the blob area, and
 	 * lets the verifier bound a record's size with one mask */
 	__u8 buf[sizeof(struct pw_syscall) + 2 * PW_DATA_SIZE];
+	__u32 inlen; /* pw_inflight.inlen of the record being built */
 };
 
 struct {
@@ -123,15 +124,60 @@ static __always_inline bool pw_ends_at(__u64 a, __u32 at)
 	return !bpf_probe_read_user(&c, 1, (const void *)(a + at)) && c == 0;
 }
 
+/* walking a getdents64 buffer or a pointer array (bpf_loop) */
+struct pw_walk_state {
+	__u64 a;     /* user address */
+	__u64 end;   /* dirents: the buffer's end (a + ret) */
+	__u32 count;
+	__u32 flags;
+};
+
+/* one linux_dirent64: its d_reclen (a u16 at offset 16) leads to the next */
+static long pw_dirent_one(__u32 j, struct pw_walk_state *st)
+{
+	__u16 reclen = 0;
+
+	if (st->a + 19 > st->end)
+		return 1;
+	if (bpf_probe_read_user(&reclen, sizeof(reclen), (const void *)(st->a + 16))) {
+		st->flags |= PW_BLOB_FAULT;
+		return 1;
+	}
+	if (reclen < 19)
+		return 1;
+	st->a += reclen;
+	st->count++;
+	return 0;
+}
+
+/* one pointer of a NULL-terminated array (envp) */
+static long pw_ptr_one(__u32 j, struct pw_walk_state *st)
+{
+	__u64 p = 0;
+
+	if (bpf_probe_read_user(&p, sizeof(p), (const void *)(st->a + (__u64)j * 8))) {
+		st->flags |= PW_BLOB_FAULT;
+		return 1;
+	}
+	if (!p)
+		return 1;
+	st->count++;
+	return 0;
+}
+
+#define PW_WALK_MAX 65535
+
 /*
- * Capture argument i (ik >> 8) of kind k (ik & 0xff) into the blob area at @off;
- * returns the new offset. Global (verified once, on its own) to keep the callers'
- * verifier state small; BPF calls take at most five arguments.
+ * Capture argument i ((ik >> 8) & 0xff) of kind k (ik & 0xff) into the blob area at
+ * @off, with the element size (ik >> 16) of the PW_ARG_MEM* kinds; returns the new
+ * offset. Global (verified once, on its own) to keep the callers' verifier state
+ * small; BPF calls take at most five arguments.
  */
 __noinline __u32 pw_read_blob(__u32 off, __u32 ik, __u64 a, __u64 next, __s64 ret)
 {
 	struct pw_scratch *s = pw_scratch();
-	__u32 i = ik >> 8, k = ik & 0xff;
+	__u32 i = (ik >> 8) & 0xff, k = ik & 0xff, esize = ik >> 16;
+	__u32 count = 0;
 	struct pw_blob *b;
 	__u8 *data;
 	long n = 0;
@@ -169,7 +215,35 @@ __noinline __u32 pw_read_blob(__u32 off, __u32 ik, __u64 a, __u64 next, __s64 re
 		}
 		goto done;
 	}
-	if (k == PW_ARG_BUF_IN || k == PW_ARG_BUF_OUT) {
+	if (k == PW_ARG_DIRENTS || k == PW_ARG_PTRS) {
+		struct pw_walk_state st = {.a = a};
+
+		if (k == PW_ARG_DIRENTS) {
+			if (ret <= 0)
+				goto done;
+			st.end = a + (__u64)ret;
+			bpf_loop(PW_WALK_MAX, pw_dirent_one, &st, 0);
+		} else {
+			bpf_loop(PW_WALK_MAX, pw_ptr_one, &st, 0);
+		}
+		flags = st.flags;
+		count = st.count;
+		goto done;
+	}
+	if (k == PW_ARG_MEM || k == PW_ARG_MEM_N || k == PW_ARG_MEM_ARG) {
+		if (k == PW_ARG_MEM)
+			want = esize;
+		else if (k == PW_ARG_MEM_N)
+			want = next > PW_BUF_MAX ? PW_BUF_MAX + 1 : (__u32)next * esize;
+		else
+			want = next > esize ? esize + 1 : (__u32)next;
+		max = PW_BUF_MAX;
+		if (k == PW_ARG_MEM_ARG && esize < max)
+			max = esize;
+	} else if (k == PW_ARG_STR_OUT) {
+		want = ret > 0 ? (ret > PW_BUF_MAX ? PW_BUF_MAX + 1 : (__u32)ret) : 0;
+		max = PW_BUF_MAX;
+	} else if (k == PW_ARG_BUF_IN || k == PW_ARG_BUF_OUT) {
 		if (k == PW_ARG_BUF_IN)
 			want = (__u32)pw_clamp(next > 0xffffffffULL ? 0xffffffffU : (__u32)next, 0xffffffffU);
 		else
@@ -184,6 +258,7 @@ __noinline __u32 pw_read_blob(__u32 off, __u32 ik, __u64 a, __u64 next, __s64 re
 			if (!next || ret < 0 || bpf_probe_read_user(&len, sizeof(len), (const void *)next))
 				goto done;
 			want = len < 0 ? 0 : (__u32)len;
+			count = s->inlen > 0xffff ? 0xffff : s->inlen;
 		}
 		max = PW_SOCKADDR_MAX;
 	} else {
@@ -215,7 +290,7 @@ done:
 	b->arg = i;
 	b->kind = k;
 	b->flags = flags;
-	b->count = 0;
+	b->count = count;
 	b->len = n;
 	return off + PW_BLOB_HDR + (((__u32)n + 7) & ~7U);
 }
@@ -311,7 +386,7 @@ __noinline __u32 pw_read_argv(__u32 off, __u32 i, __u64 a)
 
 static __always_inline void pw_emit_syscall(__u16 kind, __s32 nr, const __u64 *args, __s64 ret,
 					    __u64 ts0, __u64 pid_tgid,
-					    const struct pw_nrconf *conf)
+					    const struct pw_nrconf *conf, __u32 inlen)
 {
 	struct pw_scratch *s = pw_scratch();
 	struct pw_syscall *e;
@@ -321,6 +396,7 @@ static __always_inline void pw_emit_syscall(__u16 kind, __s32 nr, const __u64 *a
 
 	if (!s)
 		return;
+	s->inlen = inlen;
 	e = (struct pw_syscall *)s->buf;
 	pw_fill_hdr(&e->h, kind, pid_tgid);
 	e->ret = ret;
@@ -336,9 +412,11 @@ static __always_inline void pw_emit_syscall(__u16 kind, __s32 nr, const __u64 *a
 		if (k == PW_ARG_NONE || k == PW_ARG_ARGV)
 			continue;
 		/* no-return syscalls are emitted at entry: only inputs are there */
-		if (!at_exit && (k == PW_ARG_BUF_OUT || k == PW_ARG_SOCKADDR_OUT))
+		if (!at_exit && (k == PW_ARG_BUF_OUT || k == PW_ARG_SOCKADDR_OUT ||
+				 k == PW_ARG_DIRENTS || k == PW_ARG_STR_OUT))
 			continue;
-		off = pw_read_blob(off, (i << 8) | k, args[i], i < 5 ? args[i + 1] : 0, ret);
+		off = pw_read_blob(off, ((__u32)conf->sizes[i] << 16) | (i << 8) | k, args[i],
+				   i < 5 ? args[i + 1] : 0, ret);
 	}
 	if (conf->argv_arg >= 0 && conf->argv_arg < 6) {
 		__u32 ai = conf->argv_arg;
@@ -410,8 +488,20 @@ static __always_inline int pw_sys_enter(__s32 nr, const unsigned long *uargs)
 #pragma unroll
 	for (int i = 0; i < 6; i++)
 		inf.args[i] = uargs[i];
+	if (traced) {
+		/* accept/getsockname: the buffer length the caller passed in (strace's "128 =>") */
+#pragma unroll
+		for (int i = 0; i < 5; i++) {
+			if (conf->kinds[i] == PW_ARG_SOCKADDR_OUT && uargs[i + 1]) {
+				int len = 0;
+
+				if (!bpf_probe_read_user(&len, sizeof(len), (const void *)uargs[i + 1]))
+					inf.inlen = len < 0 ? 0 : (__u32)len;
+			}
+		}
+	}
 	if (traced && (conf->flags & PW_NR_NORETURN))
-		pw_emit_syscall(PW_EV_SYS_ENTER, nr, inf.args, 0, 0, pid_tgid, conf);
+		pw_emit_syscall(PW_EV_SYS_ENTER, nr, inf.args, 0, 0, pid_tgid, conf, 0);
 	bpf_map_update_elem(&inflight, &tid, &inf, BPF_ANY);
 	return 0;
 }
@@ -439,10 +529,10 @@ static __always_inline int pw_sys_exit(long ret)
 				struct pw_nrconf none = {.argv_arg = -1};
 
 				pw_emit_syscall(PW_EV_SYSCALL, inf->nr, inf->args, ret, inf->ts,
-						pid_tgid, &none);
+						pid_tgid, &none, 0);
 			} else {
 				pw_emit_syscall(PW_EV_SYSCALL, inf->nr, inf->args, ret, inf->ts,
-						pid_tgid, conf);
+						pid_tgid, conf, inf->inlen);
 			}
 		}
 	}
