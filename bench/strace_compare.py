@@ -7,7 +7,7 @@ before its first successful execve is the launcher's), split per thread, threads
 paired through the clone/fork returns, and each thread's lines are aligned (difflib on
 the syscall names). Before comparing, both sides are masked the same way:
 
-- addresses (hex of 8 or more digits: mmap areas, the stack, the heap) become
+- addresses (hex of 7 or more digits: mmap areas, the stack, the heap) become
   ``0xADDR``;
 - ephemeral ports (``htons(N)`` with N in net.ipv4.ip_local_port_range) become
   ``htons(PORT)``;
@@ -109,7 +109,7 @@ def split_call(text: str) -> tuple[str, str, str, str] | None:
     return text[:p], text[p:end], ret, tail[m.end():]
 
 
-_ADDR = re.compile(r"0x[0-9a-f]{8,}")
+_ADDR = re.compile(r"0x[0-9a-f]{7,}")
 _SYSINFO = re.compile(r"\b(uptime|loads|freeram|sharedram|bufferram|freeswap|procs)="
                       r"(\[[0-9, ]*\]|\d+)")
 _TIME = re.compile(r"\b(tv_sec|tv_nsec|tv_usec)=\d+")
@@ -338,11 +338,15 @@ def _by_tid_raw(lines: list[tuple[int, str]]) -> dict[int, list[tuple[str, str]]
 # ------------------------------------------------------------------ running
 
 
+#: the probewatch sources run (``--src``: another checkout's, for before/after numbers)
+SRC = [str(ROOT / "src")]
+
+
 def run_pair(program: str, argv: list[str], cwd: str | None = None,
              env: dict[str, str] | None = None, timeout: float = 60) -> Result:
     """Run ``argv`` under strace and under probewatch; compare."""
     env = dict(os.environ if env is None else env)
-    env.setdefault("PYTHONPATH", str(ROOT / "src"))
+    env["PYTHONPATH"] = SRC[0]
     with tempfile.TemporaryDirectory(prefix="pw-strace-") as td:
         s_out, p_out = os.path.join(td, "strace.txt"), os.path.join(td, "pw.txt")
         # the same stdin/stdout/stderr (/dev/null) for the program under both tracers
@@ -391,6 +395,7 @@ THREADS_C = r"""
 #include <stdio.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <time.h>
 static void *work(void *arg) {
     char path[64];
     snprintf(path, sizeof path, "/nonexistent/%ld", (long)arg);
@@ -404,6 +409,9 @@ static void *work(void *arg) {
 int main(void) {
     pthread_t t[4];
     for (long i = 0; i < 4; i++) pthread_create(&t[i], NULL, work, (void *)i);
+    /* let every thread finish first: a join then never waits (no futex race) */
+    struct timespec ts = {0, 200000000};
+    nanosleep(&ts, NULL);
     for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
     write(1, "done\n", 5);
     return 0;
@@ -474,7 +482,10 @@ def main() -> int:
     ap.add_argument("-v", "--verbose", action="store_true", help="show differing lines")
     ap.add_argument("-n", type=int, default=40, help="differences shown per program (-v)")
     ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--src", metavar="DIR", help="probewatch sources to run (default: ours)")
     a = ap.parse_args()
+    if a.src:
+        SRC[0] = os.path.abspath(a.src)
     rows = []
     with tempfile.TemporaryDirectory(prefix="pw-strace-work-") as work:
         print(f"{'program':<10} {'strace':>7} {'pw':>7} {'agree%':>8} {'identical%':>11}")

@@ -363,6 +363,8 @@ def format_sockaddr(raw: bytes, addrlen: int | None = None) -> str:
         return (f"{{sa_family={name}, sin6_port=htons({port}), sin6_flowinfo=htonl({flow}), "
                 f'inet_pton({name}, "{addr}", &sin6_addr), sin6_scope_id={scope}}}')
     if fam == 1:
+        if len(raw) == 2:  # unnamed (socketpair, an unbound socket)
+            return f"{{sa_family={name}}}"
         path = raw[2:]
         if path[:1] == b"\0" and len(path) > 0:
             p = path[1:].split(b"\0", 1)[0] if addrlen is None else path[1:]
