@@ -419,6 +419,46 @@ int main(void) {
 """
 
 
+# calls the seven programs above make few of: iovecs, msghdrs, poll/select, wait status,
+# limits, socket options (Python's os/socket/select map them 1:1 to syscalls)
+IO_PY = r"""
+import os, resource, select, signal, socket, time
+r, w = os.pipe()
+os.writev(w, [b"hello ", b"", b"world\n", b"x" * 40])
+bufs = [bytearray(4), bytearray(3), bytearray(100)]
+os.readv(r, bufs)
+try:
+    os.readv(99, bufs)
+except OSError:
+    pass
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+a.sendmsg([b"abc", b"defg"])
+b.recvmsg_into([bytearray(2), bytearray(10)])
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.bind(("127.0.0.1", 0))
+d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+d.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+d.sendmsg([b"hi"], [], 0, c.getsockname())
+c.recvmsg(100)
+d.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
+p = select.poll()
+p.register(c.fileno(), select.POLLIN)
+p.poll(0)
+select.select([c], [], [], 0)
+resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGUSR2})
+signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+pid = os.fork()
+if pid == 0:
+    os._exit(3)
+os.waitpid(pid, 0)
+time.sleep(0.01)
+os.stat("/dev/null")
+os.lstat("/tmp")
+"""
+
+
 def build_threads(dirpath: str) -> str:
     src, exe = os.path.join(dirpath, "threads.c"), os.path.join(dirpath, "threads")
     Path(src).write_text(THREADS_C)
@@ -431,7 +471,7 @@ def _git(repo: str, *args: str) -> None:
                    stderr=subprocess.DEVNULL)
 
 
-PROGRAMS = ["ls", "tar", "gzip", "python", "curl", "git", "threads"]
+PROGRAMS = ["ls", "tar", "gzip", "python", "curl", "git", "threads", "pyio"]
 
 
 def run_program(name: str, work: str) -> Result:
@@ -473,6 +513,10 @@ def run_program(name: str, work: str) -> Result:
         if not os.path.exists(exe):
             build_threads(work)
         return run_pair(name, [exe])
+    if name == "pyio":
+        script = os.path.join(work, "io.py")
+        Path(script).write_text(IO_PY)
+        return run_pair(name, ["/usr/bin/python3", script])
     raise ValueError(f"unknown program {name!r} (one of {', '.join(PROGRAMS)})")
 
 

@@ -356,3 +356,66 @@ __all__ = ["StructError", "DECODERS", "file_mode", "format_stat", "format_statx"
            "format_sigaction", "format_sigset", "format_rlimit", "format_timespec",
            "format_timeval", "format_sysinfo", "format_pollfds", "format_revents",
            "format_clone_args", "format_wstatus", "wait_status", "sigset_bits", "signame"]
+
+
+# ------------------------------------------------------------------ iovec, msghdr
+
+IOV_HDR = struct.Struct("<II")  # struct pw_iov_hdr: entries, msg_name bytes
+IOV_ENT = struct.Struct("<QQII")  # struct pw_iov_ent: base, len, got, flags
+MSGHDR = struct.Struct("<QI4xQQQQI")  # name, namelen, iov, iovlen, control, controllen, flags
+MSGHDR_SIZE = 56
+_FAULT = 2
+
+
+def parse_iov_blob(data: bytes, msg: bool
+                   ) -> tuple[tuple[int, ...] | None, bytes, list[tuple[int, int, bytes | None]]]:
+    """A PW_ARG_IOV_*/PW_ARG_MSG_* capture -> (msghdr fields or None, msg_name bytes,
+    [(iov_base, iov_len, bytes shown or None when they could not be read)])."""
+    _need(data, IOV_HDR.size, "iovec capture")
+    n, name_len = IOV_HDR.unpack_from(data)
+    off = IOV_HDR.size
+    hdr: tuple[int, ...] | None = None
+    name = b""
+    if msg:
+        _need(data, off + MSGHDR_SIZE, "struct user_msghdr")
+        hdr = MSGHDR.unpack_from(data, off)
+        off += MSGHDR_SIZE
+        _need(data, off + name_len, "msg_name")
+        name = data[off : off + name_len]
+        off += (name_len + 7) & ~7
+    _need(data, off + n * IOV_ENT.size, "struct iovec table")
+    ents = [IOV_ENT.unpack_from(data, off + j * IOV_ENT.size) for j in range(n)]
+    pos = off + n * IOV_ENT.size
+    out: list[tuple[int, int, bytes | None]] = []
+    for base, ln, got, fl in ents:
+        _need(data, pos + got, "iovec data")
+        out.append((base, ln, None if fl & _FAULT else data[pos : pos + got]))
+        pos += got
+    return hdr, name, out
+
+
+def format_iovs(iovs: Sequence[tuple[int, int, bytes | None]], strmax: int,
+                moved: int | None, quote_fn: object, total: int | None = None) -> str:
+    """'[{iov_base="hi", iov_len=2}, ...]'. ``moved``: bytes the call moved (a read's
+    return; None for a write: every buffer in full); ``total``: the array's length when
+    more entries exist than were captured."""
+    q = quote_fn  # decode.syscalls.quote (kept apart: no import cycle)
+    left = moved
+    parts = []
+    for base, ln, shown in iovs:
+        fill = ln if left is None else min(ln, left)
+        if left is not None:
+            left -= fill
+        if shown is None or not base:
+            b = _ptr(base)
+        else:
+            b = q(shown, strmax, truncated=fill > len(shown))  # type: ignore[operator]
+        parts.append(f"{{iov_base={b}, iov_len={ln}}}")
+    if total is not None and total > len(iovs):
+        parts.append("...")
+    return "[" + ", ".join(parts) + "]"
+
+
+def format_iov_pointers(iovs: Sequence[tuple[int, int, bytes | None]]) -> str:
+    """A failed read's array: every base as a pointer."""
+    return "[" + ", ".join(f"{{iov_base={_ptr(b)}, iov_len={ln}}}" for b, ln, _ in iovs) + "]"

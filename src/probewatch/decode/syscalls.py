@@ -524,6 +524,7 @@ NORETURN = {"execve", "execveat", "exit", "exit_group"}
 
 # more argument kinds (enum pw_arg_kind): memory copied for the struct decoders
 ARG_MEM, ARG_MEM_N, ARG_DIRENTS, ARG_PTRS, ARG_MEM_ARG, ARG_STR_OUT = range(7, 13)
+ARG_IOV_IN, ARG_IOV_OUT, ARG_MSG_IN, ARG_MSG_OUT = range(13, 17)
 IN, OUT = 1, 2  # shown always / only when the call succeeded (strace: the pointer)
 
 
@@ -579,6 +580,14 @@ ARG_CAPTURE: dict[tuple[str, str], Capture | None] = {
     ("execve", "envp"): Capture(ARG_PTRS, 0, IN),
     ("execveat", "envp"): Capture(ARG_PTRS, 0, IN),
     ("getcwd", "buf"): Capture(ARG_STR_OUT, 0, OUT),
+    ("writev", "vec"): Capture(ARG_IOV_IN, 0, IN),
+    ("pwritev", "vec"): Capture(ARG_IOV_IN, 0, IN),
+    ("pwritev2", "vec"): Capture(ARG_IOV_IN, 0, IN),
+    ("readv", "vec"): Capture(ARG_IOV_OUT, 0, OUT),
+    ("preadv", "vec"): Capture(ARG_IOV_OUT, 0, OUT),
+    ("preadv2", "vec"): Capture(ARG_IOV_OUT, 0, OUT),
+    ("sendmsg", "msg"): Capture(ARG_MSG_IN, 0, IN),
+    ("recvmsg", "msg"): Capture(ARG_MSG_OUT, 0, OUT),
 }
 
 
@@ -878,6 +887,42 @@ SPECIAL: dict[str, Special] = {
 }
 
 
+# ------------------------------------------------------------------ iovecs, msghdr
+
+
+def _iov_text(kind: int, data: bytes, f: Fields, ptr: int, ret: int | None,
+              strmax: int) -> str:
+    """writev/readv's iovec array or sendmsg/recvmsg's msghdr, as strace shows them."""
+    msg = kind in (ARG_MSG_IN, ARG_MSG_OUT)
+    out = kind in (ARG_IOV_OUT, ARG_MSG_OUT)
+    failed = ret is None or is_error(ret)
+    if out and failed and msg:
+        return pointer(ptr)
+    hdr, name, iovs = _structs.parse_iov_blob(data, msg)
+    moved = (ret if ret is not None and ret > 0 else 0) if out else None
+    if hdr is None:
+        vlen = _int(f.get("vlen"))
+        if out and failed:
+            return _structs.format_iov_pointers(iovs)
+        return _structs.format_iovs(iovs, strmax, moved, quote, vlen)
+    nptr, nlen, _iov, iovlen, ctl, ctllen, mflags = hdr
+    if not nptr:
+        nm = "NULL"
+    elif name and nlen:
+        nm = format_sockaddr(name[:nlen], nlen)
+    else:
+        nm = pointer(nptr)
+    inlen = f.get("msg_inlen")
+    nl = f"{inlen} => {nlen}" if isinstance(inlen, int) and out and inlen != nlen else str(nlen)
+    parts = [f"msg_name={nm}", f"msg_namelen={nl}",
+             f"msg_iov={_structs.format_iovs(iovs, strmax, moved, quote, iovlen)}",
+             f"msg_iovlen={iovlen}"]
+    if ctllen:
+        parts.append(f"msg_control={pointer(ctl)}")
+    parts += [f"msg_controllen={ctllen}", f"msg_flags={_flags(MSG_FLAGS, mflags)}"]
+    return "{" + ", ".join(parts) + "}"
+
+
 # ------------------------------------------------------------------ ret-aware formatters
 
 
@@ -1122,6 +1167,8 @@ SPECIAL_R: dict[str, Callable[[Fields, Callable[[str], str], int | None], list[s
     "recvfrom": _msg_flags_call(("fd", "ubuf", "size", "flags", "addr", "addr_len")),
     "sendto": _msg_flags_call(("fd", "buff", "len", "flags", "addr", "addr_len")),
     "sendmsg": _msg_flags_call(("fd", "msg", "flags")),
+    "pwritev": lambda f, a, r: [a("fd"), a("vec"), a("vlen"), str(_s64(_u(f, "pos_l")))],
+    "preadv": lambda f, a, r: [a("fd"), a("vec"), a("vlen"), str(_s64(_u(f, "pos_l")))],
     "recvmsg": _msg_flags_call(("fd", "msg", "flags")),
 }
 RET_DECOR: dict[str, Callable[[Fields, int], str | None]] = {
@@ -1161,6 +1208,11 @@ def format_call(
         data = fields.get(f"{n}_data")
         if data is not None:
             cap = capture_of(name, ct, n)
+            if cap is not None and cap.kind >= ARG_IOV_IN and isinstance(data, bytes):
+                try:
+                    return _iov_text(cap.kind, data, fields, _int(v), ret, strmax)
+                except _structs.StructError:
+                    return pointer(_int(v))
             if (cap is not None and cap.render is not None and isinstance(data, bytes)
                     and (cap.direction == IN or _ok(ret))):
                 try:

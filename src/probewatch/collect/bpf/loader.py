@@ -348,8 +348,10 @@ class RecordDecoder:
             elif bkind == 6:  # argv
                 parts = data.split(b"\0")[:count]
                 fields[an] = [p.decode("utf-8", "surrogateescape") for p in parts]
-            elif bkind in (7, 8, 11):  # a struct / array: the pointer stays in fields[an]
-                fields[f"{an}_data"] = data
+            elif bkind in (7, 8, 11) or 13 <= bkind <= 16:  # structs, arrays, iovecs:
+                fields[f"{an}_data"] = data  # the pointer stays in fields[an]
+                if bkind == 16:  # recvmsg: msg_namelen as passed in
+                    fields[f"{an}_inlen"] = count
             elif bkind in (9, 10):  # dirents / pointers counted
                 fields[f"{an}_count"] = count
             elif bkind in (3, 12) and -4096 < ret < 0:

@@ -58,6 +58,31 @@ enum pw_arg_kind {
 	PW_ARG_PTRS = 10,        /* NULL-terminated pointer array: blob.count = entries */
 	PW_ARG_MEM_ARG = 11,     /* args[i+1] bytes, at most sizes[i], at exit */
 	PW_ARG_STR_OUT = 12,     /* ret bytes (a path the call wrote: getcwd), at exit */
+	PW_ARG_IOV_IN = 13,      /* struct iovec[args[i+1]] and each buffer (writev) */
+	PW_ARG_IOV_OUT = 14,     /* the same, the buffers' first ret bytes (readv) */
+	PW_ARG_MSG_IN = 15,      /* struct user_msghdr, its name and its iovecs (sendmsg) */
+	PW_ARG_MSG_OUT = 16,     /* the same, the buffers' first ret bytes (recvmsg) */
+};
+
+/*
+ * The data of a PW_ARG_IOV_* / PW_ARG_MSG_* blob: struct pw_iov_hdr; for a msghdr its
+ * PW_MSGHDR_SIZE bytes and name_len bytes of msg_name (padded to 8); then n struct
+ * pw_iov_ent; then each entry's got bytes, back to back. blob.count: for
+ * PW_ARG_MSG_OUT, msg_namelen as passed in.
+ */
+#define PW_IOV_MAX 16
+#define PW_MSGHDR_SIZE 56
+
+struct pw_iov_hdr {
+	__u32 n;        /* entries that follow */
+	__u32 name_len; /* msg_name bytes after the msghdr */
+};
+
+struct pw_iov_ent {
+	__u64 base;
+	__u64 len;
+	__u32 got;   /* bytes of its buffer in the data */
+	__u32 flags; /* PW_BLOB_FAULT: reading its buffer failed */
 };
 
 /* nrconf.flags */

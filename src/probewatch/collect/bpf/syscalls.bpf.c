@@ -295,6 +295,157 @@ done:
 	return off + PW_BLOB_HDR + (((__u32)n + 7) & ~7U);
 }
 
+/* iovecs: the table and each buffer's first bytes (bpf_loop callback state) */
+struct pw_iov_state {
+	__u64 a;      /* user struct iovec array */
+	__u64 budget; /* bytes the call moved that are left to assign (readv: ret) */
+	__u32 tab;    /* blob-area offset of the next table entry */
+	__u32 pos;    /* blob-area offset of the next data byte */
+	__u32 n;      /* entries to read */
+	__u32 got;    /* entries read */
+	__u32 cap;    /* bytes shown per buffer (buf_max) */
+	__u32 flags;
+};
+
+static long pw_iov_one(__u32 j, struct pw_iov_state *st)
+{
+	struct pw_scratch *s = pw_scratch();
+	struct { __u64 base; __u64 len; } iov = {};
+	struct pw_iov_ent *ent;
+	__u32 tab = st->tab, pos = st->pos, want;
+	__u64 fill;
+	__u8 *area;
+
+	if (!s || j >= st->n)
+		return 1;
+	if (bpf_probe_read_user(&iov, sizeof(iov), (const void *)(st->a + (__u64)j * 16))) {
+		st->flags |= PW_BLOB_FAULT;
+		return 1;
+	}
+	if (tab > PW_DATA_SIZE - sizeof(struct pw_iov_ent)) {
+		st->flags |= PW_BLOB_TRUNC;
+		return 1;
+	}
+	area = s->buf + sizeof(struct pw_syscall);
+	pw_bound(tab, PW_DATA_MASK);
+	ent = (struct pw_iov_ent *)(area + tab);
+	ent->base = iov.base;
+	ent->len = iov.len;
+	ent->flags = 0;
+	fill = iov.len < st->budget ? iov.len : st->budget;
+	st->budget -= fill;
+	want = fill > st->cap ? st->cap : (__u32)fill;
+	if (pos >= PW_DATA_SIZE)
+		want = 0;
+	else if (pos + want > PW_DATA_SIZE)
+		want = PW_DATA_SIZE - pos;
+	if (want < fill && want < st->cap)
+		st->flags |= PW_BLOB_TRUNC; /* no room left in the record */
+	pw_bound(pos, PW_DATA_MASK);
+	pw_bound(want, PW_BUF_MAX * 2 - 1);
+	if (want > PW_BUF_MAX)
+		want = PW_BUF_MAX;
+	if (want && bpf_probe_read_user(area + pos, want, (const void *)iov.base)) {
+		ent->flags = PW_BLOB_FAULT;
+		want = 0;
+	}
+	ent->got = want;
+	st->pos = pos + want;
+	st->tab = tab + sizeof(struct pw_iov_ent);
+	st->got++;
+	return 0;
+}
+
+/* PW_ARG_IOV_* (a: the iovec array, next: its length) and PW_ARG_MSG_* (a: the msghdr) */
+__noinline __u32 pw_read_iov(__u32 off, __u32 ik, __u64 a, __u64 next, __s64 ret)
+{
+	struct pw_scratch *s = pw_scratch();
+	__u32 i = (ik >> 8) & 0xff, k = ik & 0xff;
+	struct pw_iov_state st = {};
+	struct pw_iov_hdr *h;
+	struct pw_blob *b;
+	__u32 start, p, flags = 0, name_len = 0, count = 0;
+	bool out = k == PW_ARG_IOV_OUT || k == PW_ARG_MSG_OUT;
+	__u64 iov = a, cnt = next;
+	__u8 *area;
+
+	/* room for the blob and iov headers, a msghdr and a sockaddr */
+	if (!s || off > PW_DATA_SIZE - PW_BLOB_HDR - 8 - PW_MSGHDR_SIZE - PW_SOCKADDR_MAX)
+		return off;
+	pw_bound(off, PW_DATA_MASK);
+	area = s->buf + sizeof(struct pw_syscall);
+	b = (struct pw_blob *)(area + off);
+	start = off + PW_BLOB_HDR;
+	st.pos = start + sizeof(struct pw_iov_hdr);
+	if (!a) {
+		flags = PW_BLOB_NULL;
+		goto done;
+	}
+	if (k == PW_ARG_MSG_IN || k == PW_ARG_MSG_OUT) {
+		__u64 name;
+		__u32 namelen;
+		__u8 *m;
+
+		p = st.pos;
+		pw_bound(p, PW_DATA_MASK);
+		m = area + p;
+		if (bpf_probe_read_user(m, PW_MSGHDR_SIZE, (const void *)a)) {
+			flags = PW_BLOB_FAULT;
+			goto done;
+		}
+		name = *(__u64 *)m;
+		namelen = *(__u32 *)(m + 8);
+		iov = *(__u64 *)(m + 16);
+		cnt = *(__u64 *)(m + 24);
+		st.pos = p + PW_MSGHDR_SIZE;
+		if (k == PW_ARG_MSG_OUT)
+			count = s->inlen > 0xffff ? 0xffff : s->inlen;
+		if (name && namelen && ret >= 0) {
+			__u32 nl = namelen > PW_SOCKADDR_MAX ? PW_SOCKADDR_MAX : namelen;
+
+			p = st.pos;
+			pw_bound(p, PW_DATA_MASK);
+			pw_bound(nl, PW_SOCKADDR_MAX * 2 - 1);
+			if (nl > PW_SOCKADDR_MAX)
+				nl = PW_SOCKADDR_MAX;
+			if (nl && !bpf_probe_read_user(area + p, nl, (const void *)name))
+				name_len = nl;
+			st.pos = p + ((name_len + 7) & ~7U);
+		}
+	}
+	st.a = iov;
+	st.n = cnt > PW_IOV_MAX ? PW_IOV_MAX : (__u32)cnt;
+	if (cnt > PW_IOV_MAX)
+		flags |= PW_BLOB_TRUNC;
+	st.tab = st.pos;
+	st.pos = st.tab + st.n * sizeof(struct pw_iov_ent);
+	st.cap = pw_clamp(buf_max, PW_BUF_MAX);
+	st.budget = out ? (ret > 0 ? (__u64)ret : 0) : ~0ULL;
+	if (iov && st.n)
+		bpf_loop(PW_IOV_MAX, pw_iov_one, &st, 0);
+	flags |= st.flags;
+	if (st.pos > PW_DATA_SIZE)
+		st.pos = PW_DATA_SIZE;
+done:
+	p = start;
+	pw_bound(p, PW_DATA_MASK);
+	h = (struct pw_iov_hdr *)(area + p);
+	h->n = st.got;
+	h->name_len = name_len;
+	if (flags & PW_BLOB_FAULT)
+		pw_stat_add(PW_STAT_READ_FAIL, 1);
+	if (flags & PW_BLOB_TRUNC)
+		pw_stat_add(PW_STAT_TRUNC, 1);
+	b->arg = i;
+	b->kind = k;
+	b->flags = flags;
+	b->count = count;
+	if (flags & (PW_BLOB_NULL | PW_BLOB_FAULT) && !st.got)
+		st.pos = start + sizeof(struct pw_iov_hdr);
+	b->len = st.pos - start;
+	return start + (((st.pos - start) + 7) & ~7U);
+}
+
 /* argv: up to argv_max strings of up to arg_max bytes, back to back */
 struct pw_argv_state {
 	__u64 a;     /* user pointer to the argv array */
@@ -415,8 +566,11 @@ static __always_inline void pw_emit_syscall(__u16 kind, __s32 nr, const __u64 *a
 		if (!at_exit && (k == PW_ARG_BUF_OUT || k == PW_ARG_SOCKADDR_OUT ||
 				 k == PW_ARG_DIRENTS || k == PW_ARG_STR_OUT))
 			continue;
-		off = pw_read_blob(off, ((__u32)conf->sizes[i] << 16) | (i << 8) | k, args[i],
-				   i < 5 ? args[i + 1] : 0, ret);
+		if (k >= PW_ARG_IOV_IN && k <= PW_ARG_MSG_OUT)
+			off = pw_read_iov(off, (i << 8) | k, args[i], i < 5 ? args[i + 1] : 0, ret);
+		else
+			off = pw_read_blob(off, ((__u32)conf->sizes[i] << 16) | (i << 8) | k,
+					   args[i], i < 5 ? args[i + 1] : 0, ret);
 	}
 	if (conf->argv_arg >= 0 && conf->argv_arg < 6) {
 		__u32 ai = conf->argv_arg;
@@ -497,6 +651,13 @@ static __always_inline int pw_sys_enter(__s32 nr, const unsigned long *uargs)
 
 				if (!bpf_probe_read_user(&len, sizeof(len), (const void *)uargs[i + 1]))
 					inf.inlen = len < 0 ? 0 : (__u32)len;
+			}
+			/* recvmsg: msg_namelen as passed in */
+			if (conf->kinds[i] == PW_ARG_MSG_OUT && uargs[i]) {
+				__u32 len = 0;
+
+				if (!bpf_probe_read_user(&len, sizeof(len), (const void *)(uargs[i] + 8)))
+					inf.inlen = len;
 			}
 		}
 	}
