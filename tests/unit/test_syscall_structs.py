@@ -142,6 +142,11 @@ def test_clone_args_like_strace() -> None:
 # the arguments as the kernel's formats (events/syscalls/sys_enter_*/format) give them,
 # recorded on Linux 6.18 x86_64
 FORMATS: dict[str, str] = {
+    "pselect6": ("int n, fd_set * inp, fd_set * outp, fd_set * exp, "
+                 "struct __kernel_timespec * tsp, void * sig"),
+    "getpeername": "int fd, struct sockaddr * usockaddr, int * usockaddr_len",
+    "ioctl": "unsigned int fd, unsigned int cmd, unsigned long arg",
+    "epoll_create1": "int flags",
     "writev": "unsigned long fd, const struct iovec * vec, unsigned long vlen",
     "readv": "unsigned long fd, const struct iovec * vec, unsigned long vlen",
     "sendmsg": "int fd, struct user_msghdr * msg, unsigned int flags",
@@ -270,6 +275,21 @@ LINES = [
      "arch_prctl(ARCH_SET_FS, 0x7f3d3f7f0800) = 0"),
     ("sendto", {"fd": 6, "buff": b"hi", "len": 2, "flags": 0x4040, "addr": None,
                 "addr_len": 0}, 2, 'sendto(6, "hi", 2, MSG_DONTWAIT|MSG_NOSIGNAL, NULL, 0) = 2'),
+    ("pselect6", {"n": 8, "inp": 0x7FFC0000, "inp_data": struct.pack("<QQ", 1 << 7, 1 << 7),
+                  "outp": 0x7FFC0080, "outp_data": struct.pack("<QQ", 1 << 7, 1 << 7),
+                  "exp": 0, "tsp": 0x7FFC0100, "tsp_data": struct.pack("<qq", 0, 999998317),
+                  "sig": 0}, 2,
+     "pselect6(8, [7], [7], NULL, {tv_sec=0, tv_nsec=999998317}, NULL) = 2 (in [7], out [7], "
+     "left {tv_sec=0, tv_nsec=999998317})"),
+    ("pselect6", {"n": 8, "inp": 0x7FFC0000, "inp_data": struct.pack("<QQ", 1 << 7, 0),
+                  "outp": 0, "exp": 0, "tsp": 0x7FFC0100, "tsp_data": bytes(16), "sig": 0}, 0,
+     "pselect6(8, [7], NULL, NULL, {tv_sec=0, tv_nsec=0}, NULL) = 0 (Timeout)"),
+    ("getpeername", {"fd": 7, "usockaddr": 0x7FFEDE55F6A0, "usockaddr_inlen": 16,
+                     "usockaddr_len": 0x7FFC0000}, -107,
+     "getpeername(7, 0x7ffede55f6a0, [16]) = -1 ENOTCONN (Transport endpoint is not "
+     "connected)"),
+    ("ioctl", {"fd": 3, "cmd": 0x5451, "arg": 0}, 0, "ioctl(3, FIOCLEX) = 0"),
+    ("epoll_create1", {"flags": 0o2000000}, 3, "epoll_create1(EPOLL_CLOEXEC) = 3"),
     ("openat", {"dfd": -100, "filename": "/etc", "flags": 0o2204000, "mode": 0}, 3,
      'openat(AT_FDCWD, "/etc", O_RDONLY|O_NONBLOCK|O_CLOEXEC|O_DIRECTORY) = 3'),
 ]
@@ -329,7 +349,7 @@ def test_decoders_raise_only_struct_error(data: bytes, n: int) -> None:
 _CALLS = ["writev", "readv", "sendmsg", "recvmsg", "newfstatat", "statx", "rt_sigaction",
           "rt_sigprocmask", "prlimit64", "poll", "ppoll", "wait4", "clone3", "getsockopt",
           "setsockopt", "socketpair", "sysinfo", "clock_gettime", "getsockname", "accept4",
-          "futex", "fcntl"]
+          "futex", "fcntl", "pselect6", "getpeername"]
 
 
 @settings(max_examples=200, deadline=None)

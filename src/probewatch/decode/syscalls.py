@@ -524,7 +524,7 @@ NORETURN = {"execve", "execveat", "exit", "exit_group"}
 
 # more argument kinds (enum pw_arg_kind): memory copied for the struct decoders
 ARG_MEM, ARG_MEM_N, ARG_DIRENTS, ARG_PTRS, ARG_MEM_ARG, ARG_STR_OUT = range(7, 13)
-ARG_IOV_IN, ARG_IOV_OUT, ARG_MSG_IN, ARG_MSG_OUT = range(13, 17)
+ARG_IOV_IN, ARG_IOV_OUT, ARG_MSG_IN, ARG_MSG_OUT, ARG_FDSET = range(13, 18)
 IN, OUT = 1, 2  # shown always / only when the call succeeded (strace: the pointer)
 
 
@@ -587,6 +587,14 @@ ARG_CAPTURE: dict[tuple[str, str], Capture | None] = {
     ("preadv", "vec"): Capture(ARG_IOV_OUT, 0, OUT),
     ("preadv2", "vec"): Capture(ARG_IOV_OUT, 0, OUT),
     ("sendmsg", "msg"): Capture(ARG_MSG_IN, 0, IN),
+    ("select", "inp"): Capture(ARG_FDSET, 8, IN),
+    ("select", "outp"): Capture(ARG_FDSET, 8, IN),
+    ("select", "exp"): Capture(ARG_FDSET, 8, IN),
+    ("select", "tvp"): Capture(ARG_MEM, 16, IN, _S.format_timeval),
+    ("pselect6", "inp"): Capture(ARG_FDSET, 8, IN),
+    ("pselect6", "outp"): Capture(ARG_FDSET, 8, IN),
+    ("pselect6", "exp"): Capture(ARG_FDSET, 8, IN),
+    ("pselect6", "tsp"): _TS_IN,
     ("recvmsg", "msg"): Capture(ARG_MSG_OUT, 0, OUT),
 }
 
@@ -718,8 +726,10 @@ def _sp_fcntl(f: Fields, a: Callable[[str], str]) -> list[str]:
 
 def _sp_ioctl(f: Fields, a: Callable[[str], str]) -> list[str]:
     cmd = _int(f.get("cmd")) & 0xFFFFFFFF
-    return [str(_s32(_int(f.get("fd")))), IOCTL_CMD.get(cmd, hex(cmd)),
-            pointer(_int(f.get("arg")))]
+    out = [str(_s32(_int(f.get("fd")))), IOCTL_CMD.get(cmd, hex(cmd))]
+    if cmd in (0x5450, 0x5451):  # FIONCLEX, FIOCLEX take no argument
+        return out
+    return out + [pointer(_int(f.get("arg")))]
 
 
 def _sp_clone(f: Fields, a: Callable[[str], str]) -> list[str]:
@@ -862,6 +872,8 @@ SPECIAL: dict[str, Special] = {
     "clock_nanosleep": lambda f, a: [_clock(f), _flags(TIMER_FLAGS, _int(f.get("flags"))),
                                      a("rqtp"), a("rmtp")],
     "getcwd": _sp_getcwd,
+    "epoll_create1": lambda f, a: [_flags([(0o2000000, "EPOLL_CLOEXEC")],
+                                          _int(f.get("flags")) & 0xFFFFFFFF)],
     "open": _sp_open,
     "openat": _sp_openat,
     "creat": lambda f, a: [a("pathname"), mode_octal(_int(f.get("mode")))],
@@ -921,6 +933,52 @@ def _iov_text(kind: int, data: bytes, f: Fields, ptr: int, ret: int | None,
         parts.append(f"msg_control={pointer(ctl)}")
     parts += [f"msg_controllen={ctllen}", f"msg_flags={_flags(MSG_FLAGS, mflags)}"]
     return "{" + ", ".join(parts) + "}"
+
+
+# ------------------------------------------------------------------ select
+
+
+def _fdset_words(f: Fields, n: str) -> tuple[int, int] | None:
+    """(at entry, at exit) of an fd_set argument's first 64 fds; None: NULL/not read."""
+    data = f.get(f"{n}_data")
+    if not isinstance(data, bytes) or len(data) < 16:
+        return None
+    a, b = struct.unpack_from("<QQ", data)
+    return a, b
+
+
+def _fds(mask: int, nfds: int) -> str:
+    return "[" + " ".join(str(i) for i in range(min(nfds, 64)) if mask >> i & 1) + "]"
+
+
+def _sp_select(f: Fields, a: Callable[[str], str], ret: int | None) -> list[str]:
+    nfds = _s32(_u(f, "n"))
+    out = [str(nfds)]
+    for n in ("inp", "outp", "exp"):
+        w = _fdset_words(f, n)
+        out.append(_fds(w[0], nfds) if w is not None else a(n))
+    tn = "tvp" if "tvp" in f else "tsp"
+    out.append(a(tn))
+    if "sig" in f:
+        out.append(a("sig"))
+    return out
+
+
+def _ret_select(f: Fields, ret: int) -> str | None:
+    if ret == 0:
+        return "0 (Timeout)"
+    nfds = _s32(_u(f, "n"))
+    parts = []
+    for n, label in (("inp", "in"), ("outp", "out"), ("exp", "except")):
+        w = _fdset_words(f, n)
+        if w is not None and w[1] & ((1 << min(max(nfds, 0), 64)) - 1):
+            parts.append(f"{label} {_fds(w[1], nfds)}")
+    tn = "tvp" if "tvp" in f else "tsp"
+    td = f.get(f"{tn}_data")
+    if isinstance(td, bytes) and len(td) >= 16:
+        left = (_structs.format_timeval if tn == "tvp" else _structs.format_timespec)(td)
+        parts.append(f"left {left}")
+    return f"{ret} ({', '.join(parts)})" if parts else None
 
 
 # ------------------------------------------------------------------ ret-aware formatters
@@ -1154,6 +1212,8 @@ SPECIAL_R: dict[str, Callable[[Fields, Callable[[str], str], int | None], list[s
     "futex": _sp_futex,
     "poll": _sp_poll,
     "ppoll": _sp_poll,
+    "select": _sp_select,
+    "pselect6": _sp_select,
     "setsockopt": _sp_setsockopt,
     "getsockopt": _sp_getsockopt,
     "clone3": _sp_clone3,
@@ -1174,6 +1234,8 @@ SPECIAL_R: dict[str, Callable[[Fields, Callable[[str], str], int | None], list[s
 RET_DECOR: dict[str, Callable[[Fields, int], str | None]] = {
     "poll": _ret_poll,
     "ppoll": _ret_poll,
+    "select": _ret_select,
+    "pselect6": _ret_select,
     "fcntl": _ret_fcntl,
 }
 
@@ -1208,7 +1270,8 @@ def format_call(
         data = fields.get(f"{n}_data")
         if data is not None:
             cap = capture_of(name, ct, n)
-            if cap is not None and cap.kind >= ARG_IOV_IN and isinstance(data, bytes):
+            if cap is not None and ARG_IOV_IN <= cap.kind <= ARG_MSG_OUT and isinstance(
+                    data, bytes):
                 try:
                     return _iov_text(cap.kind, data, fields, _int(v), ret, strmax)
                 except _structs.StructError:

@@ -348,14 +348,16 @@ class RecordDecoder:
             elif bkind == 6:  # argv
                 parts = data.split(b"\0")[:count]
                 fields[an] = [p.decode("utf-8", "surrogateescape") for p in parts]
-            elif bkind in (7, 8, 11) or 13 <= bkind <= 16:  # structs, arrays, iovecs:
+            elif bkind in (7, 8, 11) or 13 <= bkind <= 17:  # structs, arrays, iovecs:
                 fields[f"{an}_data"] = data  # the pointer stays in fields[an]
                 if bkind == 16:  # recvmsg: msg_namelen as passed in
                     fields[f"{an}_inlen"] = count
             elif bkind in (9, 10):  # dirents / pointers counted
                 fields[f"{an}_count"] = count
-            elif bkind in (3, 12) and -4096 < ret < 0:
-                pass  # an output buffer of a failed call: the pointer, as strace shows
+            elif bkind in (3, 5, 12) and -4096 < ret < 0:
+                # an output buffer of a failed call: the pointer, as strace shows
+                if bkind == 5:  # struct sockaddr out: *addrlen as passed in
+                    fields[f"{an}_inlen"] = count
             else:
                 fields[an] = data
                 if bkind == 5:  # struct sockaddr out: *addrlen as passed in

@@ -62,6 +62,7 @@ enum pw_arg_kind {
 	PW_ARG_IOV_OUT = 14,     /* the same, the buffers' first ret bytes (readv) */
 	PW_ARG_MSG_IN = 15,      /* struct user_msghdr, its name and its iovecs (sendmsg) */
 	PW_ARG_MSG_OUT = 16,     /* the same, the buffers' first ret bytes (recvmsg) */
+	PW_ARG_FDSET = 17,       /* fd_set (select): fds 0-63 at entry, then at exit (2 u64) */
 };
 
 /*

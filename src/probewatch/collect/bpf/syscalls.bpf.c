@@ -30,6 +30,7 @@ struct pw_inflight {
 	__u64 args[6];
 	__s32 nr;
 	__u32 inlen; /* *addrlen at entry (a PW_ARG_SOCKADDR_OUT's length argument) */
+	__u64 fds[3]; /* select: the first 64 bits of each fd_set argument (1-3) at entry */
 };
 
 struct pw_scratch {
@@ -37,6 +38,8 @@ struct pw_scratch {
 	 * lets the verifier bound a record's size with one mask */
 	__u8 buf[sizeof(struct pw_syscall) + 2 * PW_DATA_SIZE];
 	__u32 inlen; /* pw_inflight.inlen of the record being built */
+	__u32 _pad;
+	__u64 fds[3]; /* pw_inflight.fds of the record being built */
 };
 
 struct {
@@ -215,6 +218,18 @@ __noinline __u32 pw_read_blob(__u32 off, __u32 ik, __u64 a, __u64 next, __s64 re
 		}
 		goto done;
 	}
+	if (k == PW_ARG_FDSET) {
+		__u64 v[2] = {};
+		__u32 j = i - 1;
+
+		if (j < 3)
+			v[0] = s->fds[j];
+		if (bpf_probe_read_user(&v[1], sizeof(v[1]), (const void *)a))
+			flags = PW_BLOB_FAULT;
+		__builtin_memcpy(data, v, sizeof(v));
+		n = sizeof(v);
+		goto done;
+	}
 	if (k == PW_ARG_DIRENTS || k == PW_ARG_PTRS) {
 		struct pw_walk_state st = {.a = a};
 
@@ -255,10 +270,10 @@ __noinline __u32 pw_read_blob(__u32 off, __u32 ik, __u64 a, __u64 next, __s64 re
 		} else {
 			int len = 0;
 
+			count = s->inlen > 0xffff ? 0xffff : s->inlen;
 			if (!next || ret < 0 || bpf_probe_read_user(&len, sizeof(len), (const void *)next))
 				goto done;
 			want = len < 0 ? 0 : (__u32)len;
-			count = s->inlen > 0xffff ? 0xffff : s->inlen;
 		}
 		max = PW_SOCKADDR_MAX;
 	} else {
@@ -537,7 +552,8 @@ __noinline __u32 pw_read_argv(__u32 off, __u32 i, __u64 a)
 
 static __always_inline void pw_emit_syscall(__u16 kind, __s32 nr, const __u64 *args, __s64 ret,
 					    __u64 ts0, __u64 pid_tgid,
-					    const struct pw_nrconf *conf, __u32 inlen)
+					    const struct pw_nrconf *conf, __u32 inlen,
+					    const __u64 *fds)
 {
 	struct pw_scratch *s = pw_scratch();
 	struct pw_syscall *e;
@@ -548,6 +564,9 @@ static __always_inline void pw_emit_syscall(__u16 kind, __s32 nr, const __u64 *a
 	if (!s)
 		return;
 	s->inlen = inlen;
+	s->fds[0] = fds[0];
+	s->fds[1] = fds[1];
+	s->fds[2] = fds[2];
 	e = (struct pw_syscall *)s->buf;
 	pw_fill_hdr(&e->h, kind, pid_tgid);
 	e->ret = ret;
@@ -652,6 +671,13 @@ static __always_inline int pw_sys_enter(__s32 nr, const unsigned long *uargs)
 				if (!bpf_probe_read_user(&len, sizeof(len), (const void *)uargs[i + 1]))
 					inf.inlen = len < 0 ? 0 : (__u32)len;
 			}
+			/* select: the fd sets as passed in (the call overwrites them) */
+			if (i >= 1 && i <= 3 && conf->kinds[i] == PW_ARG_FDSET && uargs[i]) {
+				__u64 v = 0;
+
+				if (!bpf_probe_read_user(&v, sizeof(v), (const void *)uargs[i]))
+					inf.fds[i - 1] = v;
+			}
 			/* recvmsg: msg_namelen as passed in */
 			if (conf->kinds[i] == PW_ARG_MSG_OUT && uargs[i]) {
 				__u32 len = 0;
@@ -662,7 +688,7 @@ static __always_inline int pw_sys_enter(__s32 nr, const unsigned long *uargs)
 		}
 	}
 	if (traced && (conf->flags & PW_NR_NORETURN))
-		pw_emit_syscall(PW_EV_SYS_ENTER, nr, inf.args, 0, 0, pid_tgid, conf, 0);
+		pw_emit_syscall(PW_EV_SYS_ENTER, nr, inf.args, 0, 0, pid_tgid, conf, 0, inf.fds);
 	bpf_map_update_elem(&inflight, &tid, &inf, BPF_ANY);
 	return 0;
 }
@@ -690,10 +716,10 @@ static __always_inline int pw_sys_exit(long ret)
 				struct pw_nrconf none = {.argv_arg = -1};
 
 				pw_emit_syscall(PW_EV_SYSCALL, inf->nr, inf->args, ret, inf->ts,
-						pid_tgid, &none, 0);
+						pid_tgid, &none, 0, inf->fds);
 			} else {
 				pw_emit_syscall(PW_EV_SYSCALL, inf->nr, inf->args, ret, inf->ts,
-						pid_tgid, conf, inf->inlen);
+						pid_tgid, conf, inf->inlen, inf->fds);
 			}
 		}
 	}
