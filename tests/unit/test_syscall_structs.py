@@ -289,6 +289,25 @@ LINES = [
      "getpeername(7, 0x7ffede55f6a0, [16]) = -1 ENOTCONN (Transport endpoint is not "
      "connected)"),
     ("ioctl", {"fd": 3, "cmd": 0x5451, "arg": 0}, 0, "ioctl(3, FIOCLEX) = 0"),
+    # a pty's TCGETS/TIOCGWINSZ/FIONBIO, F_SETLK/F_GETLK (recorded under script(1))
+    ("ioctl", {"fd": 0, "cmd": 0x5401, "arg": 0x7FFE3C1D2A50, "arg_data": H(
+        "0005000005000000bf0000003b8a000000031c7f150400010011131a00120f1716000000")}, 0,
+     "ioctl(0, TCGETS, {c_iflag=ICRNL|IXON, c_oflag=NL0|CR0|TAB0|BS0|VT0|FF0|OPOST|ONLCR, "
+     "c_cflag=B38400|CS8|CREAD, c_lflag=ISIG|ICANON|ECHO|ECHOE|ECHOK|IEXTEN|ECHOCTL|"
+     "ECHOKE, ...}) = 0"),
+    ("ioctl", {"fd": 1, "cmd": 0x5401, "arg": 0x7FFE83E097F0, "arg_data": bytes(36)}, -25,
+     "ioctl(1, TCGETS, 0x7ffe83e097f0) = -1 ENOTTY (Inappropriate ioctl for device)"),
+    ("ioctl", {"fd": 0, "cmd": 0x5413, "arg": 0x7FFE3C1D2AB8, "arg_data": bytes(8)}, 0,
+     "ioctl(0, TIOCGWINSZ, {ws_row=0, ws_col=0, ws_xpixel=0, ws_ypixel=0}) = 0"),
+    ("ioctl", {"fd": 0, "cmd": 0x5421, "arg": 0x7FFE3C1D2AB4, "arg_data": H("01000000")}, 0,
+     "ioctl(0, FIONBIO, [1]) = 0"),
+    ("fcntl", {"fd": 3, "cmd": 6, "arg": 0x7FFC0000, "arg_data": H(
+        "010000000000000000000000000000000a000000000000000000000000000000")}, 0,
+     "fcntl(3, F_SETLK, {l_type=F_WRLCK, l_whence=SEEK_SET, l_start=0, l_len=10}) = 0"),
+    ("fcntl", {"fd": 3, "cmd": 5, "arg": 0x7FFC0000, "arg_data": H(
+        "020000000000000000000000000000000a000000000000000000000000000000")}, 0,
+     "fcntl(3, F_GETLK, {l_type=F_UNLCK, l_whence=SEEK_SET, l_start=0, l_len=10, "
+     "l_pid=0}) = 0"),
     ("epoll_create1", {"flags": 0o2000000}, 3, "epoll_create1(EPOLL_CLOEXEC) = 3"),
     ("openat", {"dfd": -100, "filename": "/etc", "flags": 0o2204000, "mode": 0}, 3,
      'openat(AT_FDCWD, "/etc", O_RDONLY|O_NONBLOCK|O_CLOEXEC|O_DIRECTORY) = 3'),
@@ -320,7 +339,8 @@ def test_capture_plan_from_kernel_formats() -> None:
 # ------------------------------------------------------------------ fuzz
 
 
-_FIXED = [s.format_stat, s.format_statx, s.format_sigaction, s.format_sigset,
+_FIXED = [s.format_termios, s.format_winsize, s.format_flock, s.format_stat, s.format_statx,
+          s.format_sigaction, s.format_sigset,
           s.format_rlimit, s.format_timespec, s.format_timeval, s.format_sysinfo,
           s.format_int, s.format_fdpair, s.format_wstatus]
 
@@ -349,7 +369,7 @@ def test_decoders_raise_only_struct_error(data: bytes, n: int) -> None:
 _CALLS = ["writev", "readv", "sendmsg", "recvmsg", "newfstatat", "statx", "rt_sigaction",
           "rt_sigprocmask", "prlimit64", "poll", "ppoll", "wait4", "clone3", "getsockopt",
           "setsockopt", "socketpair", "sysinfo", "clock_gettime", "getsockname", "accept4",
-          "futex", "fcntl", "pselect6", "getpeername"]
+          "futex", "fcntl", "pselect6", "getpeername", "ioctl"]
 
 
 @settings(max_examples=200, deadline=None)

@@ -419,3 +419,73 @@ def format_iovs(iovs: Sequence[tuple[int, int, bytes | None]], strmax: int,
 def format_iov_pointers(iovs: Sequence[tuple[int, int, bytes | None]]) -> str:
     """A failed read's array: every base as a pointer."""
     return "[" + ", ".join(f"{{iov_base={_ptr(b)}, iov_len={ln}}}" for b, ln, _ in iovs) + "]"
+
+
+# ------------------------------------------------------------------ terminals, locks
+
+TC_IFLAG = [(0o1, "IGNBRK"), (0o2, "BRKINT"), (0o4, "IGNPAR"), (0o10, "PARMRK"),
+            (0o20, "INPCK"), (0o40, "ISTRIP"), (0o100, "INLCR"), (0o200, "IGNCR"),
+            (0o400, "ICRNL"), (0o1000, "IUCLC"), (0o2000, "IXON"), (0o4000, "IXANY"),
+            (0o10000, "IXOFF"), (0o20000, "IMAXBEL"), (0o40000, "IUTF8")]
+TC_OFLAG = [(0o1, "OPOST"), (0o2, "OLCUC"), (0o4, "ONLCR"), (0o10, "OCRNL"), (0o20, "ONOCR"),
+            (0o40, "ONLRET"), (0o100, "OFILL"), (0o200, "OFDEL")]
+# the delay fields strace names first: (mask, shift-free values -> names)
+TC_ODELAY = [(0o400, {0: "NL0", 0o400: "NL1"}),
+             (0o3000, {0: "CR0", 0o1000: "CR1", 0o2000: "CR2", 0o3000: "CR3"}),
+             (0o14000, {0: "TAB0", 0o4000: "TAB1", 0o10000: "TAB2", 0o14000: "TAB3"}),
+             (0o20000, {0: "BS0", 0o20000: "BS1"}), (0o40000, {0: "VT0", 0o40000: "VT1"}),
+             (0o100000, {0: "FF0", 0o100000: "FF1"})]
+TC_BAUD = {0: "B0", 1: "B50", 2: "B75", 3: "B110", 4: "B134", 5: "B150", 6: "B200",
+           7: "B300", 8: "B600", 9: "B1200", 10: "B1800", 11: "B2400", 12: "B4800",
+           13: "B9600", 14: "B19200", 15: "B38400", 0o10001: "B57600", 0o10002: "B115200",
+           0o10003: "B230400", 0o10004: "B460800", 0o10005: "B500000", 0o10006: "B576000",
+           0o10007: "B921600", 0o10010: "B1000000", 0o10011: "B1152000",
+           0o10012: "B1500000", 0o10013: "B2000000", 0o10014: "B2500000",
+           0o10015: "B3000000", 0o10016: "B3500000", 0o10017: "B4000000"}
+TC_CSIZE = {0: "CS5", 0o20: "CS6", 0o40: "CS7", 0o60: "CS8"}
+TC_CFLAG = [(0o100, "CSTOPB"), (0o200, "CREAD"), (0o400, "PARENB"), (0o1000, "PARODD"),
+            (0o2000, "HUPCL"), (0o4000, "CLOCAL"), (0o10000000000, "CMSPAR"),
+            (0o20000000000, "CRTSCTS")]
+TC_LFLAG = [(0o1, "ISIG"), (0o2, "ICANON"), (0o4, "XCASE"), (0o10, "ECHO"), (0o20, "ECHOE"),
+            (0o40, "ECHOK"), (0o100, "ECHONL"), (0o200, "NOFLSH"), (0o100000, "IEXTEN"),
+            (0o1000, "ECHOCTL"), (0o2000, "ECHOPRT"), (0o4000, "ECHOKE"),
+            (0o10000, "FLUSHO"), (0o40000, "PENDIN"), (0o400, "TOSTOP"),
+            (0o200000, "EXTPROC")]  # strace's order (IEXTEN before ECHOCTL)
+TERMIOS = struct.Struct("<IIII")
+
+
+def format_termios(data: bytes) -> str:
+    """The kernel's struct termios (TCGETS): '{c_iflag=ICRNL|IXON, ..., ...}'."""
+    _need(data, TERMIOS.size, "struct termios")
+    i, o, c, lf = TERMIOS.unpack_from(data)
+    odel = [names.get(o & mask, hex(o & mask)) for mask, names in TC_ODELAY]
+    orest = flags(TC_OFLAG, o & ~0o177400, "")
+    ctext = [TC_BAUD.get(c & 0o10017, hex(c & 0o10017)), TC_CSIZE[c & 0o60]]
+    crest = flags(TC_CFLAG, c & ~0o10077, "")
+    return (f"{{c_iflag={flags(TC_IFLAG, i)}, "
+            f"c_oflag={'|'.join(odel + ([orest] if orest else []))}, "
+            f"c_cflag={'|'.join(ctext + ([crest] if crest else []))}, "
+            f"c_lflag={flags(TC_LFLAG, lf)}, ...}}")
+
+
+WINSIZE = struct.Struct("<HHHH")
+
+
+def format_winsize(data: bytes) -> str:
+    _need(data, WINSIZE.size, "struct winsize")
+    r, c, x, y = WINSIZE.unpack_from(data)
+    return f"{{ws_row={r}, ws_col={c}, ws_xpixel={x}, ws_ypixel={y}}}"
+
+
+FLOCK = struct.Struct("<hh4xqqi")
+F_LTYPE = {0: "F_RDLCK", 1: "F_WRLCK", 2: "F_UNLCK"}
+_WHENCE = {0: "SEEK_SET", 1: "SEEK_CUR", 2: "SEEK_END"}
+
+
+def format_flock(data: bytes, with_pid: bool = False) -> str:
+    """struct flock; the pid only for F_GETLK's answer, as strace shows it."""
+    _need(data, FLOCK.size, "struct flock")
+    t, w, start, ln, pid = FLOCK.unpack_from(data)
+    out = (f"{{l_type={F_LTYPE.get(t, str(t))}, l_whence={_WHENCE.get(w, str(w))}, "
+           f"l_start={start}, l_len={ln}")
+    return out + (f", l_pid={pid}}}" if with_pid else "}")

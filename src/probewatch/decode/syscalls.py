@@ -525,6 +525,7 @@ NORETURN = {"execve", "execveat", "exit", "exit_group"}
 # more argument kinds (enum pw_arg_kind): memory copied for the struct decoders
 ARG_MEM, ARG_MEM_N, ARG_DIRENTS, ARG_PTRS, ARG_MEM_ARG, ARG_STR_OUT = range(7, 13)
 ARG_IOV_IN, ARG_IOV_OUT, ARG_MSG_IN, ARG_MSG_OUT, ARG_FDSET = range(13, 18)
+ARG_IOCTL, ARG_FCNTL = 18, 19  # the struct the request/command names (BPF: pw_cmd_size)
 IN, OUT = 1, 2  # shown always / only when the call succeeded (strace: the pointer)
 
 
@@ -587,6 +588,8 @@ ARG_CAPTURE: dict[tuple[str, str], Capture | None] = {
     ("preadv", "vec"): Capture(ARG_IOV_OUT, 0, OUT),
     ("preadv2", "vec"): Capture(ARG_IOV_OUT, 0, OUT),
     ("sendmsg", "msg"): Capture(ARG_MSG_IN, 0, IN),
+    ("ioctl", "arg"): Capture(ARG_IOCTL, 0, IN),
+    ("fcntl", "arg"): Capture(ARG_FCNTL, 0, IN),
     ("select", "inp"): Capture(ARG_FDSET, 8, IN),
     ("select", "outp"): Capture(ARG_FDSET, 8, IN),
     ("select", "exp"): Capture(ARG_FDSET, 8, IN),
@@ -724,12 +727,29 @@ def _sp_fcntl(f: Fields, a: Callable[[str], str]) -> list[str]:
     return out
 
 
-def _sp_ioctl(f: Fields, a: Callable[[str], str]) -> list[str]:
+# ioctl requests whose argument is shown: request -> (decoder, shown only on success)
+_IOCTL_ARG: dict[int, tuple[Callable[[bytes], str], bool]] = {
+    0x5401: (_structs.format_termios, True), 0x5402: (_structs.format_termios, False),
+    0x5403: (_structs.format_termios, False), 0x5404: (_structs.format_termios, False),
+    0x5413: (_structs.format_winsize, True), 0x5414: (_structs.format_winsize, False),
+    0x540F: (_structs.format_int, True), 0x5410: (_structs.format_int, False),
+    0x541B: (_structs.format_int, True), 0x5421: (_structs.format_int, False),
+}
+
+
+def _sp_ioctl(f: Fields, a: Callable[[str], str], ret: int | None) -> list[str]:
     cmd = _int(f.get("cmd")) & 0xFFFFFFFF
     out = [str(_s32(_int(f.get("fd")))), IOCTL_CMD.get(cmd, hex(cmd))]
     if cmd in (0x5450, 0x5451):  # FIONCLEX, FIOCLEX take no argument
         return out
-    return out + [pointer(_int(f.get("arg")))]
+    arg = pointer(_int(f.get("arg")))
+    data, dec = f.get("arg_data"), _IOCTL_ARG.get(cmd)
+    if isinstance(data, bytes) and dec is not None and (_ok(ret) or not dec[1]):
+        try:
+            arg = dec[0](data)
+        except _structs.StructError:
+            pass
+    return out + [arg]
 
 
 def _sp_clone(f: Fields, a: Callable[[str], str]) -> list[str]:
@@ -884,7 +904,6 @@ SPECIAL: dict[str, Special] = {
     "tkill": lambda f, a: [str(_s32(_int(f.get("pid")))), signal_name(_int(f.get("sig")))],
     "tgkill": _sp_tgkill,
     "fcntl": _sp_fcntl,
-    "ioctl": _sp_ioctl,
     "clone": _sp_clone,
     "access": _sp_access,
     "faccessat": _sp_faccessat,
@@ -1092,6 +1111,20 @@ def _ret_poll(f: Fields, ret: int) -> str | None:
     return None
 
 
+def _spr_fcntl(f: Fields, a: Callable[[str], str], ret: int | None) -> list[str]:
+    out = _sp_fcntl(f, a)
+    cmd = _u(f, "cmd") & 0xFFFFFFFF
+    data = f.get("arg_data")
+    if cmd in (5, 6, 7, 36, 37, 38) and isinstance(data, bytes) and len(out) == 3:
+        getter = cmd in (5, 36)
+        if not getter or _ok(ret):
+            try:
+                out[2] = _structs.format_flock(data, with_pid=getter)
+            except _structs.StructError:
+                pass
+    return out
+
+
 def _ret_fcntl(f: Fields, ret: int) -> str | None:
     cmd = _u(f, "cmd") & 0xFFFFFFFF
     if cmd == 3:
@@ -1212,6 +1245,8 @@ SPECIAL_R: dict[str, Callable[[Fields, Callable[[str], str], int | None], list[s
     "futex": _sp_futex,
     "poll": _sp_poll,
     "ppoll": _sp_poll,
+    "ioctl": _sp_ioctl,
+    "fcntl": _spr_fcntl,
     "select": _sp_select,
     "pselect6": _sp_select,
     "setsockopt": _sp_setsockopt,

@@ -550,6 +550,31 @@ __noinline __u32 pw_read_argv(__u32 off, __u32 i, __u64 a)
 	return start + (((st.pos - start) + 7) & ~7U);
 }
 
+/*
+ * Bytes an ioctl request / fcntl command's argument points to (0: an integer, or not
+ * decoded): the common terminal and file requests strace shows (asm-generic ioctls.h,
+ * x86_64 struct termios 36 bytes, struct winsize 8, struct flock 32).
+ */
+static __always_inline __u32 pw_cmd_size(__u32 k, __u64 cmd)
+{
+	if (k == PW_ARG_IOCTL) {
+		switch (cmd) {
+		case 0x5401: case 0x5402: case 0x5403: case 0x5404: /* TCGETS, TCSETS{,W,F} */
+			return 36;
+		case 0x5413: case 0x5414: /* TIOCGWINSZ, TIOCSWINSZ */
+			return 8;
+		case 0x540F: case 0x5410: case 0x541B: case 0x5421: /* [GS]PGRP, FIONREAD, FIONBIO */
+			return 4;
+		}
+		return 0;
+	}
+	switch (cmd) {
+	case 5: case 6: case 7: case 36: case 37: case 38: /* F_{GET,SET,SETW}LK, F_OFD_* */
+		return 32;
+	}
+	return 0;
+}
+
 static __always_inline void pw_emit_syscall(__u16 kind, __s32 nr, const __u64 *args, __s64 ret,
 					    __u64 ts0, __u64 pid_tgid,
 					    const struct pw_nrconf *conf, __u32 inlen,
@@ -585,10 +610,18 @@ static __always_inline void pw_emit_syscall(__u16 kind, __s32 nr, const __u64 *a
 		if (!at_exit && (k == PW_ARG_BUF_OUT || k == PW_ARG_SOCKADDR_OUT ||
 				 k == PW_ARG_DIRENTS || k == PW_ARG_STR_OUT))
 			continue;
+		__u32 esize = conf->sizes[i];
+
+		if (k == PW_ARG_IOCTL || k == PW_ARG_FCNTL) {
+			esize = i > 0 ? pw_cmd_size(k, args[i > 0 ? i - 1 : 0]) : 0;
+			if (!esize || !at_exit)
+				continue;
+			k = PW_ARG_MEM;
+		}
 		if (k >= PW_ARG_IOV_IN && k <= PW_ARG_MSG_OUT)
 			off = pw_read_iov(off, (i << 8) | k, args[i], i < 5 ? args[i + 1] : 0, ret);
 		else
-			off = pw_read_blob(off, ((__u32)conf->sizes[i] << 16) | (i << 8) | k,
+			off = pw_read_blob(off, (esize << 16) | (i << 8) | k,
 					   args[i], i < 5 ? args[i + 1] : 0, ret);
 	}
 	if (conf->argv_arg >= 0 && conf->argv_arg < 6) {
