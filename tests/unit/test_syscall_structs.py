@@ -142,6 +142,8 @@ def test_clone_args_like_strace() -> None:
 # the arguments as the kernel's formats (events/syscalls/sys_enter_*/format) give them,
 # recorded on Linux 6.18 x86_64
 FORMATS: dict[str, str] = {
+    "clone": ("unsigned long clone_flags, unsigned long newsp, int * parent_tidptr, "
+              "int * child_tidptr, unsigned long tls"),
     "pselect6": ("int n, fd_set * inp, fd_set * outp, fd_set * exp, "
                  "struct __kernel_timespec * tsp, void * sig"),
     "getpeername": "int fd, struct sockaddr * usockaddr, int * usockaddr_len",
@@ -289,6 +291,15 @@ LINES = [
      "getpeername(7, 0x7ffede55f6a0, [16]) = -1 ENOTCONN (Transport endpoint is not "
      "connected)"),
     ("ioctl", {"fd": 3, "cmd": 0x5451, "arg": 0}, 0, "ioctl(3, FIOCLEX) = 0"),
+    ("clone", {"clone_flags": 0x01200011, "newsp": 0, "parent_tidptr": 0,
+               "child_tidptr": 0x7FC1780AFA10, "tls": 0}, 8009,
+     "clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, "
+     "child_tidptr=0x7fc1780afa10) = 8009"),
+    ("clone", {"clone_flags": 0x3D0F00, "newsp": 0x7F0000001000, "parent_tidptr": 0x7F00990,
+               "child_tidptr": 0x7F00990, "tls": 0x7F00006C0}, 4242,
+     "clone(child_stack=0x7f0000001000, flags=CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|"
+     "CLONE_THREAD|CLONE_SYSVSEM|CLONE_SETTLS|CLONE_PARENT_SETTID|CLONE_CHILD_CLEARTID, "
+     "parent_tid=[4242], tls=0x7f00006c0, child_tidptr=0x7f00990) = 4242"),
     # a pty's TCGETS/TIOCGWINSZ/FIONBIO, F_SETLK/F_GETLK (recorded under script(1))
     ("ioctl", {"fd": 0, "cmd": 0x5401, "arg": 0x7FFE3C1D2A50, "arg_data": H(
         "0005000005000000bf0000003b8a000000031c7f150400010011131a00120f1716000000")}, 0,

@@ -752,15 +752,18 @@ def _sp_ioctl(f: Fields, a: Callable[[str], str], ret: int | None) -> list[str]:
     return out + [arg]
 
 
-def _sp_clone(f: Fields, a: Callable[[str], str]) -> list[str]:
+def _sp_clone(f: Fields, a: Callable[[str], str], ret: int | None = None) -> list[str]:
+    """strace's order: child_stack, flags, parent_tid, tls, child_tidptr; the kernel
+    stores the child's tid (the return) at parent_tid: strace shows it, '[N]'."""
     fl = _int(f.get("clone_flags"))
     out = [f"child_stack={pointer(_int(f.get('newsp')))}", f"flags={clone_flags(fl)}"]
     if fl & 0x00100000:
-        out.append(f"parent_tid={pointer(_int(f.get('parent_tidptr')))}")
-    if fl & 0x01200000:
-        out.append(f"child_tidptr={pointer(_int(f.get('child_tidptr')))}")
+        ptid = pointer(_int(f.get("parent_tidptr")))
+        out.append(f"parent_tid={f'[{ret}]' if ret is not None and ret > 0 else ptid}")
     if fl & 0x00080000:
         out.append(f"tls={pointer(_int(f.get('tls')))}")
+    if fl & 0x01200000:
+        out.append(f"child_tidptr={pointer(_int(f.get('child_tidptr')))}")
     return out
 
 
@@ -1252,6 +1255,7 @@ SPECIAL_R: dict[str, Callable[[Fields, Callable[[str], str], int | None], list[s
     "setsockopt": _sp_setsockopt,
     "getsockopt": _sp_getsockopt,
     "clone3": _sp_clone3,
+    "clone": _sp_clone,
     "getsockname": _sp_getsockname,
     "getpeername": _sp_getsockname,
     "accept": _sp_accept,
