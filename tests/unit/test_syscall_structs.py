@@ -142,6 +142,8 @@ def test_clone_args_like_strace() -> None:
 # the arguments as the kernel's formats (events/syscalls/sys_enter_*/format) give them,
 # recorded on Linux 6.18 x86_64
 FORMATS: dict[str, str] = {
+    "epoll_ctl": "int epfd, int op, int fd, struct epoll_event * event",
+    "epoll_wait": "int epfd, struct epoll_event * events, int maxevents, int timeout",
     "clone": ("unsigned long clone_flags, unsigned long newsp, int * parent_tidptr, "
               "int * child_tidptr, unsigned long tls"),
     "pselect6": ("int n, fd_set * inp, fd_set * outp, fd_set * exp, "
@@ -279,10 +281,28 @@ LINES = [
                 "addr_len": 0}, 2, 'sendto(6, "hi", 2, MSG_DONTWAIT|MSG_NOSIGNAL, NULL, 0) = 2'),
     ("pselect6", {"n": 8, "inp": 0x7FFC0000, "inp_data": struct.pack("<QQ", 1 << 7, 1 << 7),
                   "outp": 0x7FFC0080, "outp_data": struct.pack("<QQ", 1 << 7, 1 << 7),
-                  "exp": 0, "tsp": 0x7FFC0100, "tsp_data": struct.pack("<qq", 0, 999998317),
-                  "sig": 0}, 2,
-     "pselect6(8, [7], [7], NULL, {tv_sec=0, tv_nsec=999998317}, NULL) = 2 (in [7], out [7], "
+                  "exp": 0, "tsp": 0x7FFC0100,
+                  "tsp_data": struct.pack("<qqqq", 1, 0, 0, 999998317), "sig": 0}, 2,
+     "pselect6(8, [7], [7], NULL, {tv_sec=1, tv_nsec=0}, NULL) = 2 (in [7], out [7], "
      "left {tv_sec=0, tv_nsec=999998317})"),
+    ("ppoll", {"ufds": 0x7FFC0000, "ufds_data": H("06000000052004000700000006000400"),
+               "nfds": 2, "tsp": 0x7FFC0100, "tsp_data": struct.pack("<qqqq", 0, 1000, 0, 118),
+               "sigmask": 0x7FFC0200, "sigmask_data": bytes(8), "sigsetsize": 8}, 2,
+     "ppoll([{fd=6, events=POLLIN|POLLOUT|POLLRDHUP}, {fd=7, events=POLLPRI|POLLOUT}], 2, "
+     "{tv_sec=0, tv_nsec=1000}, [], 8) = 2 ([{fd=6, revents=POLLOUT}, {fd=7, "
+     "revents=POLLOUT}], left {tv_sec=0, tv_nsec=118})"),
+    ("epoll_ctl", {"epfd": 5, "op": 1, "fd": 3, "event": 0x7FFC0000,
+                   "event_data": struct.pack("<IQ", 0x80000005, 139796890517507)}, 0,
+     "epoll_ctl(5, EPOLL_CTL_ADD, 3, {events=EPOLLIN|EPOLLOUT|EPOLLET, data={u32=3, "
+     "u64=139796890517507}}) = 0"),
+    ("epoll_ctl", {"epfd": 5, "op": 2, "fd": 3, "event": 0x7FFEBA6AEAA4,
+                   "event_data": bytes(12)}, 0,
+     "epoll_ctl(5, EPOLL_CTL_DEL, 3, 0x7ffeba6aeaa4) = 0"),
+    ("epoll_wait", {"epfd": 5, "events": 0x7FFC0000, "maxevents": 4, "timeout": 1000,
+                    "events_data": struct.pack("<IQ", 1, 139796890517507) + bytes(36)}, 1,
+     "epoll_wait(5, [{events=EPOLLIN, data={u32=3, u64=139796890517507}}], 4, 1000) = 1"),
+    ("epoll_wait", {"epfd": 5, "events": 0x7FFC0000, "maxevents": 2, "timeout": 10,
+                    "events_data": bytes(24)}, 0, "epoll_wait(5, [], 2, 10) = 0"),
     ("pselect6", {"n": 8, "inp": 0x7FFC0000, "inp_data": struct.pack("<QQ", 1 << 7, 0),
                   "outp": 0, "exp": 0, "tsp": 0x7FFC0100, "tsp_data": bytes(16), "sig": 0}, 0,
      "pselect6(8, [7], NULL, NULL, {tv_sec=0, tv_nsec=0}, NULL) = 0 (Timeout)"),
@@ -380,7 +400,7 @@ def test_decoders_raise_only_struct_error(data: bytes, n: int) -> None:
 _CALLS = ["writev", "readv", "sendmsg", "recvmsg", "newfstatat", "statx", "rt_sigaction",
           "rt_sigprocmask", "prlimit64", "poll", "ppoll", "wait4", "clone3", "getsockopt",
           "setsockopt", "socketpair", "sysinfo", "clock_gettime", "getsockname", "accept4",
-          "futex", "fcntl", "pselect6", "getpeername", "ioctl"]
+          "futex", "fcntl", "pselect6", "getpeername", "ioctl", "epoll_ctl", "epoll_wait"]
 
 
 @settings(max_examples=200, deadline=None)

@@ -526,6 +526,7 @@ NORETURN = {"execve", "execveat", "exit", "exit_group"}
 ARG_MEM, ARG_MEM_N, ARG_DIRENTS, ARG_PTRS, ARG_MEM_ARG, ARG_STR_OUT = range(7, 13)
 ARG_IOV_IN, ARG_IOV_OUT, ARG_MSG_IN, ARG_MSG_OUT, ARG_FDSET = range(13, 18)
 ARG_IOCTL, ARG_FCNTL = 18, 19  # the struct the request/command names (BPF: pw_cmd_size)
+ARG_TS_INOUT = 20  # a timeout the call updates: 16 bytes at entry, 16 at exit
 IN, OUT = 1, 2  # shown always / only when the call succeeded (strace: the pointer)
 
 
@@ -570,7 +571,7 @@ ARG_CAPTURE: dict[tuple[str, str], Capture | None] = {
     ("clock_gettime", "tp"): _TS_OUT,
     ("clock_getres", "tp"): _TS_OUT,
     ("nanosleep", "rqtp"): _TS_IN,
-    ("ppoll", "tsp"): _TS_IN,
+    ("ppoll", "tsp"): Capture(ARG_TS_INOUT, 16, IN),
     ("wait4", "stat_addr"): Capture(ARG_MEM, 4, OUT, _S.format_wstatus),
     ("socketpair", "usockvec"): _FDPAIR,
     ("pipe2", "fildes"): _FDPAIR,
@@ -593,11 +594,14 @@ ARG_CAPTURE: dict[tuple[str, str], Capture | None] = {
     ("select", "inp"): Capture(ARG_FDSET, 8, IN),
     ("select", "outp"): Capture(ARG_FDSET, 8, IN),
     ("select", "exp"): Capture(ARG_FDSET, 8, IN),
-    ("select", "tvp"): Capture(ARG_MEM, 16, IN, _S.format_timeval),
+    ("select", "tvp"): Capture(ARG_TS_INOUT, 16, IN),
     ("pselect6", "inp"): Capture(ARG_FDSET, 8, IN),
     ("pselect6", "outp"): Capture(ARG_FDSET, 8, IN),
     ("pselect6", "exp"): Capture(ARG_FDSET, 8, IN),
-    ("pselect6", "tsp"): _TS_IN,
+    ("pselect6", "tsp"): Capture(ARG_TS_INOUT, 16, IN),
+    ("epoll_wait", "events"): Capture(ARG_MEM_N, 12, OUT),
+    ("epoll_pwait", "events"): Capture(ARG_MEM_N, 12, OUT),
+    ("epoll_ctl", "event"): Capture(ARG_MEM, 12, IN),
     ("recvmsg", "msg"): Capture(ARG_MSG_OUT, 0, OUT),
 }
 
@@ -957,6 +961,43 @@ def _iov_text(kind: int, data: bytes, f: Fields, ptr: int, ret: int | None,
     return "{" + ", ".join(parts) + "}"
 
 
+# ------------------------------------------------------------------ epoll
+
+EPOLL_EVENTS = [(0x1, "EPOLLIN"), (0x2, "EPOLLPRI"), (0x4, "EPOLLOUT"), (0x8, "EPOLLERR"),
+                (0x10, "EPOLLHUP"), (0x20, "EPOLLNVAL"), (0x40, "EPOLLRDNORM"),
+                (0x80, "EPOLLRDBAND"), (0x100, "EPOLLWRNORM"), (0x200, "EPOLLWRBAND"),
+                (0x400, "EPOLLMSG"), (0x2000, "EPOLLRDHUP"), (1 << 28, "EPOLLEXCLUSIVE"),
+                (1 << 29, "EPOLLWAKEUP"), (1 << 30, "EPOLLONESHOT"), (1 << 31, "EPOLLET")]
+EPOLL_CTL = {1: "EPOLL_CTL_ADD", 2: "EPOLL_CTL_DEL", 3: "EPOLL_CTL_MOD"}
+_EPOLL_EVENT = struct.Struct("<IQ")  # packed on x86_64: 12 bytes
+
+
+def _epoll_event(data: bytes, off: int = 0) -> str:
+    ev, d = _EPOLL_EVENT.unpack_from(data, off)
+    return (f"{{events={_flags(EPOLL_EVENTS, ev)}, "
+            f"data={{u32={d & 0xFFFFFFFF}, u64={d}}}}}")
+
+
+def _sp_epoll_ctl(f: Fields, a: Callable[[str], str], ret: int | None) -> list[str]:
+    op = _s32(_u(f, "op"))
+    ev = a("event")
+    data = f.get("event_data")
+    if op != 2 and isinstance(data, bytes) and len(data) >= 12:
+        ev = _epoll_event(data)
+    return [a("epfd"), EPOLL_CTL.get(op, str(op)), a("fd"), ev]
+
+
+def _sp_epoll_wait(f: Fields, a: Callable[[str], str], ret: int | None) -> list[str]:
+    evs = a("events")
+    data = f.get("events_data")
+    if _ok(ret) and ret is not None and isinstance(data, bytes) and len(data) >= 12 * ret:
+        evs = "[" + ", ".join(_epoll_event(data, 12 * i) for i in range(ret)) + "]"
+    out = [a("epfd"), evs, a("maxevents"), a("timeout")]
+    if "sigmask" in f:
+        out += [a("sigmask"), a("sigsetsize")]
+    return out
+
+
 # ------------------------------------------------------------------ select
 
 
@@ -997,8 +1038,8 @@ def _ret_select(f: Fields, ret: int) -> str | None:
             parts.append(f"{label} {_fds(w[1], nfds)}")
     tn = "tvp" if "tvp" in f else "tsp"
     td = f.get(f"{tn}_data")
-    if isinstance(td, bytes) and len(td) >= 16:
-        left = (_structs.format_timeval if tn == "tvp" else _structs.format_timespec)(td)
+    if isinstance(td, bytes) and len(td) >= 32:
+        left = (_structs.format_timeval if tn == "tvp" else _structs.format_timespec)(td[16:32])
         parts.append(f"left {left}")
     return f"{ret} ({', '.join(parts)})" if parts else None
 
@@ -1108,8 +1149,9 @@ def _ret_poll(f: Fields, ret: int) -> str | None:
             rev = _structs.format_revents(data, n)
         except _structs.StructError:
             return None
-        if "tsp_data" in f and isinstance(f["tsp_data"], bytes) and len(f["tsp_data"]) >= 16:
-            return f"{ret} ({rev}, left {_structs.format_timespec(f['tsp_data'])})"
+        td = f.get("tsp_data")
+        if isinstance(td, bytes) and len(td) >= 32:
+            return f"{ret} ({rev}, left {_structs.format_timespec(td[16:32])})"
         return f"{ret} ({rev})"
     return None
 
@@ -1252,6 +1294,9 @@ SPECIAL_R: dict[str, Callable[[Fields, Callable[[str], str], int | None], list[s
     "fcntl": _spr_fcntl,
     "select": _sp_select,
     "pselect6": _sp_select,
+    "epoll_ctl": _sp_epoll_ctl,
+    "epoll_wait": _sp_epoll_wait,
+    "epoll_pwait": _sp_epoll_wait,
     "setsockopt": _sp_setsockopt,
     "getsockopt": _sp_getsockopt,
     "clone3": _sp_clone3,
@@ -1309,6 +1354,12 @@ def format_call(
         data = fields.get(f"{n}_data")
         if data is not None:
             cap = capture_of(name, ct, n)
+            if cap is not None and cap.kind == ARG_TS_INOUT and isinstance(data, bytes):
+                try:  # as passed in (the exit half is the "left" of the return)
+                    fmt = _structs.format_timeval if n == "tvp" else _structs.format_timespec
+                    return fmt(data[:16])
+                except _structs.StructError:
+                    return pointer(_int(v))
             if cap is not None and ARG_IOV_IN <= cap.kind <= ARG_MSG_OUT and isinstance(
                     data, bytes):
                 try:

@@ -65,6 +65,7 @@ enum pw_arg_kind {
 	PW_ARG_FDSET = 17,       /* fd_set (select): fds 0-63 at entry, then at exit (2 u64) */
 	PW_ARG_IOCTL = 18,       /* ioctl's arg: the struct its request (args[1]) names, at exit */
 	PW_ARG_FCNTL = 19,       /* fcntl's arg: struct flock for the lock commands, at exit */
+	PW_ARG_TS_INOUT = 20,    /* 16 bytes (a timeout the call updates) at entry, then at exit */
 };
 
 /*

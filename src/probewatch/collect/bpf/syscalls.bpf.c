@@ -31,6 +31,7 @@ struct pw_inflight {
 	__s32 nr;
 	__u32 inlen; /* *addrlen at entry (a PW_ARG_SOCKADDR_OUT's length argument) */
 	__u64 fds[3]; /* select: the first 64 bits of each fd_set argument (1-3) at entry */
+	__u64 ts_in[2]; /* ppoll/select: the timeout as passed in (the call updates it) */
 };
 
 struct pw_scratch {
@@ -40,6 +41,7 @@ struct pw_scratch {
 	__u32 inlen; /* pw_inflight.inlen of the record being built */
 	__u32 _pad;
 	__u64 fds[3]; /* pw_inflight.fds of the record being built */
+	__u64 ts_in[2]; /* pw_inflight.ts_in of the record being built */
 };
 
 struct {
@@ -216,6 +218,15 @@ __noinline __u32 pw_read_blob(__u32 off, __u32 ik, __u64 a, __u64 next, __s64 re
 		} else if (n == max && !pw_ends_at(a, max - 1)) {
 			flags = PW_BLOB_TRUNC;
 		}
+		goto done;
+	}
+	if (k == PW_ARG_TS_INOUT) {
+		__u64 v[4] = {s->ts_in[0], s->ts_in[1], 0, 0};
+
+		if (bpf_probe_read_user(&v[2], 16, (const void *)a))
+			flags = PW_BLOB_FAULT;
+		__builtin_memcpy(data, v, sizeof(v));
+		n = sizeof(v);
 		goto done;
 	}
 	if (k == PW_ARG_FDSET) {
@@ -578,7 +589,7 @@ static __always_inline __u32 pw_cmd_size(__u32 k, __u64 cmd)
 static __always_inline void pw_emit_syscall(__u16 kind, __s32 nr, const __u64 *args, __s64 ret,
 					    __u64 ts0, __u64 pid_tgid,
 					    const struct pw_nrconf *conf, __u32 inlen,
-					    const __u64 *fds)
+					    const __u64 *fds, const __u64 *ts_in)
 {
 	struct pw_scratch *s = pw_scratch();
 	struct pw_syscall *e;
@@ -592,6 +603,8 @@ static __always_inline void pw_emit_syscall(__u16 kind, __s32 nr, const __u64 *a
 	s->fds[0] = fds[0];
 	s->fds[1] = fds[1];
 	s->fds[2] = fds[2];
+	s->ts_in[0] = ts_in[0];
+	s->ts_in[1] = ts_in[1];
 	e = (struct pw_syscall *)s->buf;
 	pw_fill_hdr(&e->h, kind, pid_tgid);
 	e->ret = ret;
@@ -711,6 +724,9 @@ static __always_inline int pw_sys_enter(__s32 nr, const unsigned long *uargs)
 				if (!bpf_probe_read_user(&v, sizeof(v), (const void *)uargs[i]))
 					inf.fds[i - 1] = v;
 			}
+			/* ppoll/select: the timeout as passed in */
+			if (conf->kinds[i] == PW_ARG_TS_INOUT && uargs[i])
+				bpf_probe_read_user(inf.ts_in, sizeof(inf.ts_in), (const void *)uargs[i]);
 			/* recvmsg: msg_namelen as passed in */
 			if (conf->kinds[i] == PW_ARG_MSG_OUT && uargs[i]) {
 				__u32 len = 0;
@@ -721,7 +737,8 @@ static __always_inline int pw_sys_enter(__s32 nr, const unsigned long *uargs)
 		}
 	}
 	if (traced && (conf->flags & PW_NR_NORETURN))
-		pw_emit_syscall(PW_EV_SYS_ENTER, nr, inf.args, 0, 0, pid_tgid, conf, 0, inf.fds);
+		pw_emit_syscall(PW_EV_SYS_ENTER, nr, inf.args, 0, 0, pid_tgid, conf, 0, inf.fds,
+				inf.ts_in);
 	bpf_map_update_elem(&inflight, &tid, &inf, BPF_ANY);
 	return 0;
 }
@@ -749,10 +766,11 @@ static __always_inline int pw_sys_exit(long ret)
 				struct pw_nrconf none = {.argv_arg = -1};
 
 				pw_emit_syscall(PW_EV_SYSCALL, inf->nr, inf->args, ret, inf->ts,
-						pid_tgid, &none, 0, inf->fds);
+						pid_tgid, &none, 0, inf->fds, inf->ts_in);
 			} else {
 				pw_emit_syscall(PW_EV_SYSCALL, inf->nr, inf->args, ret, inf->ts,
-						pid_tgid, conf, inf->inlen, inf->fds);
+						pid_tgid, conf, inf->inlen, inf->fds,
+						inf->ts_in);
 			}
 		}
 	}
