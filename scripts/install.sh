@@ -32,6 +32,7 @@ if [ "$WITH_TESTS" = 1 ]; then
   pkgs+=(ltrace gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu libc6-dev-arm64-cross)
   # fleet tests: a real NATS JetStream server, the console in a real browser, TLS certs
   pkgs+=(nats-server chromium openssl)
+  pkgs+=(curl git)  # tests/integration/test_strace_exact.py traces them
 fi
 # the venv module and its pip bootstrap (Debian ships them apart from python3)
 if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then

@@ -43,7 +43,7 @@ from .collect.bpf.loader import (
     syscall_table,
 )
 from .collect.command import GatedCommand, SignalGuard
-from .decode.syscalls import NORETURN, SyscallTable, arg_kinds
+from .decode.syscalls import NORETURN, SyscallTable, capture_plan
 from .errors import FeatureUnavailable, NotFound, ProbewatchError
 from .event import Event
 
@@ -285,9 +285,9 @@ class BpfSession:
                 flags |= NR_TRACE
             if info.name in NORETURN:
                 flags |= NR_NORETURN
-            kinds = arg_kinds(info)
+            kinds, sizes = capture_plan(info)
             argv_arg = kinds.index(6) if 6 in kinds else -1
-            val = NRCONF.pack(bytes(kinds), flags, argv_arg)
+            val = NRCONF.pack(bytes(kinds), flags, argv_arg, *sizes)
             nm.update(struct.pack("<I", nr), val)
         if self._syscalls is None or self._count or self._count_procs:
             return

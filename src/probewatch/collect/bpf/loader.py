@@ -78,7 +78,7 @@ def split_argv(blob: bytes) -> list[str]:
 TCP = struct.Struct("<HHHH16s16sQ")
 READLINE = struct.Struct("<II256s")
 COUNT = struct.Struct("<QQQ")
-NRCONF = struct.Struct("<6sBb")
+NRCONF = struct.Struct("<6sBb6H")  # kinds, flags, argv_arg, sizes
 SYSCALL_SIZE = HDR.size + SYSCALL.size  # 136
 
 ARCH_DIRS = {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
@@ -122,7 +122,28 @@ def syscall_table(root: str | None = None) -> SyscallTable:
         text = ""
     nums = parse_syscall_numbers(text)
     formats = read_syscall_formats(root) if root else {}
+    # syscalls newer than the headers the table was built from: numbered here when the
+    # running kernel has them (a format), or they would not be traced at all
+    newer = NEWER_SYSCALLS.get(machine(), {})
+    for nr, name in newer.items():
+        if nr not in nums and name in formats:
+            nums[nr] = name
     return SyscallTable(nums, formats)
+
+
+#: syscalls after Linux 6.1's UAPI headers (Debian 12 builds the table from those), from
+#: the kernel's arch/x86/entry/syscalls/syscall_64.tbl; used only when the running
+#: kernel has a tracepoint format of that name
+NEWER_SYSCALLS: dict[str, dict[int, str]] = {
+    "x86_64": {
+        335: "uretprobe", 336: "uprobe", 451: "cachestat", 452: "fchmodat2",
+        453: "map_shadow_stack", 454: "futex_wake", 455: "futex_wait", 456: "futex_requeue",
+        457: "statmount", 458: "listmount", 459: "lsm_get_self_attr",
+        460: "lsm_set_self_attr", 461: "lsm_list_modules", 462: "mseal", 463: "setxattrat",
+        464: "getxattrat", 465: "listxattrat", 466: "removexattrat", 467: "open_tree_attr",
+        468: "file_getattr", 469: "file_setattr",
+    },
+}
 
 
 @dataclass
@@ -348,8 +369,20 @@ class RecordDecoder:
             elif bkind == 6:  # argv
                 parts = data.split(b"\0")[:count]
                 fields[an] = [p.decode("utf-8", "surrogateescape") for p in parts]
+            elif bkind in (7, 8, 11, 20) or 13 <= bkind <= 17:  # structs, arrays, iovecs:
+                fields[f"{an}_data"] = data  # the pointer stays in fields[an]
+                if bkind == 16:  # recvmsg: msg_namelen as passed in
+                    fields[f"{an}_inlen"] = count
+            elif bkind in (9, 10):  # dirents / pointers counted
+                fields[f"{an}_count"] = count
+            elif bkind in (3, 5, 12) and -4096 < ret < 0:
+                # an output buffer of a failed call: the pointer, as strace shows
+                if bkind == 5:  # struct sockaddr out: *addrlen as passed in
+                    fields[f"{an}_inlen"] = count
             else:
                 fields[an] = data
+                if bkind == 5:  # struct sockaddr out: *addrlen as passed in
+                    fields[f"{an}_inlen"] = count
         if faults:
             fields["faults"] = faults
         if trunc:

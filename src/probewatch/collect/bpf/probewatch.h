@@ -52,6 +52,41 @@ enum pw_arg_kind {
 	PW_ARG_SOCKADDR = 4,     /* struct sockaddr *, length args[i+1] */
 	PW_ARG_SOCKADDR_OUT = 5, /* struct sockaddr *, length *(int *)args[i+1], at exit */
 	PW_ARG_ARGV = 6,         /* char *const argv[] */
+	PW_ARG_MEM = 7,          /* sizes[i] bytes (a struct), read at exit */
+	PW_ARG_MEM_N = 8,        /* sizes[i] * args[i+1] bytes (an array), at exit */
+	PW_ARG_DIRENTS = 9,      /* linux_dirent64 buffer of ret bytes: blob.count = entries */
+	PW_ARG_PTRS = 10,        /* NULL-terminated pointer array: blob.count = entries */
+	PW_ARG_MEM_ARG = 11,     /* args[i+1] bytes, at most sizes[i], at exit */
+	PW_ARG_STR_OUT = 12,     /* ret bytes (a path the call wrote: getcwd), at exit */
+	PW_ARG_IOV_IN = 13,      /* struct iovec[args[i+1]] and each buffer (writev) */
+	PW_ARG_IOV_OUT = 14,     /* the same, the buffers' first ret bytes (readv) */
+	PW_ARG_MSG_IN = 15,      /* struct user_msghdr, its name and its iovecs (sendmsg) */
+	PW_ARG_MSG_OUT = 16,     /* the same, the buffers' first ret bytes (recvmsg) */
+	PW_ARG_FDSET = 17,       /* fd_set (select): fds 0-63 at entry, then at exit (2 u64) */
+	PW_ARG_IOCTL = 18,       /* ioctl's arg: the struct its request (args[1]) names, at exit */
+	PW_ARG_FCNTL = 19,       /* fcntl's arg: struct flock for the lock commands, at exit */
+	PW_ARG_TS_INOUT = 20,    /* 16 bytes (a timeout the call updates) at entry, then at exit */
+};
+
+/*
+ * The data of a PW_ARG_IOV_* / PW_ARG_MSG_* blob: struct pw_iov_hdr; for a msghdr its
+ * PW_MSGHDR_SIZE bytes and name_len bytes of msg_name (padded to 8); then n struct
+ * pw_iov_ent; then each entry's got bytes, back to back. blob.count: for
+ * PW_ARG_MSG_OUT, msg_namelen as passed in.
+ */
+#define PW_IOV_MAX 16
+#define PW_MSGHDR_SIZE 56
+
+struct pw_iov_hdr {
+	__u32 n;        /* entries that follow */
+	__u32 name_len; /* msg_name bytes after the msghdr */
+};
+
+struct pw_iov_ent {
+	__u64 base;
+	__u64 len;
+	__u32 got;   /* bytes of its buffer in the data */
+	__u32 flags; /* PW_BLOB_FAULT: reading its buffer failed */
 };
 
 /* nrconf.flags */
@@ -67,6 +102,7 @@ struct pw_nrconf {
 	__u8 kinds[6];
 	__u8 flags;
 	__s8 argv_arg; /* index of a PW_ARG_ARGV argument or -1 */
+	__u16 sizes[6]; /* bytes per element for PW_ARG_MEM* kinds */
 };
 
 struct pw_hdr {
@@ -99,7 +135,7 @@ struct pw_blob {
 	__u8 arg;   /* argument index */
 	__u8 kind;  /* enum pw_arg_kind */
 	__u16 flags;
-	__u16 count; /* argv: number of strings */
+	__u16 count; /* argv/dirents/ptrs: entries; sockaddr out: *addrlen at entry */
 	__u16 len;   /* bytes of data */
 };
 

@@ -29,13 +29,19 @@ struct pw_inflight {
 	__u64 ts;
 	__u64 args[6];
 	__s32 nr;
-	__u32 _pad;
+	__u32 inlen; /* *addrlen at entry (a PW_ARG_SOCKADDR_OUT's length argument) */
+	__u64 fds[3]; /* select: the first 64 bits of each fd_set argument (1-3) at entry */
+	__u64 ts_in[2]; /* ppoll/select: the timeout as passed in (the call updates it) */
 };
 
 struct pw_scratch {
 	/* 2 * PW_DATA_SIZE: room for a string read at the end of the blob area, and
 	 * lets the verifier bound a record's size with one mask */
 	__u8 buf[sizeof(struct pw_syscall) + 2 * PW_DATA_SIZE];
+	__u32 inlen; /* pw_inflight.inlen of the record being built */
+	__u32 _pad;
+	__u64 fds[3]; /* pw_inflight.fds of the record being built */
+	__u64 ts_in[2]; /* pw_inflight.ts_in of the record being built */
 };
 
 struct {
@@ -123,15 +129,60 @@ static __always_inline bool pw_ends_at(__u64 a, __u32 at)
 	return !bpf_probe_read_user(&c, 1, (const void *)(a + at)) && c == 0;
 }
 
+/* walking a getdents64 buffer or a pointer array (bpf_loop) */
+struct pw_walk_state {
+	__u64 a;     /* user address */
+	__u64 end;   /* dirents: the buffer's end (a + ret) */
+	__u32 count;
+	__u32 flags;
+};
+
+/* one linux_dirent64: its d_reclen (a u16 at offset 16) leads to the next */
+static long pw_dirent_one(__u32 j, struct pw_walk_state *st)
+{
+	__u16 reclen = 0;
+
+	if (st->a + 19 > st->end)
+		return 1;
+	if (bpf_probe_read_user(&reclen, sizeof(reclen), (const void *)(st->a + 16))) {
+		st->flags |= PW_BLOB_FAULT;
+		return 1;
+	}
+	if (reclen < 19)
+		return 1;
+	st->a += reclen;
+	st->count++;
+	return 0;
+}
+
+/* one pointer of a NULL-terminated array (envp) */
+static long pw_ptr_one(__u32 j, struct pw_walk_state *st)
+{
+	__u64 p = 0;
+
+	if (bpf_probe_read_user(&p, sizeof(p), (const void *)(st->a + (__u64)j * 8))) {
+		st->flags |= PW_BLOB_FAULT;
+		return 1;
+	}
+	if (!p)
+		return 1;
+	st->count++;
+	return 0;
+}
+
+#define PW_WALK_MAX 65535
+
 /*
- * Capture argument i (ik >> 8) of kind k (ik & 0xff) into the blob area at @off;
- * returns the new offset. Global (verified once, on its own) to keep the callers'
- * verifier state small; BPF calls take at most five arguments.
+ * Capture argument i ((ik >> 8) & 0xff) of kind k (ik & 0xff) into the blob area at
+ * @off, with the element size (ik >> 16) of the PW_ARG_MEM* kinds; returns the new
+ * offset. Global (verified once, on its own) to keep the callers' verifier state
+ * small; BPF calls take at most five arguments.
  */
 __noinline __u32 pw_read_blob(__u32 off, __u32 ik, __u64 a, __u64 next, __s64 ret)
 {
 	struct pw_scratch *s = pw_scratch();
-	__u32 i = ik >> 8, k = ik & 0xff;
+	__u32 i = (ik >> 8) & 0xff, k = ik & 0xff, esize = ik >> 16;
+	__u32 count = 0;
 	struct pw_blob *b;
 	__u8 *data;
 	long n = 0;
@@ -169,7 +220,56 @@ __noinline __u32 pw_read_blob(__u32 off, __u32 ik, __u64 a, __u64 next, __s64 re
 		}
 		goto done;
 	}
-	if (k == PW_ARG_BUF_IN || k == PW_ARG_BUF_OUT) {
+	if (k == PW_ARG_TS_INOUT) {
+		__u64 v[4] = {s->ts_in[0], s->ts_in[1], 0, 0};
+
+		if (bpf_probe_read_user(&v[2], 16, (const void *)a))
+			flags = PW_BLOB_FAULT;
+		__builtin_memcpy(data, v, sizeof(v));
+		n = sizeof(v);
+		goto done;
+	}
+	if (k == PW_ARG_FDSET) {
+		__u64 v[2] = {};
+		__u32 j = i - 1;
+
+		if (j < 3)
+			v[0] = s->fds[j];
+		if (bpf_probe_read_user(&v[1], sizeof(v[1]), (const void *)a))
+			flags = PW_BLOB_FAULT;
+		__builtin_memcpy(data, v, sizeof(v));
+		n = sizeof(v);
+		goto done;
+	}
+	if (k == PW_ARG_DIRENTS || k == PW_ARG_PTRS) {
+		struct pw_walk_state st = {.a = a};
+
+		if (k == PW_ARG_DIRENTS) {
+			if (ret <= 0)
+				goto done;
+			st.end = a + (__u64)ret;
+			bpf_loop(PW_WALK_MAX, pw_dirent_one, &st, 0);
+		} else {
+			bpf_loop(PW_WALK_MAX, pw_ptr_one, &st, 0);
+		}
+		flags = st.flags;
+		count = st.count;
+		goto done;
+	}
+	if (k == PW_ARG_MEM || k == PW_ARG_MEM_N || k == PW_ARG_MEM_ARG) {
+		if (k == PW_ARG_MEM)
+			want = esize;
+		else if (k == PW_ARG_MEM_N)
+			want = next > PW_BUF_MAX ? PW_BUF_MAX + 1 : (__u32)next * esize;
+		else
+			want = next > esize ? esize + 1 : (__u32)next;
+		max = PW_BUF_MAX;
+		if (k == PW_ARG_MEM_ARG && esize < max)
+			max = esize;
+	} else if (k == PW_ARG_STR_OUT) {
+		want = ret > 0 ? (ret > PW_BUF_MAX ? PW_BUF_MAX + 1 : (__u32)ret) : 0;
+		max = PW_BUF_MAX;
+	} else if (k == PW_ARG_BUF_IN || k == PW_ARG_BUF_OUT) {
 		if (k == PW_ARG_BUF_IN)
 			want = (__u32)pw_clamp(next > 0xffffffffULL ? 0xffffffffU : (__u32)next, 0xffffffffU);
 		else
@@ -181,6 +281,7 @@ __noinline __u32 pw_read_blob(__u32 off, __u32 ik, __u64 a, __u64 next, __s64 re
 		} else {
 			int len = 0;
 
+			count = s->inlen > 0xffff ? 0xffff : s->inlen;
 			if (!next || ret < 0 || bpf_probe_read_user(&len, sizeof(len), (const void *)next))
 				goto done;
 			want = len < 0 ? 0 : (__u32)len;
@@ -215,9 +316,160 @@ done:
 	b->arg = i;
 	b->kind = k;
 	b->flags = flags;
-	b->count = 0;
+	b->count = count;
 	b->len = n;
 	return off + PW_BLOB_HDR + (((__u32)n + 7) & ~7U);
+}
+
+/* iovecs: the table and each buffer's first bytes (bpf_loop callback state) */
+struct pw_iov_state {
+	__u64 a;      /* user struct iovec array */
+	__u64 budget; /* bytes the call moved that are left to assign (readv: ret) */
+	__u32 tab;    /* blob-area offset of the next table entry */
+	__u32 pos;    /* blob-area offset of the next data byte */
+	__u32 n;      /* entries to read */
+	__u32 got;    /* entries read */
+	__u32 cap;    /* bytes shown per buffer (buf_max) */
+	__u32 flags;
+};
+
+static long pw_iov_one(__u32 j, struct pw_iov_state *st)
+{
+	struct pw_scratch *s = pw_scratch();
+	struct { __u64 base; __u64 len; } iov = {};
+	struct pw_iov_ent *ent;
+	__u32 tab = st->tab, pos = st->pos, want;
+	__u64 fill;
+	__u8 *area;
+
+	if (!s || j >= st->n)
+		return 1;
+	if (bpf_probe_read_user(&iov, sizeof(iov), (const void *)(st->a + (__u64)j * 16))) {
+		st->flags |= PW_BLOB_FAULT;
+		return 1;
+	}
+	if (tab > PW_DATA_SIZE - sizeof(struct pw_iov_ent)) {
+		st->flags |= PW_BLOB_TRUNC;
+		return 1;
+	}
+	area = s->buf + sizeof(struct pw_syscall);
+	pw_bound(tab, PW_DATA_MASK);
+	ent = (struct pw_iov_ent *)(area + tab);
+	ent->base = iov.base;
+	ent->len = iov.len;
+	ent->flags = 0;
+	fill = iov.len < st->budget ? iov.len : st->budget;
+	st->budget -= fill;
+	want = fill > st->cap ? st->cap : (__u32)fill;
+	if (pos >= PW_DATA_SIZE)
+		want = 0;
+	else if (pos + want > PW_DATA_SIZE)
+		want = PW_DATA_SIZE - pos;
+	if (want < fill && want < st->cap)
+		st->flags |= PW_BLOB_TRUNC; /* no room left in the record */
+	pw_bound(pos, PW_DATA_MASK);
+	pw_bound(want, PW_BUF_MAX * 2 - 1);
+	if (want > PW_BUF_MAX)
+		want = PW_BUF_MAX;
+	if (want && bpf_probe_read_user(area + pos, want, (const void *)iov.base)) {
+		ent->flags = PW_BLOB_FAULT;
+		want = 0;
+	}
+	ent->got = want;
+	st->pos = pos + want;
+	st->tab = tab + sizeof(struct pw_iov_ent);
+	st->got++;
+	return 0;
+}
+
+/* PW_ARG_IOV_* (a: the iovec array, next: its length) and PW_ARG_MSG_* (a: the msghdr) */
+__noinline __u32 pw_read_iov(__u32 off, __u32 ik, __u64 a, __u64 next, __s64 ret)
+{
+	struct pw_scratch *s = pw_scratch();
+	__u32 i = (ik >> 8) & 0xff, k = ik & 0xff;
+	struct pw_iov_state st = {};
+	struct pw_iov_hdr *h;
+	struct pw_blob *b;
+	__u32 start, p, flags = 0, name_len = 0, count = 0;
+	bool out = k == PW_ARG_IOV_OUT || k == PW_ARG_MSG_OUT;
+	__u64 iov = a, cnt = next;
+	__u8 *area;
+
+	/* room for the blob and iov headers, a msghdr and a sockaddr */
+	if (!s || off > PW_DATA_SIZE - PW_BLOB_HDR - 8 - PW_MSGHDR_SIZE - PW_SOCKADDR_MAX)
+		return off;
+	pw_bound(off, PW_DATA_MASK);
+	area = s->buf + sizeof(struct pw_syscall);
+	b = (struct pw_blob *)(area + off);
+	start = off + PW_BLOB_HDR;
+	st.pos = start + sizeof(struct pw_iov_hdr);
+	if (!a) {
+		flags = PW_BLOB_NULL;
+		goto done;
+	}
+	if (k == PW_ARG_MSG_IN || k == PW_ARG_MSG_OUT) {
+		__u64 name;
+		__u32 namelen;
+		__u8 *m;
+
+		p = st.pos;
+		pw_bound(p, PW_DATA_MASK);
+		m = area + p;
+		if (bpf_probe_read_user(m, PW_MSGHDR_SIZE, (const void *)a)) {
+			flags = PW_BLOB_FAULT;
+			goto done;
+		}
+		name = *(__u64 *)m;
+		namelen = *(__u32 *)(m + 8);
+		iov = *(__u64 *)(m + 16);
+		cnt = *(__u64 *)(m + 24);
+		st.pos = p + PW_MSGHDR_SIZE;
+		if (k == PW_ARG_MSG_OUT)
+			count = s->inlen > 0xffff ? 0xffff : s->inlen;
+		if (name && namelen && ret >= 0) {
+			__u32 nl = namelen > PW_SOCKADDR_MAX ? PW_SOCKADDR_MAX : namelen;
+
+			p = st.pos;
+			pw_bound(p, PW_DATA_MASK);
+			pw_bound(nl, PW_SOCKADDR_MAX * 2 - 1);
+			if (nl > PW_SOCKADDR_MAX)
+				nl = PW_SOCKADDR_MAX;
+			if (nl && !bpf_probe_read_user(area + p, nl, (const void *)name))
+				name_len = nl;
+			st.pos = p + ((name_len + 7) & ~7U);
+		}
+	}
+	st.a = iov;
+	st.n = cnt > PW_IOV_MAX ? PW_IOV_MAX : (__u32)cnt;
+	if (cnt > PW_IOV_MAX)
+		flags |= PW_BLOB_TRUNC;
+	st.tab = st.pos;
+	st.pos = st.tab + st.n * sizeof(struct pw_iov_ent);
+	st.cap = pw_clamp(buf_max, PW_BUF_MAX);
+	st.budget = out ? (ret > 0 ? (__u64)ret : 0) : ~0ULL;
+	if (iov && st.n)
+		bpf_loop(PW_IOV_MAX, pw_iov_one, &st, 0);
+	flags |= st.flags;
+	if (st.pos > PW_DATA_SIZE)
+		st.pos = PW_DATA_SIZE;
+done:
+	p = start;
+	pw_bound(p, PW_DATA_MASK);
+	h = (struct pw_iov_hdr *)(area + p);
+	h->n = st.got;
+	h->name_len = name_len;
+	if (flags & PW_BLOB_FAULT)
+		pw_stat_add(PW_STAT_READ_FAIL, 1);
+	if (flags & PW_BLOB_TRUNC)
+		pw_stat_add(PW_STAT_TRUNC, 1);
+	b->arg = i;
+	b->kind = k;
+	b->flags = flags;
+	b->count = count;
+	if (flags & (PW_BLOB_NULL | PW_BLOB_FAULT) && !st.got)
+		st.pos = start + sizeof(struct pw_iov_hdr);
+	b->len = st.pos - start;
+	return start + (((st.pos - start) + 7) & ~7U);
 }
 
 /* argv: up to argv_max strings of up to arg_max bytes, back to back */
@@ -309,9 +561,35 @@ __noinline __u32 pw_read_argv(__u32 off, __u32 i, __u64 a)
 	return start + (((st.pos - start) + 7) & ~7U);
 }
 
+/*
+ * Bytes an ioctl request / fcntl command's argument points to (0: an integer, or not
+ * decoded): the common terminal and file requests strace shows (asm-generic ioctls.h,
+ * x86_64 struct termios 36 bytes, struct winsize 8, struct flock 32).
+ */
+static __always_inline __u32 pw_cmd_size(__u32 k, __u64 cmd)
+{
+	if (k == PW_ARG_IOCTL) {
+		switch (cmd) {
+		case 0x5401: case 0x5402: case 0x5403: case 0x5404: /* TCGETS, TCSETS{,W,F} */
+			return 36;
+		case 0x5413: case 0x5414: /* TIOCGWINSZ, TIOCSWINSZ */
+			return 8;
+		case 0x540F: case 0x5410: case 0x541B: case 0x5421: /* [GS]PGRP, FIONREAD, FIONBIO */
+			return 4;
+		}
+		return 0;
+	}
+	switch (cmd) {
+	case 5: case 6: case 7: case 36: case 37: case 38: /* F_{GET,SET,SETW}LK, F_OFD_* */
+		return 32;
+	}
+	return 0;
+}
+
 static __always_inline void pw_emit_syscall(__u16 kind, __s32 nr, const __u64 *args, __s64 ret,
 					    __u64 ts0, __u64 pid_tgid,
-					    const struct pw_nrconf *conf)
+					    const struct pw_nrconf *conf, __u32 inlen,
+					    const __u64 *fds, const __u64 *ts_in)
 {
 	struct pw_scratch *s = pw_scratch();
 	struct pw_syscall *e;
@@ -321,6 +599,12 @@ static __always_inline void pw_emit_syscall(__u16 kind, __s32 nr, const __u64 *a
 
 	if (!s)
 		return;
+	s->inlen = inlen;
+	s->fds[0] = fds[0];
+	s->fds[1] = fds[1];
+	s->fds[2] = fds[2];
+	s->ts_in[0] = ts_in[0];
+	s->ts_in[1] = ts_in[1];
 	e = (struct pw_syscall *)s->buf;
 	pw_fill_hdr(&e->h, kind, pid_tgid);
 	e->ret = ret;
@@ -336,9 +620,22 @@ static __always_inline void pw_emit_syscall(__u16 kind, __s32 nr, const __u64 *a
 		if (k == PW_ARG_NONE || k == PW_ARG_ARGV)
 			continue;
 		/* no-return syscalls are emitted at entry: only inputs are there */
-		if (!at_exit && (k == PW_ARG_BUF_OUT || k == PW_ARG_SOCKADDR_OUT))
+		if (!at_exit && (k == PW_ARG_BUF_OUT || k == PW_ARG_SOCKADDR_OUT ||
+				 k == PW_ARG_DIRENTS || k == PW_ARG_STR_OUT))
 			continue;
-		off = pw_read_blob(off, (i << 8) | k, args[i], i < 5 ? args[i + 1] : 0, ret);
+		__u32 esize = conf->sizes[i];
+
+		if (k == PW_ARG_IOCTL || k == PW_ARG_FCNTL) {
+			esize = i > 0 ? pw_cmd_size(k, args[i > 0 ? i - 1 : 0]) : 0;
+			if (!esize || !at_exit)
+				continue;
+			k = PW_ARG_MEM;
+		}
+		if (k >= PW_ARG_IOV_IN && k <= PW_ARG_MSG_OUT)
+			off = pw_read_iov(off, (i << 8) | k, args[i], i < 5 ? args[i + 1] : 0, ret);
+		else
+			off = pw_read_blob(off, (esize << 16) | (i << 8) | k,
+					   args[i], i < 5 ? args[i + 1] : 0, ret);
 	}
 	if (conf->argv_arg >= 0 && conf->argv_arg < 6) {
 		__u32 ai = conf->argv_arg;
@@ -410,8 +707,38 @@ static __always_inline int pw_sys_enter(__s32 nr, const unsigned long *uargs)
 #pragma unroll
 	for (int i = 0; i < 6; i++)
 		inf.args[i] = uargs[i];
+	if (traced) {
+		/* accept/getsockname: the buffer length the caller passed in (strace's "128 =>") */
+#pragma unroll
+		for (int i = 0; i < 5; i++) {
+			if (conf->kinds[i] == PW_ARG_SOCKADDR_OUT && uargs[i + 1]) {
+				int len = 0;
+
+				if (!bpf_probe_read_user(&len, sizeof(len), (const void *)uargs[i + 1]))
+					inf.inlen = len < 0 ? 0 : (__u32)len;
+			}
+			/* select: the fd sets as passed in (the call overwrites them) */
+			if (i >= 1 && i <= 3 && conf->kinds[i] == PW_ARG_FDSET && uargs[i]) {
+				__u64 v = 0;
+
+				if (!bpf_probe_read_user(&v, sizeof(v), (const void *)uargs[i]))
+					inf.fds[i - 1] = v;
+			}
+			/* ppoll/select: the timeout as passed in */
+			if (conf->kinds[i] == PW_ARG_TS_INOUT && uargs[i])
+				bpf_probe_read_user(inf.ts_in, sizeof(inf.ts_in), (const void *)uargs[i]);
+			/* recvmsg: msg_namelen as passed in */
+			if (conf->kinds[i] == PW_ARG_MSG_OUT && uargs[i]) {
+				__u32 len = 0;
+
+				if (!bpf_probe_read_user(&len, sizeof(len), (const void *)(uargs[i] + 8)))
+					inf.inlen = len;
+			}
+		}
+	}
 	if (traced && (conf->flags & PW_NR_NORETURN))
-		pw_emit_syscall(PW_EV_SYS_ENTER, nr, inf.args, 0, 0, pid_tgid, conf);
+		pw_emit_syscall(PW_EV_SYS_ENTER, nr, inf.args, 0, 0, pid_tgid, conf, 0, inf.fds,
+				inf.ts_in);
 	bpf_map_update_elem(&inflight, &tid, &inf, BPF_ANY);
 	return 0;
 }
@@ -439,10 +766,11 @@ static __always_inline int pw_sys_exit(long ret)
 				struct pw_nrconf none = {.argv_arg = -1};
 
 				pw_emit_syscall(PW_EV_SYSCALL, inf->nr, inf->args, ret, inf->ts,
-						pid_tgid, &none);
+						pid_tgid, &none, 0, inf->fds, inf->ts_in);
 			} else {
 				pw_emit_syscall(PW_EV_SYSCALL, inf->nr, inf->args, ret, inf->ts,
-						pid_tgid, conf);
+						pid_tgid, conf, inf->inlen, inf->fds,
+						inf->ts_in);
 			}
 		}
 	}
