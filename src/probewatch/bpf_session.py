@@ -49,7 +49,7 @@ from .event import Event
 
 _live: weakref.WeakSet[BpfSession] = weakref.WeakSet()
 
-TOOLS = ("syscalls", "tcpconnect", "bashreadline")
+TOOLS = ("syscalls", "tcpconnect", "bashreadline", "sslsniff")
 
 
 def bpf_available() -> tuple[bool, str]:
