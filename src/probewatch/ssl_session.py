@@ -30,11 +30,39 @@ from typing import Any
 
 from .bpf_session import BpfSession
 from .collect.bpf import libbpf
-from .collect.bpf.ssl import CHUNK, FUNC_IDS, MAX_CHUNKS, STAT_SSL_BYTES, STAT_SSL_CUT, SslDecoder
+from .collect.bpf.ssl import (
+    CHUNK,
+    EV_SSL,
+    FUNC_IDS,
+    MAX_CHUNKS,
+    STAT_SSL_BYTES,
+    STAT_SSL_CUT,
+    SslDecoder,
+)
 from .errors import NotFound, ProbewatchError
 from .event import Event
 
 __all__ = ["SslSession", "FD_SYSCALLS"]
+
+
+class _Dispatch:
+    """A decoder for a ring shared by the syscalls and sslsniff objects: TLS records
+    to the TLS decoder, everything else to the syscalls decoder."""
+
+    def __init__(self, main: Any, tls: SslDecoder) -> None:
+        self.main = main
+        self.tls = tls
+        self.table = getattr(main, "table", None)
+
+    def decode(self, rec: bytes) -> Event | None:
+        if rec[:2] == _SSL_KIND:
+            return self.tls.decode(rec)
+        return self.main.decode(rec)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.main, name)
+
+_SSL_KIND = struct.pack("<H", EV_SSL)
 
 #: syscalls whose entry gives the socket of a TLS call in progress (fd is argument 0)
 FD_SYSCALLS = ("write", "read", "sendto", "recvfrom", "sendmsg", "recvmsg", "writev",
@@ -48,8 +76,10 @@ class SslSession(BpfSession):
     ``rescan_s``: look for newly mapped TLS libraries this often (0: never)."""
 
     def __init__(self, *, data_max: int = 16384, binaries: Sequence[str] = (),
-                 system_libs: bool = True, rescan_s: float = 1.0, **kw: Any) -> None:
+                 system_libs: bool = True, rescan_s: float = 1.0, tls: bool = True,
+                 **kw: Any) -> None:
         super().__init__("sslsniff", **kw)
+        self._tls = tls
         self.data_max = max(0, min(int(data_max), CHUNK * MAX_CHUNKS))
         self._binaries = list(binaries)
         self._system_libs = system_libs
@@ -62,6 +92,49 @@ class SslSession(BpfSession):
         self.probed: list[str] = []  # "path (library: functions)" per probed file
         self._cmd_exe: str | None = None
         self._last_scan = 0.0
+        self._share: BpfSession | None = None
+        self._readline: str | None = None
+
+    # -- beside another session (probewatch watch's user-space layer)
+    def share_with(self, primary: BpfSession, bash_path: str | None = None) -> None:
+        """Run beside ``primary`` (a syscalls BpfSession, not started yet): this object
+        uses its ring buffer, pid set and counters, is armed in its start() before a
+        gated command runs, and its records come out of ``primary.events()`` (the
+        primary's decoder learns the TLS records). ``bash_path``: also arm bash's
+        readline() (``bash:readline`` events)."""
+        self._share = primary
+        self._readline = bash_path
+        self._signals.restore()  # the primary's handlers rule: one run, one signal policy
+        primary.before_release.append(self._start_shared)
+        tls: Any = self.decoder
+        primary.decoder = _Dispatch(primary.decoder, tls)  # type: ignore[assignment]
+
+    def _start_shared(self) -> None:
+        from .collect.bpf.loader import object_bytes
+
+        primary = self._share
+        assert primary is not None and primary._obj is not None
+        self._started = True
+        self._pids = list(primary._pids)
+        self._follow = primary._follow
+        obj = libbpf.BpfObject.open(object_bytes("sslsniff"), "sslsniff")
+        self._obj = obj
+        self._configure(obj)
+        for m in ("events", "pids", "stats"):
+            obj.reuse_map(m, primary._obj.map(m).fd)
+        obj.load()
+        self._attach(obj)
+        if self._readline:
+            from .elf.symbols import resolve_symbol
+
+            try:
+                sym = resolve_symbol(self._readline, "readline")[0]
+            except ProbewatchError as e:
+                self.notes.append(f"typed lines not captured: {e}")
+            else:
+                obj.attach_uprobe("pw_readline", self._readline, sym.offset, retprobe=True)
+                self.probed.append(f"{self._readline} (readline)")
+        self._t0 = time.monotonic()
 
     def trace_command(self, argv: Sequence[str]) -> int:
         from .collect.command import resolve_command
@@ -77,7 +150,10 @@ class SslSession(BpfSession):
     def _attach(self, obj: libbpf.BpfObject) -> None:
         from .kernel.tracefs import tracefs_root
 
-        obj.attach_tracepoint("pw_fork", "sched", "sched_process_fork")
+        if self._share is None:
+            obj.attach_tracepoint("pw_fork", "sched", "sched_process_fork")
+        if not self._tls:
+            return
         base = os.path.join(tracefs_root(), "events", "syscalls")
         for sc in FD_SYSCALLS:
             if os.path.isdir(os.path.join(base, f"sys_enter_{sc}")):

@@ -131,8 +131,7 @@ def format_event(ev: Event, t0: int, hexd: bool, data: bool) -> list[str]:
     end = "----- END DATA"
     notes = []
     if f.get("cut"):
-        notes.append(f"{f['cut']} of {f['len']} bytes not captured (--max-bytes "
-                     f"{f['captured']})")
+        notes.append(f"{f['cut']} of {f['len']} bytes not captured: beyond --max-bytes")
     if f.get("lost_bytes"):
         notes.append(f"{f['lost_bytes']} captured bytes lost (ring buffer full)")
     if notes:

@@ -18,9 +18,14 @@
  * RET of (*Conn).Read/Write. Register ABI: receiver in RAX, b.ptr RBX, b.len RCX;
  * n returns in RAX; the goroutine (R14 holds g) keys the call, as it may move
  * between threads while it waits.
+ *
+ * pw_readline (bash's readline() return) is here too: probewatch watch loads this
+ * object beside syscalls.bpf.o, sharing its ring buffer and pid set, as the
+ * user-space layer of its events (typed lines, TLS plaintext).
  */
 #include "common.bpf.h"
 #include "sslsniff.h"
+#include "readline.bpf.h"
 
 #define PW_S_IFMT 00170000
 #define PW_S_IFSOCK 0140000
@@ -332,5 +337,12 @@ int pw_go_exit(struct pt_regs *ctx)
 
 	pw_exit(ctx, PW_GO_G(ctx), (long)PW_GO_ARG1(ctx));
 	bpf_map_delete_elem(&go_cur, &tid);
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(pw_readline, const void *ret)
+{
+	pw_readline_ret(ret);
 	return 0;
 }
