@@ -73,10 +73,12 @@ class SslSession(BpfSession):
     """TLS plaintext capture. ``data_max``: bytes copied per call (the rest counted);
     ``binaries``: more files to probe (a Go program, a static OpenSSL);
     ``system_libs``: probe the ld.so cache's libssl/libgnutls (default True);
-    ``rescan_s``: look for newly mapped TLS libraries this often (0: never)."""
+    ``rescan_s``: look for newly mapped TLS libraries this often (0: never; None: 1 s
+    with a pid filter or command, 5 s for the whole machine, where reading every
+    process's maps costs ~40-100 ms)."""
 
     def __init__(self, *, data_max: int = 16384, binaries: Sequence[str] = (),
-                 system_libs: bool = True, rescan_s: float = 1.0, tls: bool = True,
+                 system_libs: bool = True, rescan_s: float | None = None, tls: bool = True,
                  **kw: Any) -> None:
         super().__init__("sslsniff", **kw)
         self._tls = tls
@@ -216,14 +218,21 @@ class SslSession(BpfSession):
         self.probed.append(f"{path} ({t.library}: {', '.join(f.name for f in t.functions)})")
         return True
 
-    def _scan_pid(self, pid: int, explicit: bool = False) -> bool:
+    def _scan_pid(self, pid: int, explicit: bool = False, exe: bool = True) -> bool:
+        """Probe the TLS libraries ``pid`` maps and (``exe``) its executable's own TLS
+        functions (static OpenSSL, Go): parsing executables is kept to the processes
+        traced by pid, the command's and --binary (not every program on the machine)."""
         from .elf.tlslibs import process_tls_files
 
         found = False
         for f in process_tls_files(pid):
             found = self._add_file(f) or found
+        if not exe:
+            return found
+        if len(self._exes) > 65536:
+            self._exes.clear()
         try:
-            exe = os.readlink(f"/proc/{pid}/exe")
+            path = os.readlink(f"/proc/{pid}/exe")
             st = os.stat(f"/proc/{pid}/exe")
         except OSError:
             return found
@@ -233,9 +242,15 @@ class SslSession(BpfSession):
             if self._add_file(f"/proc/{pid}/exe", explicit=explicit and not found):
                 found = True
             elif explicit and not found and self.notes and "/proc/" in self.notes[-1]:
-                self.notes[-1] = self.notes[-1].replace(f"/proc/{pid}/exe", exe) + (
+                self.notes[-1] = self.notes[-1].replace(f"/proc/{pid}/exe", path) + (
                     f" and /proc/{pid}/maps")
         return found
+
+    @property
+    def rescan_interval(self) -> float:
+        if self._rescan_s is not None:
+            return self._rescan_s
+        return 1.0 if self._pids else 5.0
 
     def rescan(self) -> None:
         """Probe TLS libraries mapped since the last look (dlopen, new processes)."""
@@ -249,11 +264,12 @@ class SslSession(BpfSession):
             me = os.getpid()
             for pid in pids:
                 if pid != me:
-                    self._scan_pid(pid)
+                    self._scan_pid(pid, exe=bool(self._pids))
         self._last_scan = time.monotonic()
 
     def _drain(self) -> Iterator[Event]:
-        if self._rescan_s and time.monotonic() - self._last_scan >= self._rescan_s:
+        every = self.rescan_interval
+        if every and time.monotonic() - self._last_scan >= every:
             self.rescan()
         yield from super()._drain()
         stale = self.decoder.take_stale()  # type: ignore[attr-defined]

@@ -72,9 +72,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "repeatable")
     p.add_argument("--no-system-libs", action="store_true",
                    help="do not probe the ld.so cache's libssl/libgnutls")
-    p.add_argument("--rescan", type=float, default=1.0, metavar="SECS",
-                   help="look for TLS libraries mapped later (dlopen) this often "
-                   "(default 1; 0: never)")
+    p.add_argument("--rescan", type=float, default=None, metavar="SECS",
+                   help="look for TLS libraries mapped later (dlopen from a path not "
+                   "probed yet) this often (default: 1 with -p or a command, 5 for the "
+                   "whole machine; 0: never)")
     p.add_argument("-o", "--output", metavar="CAPTURE",
                    help="also store the records in this capture file")
     p.add_argument("--force", action="store_true", help="overwrite CAPTURE if it exists")
@@ -146,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
 
     require_bpf(args, "sslsniff")
     s = SslSession(data_max=args.max_bytes, binaries=args.binary,
-                   system_libs=not args.no_system_libs, rescan_s=max(args.rescan, 0.0),
+                   system_libs=not args.no_system_libs,
+                   rescan_s=None if args.rescan is None else max(args.rescan, 0.0),
                    **session_kwargs(args))
     out = stdout()
     writer = None

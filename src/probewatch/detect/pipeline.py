@@ -405,7 +405,7 @@ class LiveSource:
                 yield from self.session.events(duration=duration)
                 return
             user = self.user
-            every = user._rescan_s
+            every = user.rescan_interval
             last = time.monotonic()
             for ev in self.session.events(duration=duration):
                 yield ev
@@ -540,7 +540,7 @@ def _user_layer(primary: Any, rules: Any, shell: bool | None, tls: bool | None,
         return None
     from ..ssl_session import SslSession
 
-    u = SslSession(data_max=tls_bytes, tls=tls, system_libs=tls, rescan_s=5.0 if tls else 0,
+    u = SslSession(data_max=tls_bytes, tls=tls, system_libs=tls, rescan_s=None if tls else 0,
                    pids=list(pids) or None, follow_children=True)
     u.share_with(primary, bash_path if shell else None)
     return u

@@ -223,6 +223,13 @@ def process_tls_files(pid: int) -> list[str]:
     (under /proc/PID/root) — the executable is checked by the caller."""
     from .libs import maps_paths
 
+    try:  # most processes map no TLS library: a look at the raw bytes first
+        with open(f"/proc/{pid}/maps", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return []
+    if b"/libssl.so" not in raw and b"/libgnutls.so" not in raw:
+        return []
     try:
         paths = maps_paths(pid)
     except NotFound:
