@@ -124,6 +124,9 @@ def main() -> int:
             for line in err.splitlines():
                 if line.startswith('{"summary"'):
                     summ = json.loads(line)["summary"]
+            if not summ:
+                print(f"probewatch sslsniff ({kind}) gave no summary:\n{err[-2000:]}",
+                      file=sys.stderr)
             captured = 0
             with open(d / f"pw-{kind}.json") as f:
                 for line in f:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from .helpers import run_cli, summary_of
+from .helpers import CLI, run_cli, summary_of
 
 pytestmark = pytest.mark.integration
 
@@ -330,3 +330,60 @@ def test_go_crypto_tls_client(bpf: None, https: int, tmp_path: Path) -> None:
     assert len(reads) == n and reads.endswith(
         b"pw-body /go from 127.0.0.1:%d\n" % evs[0]["fields"]["sport"])
     assert all(e["fields"]["dport"] == https for e in evs)
+
+
+def test_static_openssl_in_the_executable(bpf: None, https: int) -> None:
+    from conftest import build_c  # tests/conftest.py
+
+    exe = build_c("tls_static_client", "-Wl,-Bstatic", "-lssl", "-lcrypto", "-Wl,-Bdynamic",
+                  "-ldl", "-lpthread")
+    # no system libraries probed: only the executable's own SSL_write/SSL_read
+    r = run_cli("sslsniff", "--json", "--no-system-libs", "--", str(exe), str(https), "/st")
+    assert r.returncode == 0, r.stderr
+    evs = _events(r.stdout)
+    assert evs and all(e["fields"]["lib"] == str(exe) for e in evs), r.stderr
+    assert _joined(evs, "write") == b"GET /st HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    assert _joined(evs, "read").endswith(b"pw-body /st from 127.0.0.1:%d\n"
+                                         % evs[0]["fields"]["sport"])
+
+
+LOOP_CLIENT = r'''
+import socket, ssl, sys, time
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+print("ready", flush=True)
+for i in range(60):
+    with socket.create_connection(("127.0.0.1", int(sys.argv[1]))) as raw, \
+            ctx.wrap_socket(raw) as s:
+        s.sendall(f"GET /loop{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        while s.recv(4096):
+            pass
+    time.sleep(0.2)
+'''
+
+
+def test_running_process_by_pid_and_comm_filter(bpf: None, https: int, tmp_path: Path) -> None:
+    (tmp_path / "loop.py").write_text(LOOP_CLIENT)
+    p = subprocess.Popen([sys.executable, str(tmp_path / "loop.py"), str(https)],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdout.readline() == "ready\n"
+        r = run_cli("sslsniff", "--json", "-p", str(p.pid), "-d", "3")
+        evs = _events(r.stdout)
+        assert evs and {e["pid"] for e in evs} == {p.pid}, r.stderr
+        reqs = [_data(e) for e in evs if e["fields"]["direction"] == "write"]
+        assert reqs and all(x.startswith(b"GET /loop") for x in reqs)
+        # machine-wide with --comm: the loop (python3) is left out in the kernel
+        curl = _need("curl")
+        pr = subprocess.Popen([*CLI, "sslsniff", "--comm", "curl", "-d", "4"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert pr.stdout is not None
+        assert pr.stdout.readline().startswith("FUNC ")  # tracing is on
+        subprocess.run([curl, "-sk", "-o", "/dev/null", f"https://127.0.0.1:{https}/c1"],
+                       check=True)
+        out, err = pr.communicate(timeout=60)
+        heads = [ln for ln in out.splitlines() if ln.startswith(("WRITE/SEND", "READ/RECV"))]
+        assert heads and all(ln.split()[2] == "curl" for ln in heads), out[:3000]
+        assert "GET /c1 HTTP/1.1\\r" in out and "/loop" not in out
+    finally:
+        p.kill()
+        p.wait()
