@@ -311,16 +311,31 @@ func main() {
 '''
 
 
-def test_go_crypto_tls_client(bpf: None, https: int, tmp_path: Path) -> None:
+def _go_client(tmp_path: Path) -> str:
+    """The Go client, built once per source (tests/targets/bin, like the C targets)."""
+    import hashlib
+
+    from conftest import BUILD  # tests/conftest.py
+
     go = _need("go")
+    tag = hashlib.sha256(GO_CLIENT.encode()).hexdigest()[:12]
+    exe = BUILD / f"pw_goclient_{tag}"
+    if exe.exists():
+        return str(exe)
+    BUILD.mkdir(parents=True, exist_ok=True)
     (tmp_path / "main.go").write_text(GO_CLIENT)
     (tmp_path / "go.mod").write_text("module pwgo\n\ngo 1.19\n")
     cache = Path(os.environ.get("PROBEWATCH_GOCACHE", "/tmp/probewatch-test-gocache"))
     env = {**os.environ, "GOFLAGS": "-mod=mod", "GOCACHE": str(cache), "CGO_ENABLED": "0",
            "GOPATH": str(tmp_path / "gopath"), "GOTOOLCHAIN": "local"}
-    subprocess.run([go, "build", "-o", "goclient", "."], cwd=tmp_path, env=env, check=True,
-                   capture_output=True, timeout=300)
-    exe = str(tmp_path / "goclient")
+    subprocess.run([go, "build", "-o", str(tmp_path / "goclient"), "."], cwd=tmp_path,
+                   env=env, check=True, capture_output=True, timeout=300)
+    shutil.move(str(tmp_path / "goclient"), exe)
+    return str(exe)
+
+
+def test_go_crypto_tls_client(bpf: None, https: int, tmp_path: Path) -> None:
+    exe = _go_client(tmp_path)
     r = run_cli("sslsniff", "--json", "--", exe, str(https))
     assert r.returncode == 0, r.stderr
     evs = [e for e in _events(r.stdout) if e["fields"]["library"] == "go"]

@@ -176,3 +176,19 @@ def test_shared_ring_dispatch_sends_each_record_to_its_decoder() -> None:
     assert isinstance(a, Event) and a.event == "bash:readline"
     assert isinstance(b, Event) and b.event == "tls:write"
     assert struct.unpack_from("<H", rec(b""))[0] == EV_SSL
+
+
+def test_watch_arms_the_user_layer_only_for_rules_that_use_it() -> None:
+    from pathlib import Path
+
+    from probewatch.detect.engine import RuleSet
+    from probewatch.detect.mapping import rule_kinds
+    from probewatch.detect.pipeline import _user_layer
+
+    rules = Path(__file__).resolve().parents[2] / "src" / "probewatch" / "detect" / "rules"
+    only_files = RuleSet.load([rules / "shadow_read.yml"], default=False)
+    assert _user_layer(object(), only_files, None, None, "/bin/bash", 4096, []) is None
+    shipped = RuleSet.load([], default=True)
+    kinds = rule_kinds(shipped)
+    assert kinds is not None and {"tls", "shell_command"} <= kinds
+    assert _user_layer(object(), shipped, False, False, "/bin/bash", 4096, []) is None
