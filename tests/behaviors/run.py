@@ -758,14 +758,8 @@ def _upload(c: Ctx, path: Path) -> None:
 
 
 def private_key_over_tls(c: Ctx) -> None:
-    key = c.home / ".ssh" / "id_ed25519"
-    key.parent.mkdir(exist_ok=True)
-    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
-                   "-----END OPENSSH PRIVATE KEY-----\n")
-    try:
-        _upload(c, key)
-    finally:
-        key.unlink()
+    # another user's SSH identity uploaded to an HTTPS endpoint
+    _upload(c, c.victim_home / ".ssh" / "id_ed25519")
 
 
 def certificate_over_tls(c: Ctx) -> None:
@@ -867,7 +861,8 @@ BEHAVIORS: dict[str, Behavior] = {
     "typed_devtcp_words": _p(typed_devtcp_words),
     "typed_fetch_and_run": _p(typed_fetch_and_run, "typed_download_pipe_shell"),
     "typed_download_to_file": _p(typed_download_to_file),
-    "private_key_over_tls": _p(private_key_over_tls, "private_key_sent_over_tls"),
+    "private_key_over_tls": _p(private_key_over_tls, "private_key_sent_over_tls",
+                               "ssh_key_read_other_user"),
     "certificate_over_tls": _p(certificate_over_tls),
     # persistence
     "crontab_spool": _p(crontab_spool, "cron_persistence"),
