@@ -147,6 +147,11 @@ def test_text_output_shows_request_between_markers(bpf: None, https: int) -> Non
     assert " curl " in lines[i] and f"-> 127.0.0.1:{https}" in lines[i], lines[i]
     assert lines[i + 1] == "----- DATA -----"
     assert lines[i + 2] == "GET /pw-text HTTP/1.1\\r", lines[i + 2]  # CR escaped, not raw
+    # --no-data: the records (lengths, connection) without a byte of data copied
+    r = run_cli("sslsniff", "--no-data", "--", curl, "-sk", f"https://127.0.0.1:{https}/nd")
+    heads = [ln for ln in r.stdout.splitlines() if ln.startswith(("WRITE/SEND", "READ/RECV"))]
+    assert heads and heads[0].startswith("WRITE/SEND") and "----- DATA" not in r.stdout
+    assert "sslsniff: 0 plaintext bytes captured" in r.stderr, r.stderr
 
 
 PY_CLIENT = r'''

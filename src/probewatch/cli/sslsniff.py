@@ -64,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--hexdump", action="store_true", help="show data as a hex dump")
-    p.add_argument("--no-data", action="store_true", help="headers only, no data")
+    p.add_argument("--no-data", action="store_true",
+                   help="headers only: no data copied in the kernel (--max-bytes 0)")
     p.add_argument("--max-bytes", type=size_arg, default=16384, metavar="N",
                    help="bytes copied per call (default 16384; up to 4M; K/M suffixes)")
     p.add_argument("--binary", action="append", default=[], metavar="PATH",
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     from ..ssl_session import SslSession
 
     require_bpf(args, "sslsniff")
-    s = SslSession(data_max=args.max_bytes, binaries=args.binary,
+    s = SslSession(data_max=0 if args.no_data else args.max_bytes, binaries=args.binary,
                    system_libs=not args.no_system_libs,
                    rescan_s=None if args.rescan is None else max(args.rescan, 0.0),
                    **session_kwargs(args))

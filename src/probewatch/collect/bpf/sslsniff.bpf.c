@@ -215,7 +215,7 @@ static long pw_emit_chunk(__u32 i, struct pw_emit_ctx *e)
 	__u32 off = i * PW_SSL_CHUNK;
 	__u32 n;
 
-	if (!sc || off >= e->captured)
+	if (!sc || (i && off >= e->captured)) /* data_max 0: one record, no data */
 		return 1;
 	n = e->captured - off;
 	if (n > PW_SSL_CHUNK)
