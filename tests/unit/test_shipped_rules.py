@@ -38,7 +38,8 @@ TACTICS = {
     "privilege-escalation", "defense-evasion", "credential-access", "discovery",
     "lateral-movement", "collection", "command-and-control", "exfiltration", "impact",
 }
-CATEGORIES = {"process_creation", "file_event", "network_connection", "syscall"}
+CATEGORIES = {"process_creation", "file_event", "network_connection", "syscall",
+              "shell_command", "tls"}
 TECHNIQUE = re.compile(r"^attack\.t\d{4}(\.\d{3})?$")
 DEFAULTS = {
     "ProcessId": 4242, "ParentProcessId": 4200, "Image": "/usr/bin/true",
@@ -116,7 +117,10 @@ def test_correlations_parse_as_pysigma_correlations() -> None:
     assert kinds == {"reverse_shell_sequence": "temporal_ordered",
                      "download_then_execute": "temporal_ordered",
                      "packet_socket_sniffing": "temporal_ordered",
-                     "discovery_burst": "value_count"}
+                     "discovery_burst": "value_count",
+                     "typed_reverse_shell": "temporal_ordered",
+                     "typed_download_pipe_shell": "temporal_ordered",
+                     "private_key_sent_over_tls": "temporal_ordered"}
 
 
 @functools.cache

@@ -34,7 +34,8 @@ from .output import output_failed, say, silence_stdout, stop_children  # noqa: E
 # register() is picked up after these (so a new subcommand is one new module)
 FIRST = [
     "doctor", "trace", "record", "report", "stats", "query", "export", "list",
-    "syscalls", "execsnoop", "opensnoop", "syscount", "tcpconnect", "bashreadline", "cleanup",
+    "syscalls", "execsnoop", "opensnoop", "syscount", "tcpconnect", "bashreadline", "sslsniff",
+    "cleanup",
 ]
 
 

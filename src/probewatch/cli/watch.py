@@ -84,6 +84,16 @@ def add_source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ringbuf-kb", type=buffer_kb_arg(per_cpu=False, lo=4, pow2=True),
                    default=16384, metavar="KB",
                    help="BPF ring buffer size in KiB (default 16384)")
+    p.add_argument("--no-shell", action="store_true",
+                   help="do not capture lines typed into bash (readline uretprobe; on when "
+                   "loaded rules use logsource category shell_command)")
+    p.add_argument("--no-tls", action="store_true",
+                   help="do not capture TLS plaintext (OpenSSL/GnuTLS/Go uprobes; on when "
+                   "loaded rules use logsource category tls)")
+    p.add_argument("--bash", default="/bin/bash", metavar="PATH",
+                   help="the bash whose readline() is probed (default /bin/bash)")
+    p.add_argument("--tls-bytes", type=int, default=4096, metavar="N",
+                   help="TLS plaintext bytes kept per call for the rules (default 4096)")
     p.set_defaults(accepts_command=True)
 
 
@@ -260,7 +270,12 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
     try:
         with live_events(backend=args.backend, pids=args.pid, command=cmd or None,
                          ringbuf_kb=getattr(args, "ringbuf_kb", None) or 16384,
-                         buffer_kb=getattr(args, "buffer_kb", None), rules=rules) as src:
+                         buffer_kb=getattr(args, "buffer_kb", None), rules=rules,
+                         shell=False if getattr(args, "no_shell", False) else None,
+                         tls=False if getattr(args, "no_tls", False) else None,
+                         bash_path=getattr(args, "bash", "/bin/bash"),
+                         tls_bytes=max(0, min(getattr(args, "tls_bytes", 4096), 1 << 20))
+                         ) as src:
             if src.backend != "bpf":
                 print(f"probewatch: warning: {fallback_message(src.reason, rules)}",
                       file=sys.stderr)
@@ -301,8 +316,13 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                 what = (f"{cmd[0]}" if cmd else
                         f"pid {', '.join(map(str, args.pid))} and descendants" if args.pid
                         else "every process")
+                layer = ""
+                if src.user is not None:
+                    layer = ", " + " and ".join(
+                        x for x, on in (("typed lines", src.user._readline),
+                                        ("TLS plaintext", src.user._tls)) if on)
                 print(f"probewatch: watching {esc(what)} with {det.stats.rules} rules "
-                      f"({src.backend}, {len(src.syscalls)} syscalls); Ctrl-C to stop",
+                      f"({src.backend}, {len(src.syscalls)} syscalls{layer}); Ctrl-C to stop",
                       file=sys.stderr, flush=True)
             t0 = time.monotonic()
             if engine is not None:

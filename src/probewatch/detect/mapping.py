@@ -48,6 +48,13 @@ Value details (the contract leaves them open):
   ``syscall`` equal to ``SYSCALL`` (the name), ``exit``, ``pid``, ``ppid``, ``gid``,
   ``egid``; PATH ``name`` is the resolved absolute path.
 
+The user-space layer (``watch`` arms it beside the syscalls program, see
+``detect.pipeline.live_events``): ``bash:readline`` -> ``shell_command`` (``Command``:
+the line typed, ``Shell``, ``Truncated``) and ``tls:write``/``tls:read`` -> ``tls``
+(``Direction``, ``Data``, ``DataLength``, ``Captured``, ``Cut``, ``Library``,
+``LibraryPath``, ``Function``, ``Fd``, ``DestinationIp``/``DestinationPort``: the peer,
+``SourceIp``/``SourcePort``: this end), each with the process fields.
+
 ``Mapper.use_engine(engine)`` (the watch Detector calls it) makes only what the rules
 can match: no ``syscall`` event for a syscall no rule names, and for the others an
 engine ``Partial`` with only the fields the candidate rules read (the engine builds the
@@ -410,6 +417,8 @@ class Mapper:
         self._k_nc = "network_connection" in want
         self._k_sc = "syscall" in want
         self._k_au = "auditd" in want
+        self._k_sh = "shell_command" in want
+        self._k_tls = "tls" in want
         if syscalls is None:
             from ..collect.bpf.loader import syscall_table
 
@@ -528,7 +537,40 @@ class Mapper:
             return self._exec(ev)
         if name == "tcp:connect":
             return self._tcp(ev)
+        if name == "bash:readline":
+            return self._typed(ev)
+        if name == "tls:write" or name == "tls:read":
+            return self._tls(ev)
         return []
+
+    def _typed(self, ev: Event) -> list[SigmaEvent]:
+        """A line typed into bash -> ``shell_command``: ``Command`` (the line as typed),
+        ``Shell`` (the shell's Image), ``Truncated``, plus the shell's process fields."""
+        if not self._k_sh:
+            return []
+        f = ev.fields
+        p = self.table.procs.get(ev.pid)
+        pf = self.process_fields(p, ev)
+        pf.update(Command=f.get("line", ""), Shell=pf.get("Image") or ev.comm,
+                  Truncated="line" in f.get("truncated", ()))
+        return [SigmaEvent("shell_command", ev.ts, ev.pid, pf, ev)]
+
+    def _tls(self, ev: Event) -> list[SigmaEvent]:
+        """TLS plaintext -> ``tls`` (docs/detection.md): the data and its connection, plus
+        the process fields."""
+        if not self._k_tls:
+            return []
+        f = ev.fields
+        p = self.table.procs.get(ev.pid)
+        pf = self.process_fields(p, ev)
+        pf.update(Direction=f.get("direction"), Data=f.get("data", ""),
+                  DataLength=f.get("len", 0), Captured=f.get("captured", 0),
+                  Cut=f.get("cut", 0), Library=f.get("library"), LibraryPath=f.get("lib"),
+                  Function=f.get("function"), Fd=f.get("fd", -1))
+        if "daddr" in f:
+            pf.update(DestinationIp=f["daddr"], DestinationPort=f["dport"],
+                      SourceIp=f["saddr"], SourcePort=f["sport"])
+        return [SigmaEvent("tls", ev.ts, ev.pid, pf, ev)]
 
     def _exec(self, ev: Event) -> list[SigmaEvent]:
         if not self._k_pc and not self._k_au:

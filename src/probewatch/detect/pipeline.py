@@ -416,10 +416,21 @@ class LiveSource:
     probes: list[str] = field(default_factory=list)
     syscalls: list[str] = field(default_factory=list)
     _adapter: Any = None
+    user: Any = None      # the user-space layer (typed lines, TLS) beside the BPF session
 
     def events(self, duration: float | None = None) -> Iterator[Event]:
         if self._adapter is None:
-            yield from self.session.events(duration=duration)
+            if self.user is None:
+                yield from self.session.events(duration=duration)
+                return
+            user = self.user
+            every = user.rescan_interval
+            last = time.monotonic()
+            for ev in self.session.events(duration=duration):
+                yield ev
+                if every and time.monotonic() - last >= every:
+                    user.rescan()  # TLS libraries mapped since (dlopen, new processes)
+                    last = time.monotonic()
             return
         adapt = self._adapter
         for ev in self.session.events(duration=duration):
@@ -469,10 +480,17 @@ def live_events(
     ringbuf_kb: int = 16384,
     buffer_kb: int | None = None,
     rules: Any = None,
+    shell: bool | None = None,
+    tls: bool | None = None,
+    bash_path: str = "/bin/bash",
+    tls_bytes: int = 4096,
 ) -> Iterator[LiveSource]:
     """Open the live source: BPF (``backend`` auto/bpf) or tracefs (ftrace, or auto
     where BPF is missing). With ``command`` it starts gated and runs once events flow.
-    ``rules``: trace only the syscalls these rules can use (None: all watch uses)."""
+    ``rules``: trace only the syscalls these rules can use (None: all watch uses).
+    ``shell`` / ``tls``: the user-space layer on BPF — lines typed into bash
+    (readline) and TLS plaintext (``tls_bytes`` per call) as ``bash:readline`` and
+    ``tls:*`` events; None: when the rules have ``shell_command`` / ``tls`` rules."""
     from ..bpf_session import BpfSession
 
     why = "" if backend in ("ftrace", "perf") else _bpf_problem()
@@ -493,7 +511,15 @@ def live_events(
         with s:
             if command:
                 s.trace_command(list(command))
-            yield LiveSource("bpf", s, syscalls=names, probes=["bpf:syscalls"])
+            probes = ["bpf:syscalls"]
+            user = _user_layer(s, rules, shell, tls, bash_path, tls_bytes, pids)
+            try:
+                if user is not None:
+                    probes.append("bpf:sslsniff")
+                yield LiveSource("bpf", s, syscalls=names, probes=probes, user=user)
+            finally:
+                if user is not None:
+                    user.close()  # its links before the primary's maps go
         return
     from ..session import Session
 
@@ -517,6 +543,28 @@ def live_events(
             sess.trace_command(list(command))
         yield LiveSource(tp_backend, sess, reason=why, probes=probes, syscalls=have,
                          _adapter=TracefsAdapter())
+
+
+def _user_layer(primary: Any, rules: Any, shell: bool | None, tls: bool | None,
+                bash_path: str, tls_bytes: int, pids: Sequence[int]) -> Any:
+    """The sslsniff object beside the syscalls one (see live_events), or None."""
+    from .mapping import rule_kinds
+
+    kinds = rule_kinds(rules) if rules is not None else None
+    if shell is None:
+        shell = kinds is None or "shell_command" in kinds
+    if tls is None:
+        tls = kinds is None or "tls" in kinds
+    if shell and not os.path.exists(bash_path):
+        shell = False
+    if not (shell or tls):
+        return None
+    from ..ssl_session import SslSession
+
+    u = SslSession(data_max=tls_bytes, tls=tls, system_libs=tls, rescan_s=None if tls else 0,
+                   pids=list(pids) or None, follow_children=True)
+    u.share_with(primary, bash_path if shell else None)
+    return u
 
 
 #: Event.probe of the fallback's events (not "bpf...": their header ids are not known)

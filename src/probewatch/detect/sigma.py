@@ -110,6 +110,9 @@ _CATEGORY_KIND = {
     "file_delete": "file_event",
     "network_connection": "network_connection",
     "syscall": "syscall",
+    # the user-space layer (probewatch's own): lines typed into bash, TLS plaintext
+    "shell_command": "shell_command",
+    "tls": "tls",
 }
 
 PROCESS_FIELDS = frozenset({
@@ -130,6 +133,11 @@ KIND_FIELDS: dict[str, frozenset[str]] = {
     "network_connection": PROCESS_FIELDS | {
         "DestinationIp", "DestinationPort", "SourceIp", "SourcePort", "DestinationIsIpv6",
         "Initiated", "Protocol", "Fd", "Success", "Syscall",
+    },
+    "shell_command": PROCESS_FIELDS | {"Command", "Shell", "Truncated"},
+    "tls": PROCESS_FIELDS | {
+        "Direction", "Data", "DataLength", "Captured", "Cut", "Library", "LibraryPath",
+        "Function", "Fd", "DestinationIp", "DestinationPort", "SourceIp", "SourcePort",
     },
     # audit.log's names; the mapper adds the process fields to each record too
     "auditd": PROCESS_FIELDS | {
@@ -507,6 +515,8 @@ INDEX_FIELDS: dict[str, tuple[str, ...]] = {
     "process_creation": ("Image",),
     "file_event": ("Image", "TargetFilename"),
     "network_connection": ("Image",),
+    "shell_command": ("Image",),
+    "tls": ("Image",),
 }
 
 

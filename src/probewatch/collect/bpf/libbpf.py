@@ -123,6 +123,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_map__name": (cp, [vp]),
         "bpf_map__fd": (i, [vp]),
         "bpf_map__set_max_entries": (i, [vp, u32]),
+        "bpf_map__reuse_fd": (i, [vp, i]),
         "bpf_map__max_entries": (u32, [vp]),
         "bpf_map__key_size": (u32, [vp]),
         "bpf_map__value_size": (u32, [vp]),
@@ -560,6 +561,16 @@ class BpfObject:
         rc = lib().bpf_map__set_max_entries(p, n)
         if rc:
             raise BpfLibError(f"set max_entries of {map_name} to {n}", -rc)
+
+    def reuse_map(self, map_name: str, fd: int) -> None:
+        """Before load: make map ``map_name`` the existing map behind ``fd`` (another
+        object's), so that both objects' programs share it (a ring buffer, a pid set)."""
+        p = self._find_map_ptr(map_name)
+        if p is None:
+            raise BpfLibError(f"{self.name}: no map {map_name!r}")
+        rc = lib().bpf_map__reuse_fd(p, fd)
+        if rc:
+            raise BpfLibError(f"reuse of map {map_name}", -rc)
 
     def _prog(self, name: str) -> int:
         p = lib().bpf_object__find_program_by_name(self._need(), name.encode())
