@@ -781,8 +781,10 @@ def _first_attach(atts: list[tuple[int, dict[str, Any]]], links: dict[int, dict[
 
 
 def _ifname(ifindex: int) -> str:
+    import socket
+
     try:
-        return str(os.if_indextoname(ifindex))
+        return socket.if_indextoname(ifindex)
     except OSError:
         return f"ifindex {ifindex}"
 

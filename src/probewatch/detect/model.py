@@ -2,7 +2,7 @@
 
 A :class:`SigmaEvent` is one observation in Sigma's terms: a logsource ``kind``
 (``process_creation``, ``file_event``, ``network_connection``, ``auditd``,
-``syscall``) and a flat mapping of Sigma field names to values (see
+``syscall``, ``audit``) and a flat mapping of Sigma field names to values (see
 docs/detection.md for every field).
 
 Example::
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: the logsource kinds the engine knows (docs/detection.md, "Logsources -> kind")
-KINDS = ("process_creation", "file_event", "network_connection", "auditd", "syscall")
+KINDS = ("process_creation", "file_event", "network_connection", "auditd", "syscall", "audit")
 
 #: Sigma's levels, lowest first
 LEVELS = ("informational", "low", "medium", "high", "critical")

@@ -110,6 +110,7 @@ _CATEGORY_KIND = {
     "file_delete": "file_event",
     "network_connection": "network_connection",
     "syscall": "syscall",
+    "audit": "audit",
 }
 
 PROCESS_FIELDS = frozenset({
@@ -130,6 +131,14 @@ KIND_FIELDS: dict[str, frozenset[str]] = {
     "network_connection": PROCESS_FIELDS | {
         "DestinationIp", "DestinationPort", "SourceIp", "SourcePort", "DestinationIsIpv6",
         "Initiated", "Protocol", "Fd", "Success", "Syscall",
+    },
+    # probewatch audit's findings (audit/events.py; docs/detection.md)
+    "audit": PROCESS_FIELDS | {
+        "Finding", "Change", "Key", "Summary", "Owner", "Instance", "ProbeType", "Target",
+        "TargetPath", "TargetSymbol", "TargetClass", "Group", "Event", "ProgId", "ProgType",
+        "ProgName", "ProgTag", "AttachType", "Attached", "Holders", "TracedPid",
+        "TracedImage", "TracedCommandLine", "Filter", "Trigger", "Tracer", "TaintFlags",
+        "Module", "Variable", "Value", "Count",
     },
     # audit.log's names; the mapper adds the process fields to each record too
     "auditd": PROCESS_FIELDS | {
@@ -507,6 +516,7 @@ INDEX_FIELDS: dict[str, tuple[str, ...]] = {
     "process_creation": ("Image",),
     "file_event": ("Image", "TargetFilename"),
     "network_connection": ("Image",),
+    "audit": ("Finding",),
 }
 
 
