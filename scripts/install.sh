@@ -27,7 +27,7 @@ pkgs=(libbpf1 gcc binutils)
 if [ "$WITH_TESTS" = 1 ]; then
   # tests: anchors to compare with, USDT headers, and the BPF toolchain that
   # rebuilds the committed .bpf.o files to check they are not stale
-  pkgs+=(trace-cmd strace systemtap-sdt-dev bpftool clang llvm libbpf-dev make)
+  pkgs+=(trace-cmd strace systemtap-sdt-dev bpftool clang llvm libbpf-dev make bpftrace)
 fi
 # the venv module and its pip bootstrap (Debian ships them apart from python3)
 if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
