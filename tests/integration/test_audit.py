@@ -275,3 +275,58 @@ def test_diff_of_a_file_that_is_no_audit(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert r.stderr.strip() == (f"probewatch: error: --diff {bad}: not an audit saved by "
                                 "--baseline (no 'findings' list)")
+
+
+def test_watch_audit_alerts_present_and_new_findings() -> None:
+    """watch --audit: a ptrace there at start is alerted as present; a preloaded
+    process started afterwards as new, within the poll interval."""
+    _need_root()
+    strace = shutil.which("strace")
+    assert strace, "strace is needed (apt-get install strace)"
+    tracee = subprocess.Popen(["sleep", "60"])
+    tr = subprocess.Popen([strace, "-p", str(tracee.pid), "-o", "/dev/null"],
+                          stderr=subprocess.DEVNULL)
+    late: subprocess.Popen[bytes] | None = None
+    w = subprocess.Popen([sys.executable, "-m", "probewatch", "watch", "--audit", "1",
+                          "--json", "-d", "60"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    alerts: list[dict[str, Any]] = []
+    try:
+        assert wait_for(lambda: _tracer(tracee.pid) == tr.pid, 10)
+        assert w.stdout is not None
+
+        def next_alert() -> dict[str, Any]:
+            assert w.stdout is not None
+            line = w.stdout.readline()
+            assert line, f"watch ended: {w.stderr.read() if w.stderr else ''}"
+            a = json.loads(line)
+            alerts.append(a)
+            return dict(a)
+
+        while True:
+            a = next_alert()
+            f = a["events"][0]["fields"]
+            if f.get("Finding") == "ptrace" and f.get("TracedPid") == tracee.pid:
+                break
+        assert a["rule"]["title"] == "Process Being Traced With Ptrace"
+        assert f["Change"] == "present" and f["ProcessId"] == tr.pid
+        assert a["process"]["pid"] == tr.pid
+        t0 = time.monotonic()
+        late = subprocess.Popen(["sleep", "60"], stderr=subprocess.DEVNULL,
+                                env={**os.environ, "LD_PRELOAD": "/nonexistent/late.so"})
+        while True:
+            a = next_alert()
+            f = a["events"][0]["fields"]
+            if f.get("Finding") == "preload" and f.get("ProcessId") == late.pid:
+                break
+        assert time.monotonic() - t0 < 15
+        assert f["Change"] == "new" and f["Value"] == "/nonexistent/late.so"
+        assert a["rule"]["title"] == "Running Process With LD_PRELOAD Or LD_AUDIT"
+    finally:
+        _stop(w, signal.SIGTERM)
+        _stop(tr)
+        for p in (tracee, late):
+            if p is not None:
+                p.kill()
+                p.wait()
+    assert w.returncode == 0
