@@ -57,6 +57,8 @@ _live: weakref.WeakSet[Session] = weakref.WeakSet()
 
 # events enabled behind the user's back to keep tid -> comm right
 _HIDDEN = (("sched", "sched_process_exec"), ("task", "task_rename"))
+#: the events trace_marker / trace_marker_raw writes become (spec ``marker``)
+MARK_EVENTS = (("ftrace", "print"), ("ftrace", "raw_data"))
 
 #: decoded events held back for the watermark above which the oldest half is handed
 #: on regardless (only when a CPU's pages cannot be read: the spool is full)
@@ -251,6 +253,8 @@ class Session(EventStream):
         self._pending: list[Event] = []
         self._dynamic: list[DynamicProbe] = []
         self._done = False
+        self._marks = False
+        self._mark_dir = ""
         # before the first kernel object: from here on SIGTERM/SIGHUP (SystemExit) and
         # SIGINT (KeyboardInterrupt) run close(); each object is created and recorded
         # with signals held back (deferred), so none can fall in between
@@ -293,7 +297,11 @@ class Session(EventStream):
         """
         if self._started:
             raise ProbewatchError("cannot add probes after the session has started")
+        if spec.strip() == "marker":
+            return self._add_marks(spec, list(MARK_EVENTS), filter)
         ps = parse_spec(spec)
+        if ps.kind == "tracepoint" and (ps.system, ps.name) in MARK_EVENTS:
+            return self._add_marks(spec, [(str(ps.system), str(ps.name))], filter)
         kfilter = self._kernel_filter(filter)
         if ps.kind == "tracepoint":
             assert ps.system is not None and ps.name is not None
@@ -310,6 +318,29 @@ class Session(EventStream):
             self._formats[fmt.id] = fmt
             self._event_probe[ev] = spec
             names.append(ev)
+        self._probes[spec] = names
+        self.counts.setdefault(spec, 0)
+        return names
+
+    def _add_marks(self, spec: str, events: list[tuple[str, str]],
+                   filter: str | None) -> list[str]:
+        """Marks (``marker``, ``t:ftrace:print``, ``t:ftrace:raw_data``): writes to
+        trace_marker are not events that are enabled: the instance records every write
+        to its own trace_marker, and with ``copy_trace_marker`` (Linux 6.17+) a copy of
+        each write to the top level's, from any process (see probewatch.mark)."""
+        if filter:
+            raise ProbewatchError(f"--filter does not apply to {spec!r}: the kernel does "
+                                  "not filter trace_marker writes")
+        names = []
+        for s, n in events:
+            ev = f"{s}:{n}"
+            if ev in self._event_probe:
+                continue
+            fmt = load_format(self.root, s, n)
+            self._formats[fmt.id] = fmt
+            self._event_probe[ev] = spec
+            names.append(ev)
+        self._marks = True
         self._probes[spec] = names
         self.counts.setdefault(spec, 0)
         return names
@@ -434,6 +465,16 @@ class Session(EventStream):
                     if p != self._command.pid:
                         raise NotFound(f"no process with pid {p}") from None
             col.set_pids(pids, follow_fork=self._follow)
+        if self._marks:
+            from . import marks as mark
+
+            if not col.instance.set_option("copy_trace_marker", True):
+                self.warnings.append(
+                    "this kernel has no copy_trace_marker option (Linux 6.17+): only "
+                    "marks of this process (probewatch.mark) are shown, not those other "
+                    "processes write to the top-level trace_marker")
+            mark.set_active(col.instance.path)
+            self._mark_dir = col.instance.path
         if self._text_reason is None:
             assert self._layout is not None
             self._decoder = PageDecoder(self._layout, self._formats)
@@ -596,6 +637,8 @@ class Session(EventStream):
                     tasks.update_comm(ev.tid, nc)
             if probe is None:
                 continue
+            if ev.event == "ftrace:print":
+                _mark_fields(ev)
             ev.probe = probe
             counts[probe] += 1
             out.append(ev)
@@ -684,6 +727,11 @@ class Session(EventStream):
             with self._signals.deferred():
                 try:
                     self._command.close()  # a command never released is killed
+                    if self._mark_dir:  # its open trace_marker would keep the instance
+                        from . import marks as mark
+
+                        mark.clear_active(self._mark_dir)
+                        self._mark_dir = ""
                     col = getattr(self, "_collector", None)
                     if col is not None:  # None: __init__ was cut short before it
                         col.close()
@@ -692,6 +740,18 @@ class Session(EventStream):
         finally:
             self._signals.restore()
             _live.discard(self)
+
+
+def _mark_fields(ev: Event) -> None:
+    """A mark's text (``buf``) parsed into ``mark``, ``phase`` and its JSON fields
+    (probewatch.mark.parse_mark); the kernel's ``ip`` (tracing_mark_write) is dropped."""
+    from .marks import parse_mark
+
+    buf = ev.fields.get("buf")
+    if isinstance(buf, str):
+        if buf.endswith("\n"):
+            buf = buf[:-1]
+        ev.fields = {**parse_mark(buf), "buf": buf}
 
 
 def _remove_dynamic_probes(root: str, probes: list[DynamicProbe]) -> list[str]:
