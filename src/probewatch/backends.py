@@ -55,7 +55,7 @@ def open_session(
     from .session import Session
 
     if backend == "auto" and counting and not user_filter and specs and all(
-        sp.split(":", 1)[0] in _BPF_COUNT_KINDS for sp in specs
+        sp.split(":", 1)[0] in _BPF_COUNT_KINDS and not _is_mark(sp) for sp in specs
     ) and _tracepoints(specs) <= AUTO_BPF_MAX_TRACEPOINTS:
         try:
             return _bpf(**kw)
@@ -73,6 +73,13 @@ def open_session(
             raise FeatureUnavailable(
                 f"no backend can run here: ftrace: {ftrace_err}; bpf: {bpf_err}"
             ) from None
+
+
+def _is_mark(spec: str) -> bool:
+    """t:ftrace:print / t:ftrace:raw_data: trace_marker writes, which only a tracefs
+    instance records (BPF cannot attach to them)."""
+    head = spec.strip().split(None, 1)[0] if spec.strip() else ""
+    return head.split(":", 1)[-1].startswith("ftrace:")
 
 
 def _tracepoints(specs: list[str]) -> int:

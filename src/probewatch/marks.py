@@ -44,6 +44,8 @@ from .errors import TracefsError
 
 _lock = threading.Lock()
 _fds: dict[str, int] = {}          # path -> open fd (kept open: a mark is one write)
+_current: dict[str, int] = {}      # file name -> fd of the current target (the fast path)
+_heads: dict[tuple[str, str], bytes] = {}   # (name, phase) -> checked head bytes
 _active: list[str] = []            # instance directories of running sessions, newest last
 _quiet = False
 _root: str | None = None
@@ -68,11 +70,13 @@ def set_active(instance_dir: str) -> None:
     """Marks of this process go to ``instance_dir``'s trace_marker (a session started)."""
     with _lock:
         _active.append(instance_dir)
+        _current.clear()
 
 
 def clear_active(instance_dir: str) -> None:
     """The session of ``instance_dir`` ended: close its marker fds, fall back."""
     with _lock:
+        _current.clear()
         if instance_dir in _active:
             _active.remove(instance_dir)
         for f in ("trace_marker", "trace_marker_raw"):
@@ -93,14 +97,27 @@ def _base() -> str:
 
 
 def _fd(file: str) -> int:
-    path = os.path.join(_base(), file)
-    fd = _fds.get(path)
-    if fd is None:
-        with _lock:
-            fd = _fds.get(path)
-            if fd is None:
-                fd = _fds[path] = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    fd = _current.get(file)
+    if fd is not None:
+        return fd
+    with _lock:
+        path = os.path.join(_base(), file)
+        fd = _fds.get(path)
+        if fd is None:
+            fd = _fds[path] = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        _current[file] = fd
     return fd
+
+
+def _head(name: str, phase: str) -> bytes:
+    h = _heads.get((name, phase))
+    if h is None:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(f"mark name {name!r}: give a name without spaces, '|' or '{{'")
+        h = (name if phase == "i" else f"{phase}|{name}").encode("utf-8", "surrogateescape")
+        if len(_heads) < 4096:
+            _heads[(name, phase)] = h
+    return h
 
 
 def encode(name: str, fields: dict[str, Any], phase: str = "i") -> bytes:
@@ -109,11 +126,9 @@ def encode(name: str, fields: dict[str, Any], phase: str = "i") -> bytes:
     >>> encode("req", {"id": 1}), encode("q", {}, "B")
     (b'req {"id":1}', b'B|q')
     """
-    if not _NAME.match(name):
-        raise ValueError(f"mark name {name!r}: give a name without spaces, '|' or '{{'")
-    head = name if phase == "i" else f"{phase}|{name}"
-    text = f"{head} {_dumps(fields)}" if fields else head
-    data = text.encode("utf-8", "surrogateescape")
+    head = _head(name, phase)
+    data = head + b" " + _dumps(fields).encode("utf-8", "surrogateescape") if fields \
+        else head
     if len(data) > MAX_MARK:
         raise ValueError(f"mark {name!r} is {len(data)} bytes; at most {MAX_MARK} fit "
                          "one trace_marker write")
@@ -122,7 +137,8 @@ def encode(name: str, fields: dict[str, Any], phase: str = "i") -> bytes:
 
 def _write(file: str, data: bytes) -> None:
     try:
-        os.write(_fd(file), data)
+        fd = _current.get(file)
+        os.write(_fd(file) if fd is None else fd, data)
     except (OSError, TracefsError) as e:
         if _quiet:
             return
@@ -134,6 +150,17 @@ def _write(file: str, data: bytes) -> None:
 
 def mark(name: str, **fields: Any) -> None:
     """An instant event ``name`` with ``fields`` (JSON-able values), now, on this thread."""
+    # the hot path: a known name, the fd open: one dict lookup and one write(2)
+    h = _heads.get((name, "i"))
+    fd = _current.get("trace_marker")
+    if h is not None and fd is not None:
+        data = h + b" " + _dumps(fields).encode("utf-8", "surrogateescape") if fields else h
+        if len(data) <= MAX_MARK:
+            try:
+                os.write(fd, data)
+                return
+            except OSError:
+                pass
     _write("trace_marker", encode(name, fields))
 
 
