@@ -40,6 +40,16 @@ def test_parse_enums_reads_names_and_values_and_skips_other_types() -> None:
     assert got == {"color": {0: "RED", 7: "GREEN"}, "big": {(2 << 32) | 1: "HUGE"}}
 
 
+def test_parse_enums_names_funcs_by_type_id() -> None:
+    strings = b"\0int\0bpf_lsm_file_open\0"
+    t_int = struct.pack("<III", 1, 1 << 24, 4) + struct.pack("<I", 32)
+    t_proto = struct.pack("<III", 0, (13 << 24) | 1, 1) + struct.pack("<II", 0, 1)
+    t_func = struct.pack("<III", 5, 12 << 24, 2)
+    funcs: dict[int, str] = {}
+    assert parse_enums(_btf([t_int, t_proto, t_func], strings), funcs) == {}
+    assert funcs == {3: "bpf_lsm_file_open"}
+
+
 def test_parse_enums_rejects_what_is_not_btf() -> None:
     with pytest.raises(ValueError, match="bad magic"):
         parse_enums(b"\x7fELF" + bytes(40))

@@ -645,8 +645,18 @@ class Scanner:
             return f"cgroup {li.get('cgroup_id')} {d.get('attach_type')}", d
         if t in (6, 11, 13):
             return f"netdev {_ifname(li.get('ifindex', 0))} {d.get('attach_type', 'xdp')}", d
-        if t == 2:
+        if t == 2:  # fentry / fexit / fmod_ret / LSM / freplace: a BTF function
+            from ..kernel.btf import func_name
+
             d["probe_type"] = d.get("attach_type", "tracing")
+            fn = func_name(li.get("target_btf_id", 0)) if not li.get("target_obj_id") \
+                or li.get("target_obj_id") == 1 else None
+            if fn:
+                d["symbol"] = fn
+                if fn.startswith("bpf_lsm_"):
+                    d["lsm_hook"] = fn[len("bpf_lsm_"):]
+                    return f"lsm {d['lsm_hook']}", d
+                return f"{d.get('attach_type')} {fn}", d
             return f"{d.get('attach_type')} btf id {li.get('target_btf_id')}", d
         if t == 5:
             return f"netns {li.get('netns_ino')} {d.get('attach_type')}", d

@@ -19,6 +19,7 @@ BTF_MAGIC = 0xEB9F
 
 # BTF_KIND_* -> bytes that follow the 12-byte struct btf_type (vlen: its low 16 bits)
 _KIND_INT, _KIND_ARRAY, _KIND_STRUCT, _KIND_UNION, _KIND_ENUM = 1, 3, 4, 5, 6
+_KIND_FUNC = 12
 _KIND_FUNC_PROTO, _KIND_VAR, _KIND_DATASEC, _KIND_DECL_TAG, _KIND_ENUM64 = 13, 14, 15, 17, 19
 
 
@@ -34,8 +35,11 @@ def _extra(kind: int, vlen: int) -> int:
     return 0
 
 
-def parse_enums(data: bytes) -> dict[str, dict[int, str]]:
-    """Every named enum of a BTF blob: ``{enum name: {value: enumerator name}}``.
+def parse_enums(data: bytes, funcs: dict[int, str] | None = None
+                ) -> dict[str, dict[int, str]]:
+    """Every named enum of a BTF blob: ``{enum name: {value: enumerator name}}``;
+    ``funcs``, when given, is filled with ``{type id: name}`` of every FUNC (the
+    attach point of fentry/fexit/LSM programs is a FUNC's id).
 
     Raises ValueError for data that is not BTF (or is cut short).
     """
@@ -63,9 +67,13 @@ def parse_enums(data: bytes) -> dict[str, dict[int, str]]:
     hdr = struct.Struct(end + "3I")
     member = struct.Struct(end + "Ii")
     member64 = struct.Struct(end + "3I")
+    tid = 0
     while p + 12 <= stop:
+        tid += 1
         name_off, info, _ = hdr.unpack_from(data, p)
         kind = (info >> 24) & 0x1F
+        if kind == _KIND_FUNC and funcs is not None:
+            funcs[tid] = name(name_off)
         vlen = info & 0xFFFF
         body = p + 12
         p = body + _extra(kind, vlen)
@@ -84,13 +92,23 @@ def parse_enums(data: bytes) -> dict[str, dict[int, str]]:
     return out
 
 
+_funcs: dict[int, str] = {}
+
+
 @lru_cache(maxsize=1)
 def _kernel_enums() -> dict[str, dict[int, str]]:
     try:
         with open(VMLINUX_BTF, "rb") as f:
-            return parse_enums(f.read())
+            return parse_enums(f.read(), _funcs)
     except (OSError, ValueError):
         return {}
+
+
+def func_name(btf_id: int) -> str | None:
+    """The name of the kernel function with vmlinux BTF type id ``btf_id`` (None if
+    unknown: no BTF, or the id belongs to a module's BTF)."""
+    _kernel_enums()
+    return _funcs.get(btf_id)
 
 
 def enum_values(enum: str) -> dict[int, str]:
@@ -113,4 +131,4 @@ def enum_name(enum: str, value: int, strip: str = "") -> str:
     return n.lower()
 
 
-__all__ = ["enum_name", "enum_values", "parse_enums"]
+__all__ = ["enum_name", "enum_values", "func_name", "parse_enums"]
