@@ -330,3 +330,32 @@ def test_watch_audit_alerts_present_and_new_findings() -> None:
                 p.kill()
                 p.wait()
     assert w.returncode == 0
+
+
+def test_bpf_links_of_another_probewatch_run(bpf: None) -> None:
+    """probewatch's own eBPF tool in another process: its links (perf_event links on
+    tracepoints) appear with their targets, its pid and owner probewatch; its
+    programs list the same attach points."""
+    from probewatch.audit.scan import Scanner
+
+    p = subprocess.Popen([sys.executable, "-m", "probewatch", "execsnoop", "-d", "60"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        sc = Scanner(full=False)
+        links: list[Any] = []
+
+        def have() -> bool:
+            links[:] = [f for f in sc.scan().findings
+                        if f.kind == "bpf_link" and p.pid in f.pids]
+            return any("sys_enter_execve" in f.what for f in links)
+
+        assert wait_for(have, 30, 0.5), links
+        ex = next(f for f in links if f.what.endswith("at tracepoint syscalls/sys_enter_execve"))
+        assert ex.owner == "probewatch" and ex.pids == [p.pid]
+        assert ex.detail["link_type"] == "perf_event"
+        progs = {f.detail["prog_id"]: f for f in sc.scan().findings if f.kind == "bpf_prog"}
+        prog = progs[ex.detail["prog_id"]]
+        assert "tracepoint syscalls/sys_enter_execve" in prog.detail["attach"]
+        assert p.pid in prog.pids and prog.detail["prog_type"] == "tracepoint"
+    finally:
+        _stop(p)
