@@ -395,3 +395,34 @@ def test_foreign_instance_with_enabled_event_filter_and_trigger(tracefs: str) ->
                 pass
         os.rmdir(inst)
     assert not [f for f in Scanner(full=False).scan().findings if f.where == name]
+
+
+def test_pinned_program_without_holder(tmp_path: Path) -> None:
+    """A program kept only by a pin in a bpffs mount (its loader gone): listed with the
+    pin's path, no holder process, owner unknown."""
+    _need_root()
+    from probewatch.audit.scan import Scanner
+    from probewatch.kernel import bpfsys
+
+    mnt = tmp_path / "bpffs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "bpf", "bpf", str(mnt)], check=True)
+    pin = mnt / "pw_audit_pinned"
+    try:
+        fd = bpfsys.prog_load(bpfsys.BPF_PROG_TYPE_TRACEPOINT, name="pw_audit_pin")
+        try:
+            bpfsys.obj_pin(fd, str(pin))
+        finally:
+            os.close(fd)
+        got = [f for f in Scanner(full=False).scan().findings
+               if f.kind == "bpf_prog" and f.detail["name"] == "pw_audit_pin"]
+        assert len(got) == 1, got
+        f = got[0]
+        assert f.detail["pinned"] == [str(pin)] and f.pids == [] and f.owner == "unknown"
+        assert f.what.endswith(f"(not attached by a link or perf event), pinned at {pin}")
+    finally:
+        if pin.exists():
+            pin.unlink()
+        subprocess.run(["umount", str(mnt)], check=True)
+    assert not [f for f in Scanner(full=False).scan().findings
+                if f.kind == "bpf_prog" and f.detail["name"] == "pw_audit_pin"]

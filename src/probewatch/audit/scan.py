@@ -518,6 +518,7 @@ class Scanner:
                     if q is not None:
                         perf_attach.setdefault(q["prog_id"], []).append((p.pid, q))
                         prog_holders.setdefault(q["prog_id"], set()).add(p.pid)
+        pins = bpf_pins()
         links: dict[int, dict[str, Any]] = {}
         for lid in link_ids:
             try:
@@ -533,13 +534,15 @@ class Scanner:
             target, detail = self._link_target(li)
             ltype = enum_name("bpf_link_type", li["type"], "BPF_LINK_TYPE_")
             detail.update({"link_id": lid, "link_type": ltype, "prog_id": li["prog_id"],
-                           "holders": [procs[h].label for h in holders if h in procs]})
+                           "holders": [procs[h].label for h in holders if h in procs],
+                           "pinned": pins.get(("link_id", lid), [])})
             prog_attach.setdefault(li["prog_id"], []).append(target)
             for h in holders:
                 prog_holders.setdefault(li["prog_id"], set()).add(h)
             owner = self._holders_owner(holders, procs)
+            pin = f", pinned at {', '.join(detail['pinned'])}" if detail["pinned"] else ""
             out.append(Finding("bpf_link", f"bpf_link:{lid}",
-                               f"{ltype} link {lid} of prog {li['prog_id']} at {target}",
+                               f"{ltype} link {lid} of prog {li['prog_id']} at {target}{pin}",
                                owner, holders, "", detail))
         for pid_, atts in perf_attach.items():
             for _, q in atts:
@@ -565,6 +568,7 @@ class Scanner:
                 "load_time": round(boot_to_wall + info["load_time"] / 1e9, 3),
                 "attach": attach, "attached": bool(attach),
                 "holders": [procs[h].label for h in holders if h in procs],
+                "pinned": pins.get(("prog_id", prog_id), []),
                 **ptarget,
             }
             if "path" in detail and detail.get("offset") is not None:
@@ -573,6 +577,8 @@ class Scanner:
             owner = self._holders_owner(holders, procs)
             at = f" at {', '.join(attach)}" if attach else " (not attached by a link or " \
                  "perf event)"
+            if detail["pinned"]:
+                at += f", pinned at {', '.join(detail['pinned'])}"
             name = info["name"] or "(no name)"
             out.append(Finding("bpf_prog", f"bpf_prog:{prog_id}:{info['tag']}",
                                f"{ptype} prog {name} (id {prog_id}){at}", owner, holders,
@@ -762,6 +768,47 @@ class Scanner:
                                    "kernel", [], "", {"module": m.group(1),
                                                       "flags": m.group(2)}))
         return out
+
+
+def bpf_mounts() -> list[str]:
+    """Mount points of bpffs (from /proc/self/mounts)."""
+    out = []
+    try:
+        with open("/proc/self/mounts") as f:
+            for ln in f:
+                w = ln.split()
+                if len(w) > 2 and w[2] == "bpf":
+                    out.append(w[1].replace("\\040", " "))
+    except OSError:
+        pass
+    return out
+
+
+def bpf_pins(max_files: int = 10000) -> dict[tuple[str, int], list[str]]:
+    """Every BPF object pinned in a bpffs mount: ``{("prog_id"|"link_id"|"map_id", id):
+    [paths]}`` (BPF_OBJ_GET, then the fd's fdinfo). Pinned objects outlive the process
+    that loaded them: a program kept attached by a pin has no holder process."""
+    from ..kernel import bpfsys
+
+    out: dict[tuple[str, int], list[str]] = {}
+    n = 0
+    for mnt in bpf_mounts():
+        for d, _dirs, files in os.walk(mnt):
+            for fn in files:
+                n += 1
+                if n > max_files:
+                    return out
+                path = os.path.join(d, fn)
+                try:
+                    fd = bpfsys.obj_get(path)
+                except bpfsys.BpfError:
+                    continue
+                try:
+                    for k, v in fdinfo_ids(os.getpid(), fd).items():
+                        out.setdefault((k, v), []).append(path)
+                finally:
+                    os.close(fd)
+    return out
 
 
 def _instance_tool(name: str) -> str:

@@ -40,6 +40,8 @@ SYS_BPF = {
 # enum bpf_cmd
 BPF_MAP_CREATE = 0
 BPF_PROG_LOAD = 5
+BPF_OBJ_PIN = 6
+BPF_OBJ_GET = 7
 BPF_PROG_GET_NEXT_ID = 11
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
@@ -421,6 +423,30 @@ def _link_info_fd(fd: int, link_id: int) -> dict[str, Any]:
     return out
 
 
+class _ObjAttr(ctypes.Structure):
+    # BPF_OBJ_PIN / BPF_OBJ_GET: pathname, bpf_fd, file_flags
+    _fields_ = [("pathname", ctypes.c_uint64), ("bpf_fd", ctypes.c_uint32),
+                ("file_flags", ctypes.c_uint32)]
+
+
+def _obj(cmd: int, path: str, fd: int, what: str) -> int:
+    name = ctypes.create_string_buffer(os.fsencode(path))
+    attr = _ObjAttr()
+    attr.pathname = ctypes.addressof(name)
+    attr.bpf_fd = fd
+    return bpf(cmd, attr, f"{what} {path}")
+
+
+def obj_pin(fd: int, path: str) -> None:
+    """Pin the BPF object ``fd`` at ``path`` (a file in a bpffs mount)."""
+    _obj(BPF_OBJ_PIN, path, fd, "BPF_OBJ_PIN")
+
+
+def obj_get(path: str) -> int:
+    """A new fd for the BPF object pinned at ``path`` (close it with os.close)."""
+    return _obj(BPF_OBJ_GET, path, 0, "BPF_OBJ_GET")
+
+
 #: enum bpf_task_fd_type
 FD_TYPES = ("raw_tracepoint", "tracepoint", "kprobe", "kretprobe", "uprobe", "uretprobe")
 
@@ -449,6 +475,8 @@ __all__ = [
     "prog_info",
     "link_info",
     "task_fd_query",
+    "obj_pin",
+    "obj_get",
     "BpfError",
     "SyscallError",
     "bpf",
