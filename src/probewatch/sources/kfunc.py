@@ -1,8 +1,10 @@
 """Kernel function tracing: can this kernel do it, and what can answer instead.
 
-``funccount`` and ``functrace`` run on kprobes (tracefs ``kprobe_events``; globs expand
-against ``available_filter_functions``). Where the kernel has no kprobes (as on a kernel
-built without CONFIG_KPROBES), :func:`require_kernel_functions` raises one
+``funccount`` and ``functrace`` run on the function tracer of a private instance
+(``set_ftrace_filter``; function_graph for durations) where the kernel allows it, else
+on kprobes (tracefs ``kprobe_events``; globs expand against
+``available_filter_functions``). Where neither works (as on a kernel built without
+CONFIG_KPROBES whose function tracer is refused), :func:`require_kernel_functions` raises one
 :class:`~probewatch.errors.FeatureUnavailable` line that says so and names the
 tracepoints (from this kernel's ``events/``) that can answer instead, and uprobes for
 user-space functions.
@@ -62,15 +64,26 @@ def alternatives(root: str, pattern: str, limit: int = 6) -> list[str]:
     return out
 
 
-def require_kernel_functions(root: str, pattern: str, what: str = "trace") -> None:
-    """Return when kprobes can be armed here; else raise FeatureUnavailable with one
-    line: why, and the tracepoints / uprobes that can answer instead."""
+def require_kernel_functions(root: str, pattern: str, what: str = "trace",
+                             prefer: str = "auto") -> str:
+    """How kernel functions can be traced here: ``"function"`` (the function tracer in
+    a private instance, preferred) or ``"kprobe"``; ``prefer`` forces one. Else raise
+    FeatureUnavailable with one line: why, and the tracepoints / uprobes that can
+    answer instead."""
     from ..kernel.features import check
 
-    kp = check("kprobe_events", root)
-    if kp.available:
-        return
     ft = check("function tracer", root)
+    kp = check("kprobe_events", root)
+    if ft.available and prefer in ("auto", "function"):
+        return "function"
+    if kp.available and prefer in ("auto", "kprobe"):
+        return "kprobe"
+    if prefer == "function" and not ft.available:
+        raise FeatureUnavailable(f"cannot {what} kernel function {pattern!r} with the "
+                                 f"function tracer: {ft.reason}")
+    if prefer == "kprobe" and not kp.available:
+        raise FeatureUnavailable(f"cannot {what} kernel function {pattern!r} with kprobes: "
+                                 f"{kp.reason}")
     why = "this kernel has no kprobes (CONFIG_KPROBES off)"
     why += (", and its function tracer is not usable"
             if not ft.available else "")
