@@ -125,3 +125,11 @@ def test_recorded_marks_export_as_perfetto_slices(tracefs: str, tmp_path: Path) 
     assert [e["args"]["i"] for e in mine[:2]] == [0, 1]
     span = mine[2]
     assert span["ts"] <= mine[0]["ts"] and span["ts"] + span["dur"] >= mine[1]["ts"]
+
+
+def test_bpf_backend_refuses_marks(tracefs: str) -> None:
+    r = run_cli("trace", "--backend", "bpf", "t:ftrace:print", "-d", "0.1", timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip() == ("probewatch: error: 't:ftrace:print': marks (trace_marker "
+                                "writes) reach only a tracefs instance: use the ftrace "
+                                "backend, not bpf")
