@@ -51,6 +51,26 @@ _quiet = False
 _root: str | None = None
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+_q = json.encoder.encode_basestring  # the C string quoter (non-ASCII kept, as _dumps)
+
+
+def _fields_json(fields: dict[str, Any]) -> str:
+    """``fields`` as compact JSON: str/int/bool/None values quoted directly (several
+    times faster than the encoder), anything else through the encoder."""
+    parts = []
+    for k, v in fields.items():
+        c = v.__class__
+        if c is str:
+            parts.append(f"{_q(k)}:{_q(v)}")
+        elif c is int:
+            parts.append(f"{_q(k)}:{v}")
+        elif c is bool:
+            parts.append(f"{_q(k)}:{'true' if v else 'false'}")
+        elif v is None:
+            parts.append(f"{_q(k)}:null")
+        else:
+            return _dumps(fields)
+    return "{" + ",".join(parts) + "}"
 #: the kernel cuts a trace_marker write at about 4 KiB; marks are kept below that
 MAX_MARK = 4000
 _NAME = re.compile(r"^[^\s|{]+$")
@@ -127,7 +147,7 @@ def encode(name: str, fields: dict[str, Any], phase: str = "i") -> bytes:
     (b'req {"id":1}', b'B|q')
     """
     head = _head(name, phase)
-    data = head + b" " + _dumps(fields).encode("utf-8", "surrogateescape") if fields \
+    data = head + b" " + _fields_json(fields).encode("utf-8", "surrogateescape") if fields \
         else head
     if len(data) > MAX_MARK:
         raise ValueError(f"mark {name!r} is {len(data)} bytes; at most {MAX_MARK} fit "
@@ -154,7 +174,7 @@ def mark(name: str, **fields: Any) -> None:
     h = _heads.get((name, "i"))
     fd = _current.get("trace_marker")
     if h is not None and fd is not None:
-        data = h + b" " + _dumps(fields).encode("utf-8", "surrogateescape") if fields else h
+        data = h + b" " + _fields_json(fields).encode("utf-8", "surrogateescape") if fields else h
         if len(data) <= MAX_MARK:
             try:
                 os.write(fd, data)
