@@ -27,7 +27,7 @@ pkgs=(libbpf1 gcc binutils)
 if [ "$WITH_TESTS" = 1 ]; then
   # tests: anchors to compare with, USDT headers, and the BPF toolchain that
   # rebuilds the committed .bpf.o files to check they are not stale
-  pkgs+=(trace-cmd strace systemtap-sdt-dev bpftool clang llvm libbpf-dev make)
+  pkgs+=(trace-cmd strace systemtap-sdt-dev bpftool clang llvm libbpf-dev make bpftrace)
   # probewatch ltrace is compared with ltrace; PLT decoding is checked on arm64 objects
   pkgs+=(ltrace gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu libc6-dev-arm64-cross)
   # fleet tests: a real NATS JetStream server, the console in a real browser, TLS certs

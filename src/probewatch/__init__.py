@@ -50,8 +50,15 @@ __all__ = [
     "DecodeError",
     "TracefsError",
     "NotFound",
+    "mark",
+    "begin",
+    "end",
+    "span",
+    "mark_raw",
     "__version__",
 ]
+
+_MARK_API = ("mark", "begin", "end", "span", "mark_raw")
 
 
 def __getattr__(name: str) -> object:
@@ -63,4 +70,8 @@ def __getattr__(name: str) -> object:
         from .capture import Capture
 
         return Capture
+    if name in _MARK_API:  # probewatch.mark(name, **fields): custom events (marks.py)
+        from . import marks
+
+        return getattr(marks, name)
     raise AttributeError(name)

@@ -73,7 +73,7 @@ def open_session(
     from .session import Session
 
     countable = backend == "auto" and counting and bool(specs) and all(
-        sp.split(":", 1)[0] in _BPF_COUNT_KINDS for sp in specs or [])
+        sp.split(":", 1)[0] in _BPF_COUNT_KINDS and not _is_mark(sp) for sp in specs or [])
     if countable and not user_filter and _tracepoints(specs or []) <= AUTO_BPF_MAX_TRACEPOINTS:
         try:
             return _bpf(**kw)
@@ -116,6 +116,13 @@ def _perf_fds(specs: list[str], kw: dict[str, Any]) -> int:
         except OSError:
             tasks += 1
     return probes * len(online_cpus()) * max(1, tasks)
+
+
+def _is_mark(spec: str) -> bool:
+    """t:ftrace:print / t:ftrace:raw_data: trace_marker writes, which only a tracefs
+    instance records (BPF cannot attach to them)."""
+    head = spec.strip().split(None, 1)[0] if spec.strip() else ""
+    return head.split(":", 1)[-1].startswith("ftrace:")
 
 
 def _tracepoints(specs: list[str]) -> int:

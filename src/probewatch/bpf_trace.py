@@ -202,6 +202,9 @@ class BpfTraceSession(Session):
         """
         if self._started:
             raise ProbewatchError("cannot add probes after the session has started")
+        if spec.strip() == "marker" or spec.strip().split(":", 1)[-1].startswith("ftrace:"):
+            raise ProbewatchError(f"{spec!r}: marks (trace_marker writes) reach only a "
+                                  "tracefs instance: use the ftrace backend, not bpf")
         ps = parse_spec(spec)
         if filter is not None and not filter.strip():
             filter = None

@@ -57,6 +57,8 @@ _live: weakref.WeakSet[FtraceSession] = weakref.WeakSet()
 
 # events enabled behind the user's back to keep tid -> comm right
 _HIDDEN = (("sched", "sched_process_exec"), ("task", "task_rename"))
+#: the events trace_marker / trace_marker_raw writes become (spec ``marker``)
+MARK_EVENTS = (("ftrace", "print"), ("ftrace", "raw_data"))
 
 #: decoded events held back for the watermark above which the oldest half is handed
 #: on regardless (only when a CPU's pages cannot be read: the spool is full)
@@ -356,6 +358,10 @@ class FtraceSession(Session):
         self._pending: list[Event] = []
         self._dynamic: list[DynamicProbe] = []
         self._done = False
+        self._marks = False
+        self._mark_dir = ""
+        self._tracer = ""
+        self._ksyms: Any = None
         # before the first kernel object: from here on SIGTERM/SIGHUP (SystemExit) and
         # SIGINT (KeyboardInterrupt) run close(); each object is created and recorded
         # with signals held back (deferred), so none can fall in between
@@ -391,7 +397,11 @@ class FtraceSession(Session):
         """
         if self._started:
             raise ProbewatchError("cannot add probes after the session has started")
+        if spec.strip() == "marker":
+            return self._add_marks(spec, list(MARK_EVENTS), filter)
         ps = parse_spec(spec)
+        if ps.kind == "tracepoint" and (ps.system, ps.name) in MARK_EVENTS:
+            return self._add_marks(spec, [(str(ps.system), str(ps.name))], filter)
         kfilter = self._kernel_filter(filter)
         if ps.kind == "tracepoint":
             rps = resolve(ps, self.root)  # once, as for every backend
@@ -407,6 +417,93 @@ class FtraceSession(Session):
             self._formats[fmt.id] = fmt
             self._event_probe[ev] = spec
             names.append(ev)
+        self._probes[spec] = names
+        self.counts.setdefault(spec, 0)
+        return names
+
+    def add_functions(self, pattern: str, graph: bool = False) -> list[str]:
+        """Trace the kernel functions matching ``pattern`` (a name or glob, as
+        ``set_ftrace_filter`` takes it) with the function tracer of this session's
+        private instance: events ``ftrace:function`` (``ip``, ``parent_ip``; ``func``
+        added, the name from /proc/kallsyms) or, with ``graph``, the function_graph
+        tracer's ``ftrace:funcgraph_entry`` / ``ftrace:funcgraph_exit`` (``calltime``,
+        ``rettime``: a duration per call). The probe is named ``function:PATTERN``.
+        FeatureUnavailable where the kernel has no usable function tracer."""
+        if self._started:
+            raise ProbewatchError("cannot add probes after the session has started")
+        if self._tracer:
+            raise ProbewatchError("one function pattern per session")
+        tracer = "function_graph" if graph else "function"
+        feat = check("function tracer", self.root)
+        if not feat.available:
+            raise FeatureUnavailable(f"cannot trace kernel functions {pattern!r}: "
+                                     f"{feat.reason}")
+        inst = self._collector.instance
+        try:
+            offered = inst.read("available_tracers").split()
+        except ProbewatchError:
+            offered = []
+        if tracer not in offered:  # tracers that do not allow instances are not listed
+            raise FeatureUnavailable(f"cannot trace kernel functions {pattern!r}: the "
+                                     f"{tracer} tracer is not offered in a private tracefs "
+                                     f"instance on this kernel (its available_tracers: "
+                                     f"{' '.join(offered) or 'none'})")
+        try:
+            inst.write("set_ftrace_filter", pattern)
+        except ProbewatchError as e:
+            raise NotFound(f"no kernel function matches {pattern!r} in "
+                           f"available_filter_functions ({e})") from None
+        spec = f"function:{pattern}"
+        events = ([("ftrace", "funcgraph_entry"), ("ftrace", "funcgraph_exit")] if graph
+                  else [("ftrace", "function")])
+        names = []
+        for sy, n in events:
+            fmt = load_format(self.root, sy, n)
+            self._formats[fmt.id] = fmt
+            self._event_probe[f"{sy}:{n}"] = spec
+            names.append(f"{sy}:{n}")
+        self._tracer = tracer
+        self._probes[spec] = names
+        self.counts.setdefault(spec, 0)
+        return names
+
+    def _self_pid_filter(self) -> bool:
+        """Whether the instance has set_ftrace_notrace_pid (this process is not traced)."""
+        return os.path.exists(os.path.join(self._collector.instance.path,
+                                           "set_ftrace_notrace_pid")) and not self._pids
+
+    def _func_fields(self, ev: Event) -> None:
+        """``func`` (and ``parent`` for the function tracer): names from kallsyms."""
+        if self._ksyms is None:
+            from .kernel.kallsyms import Kallsyms
+
+            self._ksyms = Kallsyms()
+        f = ev.fields
+        addr = f.get("ip", f.get("func"))
+        if isinstance(addr, int):
+            f["func"] = self._ksyms.name(addr) or hex(addr)
+        if isinstance(f.get("parent_ip"), int):
+            f["parent"] = self._ksyms.name(f["parent_ip"]) or hex(f["parent_ip"])
+
+    def _add_marks(self, spec: str, events: list[tuple[str, str]],
+                   filter: str | None) -> list[str]:
+        """Marks (``marker``, ``t:ftrace:print``, ``t:ftrace:raw_data``): writes to
+        trace_marker are not events that are enabled: the instance records every write
+        to its own trace_marker, and with ``copy_trace_marker`` (Linux 6.17+) a copy of
+        each write to the top level's, from any process (see probewatch.mark)."""
+        if filter:
+            raise ProbewatchError(f"--filter does not apply to {spec!r}: the kernel does "
+                                  "not filter trace_marker writes")
+        names = []
+        for s, n in events:
+            ev = f"{s}:{n}"
+            if ev in self._event_probe:
+                continue
+            fmt = load_format(self.root, s, n)
+            self._formats[fmt.id] = fmt
+            self._event_probe[ev] = spec
+            names.append(ev)
+        self._marks = True
         self._probes[spec] = names
         self.counts.setdefault(spec, 0)
         return names
@@ -504,6 +601,28 @@ class FtraceSession(Session):
                     if p != self._command.pid:
                         raise NotFound(f"no process with pid {p}") from None
             col.set_pids(pids, follow_fork=self._follow)
+        if self._tracer:
+            # the function tracer: its own pid filter, then switched on, before the
+            # drainer opens trace_pipe_raw (an instance being read refuses a new tracer)
+            inst = col.instance
+            if self._pids:
+                inst.set_option("function-fork", self._follow)
+                inst.write("set_ftrace_pid", " ".join(str(p) for p in self._pids))
+            elif self._self_pid_filter():
+                # not this process, nor the drainer it forks next (function-fork)
+                inst.set_option("function-fork", True)
+                inst.write("set_ftrace_notrace_pid", str(os.getpid()))
+            inst.write("current_tracer", self._tracer)
+        if self._marks:
+            from . import marks as mark
+
+            if not col.instance.set_option("copy_trace_marker", True):
+                self.warnings.append(
+                    "this kernel has no copy_trace_marker option (Linux 6.17+): only "
+                    "marks of this process (probewatch.mark) are shown, not those other "
+                    "processes write to the top-level trace_marker")
+            mark.set_active(col.instance.path)
+            self._mark_dir = col.instance.path
         if self._text_reason is None:
             assert self._layout is not None
             self._decoder = PageDecoder(self._layout, self._formats)
@@ -666,6 +785,10 @@ class FtraceSession(Session):
                     tasks.update_comm(ev.tid, nc)
             if probe is None:
                 continue
+            if ev.event == "ftrace:print":
+                _mark_fields(ev)
+            elif self._tracer and ev.event.startswith("ftrace:f"):
+                self._func_fields(ev)
             ev.probe = probe
             counts[probe] += 1
             out.append(ev)
@@ -754,6 +877,16 @@ class FtraceSession(Session):
             with self._signals.deferred():
                 try:
                     self._command.close()  # a command never released is killed
+                    if self._tracer and getattr(self, "_collector", None) is not None:
+                        try:  # the tracer off before the instance goes
+                            self._collector.instance.write("current_tracer", "nop")
+                        except ProbewatchError:
+                            pass
+                    if self._mark_dir:  # its open trace_marker would keep the instance
+                        from . import marks as mark
+
+                        mark.clear_active(self._mark_dir)
+                        self._mark_dir = ""
                     col = getattr(self, "_collector", None)
                     if col is not None:  # None: __init__ was cut short before it
                         col.close()
@@ -762,6 +895,18 @@ class FtraceSession(Session):
         finally:
             self._signals.restore()
             _live.discard(self)
+
+
+def _mark_fields(ev: Event) -> None:
+    """A mark's text (``buf``) parsed into ``mark``, ``phase`` and its JSON fields
+    (probewatch.mark.parse_mark); the kernel's ``ip`` (tracing_mark_write) is dropped."""
+    from .marks import parse_mark
+
+    buf = ev.fields.get("buf")
+    if isinstance(buf, str):
+        if buf.endswith("\n"):
+            buf = buf[:-1]
+        ev.fields = {**parse_mark(buf), "buf": buf}
 
 
 def _remove_dynamic_probes(root: str, probes: list[DynamicProbe]) -> list[str]:

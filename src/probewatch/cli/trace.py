@@ -36,9 +36,12 @@ EXAMPLES = """examples:
   probewatch trace 'u:libc:malloc size=arg0:u64' -- ls              malloc sizes
   probewatch trace 'ur:/bin/bash:readline line=+0(retval):string'   lines typed into bash
   probewatch trace 'U:/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0:function__entry'
+  probewatch trace marker t:syscalls:sys_enter_write -- python3 app.py
+                                    probewatch.mark() calls in line with the syscalls
 
 specs: t:SYSTEM:NAME (tracepoint), u:/ur:TARGET:SYMBOL[+OFF] (uprobe/uretprobe),
-U:TARGET:[PROVIDER:]NAME (USDT), k:/kr:FUNC (kprobe/kretprobe); globs (* ? [..]) expand.
+U:TARGET:[PROVIDER:]NAME (USDT), k:/kr:FUNC (kprobe/kretprobe); globs (* ? [..]) expand;
+marker (= t:ftrace:print + t:ftrace:raw_data: trace_marker writes of any process).
 Arguments: NAME=EXPR[:TYPE], EXPR = argN | retval | %REG | +OFF(EXPR), TYPE = u8..u64,
 s8..s64, x8..x64, string, ustring, u8[16]. TARGET: a path, or libc/libssl/... by name.
 --filter takes the tracefs filter syntax (e.g. 'dfd == -100 && flags & 1'); it runs in

@@ -36,6 +36,14 @@ def window_arg(text: str) -> float:
             f"must be a finite number of seconds, 0 or more (got {text})")
     return v
 
+def audit_interval_arg(text: str) -> float:
+    """--audit SECS: a finite number of seconds, at least 0.5."""
+    v = window_arg(text)
+    if v < 0.5:
+        raise argparse.ArgumentTypeError(f"must be at least 0.5 seconds (got {text})")
+    return v
+
+
 EXAMPLES = """examples:
   probewatch watch                              this machine, the shipped rules
   probewatch watch --level high                 only high and critical alerts
@@ -43,6 +51,8 @@ EXAMPLES = """examples:
   probewatch watch --filters site-exceptions/   Sigma filters: our known-good admin jobs
   probewatch watch --no-default-rules --rules sigma/rules/linux/ -d 600
   probewatch watch --json | jq -c '{rule: .rule.title, lineage, matched}'
+  probewatch watch --audit                      also who probes or hooks this kernel,
+                                                at start and every 5 s (--audit 30: 30 s)
   probewatch watch -p 1234                      one process and its descendants
   probewatch watch -- ./install.sh              one command; exits with its status
   probewatch watch -o run.db -- make            also keep the events and alerts
@@ -123,6 +133,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite CAPTURE if it exists")
     p.add_argument("--replay", metavar="CAPTURE",
                    help="run the rules over a capture made by watch -o / record --watch")
+    p.add_argument("--audit", type=audit_interval_arg, nargs="?", const=5.0, default=None,
+                   metavar="SECS",
+                   help="also audit the tracing stack (probewatch audit) at start and "
+                   "every SECS seconds (default 5): alerts for what is there and for "
+                   "what appears (the audit rules, category audit)")
     p.add_argument("--window", type=window_arg, default=60.0, metavar="SECS",
                    help="collapse repeats of a rule on one process within SECS (default "
                    "60; 0: never)")
@@ -145,7 +160,12 @@ def _load_engine(args: argparse.Namespace) -> tuple[Any, Any]:
         for r in paths:
             if not os.path.exists(r):
                 raise ProbewatchError(f"{opt} {r}: no such file or directory")
-    rules = RuleSet.load([Path(r) for r in args.rules], default=not args.no_default_rules,
+    paths = [Path(r) for r in args.rules]
+    if getattr(args, "audit", None) and not args.no_default_rules:
+        from ..audit.events import AUDIT_RULES_DIR
+
+        paths.append(AUDIT_RULES_DIR)
+    rules = RuleSet.load(paths, default=not args.no_default_rules,
                          filters=[Path(f) for f in getattr(args, "filters", [])])
     for prob in getattr(rules, "report", None) or []:
         print(f"probewatch: warning: {_problem(prob)}", file=sys.stderr)
@@ -196,9 +216,10 @@ def _summary(st: Any, as_json: bool, extra: dict[str, Any] | None = None) -> Non
 def run(args: argparse.Namespace) -> int:
     cmd = list(getattr(args, "command_argv", None) or [])
     if args.replay:
-        if cmd or args.pid or args.output or getattr(args, "export", None):
-            raise ProbewatchError("--replay reads a capture: -p, -o, --export and -- "
-                                  "COMMAND do not apply")
+        if (cmd or args.pid or args.output or getattr(args, "export", None)
+                or getattr(args, "audit", None)):
+            raise ProbewatchError("--replay reads a capture: -p, -o, --export, --audit and "
+                                  "-- COMMAND do not apply")
         return run_replay(args)
     if cmd and args.pid:
         raise ProbewatchError("give either -p PID or -- COMMAND, not both")
@@ -267,6 +288,7 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
     stopped_by: str | None = None
     n_snap = 0
     lost_cpu: dict[int, int] = {}
+    poller: Any = None
     try:
         with live_events(backend=args.backend, pids=args.pid, command=cmd or None,
                          ringbuf_kb=getattr(args, "ringbuf_kb", None) or 16384,
@@ -327,6 +349,12 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
             t0 = time.monotonic()
             if engine is not None:
                 det.start_clock()
+                if getattr(args, "audit", None):
+                    from ..audit.events import Poller
+
+                    poller = Poller(det.feed_sigma, interval=args.audit,
+                                    exclude_pids={os.getpid()})
+                    poller.start()
             feed = det.feed
             try:
                 n = 0
@@ -366,6 +394,11 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                         os.kill(child, signum)
                     except ProcessLookupError:
                         pass
+            if poller is not None:
+                poller.stop()
+                if poller.errors:
+                    print(f"probewatch: warning: {poller.errors} of {poller.polls} audits "
+                          f"failed: {esc(poller.last_error or '')}", file=sys.stderr)
             st = det.finish()
             st.duration = time.monotonic() - t0
             if writer is not None and lookups:
@@ -383,6 +416,8 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                 src.session.close()
                 rc = src.session.wait_command() or 0
     except BaseException as e:
+        if poller is not None:
+            poller.stop()
         if exporter is not None:
             exporter.close(min(getattr(args, "export_timeout", 5.0), 2.0))
         if writer is not None:

@@ -2,8 +2,8 @@
 
 A :class:`SigmaEvent` is one observation in Sigma's terms: a logsource ``kind``
 (``process_creation``, ``file_event``, ``network_connection``, ``auditd``,
-``syscall``, and the user-space layer's ``shell_command`` and ``tls``) and a flat
-mapping of Sigma field names to values (see docs/detection.md for every field).
+``syscall``, the user-space layer's ``shell_command`` and ``tls``, and ``audit``) and
+a flat mapping of Sigma field names to values (see docs/detection.md for every field).
 
 Example::
 
@@ -22,7 +22,7 @@ from typing import Any
 
 #: the logsource kinds the engine knows (docs/detection.md, "Logsources -> kind")
 KINDS = ("process_creation", "file_event", "network_connection", "auditd", "syscall",
-         "shell_command", "tls")
+         "shell_command", "tls", "audit")
 
 #: Sigma's levels, lowest first
 LEVELS = ("informational", "low", "medium", "high", "critical")

@@ -237,6 +237,7 @@ class Detector:
             self._store = _both(self._store, exporter.add)
         self._clock: threading.Thread | None = None
         self._clock_stop = threading.Event()
+        self._lock = threading.Lock()
 
     def feed(self, ev: Event) -> None:
         st = self.stats
@@ -271,7 +272,7 @@ class Detector:
         ``margin_s`` after its end, when every event inside it has arrived from the
         ring buffer, so the alerts stay those a replay gives. From here on
         :meth:`feed` and the clock take turns (a lock)."""
-        lock = threading.Lock()
+        lock = self._lock
         unlocked = self.feed
         stop = threading.Event()
         margin = int(margin_s * 1e9)
@@ -291,6 +292,17 @@ class Detector:
         self._clock = threading.Thread(target=run, name="probewatch-watch-clock",
                                        daemon=True)
         self._clock.start()
+
+    def feed_sigma(self, sevs: list[Any]) -> None:
+        """Sigma events made outside the mapper (``watch --audit``'s findings), from
+        any thread: matched and alerted like the mapper's (under the clock's lock)."""
+        if self.engine is None:
+            return
+        with self._lock:
+            self.stats.sigma_events += len(sevs)
+            for sev in sevs:
+                for m in self.engine.process(sev):
+                    self._match(m)
 
     def _stop_clock(self) -> None:
         if self._clock is not None:

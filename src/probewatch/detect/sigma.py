@@ -113,6 +113,7 @@ _CATEGORY_KIND = {
     # the user-space layer (probewatch's own): lines typed into bash, TLS plaintext
     "shell_command": "shell_command",
     "tls": "tls",
+    "audit": "audit",
 }
 
 PROCESS_FIELDS = frozenset({
@@ -138,6 +139,14 @@ KIND_FIELDS: dict[str, frozenset[str]] = {
     "tls": PROCESS_FIELDS | {
         "Direction", "Data", "DataLength", "Captured", "Cut", "Library", "LibraryPath",
         "Function", "Fd", "DestinationIp", "DestinationPort", "SourceIp", "SourcePort",
+    },
+    # probewatch audit's findings (audit/events.py; docs/detection.md)
+    "audit": PROCESS_FIELDS | {
+        "Finding", "Change", "Key", "Summary", "Owner", "Instance", "ProbeType", "Target",
+        "TargetPath", "TargetSymbol", "TargetClass", "Group", "Event", "ProgId", "ProgType",
+        "ProgName", "ProgTag", "AttachType", "Attached", "Holders", "TracedPid",
+        "TracedImage", "TracedCommandLine", "Filter", "Trigger", "Tracer", "TaintFlags",
+        "Module", "Variable", "Value", "Count",
     },
     # audit.log's names; the mapper adds the process fields to each record too
     "auditd": PROCESS_FIELDS | {
@@ -517,6 +526,7 @@ INDEX_FIELDS: dict[str, tuple[str, ...]] = {
     "network_connection": ("Image",),
     "shell_command": ("Image",),
     "tls": ("Image",),
+    "audit": ("Finding",),
 }
 
 

@@ -1,7 +1,8 @@
-"""Minimal bpf(2) through ctypes: load a program, create a map, nothing more.
+"""Minimal bpf(2) through ctypes: load a program, create a map, list what is loaded.
 
 This is the probing half of BPF support (does this kernel let us load a program
-of type X?); the real loader lives in ``collect/bpf``. File descriptors returned
+of type X?) and the reading half of ``probewatch audit`` (which programs and links
+exist, where they are attached); the real loader lives in ``collect/bpf``. File descriptors returned
 here are plain ints owned by the caller: close them with :func:`os.close`.
 
 Example::
@@ -39,6 +40,14 @@ SYS_BPF = {
 # enum bpf_cmd
 BPF_MAP_CREATE = 0
 BPF_PROG_LOAD = 5
+BPF_OBJ_PIN = 6
+BPF_OBJ_GET = 7
+BPF_PROG_GET_NEXT_ID = 11
+BPF_PROG_GET_FD_BY_ID = 13
+BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_TASK_FD_QUERY = 20
+BPF_LINK_GET_FD_BY_ID = 30
+BPF_LINK_GET_NEXT_ID = 31
 
 # enum bpf_map_type
 BPF_MAP_TYPE_ARRAY = 2
@@ -219,7 +228,255 @@ def map_create(map_type: int, key_size: int, value_size: int, max_entries: int) 
     return bpf(BPF_MAP_CREATE, attr, f"BPF_MAP_CREATE type {map_type}")
 
 
+# --- reading what is loaded (probewatch audit) --------------------------------------
+
+
+class _IdAttr(ctypes.Structure):
+    # BPF_*_GET_NEXT_ID / BPF_*_GET_FD_BY_ID: start_id (or the id), next_id, open_flags
+    _fields_ = [("id", ctypes.c_uint32), ("next_id", ctypes.c_uint32),
+                ("open_flags", ctypes.c_uint32)]
+
+
+class _InfoAttr(ctypes.Structure):
+    _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32),
+                ("info", ctypes.c_uint64)]
+
+
+class _TaskFdQueryAttr(ctypes.Structure):
+    _fields_ = [("pid", ctypes.c_uint32), ("fd", ctypes.c_uint32), ("flags", ctypes.c_uint32),
+                ("buf_len", ctypes.c_uint32), ("buf", ctypes.c_uint64),
+                ("prog_id", ctypes.c_uint32), ("fd_type", ctypes.c_uint32),
+                ("probe_offset", ctypes.c_uint64), ("probe_addr", ctypes.c_uint64)]
+
+
+class _ProgInfo(ctypes.Structure):
+    # struct bpf_prog_info up to btf_id (4.18+); the kernel fills what it has
+    _fields_ = [
+        ("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", ctypes.c_uint32), ("xlated_prog_len", ctypes.c_uint32),
+        ("jited_prog_insns", ctypes.c_uint64), ("xlated_prog_insns", ctypes.c_uint64),
+        ("load_time", ctypes.c_uint64), ("created_by_uid", ctypes.c_uint32),
+        ("nr_map_ids", ctypes.c_uint32), ("map_ids", ctypes.c_uint64),
+        ("name", ctypes.c_char * BPF_OBJ_NAME_LEN), ("ifindex", ctypes.c_uint32),
+        ("gpl_compatible", ctypes.c_uint32), ("netns_dev", ctypes.c_uint64),
+        ("netns_ino", ctypes.c_uint64), ("nr_jited_ksyms", ctypes.c_uint32),
+        ("nr_jited_func_lens", ctypes.c_uint32), ("jited_ksyms", ctypes.c_uint64),
+        ("jited_func_lens", ctypes.c_uint64), ("btf_id", ctypes.c_uint32),
+    ]
+
+
+def _next_ids(cmd: int, what: str) -> list[int]:
+    ids: list[int] = []
+    attr = _IdAttr()
+    while True:
+        try:
+            bpf(cmd, attr, what)
+        except BpfError as e:
+            if e.errno == errno.ENOENT:
+                return ids
+            raise
+        ids.append(attr.next_id)
+        attr.id = attr.next_id
+
+
+def prog_ids() -> list[int]:
+    """The ids of every BPF program loaded now (BPF_PROG_GET_NEXT_ID; needs CAP_SYS_ADMIN)."""
+    return _next_ids(BPF_PROG_GET_NEXT_ID, "BPF_PROG_GET_NEXT_ID")
+
+
+def link_ids() -> list[int]:
+    """The ids of every BPF link now (BPF_LINK_GET_NEXT_ID, Linux 5.8+)."""
+    return _next_ids(BPF_LINK_GET_NEXT_ID, "BPF_LINK_GET_NEXT_ID")
+
+
+def _fd_by_id(cmd: int, obj_id: int, what: str) -> int:
+    attr = _IdAttr()
+    attr.id = obj_id
+    return bpf(cmd, attr, f"{what} {obj_id}")
+
+
+def _info(fd: int, buf: ctypes.Array[ctypes.c_char] | ctypes.Structure, what: str) -> None:
+    attr = _InfoAttr()
+    attr.bpf_fd = fd
+    attr.info_len = ctypes.sizeof(buf)
+    attr.info = ctypes.addressof(buf)
+    bpf(BPF_OBJ_GET_INFO_BY_FD, attr, what)
+
+
+def prog_info(prog_id: int) -> dict[str, Any]:
+    """What the kernel says of program ``prog_id``: type (number), name, tag (hex),
+    load_time (ns since boot, CLOCK_BOOTTIME), uid, map_ids, btf_id, gpl.
+
+    Raises BpfError (ENOENT when it went away meanwhile)."""
+    fd = _fd_by_id(BPF_PROG_GET_FD_BY_ID, prog_id, "BPF_PROG_GET_FD_BY_ID")
+    try:
+        info = _ProgInfo()
+        _info(fd, info, f"BPF_OBJ_GET_INFO_BY_FD prog {prog_id}")
+        n = info.nr_map_ids
+        map_ids: list[int] = []
+        if n:
+            arr = (ctypes.c_uint32 * n)()
+            info2 = _ProgInfo()
+            info2.nr_map_ids = n
+            info2.map_ids = ctypes.addressof(arr)
+            _info(fd, info2, f"BPF_OBJ_GET_INFO_BY_FD prog {prog_id}")
+            map_ids = list(arr[: min(n, info2.nr_map_ids)])
+    finally:
+        os.close(fd)
+    return {
+        "id": info.id, "type": info.type, "name": info.name.decode(errors="replace"),
+        "tag": bytes(info.tag).hex(), "load_time": info.load_time,
+        "uid": info.created_by_uid, "map_ids": map_ids, "btf_id": info.btf_id,
+        "gpl": bool(info.gpl_compatible & 1), "jited": info.jited_prog_len > 0,
+        "xlated_len": info.xlated_prog_len,
+    }
+
+
+_LINK_INFO_SIZE = 96
+_PATH_MAX = 4096
+
+
+def _cstr(buf: ctypes.Array[ctypes.c_char]) -> str:
+    return buf.value.decode(errors="surrogateescape")
+
+
+def link_info(link_id: int) -> dict[str, Any]:
+    """What the kernel says of BPF link ``link_id``: type and prog_id (numbers) and the
+    attach point by link type: ``tp_name``; ``attach_type`` (number), ``target_obj_id``,
+    ``target_btf_id``; ``cgroup_id``; ``ifindex``; ``netns_ino``; the perf_event link's
+    ``perf_type`` (enum bpf_perf_event_type) with ``path``/``offset`` (uprobes),
+    ``func``/``offset``/``addr`` (kprobes) or ``tp_name``; uprobe_multi's ``path``,
+    ``offsets`` and ``pid``; kprobe_multi's ``count``.
+
+    Raises BpfError (ENOENT when it went away meanwhile)."""
+    fd = _fd_by_id(BPF_LINK_GET_FD_BY_ID, link_id, "BPF_LINK_GET_FD_BY_ID")
+    try:
+        return _link_info_fd(fd, link_id)
+    finally:
+        os.close(fd)
+
+
+def _link_info_fd(fd: int, link_id: int) -> dict[str, Any]:
+    import struct
+
+    what = f"BPF_OBJ_GET_INFO_BY_FD link {link_id}"
+    raw = ctypes.create_string_buffer(_LINK_INFO_SIZE)
+    _info(fd, raw, what)
+    ltype, lid, prog_id = struct.unpack_from("=3I", raw.raw, 0)
+    out: dict[str, Any] = {"id": lid, "type": ltype, "prog_id": prog_id}
+    name = ctypes.create_string_buffer(_PATH_MAX)
+
+    def again(fields: list[tuple[int, str, int]]) -> bytes:
+        """A second call with string buffers / arrays filled in: (offset, fmt, value)."""
+        buf = ctypes.create_string_buffer(_LINK_INFO_SIZE)
+        for off, fmt, val in fields:
+            struct.pack_into(fmt, buf, off, val)
+        _info(fd, buf, what)
+        return buf.raw
+
+    addr = ctypes.addressof(name)
+    if ltype in (1, 4):  # raw_tracepoint: tp_name; iter: target_name
+        again([(16, "=Q", addr), (24, "=I", _PATH_MAX)])
+        out["tp_name" if ltype == 1 else "target_name"] = _cstr(name)
+    elif ltype == 2:  # tracing (fentry/fexit/LSM/freplace)
+        out["attach_type"], out["target_obj_id"], out["target_btf_id"] = struct.unpack_from(
+            "=3I", raw.raw, 16)
+    elif ltype == 3:  # cgroup
+        out["cgroup_id"], out["attach_type"] = struct.unpack_from("=QI", raw.raw, 16)
+    elif ltype == 5:  # netns
+        out["netns_ino"], out["attach_type"] = struct.unpack_from("=2I", raw.raw, 16)
+    elif ltype == 6:  # xdp
+        out["ifindex"] = struct.unpack_from("=I", raw.raw, 16)[0]
+    elif ltype in (11, 13):  # tcx, netkit
+        out["ifindex"], out["attach_type"] = struct.unpack_from("=2I", raw.raw, 16)
+    elif ltype == 9:  # struct_ops
+        out["map_id"] = struct.unpack_from("=I", raw.raw, 16)[0]
+    elif ltype == 10:  # netfilter
+        out["pf"], out["hooknum"], out["priority"] = struct.unpack_from("=IIi", raw.raw, 16)
+    elif ltype == 8:  # kprobe_multi
+        out["count"], out["flags"] = struct.unpack_from("=2I", raw.raw, 24)
+    elif ltype == 12:  # uprobe_multi
+        b = again([(16, "=Q", addr), (48, "=I", _PATH_MAX)])
+        out["path"] = _cstr(name)
+        count, flags, pid = struct.unpack_from("=3I", b, 52)
+        out["count"], out["flags"], out["pid"] = count, flags, pid
+        if count:
+            offs = (ctypes.c_uint64 * count)()
+            again([(16, "=Q", addr), (48, "=I", _PATH_MAX),
+                   (24, "=Q", ctypes.addressof(offs)), (52, "=I", count)])
+            out["offsets"] = list(offs)
+    elif ltype == 7:  # perf_event: uprobe / kprobe / tracepoint / event
+        ptype = struct.unpack_from("=I", raw.raw, 16)[0]
+        out["perf_type"] = ptype
+        if ptype in (1, 2, 3, 4, 5):
+            b = again([(16, "=I", ptype), (24, "=Q", addr), (32, "=I", _PATH_MAX)])
+            if ptype in (1, 2):
+                out["path"] = _cstr(name)
+                out["offset"] = struct.unpack_from("=I", b, 36)[0]
+            elif ptype in (3, 4):
+                out["func"] = _cstr(name)
+                out["offset"], out["addr"] = struct.unpack_from("=IQ", b, 36)
+            else:
+                out["tp_name"] = _cstr(name)
+        elif ptype == 6:
+            out["config"], out["event_type"] = struct.unpack_from("=QI", raw.raw, 24)
+    return out
+
+
+class _ObjAttr(ctypes.Structure):
+    # BPF_OBJ_PIN / BPF_OBJ_GET: pathname, bpf_fd, file_flags
+    _fields_ = [("pathname", ctypes.c_uint64), ("bpf_fd", ctypes.c_uint32),
+                ("file_flags", ctypes.c_uint32)]
+
+
+def _obj(cmd: int, path: str, fd: int, what: str) -> int:
+    name = ctypes.create_string_buffer(os.fsencode(path))
+    attr = _ObjAttr()
+    attr.pathname = ctypes.addressof(name)
+    attr.bpf_fd = fd
+    return bpf(cmd, attr, f"{what} {path}")
+
+
+def obj_pin(fd: int, path: str) -> None:
+    """Pin the BPF object ``fd`` at ``path`` (a file in a bpffs mount)."""
+    _obj(BPF_OBJ_PIN, path, fd, "BPF_OBJ_PIN")
+
+
+def obj_get(path: str) -> int:
+    """A new fd for the BPF object pinned at ``path`` (close it with os.close)."""
+    return _obj(BPF_OBJ_GET, path, 0, "BPF_OBJ_GET")
+
+
+#: enum bpf_task_fd_type
+FD_TYPES = ("raw_tracepoint", "tracepoint", "kprobe", "kretprobe", "uprobe", "uretprobe")
+
+
+def task_fd_query(pid: int, fd: int) -> dict[str, Any] | None:
+    """The BPF program attached through fd ``fd`` of process ``pid`` (a perf event or a
+    raw tracepoint fd): ``prog_id``, ``fd_type`` (a name of :data:`FD_TYPES`), ``name``
+    (tracepoint, kernel function or file path), ``offset`` and ``addr``. None when no
+    program is attached there (or the fd is of another kind)."""
+    name = ctypes.create_string_buffer(_PATH_MAX)
+    attr = _TaskFdQueryAttr()
+    attr.pid, attr.fd, attr.buf_len, attr.buf = pid, fd, _PATH_MAX, ctypes.addressof(name)
+    try:
+        bpf(BPF_TASK_FD_QUERY, attr, f"BPF_TASK_FD_QUERY pid {pid} fd {fd}")
+    except BpfError:
+        return None
+    t = attr.fd_type
+    return {"prog_id": attr.prog_id,
+            "fd_type": FD_TYPES[t] if t < len(FD_TYPES) else str(t),
+            "name": _cstr(name), "offset": attr.probe_offset, "addr": attr.probe_addr}
+
+
 __all__ = [
+    "prog_ids",
+    "link_ids",
+    "prog_info",
+    "link_info",
+    "task_fd_query",
+    "obj_pin",
+    "obj_get",
     "BpfError",
     "SyscallError",
     "bpf",

@@ -9,7 +9,10 @@ events that bracket a call on one thread becomes a complete slice (``ph: "X"`` w
 - ``raw_syscalls:sys_enter`` ... ``raw_syscalls:sys_exit`` with the same ``id`` ->
   slice ``syscall_ID``;
 - a uprobe (kprobe) at a function's entry ... the uretprobe (kretprobe) of the same
-  function in the same file -> slice named after the function.
+  function in the same file -> slice named after the function;
+- marks (``ftrace:print`` from ``probewatch.mark``/``begin``/``end``): ``B|NAME`` ...
+  ``E|NAME`` on one thread -> slice ``NAME``; any other mark -> an instant named after
+  the mark (its fields as args).
 
 Slices on a thread always nest: an exit closes the innermost open slice with the same
 key, and entries left open above it (their exit was lost) become instants, as do
@@ -203,8 +206,11 @@ class PerfettoWriter:
 
     def _instant(self, ev: Event) -> None:
         self.stats.instants += 1
+        name = ev.event
+        if name == "ftrace:print" and ev.fields.get("mark"):
+            name = str(ev.fields["mark"])
         self._emit({
-            "name": ev.event, "cat": ev.event.partition(":")[0] or "event", "ph": "i",
+            "name": name, "cat": ev.event.partition(":")[0] or "event", "ph": "i",
             "s": "t", "ts": self._us(ev.ts), "pid": ev.pid, "tid": ev.tid,
             "args": {"probe": ev.probe, "cpu": ev.cpu, **_fields(ev)},
         })
@@ -230,6 +236,10 @@ class PerfettoWriter:
         if self.t0 is None:
             self.t0 = ev.ts
         r = self.rules.rule(ev)
+        if ev.event == "ftrace:print":  # a mark: its phase says begin / end / instant
+            ph, mname = ev.fields.get("phase"), ev.fields.get("mark")
+            r = ((ENTER if ph == "B" else EXIT), ("mark", mname), str(mname)) if (
+                mname and ph in ("B", "E")) else None
         if r is None:
             self._instant(ev)
             return
