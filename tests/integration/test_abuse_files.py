@@ -27,6 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import missing  # tests/conftest.py
 from probewatch.capture import Capture
 from probewatch.cli.main import main
 from probewatch.sinks.capture import CaptureError
@@ -358,7 +359,7 @@ def _tmpfs(where: Path, size: str) -> Iterator[Path]:
     m = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
                        capture_output=True, text=True)
     if m.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {m.stderr.strip()}")
+        missing(f"cannot mount a tmpfs (needs root): {m.stderr.strip()}")
     try:
         yield where
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import build_c  # tests/conftest.py (pytest puts tests/ on sys.path)
+from conftest import build_c, missing, need_tool  # tests/conftest.py
 
 from .helpers import CLI, json_lines, run_cli, summary_of
 
@@ -33,9 +32,7 @@ def _events(out: str, event: str | None = None) -> list[dict[str, Any]]:
 
 def our_bpf_programs() -> list[str]:
     """Names of loaded BPF programs that are ours (pw_*), via bpftool."""
-    tool = shutil.which("bpftool")
-    if not tool:
-        pytest.skip("bpftool not installed")
+    tool = need_tool("bpftool")
     out = subprocess.run([tool, "-j", "prog", "show"], capture_output=True, text=True,
                          check=True).stdout
     return [p.get("name", "") for p in json.loads(out or "[]")
@@ -131,9 +128,7 @@ def _body(lines: list[str], start: str, end: str | None) -> list[str]:
 
 
 def test_syscalls_matches_strace(bpf: None, tmp_path: Path) -> None:
-    strace = shutil.which("strace")
-    if not strace:
-        pytest.skip("strace not installed")
+    strace = need_tool("strace")
     prog = build_c("bpf_strace_cmp")
     work = tmp_path / "w"
     work.mkdir()
@@ -285,7 +280,7 @@ def test_bashreadline_sees_typed_command(bpf: None) -> None:
     import pty
 
     if not os.path.exists("/bin/bash"):
-        pytest.skip("no /bin/bash")
+        missing("no /bin/bash")
     proc = subprocess.Popen([*CLI, "bashreadline", "--json"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

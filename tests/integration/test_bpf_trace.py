@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import build_c  # tests/conftest.py (pytest puts tests/ on sys.path)
+from conftest import build_c, need_tool  # tests/conftest.py
 
 from .helpers import CLI, json_lines, run_cli, summary_of
 
@@ -68,9 +67,7 @@ def _norm(evs: list[dict[str, Any]], drop: tuple[str, ...] = ()) -> list[dict[st
 
 def _loaded_progs() -> dict[int, str]:
     """id -> name of every loaded BPF program (bpftool)."""
-    tool = shutil.which("bpftool")
-    if not tool:
-        pytest.skip("bpftool not installed")
+    tool = need_tool("bpftool")
     out = subprocess.run([tool, "-j", "prog", "show"], capture_output=True, text=True,
                          check=True).stdout
     return {p["id"]: p.get("name", "") for p in json.loads(out or "[]")}

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from conftest import kernel_lacks, missing  # tests/conftest.py
 from probewatch.capture import Capture
 from probewatch.sinks.perfetto import check_trace_events
 
@@ -285,7 +286,7 @@ def test_full_disk_stops_and_keeps_data(tracefs: str, getppid_n: Path, tmp_path:
     m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mnt)],
                        capture_output=True, text=True)
     if m.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {m.stderr.strip()}")
+        missing(f"cannot mount a tmpfs (needs root): {m.stderr.strip()}")
     try:
         db = mnt / "full.db"
         r = run_cli("record", GETPPID, "-o", str(db), "--", str(getppid_n), "400000")
@@ -362,7 +363,7 @@ def test_uprobe_pairs_become_slices(tracefs: str, getppid_n: Path, tmp_path: Pat
 
     feat = check("uprobe_events", tracefs)
     if not feat.available:
-        pytest.skip(f"no uprobes: {feat.reason}")
+        kernel_lacks(f"uprobe_events: {feat.reason}")
     db = tmp_path / "u.db"
     # getppid_n calls libc's syscall() for each getppid: uprobe pairs around syscalls
     r = run_cli("record", "u:libc:syscall", "ur:libc:syscall", GETPPID,

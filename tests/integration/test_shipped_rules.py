@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import build_c  # tests/conftest.py (pytest puts tests/ on sys.path)
+from conftest import build_c, need_root  # tests/conftest.py
 
 pytestmark = pytest.mark.integration
 
@@ -61,8 +61,7 @@ STEM_BY_ID = {m["id"]: stem for stem, m in RULES.items()}
 
 
 def _needs_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: watch arms BPF programs")
+    need_root("watch arms BPF programs")
 
 
 @pytest.fixture(scope="module")

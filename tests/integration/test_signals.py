@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require_bpf  # tests/conftest.py
+
 from .helpers import CLI, json_lines, our_instances, require_uprobe_events, summary_of
 
 pytestmark = pytest.mark.integration
@@ -101,11 +103,7 @@ def test_signal_at_any_moment_of_startup_leaves_nothing(tracefs: str) -> None:
 
 
 def test_sigterm_during_bpf_startup_leaves_nothing(tracefs: str) -> None:
-    from probewatch.bpf_session import bpf_available
-
-    ok, why = bpf_available()
-    if not ok:
-        pytest.skip(f"no BPF backend here: {why}")
+    require_bpf()
     for delay in (0.1, 0.3, 0.5):
         p = subprocess.Popen([*CLI, "trace", "--backend", "bpf", *SPECS, "-d", "5"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import missing, require_bpf  # tests/conftest.py
+
 from .helpers import CLI, json_lines, our_instances, summary_of
 
 pytestmark = pytest.mark.integration
@@ -26,11 +28,7 @@ LOOP = "while :; do /bin/true; done"
 
 @pytest.fixture(scope="module")
 def bpf() -> None:
-    from probewatch.bpf_session import bpf_available
-
-    ok, why = bpf_available()
-    if not ok:
-        pytest.skip(f"no BPF backend here: {why}")
+    require_bpf()
 
 
 def _start(tmp_path: Path, argv: list[str], script: str) -> tuple[subprocess.Popen[str], int]:
@@ -259,7 +257,7 @@ def test_record_full_disk_stops_the_command(tracefs: str, getppid_n: Path,
     m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mnt)],
                        capture_output=True, text=True)
     if m.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {m.stderr.strip()}")
+        missing(f"cannot mount a tmpfs (needs root): {m.stderr.strip()}")
     p = None
     cmd_pid = 0
     try:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import need_tool  # tests/conftest.py
+
 from .helpers import CLI, json_lines, our_instances, run_cli, summary_of, wait_for
 
 pytestmark = pytest.mark.integration
@@ -221,11 +223,7 @@ class _TopLevel:
 def test_trace_cmd_alongside_is_not_disturbed(
     tracefs: str, getppid_n: Path, tmp_path: Path
 ) -> None:
-    import shutil
-
-    tc = shutil.which("trace-cmd")
-    if not tc:
-        pytest.skip("trace-cmd not installed (scripts/test.sh installs it)")
+    tc = need_tool("trace-cmd")
     top = _TopLevel(tracefs)
     try:
         dat = tmp_path / "tc.dat"

@@ -4,13 +4,13 @@ uprobe decoding and the user-space tracefs filter evaluator."""
 from __future__ import annotations
 
 import re
-import shutil
 import struct
 import subprocess
 from importlib import resources
 
 import pytest
 
+from conftest import missing, need_tool  # tests/conftest.py
 from probewatch.collect.bpf.filter import FilterError, FilterField, compile_filter
 from probewatch.collect.bpf.generic import (
     DLOC_REL,
@@ -62,15 +62,13 @@ def test_struct_sizes() -> None:
 
 
 def test_layouts_match_btf_of_built_object() -> None:
-    tool = shutil.which("bpftool")
-    if not tool:
-        pytest.skip("bpftool not installed")
+    tool = need_tool("bpftool")
     obj = resources.files("probewatch.collect.bpf").joinpath("obj/x86_64/generic.bpf.o")
     try:
         path = str(obj)
         open(path, "rb").close()
     except OSError:
-        pytest.skip("generic.bpf.o not built for this machine")
+        missing("generic.bpf.o not built for this machine (scripts/build-bpf.sh)")
     out = subprocess.run([tool, "btf", "dump", "file", path, "format", "raw"],
                          capture_output=True, text=True).stdout
     sizes = dict(re.findall(r"STRUCT '(pw_\w+)' size=(\d+)", out))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import base64
-import os
 import struct
 
 import pytest
 
+from conftest import need_root  # tests/conftest.py
 from probewatch.collect.bpf import libbpf
 from probewatch.collect.bpf.loader import (
     BLOB,
@@ -70,8 +70,7 @@ AAAAAAEAAAACAAAACAAAAAAAAAAYAAAAAAAAAA==
 
 
 def _root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to load BPF")
+    need_root("loading BPF programs")
 
 
 def test_corrupt_bytes_give_clear_error() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from conftest import missing, need_module, need_root  # tests/conftest.py
 from probewatch.capture import Capture, MissingDependency
 from probewatch.cli.main import main
 from probewatch.errors import NotFound, ProbewatchError
@@ -466,14 +467,13 @@ def test_sigkill_loses_at_most_the_last_batch(tmp_path: Path) -> None:
 
 
 def test_disk_full_keeps_what_was_written(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+    need_root("mounting a tmpfs")
     mnt = tmp_path / "small"
     mnt.mkdir()
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mnt)],
                        capture_output=True, text=True)
     if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+        missing(f"cannot mount a tmpfs: {r.stderr.strip()}")
     try:
         p = mnt / "full.db"
         w = CaptureWriter(str(p), interval=0.02, chunk=1000)
@@ -511,7 +511,7 @@ def test_to_pandas_without_pandas(cap_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_to_pandas(cap_path: Path) -> None:
-    pytest.importorskip("pandas")
+    need_module("pandas")
     with Capture(cap_path) as cap:
         df = cap.to_pandas(pid=100)
         assert list(df.columns) == ["ts", "cpu", "pid", "tid", "comm", "event", "probe",

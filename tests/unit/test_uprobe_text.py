@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from conftest import missing  # tests/conftest.py
 from probewatch.elf import usdt as elf_usdt
 from probewatch.elf.symbols import open_image
 from probewatch.errors import NotFound, SpecError
@@ -447,7 +448,7 @@ def test_library_short_name_without_pid(grp: str) -> None:
     try:
         [p] = resolve_uprobe(parse_spec("u:libc:malloc size=arg0:u64"), group=grp)
     except NotFound:
-        pytest.skip("no libc in the ld.so cache")
+        missing("no libc in the ld.so cache (libc6)")
     assert re.fullmatch(
         rf"p:{grp}/malloc_0 /\S*libc\.so\.6:0x[0-9a-f]{{16}} size=%di:u64", p.definition
     )
@@ -462,7 +463,7 @@ def test_library_short_name_without_pid(grp: str) -> None:
 @pytest.fixture(scope="module")
 def sdt_targets(targets: Any) -> Any:
     if not targets.has_sdt:
-        pytest.skip("no <sys/sdt.h> (install systemtap-sdt-dev)")
+        missing("no <sys/sdt.h> (apt-get install systemtap-sdt-dev)")
     return targets
 
 
