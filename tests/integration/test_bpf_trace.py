@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from .helpers import CLI, json_lines, run_cli, summary_of
 pytestmark = pytest.mark.integration
 
 BACKENDS = ("ftrace", "bpf")
+GETPPID = "t:syscalls:sys_enter_getppid"
 
 
 
@@ -286,7 +286,27 @@ def test_session_api_pid_filter(bpf: None, getppid_n: Path) -> None:
 
 def test_auto_picks_ftrace(bpf: None) -> None:
     from probewatch.backends import open_session
+    from probewatch.bpf_trace import BpfTraceSession
+    from probewatch.session import Session
 
-    with open_session("auto") as s:
-        assert s.backend == "ftrace"
-    assert sys.executable
+    with open_session("auto") as s:  # streaming: ftrace
+        assert type(s) is Session and s.backend == "ftrace"
+    with open_session("auto", counting=True, specs=[GETPPID], user_filter="pid > 1") as s:
+        assert type(s) is Session  # a filter keeps ftrace
+    with open_session("auto", counting=True, specs=[GETPPID]) as s:
+        assert type(s) is BpfTraceSession  # counting without a filter: in the kernel
+
+
+def test_auto_count_is_bpf_in_the_cli(bpf: None, getppid_n: Path) -> None:
+    """README: `auto` picks bpf for `trace --count` without a filter; the summary says so."""
+    r = run_cli("trace", "--count", "--json", GETPPID, "--", str(getppid_n), "2000")
+    assert r.returncode == 0, r.stderr
+    s = summary_of(r.stderr)
+    assert s["backend"] == "bpf"
+    assert s["events"] == {GETPPID: 2000} and s["lost"] == 0
+    r = run_cli("trace", "--count", "--json", GETPPID, "--filter", "common_pid > 0", "--",
+                str(getppid_n), "2000")
+    assert r.returncode == 0, r.stderr
+    s = summary_of(r.stderr)
+    assert "backend" not in s and s["reader"] == "pages"  # the ftrace summary
+    assert s["events"] == {GETPPID: 2000}
