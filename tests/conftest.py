@@ -29,6 +29,24 @@ BUILD = HERE / "targets" / "bin"
 CI = os.environ.get("PROBEWATCH_CI", "") not in ("", "0")
 
 
+def _hypothesis_profiles() -> None:
+    """Hypothesis on a shared 2-core machine: no per-example deadline anywhere (a busy
+    neighbour is not a failure); on CI (PROBEWATCH_CI or CI set) derandomized as well,
+    so a run is reproducible. Tests that set their own settings() inherit these."""
+    try:
+        from hypothesis import HealthCheck, settings
+    except ImportError:  # the tests that use it fail with the import error
+        return
+    slow = [HealthCheck.too_slow]
+    settings.register_profile("dev", deadline=None, suppress_health_check=slow)
+    settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True,
+                              suppress_health_check=slow)
+    settings.load_profile("ci" if CI or os.environ.get("CI") else "dev")
+
+
+_hypothesis_profiles()
+
+
 def missing(what: str) -> NoReturn:
     """An installed dependency is absent: skip here, fail under PROBEWATCH_CI."""
     if CI:

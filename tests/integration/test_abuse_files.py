@@ -123,7 +123,8 @@ def test_failed_record_leaves_the_old_capture(
     shutil.copy(capture, old)
     data = old.read_bytes()
     r = run_cli("record", *bad, "-o", str(old), "--force", timeout=60)
-    assert r.returncode != 0
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith("probewatch: error: "), r.stderr
     assert "Traceback" not in r.stderr
     assert old.read_bytes() == data
     assert os.listdir(tmp_path) == ["old.db"]  # no temp file, no -wal
@@ -133,7 +134,8 @@ def test_failed_record_leaves_the_old_capture(
 def test_failed_record_creates_no_file(tracefs: str, tmp_path: Path) -> None:
     for bad in (["t:sched:nonexistent"], [SWITCH, "--", "/nonexistent/cmd"]):
         r = run_cli("record", *bad, "-o", str(tmp_path / "new.db"), timeout=60)
-        assert r.returncode != 0 and "Traceback" not in r.stderr
+        assert r.returncode == 1 and r.stderr.startswith("probewatch: error: "), r.stderr
+        assert "Traceback" not in r.stderr
         assert os.listdir(tmp_path) == []
 
 

@@ -27,9 +27,14 @@ pytestmark = pytest.mark.integration
 
 
 def _kconfig() -> dict[str, str]:
-    """CONFIG_X -> y/m/n of the running kernel, parsed here (not with features.py)."""
+    """CONFIG_X -> y/m/n of the running kernel, parsed here (not with features.py).
+    PROBEWATCH_KCONFIG names the file where the kernel's is elsewhere (the stock-kernel
+    QEMU guest has no /boot of its own)."""
     release = os.uname().release
-    for path in ("/proc/config.gz", f"/boot/config-{release}", f"/lib/modules/{release}/config"):
+    for path in (os.environ.get("PROBEWATCH_KCONFIG", ""), "/proc/config.gz",
+                 f"/boot/config-{release}", f"/lib/modules/{release}/config"):
+        if not path:
+            continue
         try:
             raw = gzip.open(path, "rt").read() if path.endswith(".gz") else open(path).read()
         except OSError:

@@ -343,6 +343,13 @@ def _nm(path: Path) -> dict[str, int]:
     return {f[2]: int(f[0], 16) for f in (ln.split() for ln in out.splitlines()) if len(f) == 3}
 
 
+def _readelf_sizes(path: Path) -> dict[str, int]:
+    out = subprocess.run(["readelf", "-sW", str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    return {f[7]: int(f[2], 0) for f in (ln.split() for ln in out.splitlines())
+            if len(f) == 8 and f[3] == "FUNC"}
+
+
 @pytest.mark.parametrize("variant", ["pie", "nopie", "stripped"])
 def test_symbol_rows_match_nm(targets: Any, variant: str) -> None:
     path = targets.variants[variant]
@@ -354,7 +361,8 @@ def test_symbol_rows_match_nm(targets: Any, variant: str) -> None:
     for name, r in by.items():
         assert r["address"] == nm[name]
         assert (r["bind"], r["type"]) == ("GLOBAL", "FUNC")
-        assert r["size"] > 0
+        assert r["size"] == _readelf_sizes(
+            targets.stripped_debug if variant == "stripped" else path)[name]
     if variant == "nopie":
         assert by["pw_add"]["address"] - 0x400000 == by["pw_add"]["offset"]
     else:
