@@ -63,3 +63,71 @@ def require_uprobe_events(tracefs: str) -> str:
     if not os.path.exists(os.path.join(tracefs, "uprobe_events")):
         pytest.skip("kernel without CONFIG_UPROBE_EVENTS (no uprobe_events)")
     return tracefs
+
+
+def instance_armed(tracefs: str, pid: int) -> bool:
+    """A private instance of probewatch PID has tracing on: every probe is armed."""
+    for n in os.listdir(os.path.join(tracefs, "instances")):
+        if n.startswith(f"probewatch-{pid}-"):
+            try:
+                with open(os.path.join(tracefs, "instances", n, "tracing_on")) as f:
+                    if f.read().strip() == "1":
+                        return True
+            except OSError:
+                pass
+    return False
+
+
+def wait_armed(tracefs: str, p: subprocess.Popen, timeout: float = 30) -> None:  # type: ignore[type-arg]
+    """Poll until the ftrace CLI process P has armed its probes (not a fixed sleep)."""
+    assert wait_for(lambda: p.poll() is not None or instance_armed(tracefs, p.pid), timeout)
+    assert p.poll() is None, f"probewatch exited ({p.returncode}) before arming"
+
+
+def bpf_links(pid: int) -> int:
+    """How many BPF links (attached programs) process PID holds."""
+    n = 0
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return 0
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:bpf_link":
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+def wait_bpf_attached(p: subprocess.Popen, timeout: float = 30) -> int:  # type: ignore[type-arg]
+    """Poll until the BPF CLI process P holds its links (a count that is > 0 and has
+    stopped growing for 0.3 s: the programs attach one after another, then the reader
+    starts); returns the count."""
+    end = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < end:
+        assert p.poll() is None, f"probewatch exited ({p.returncode}) before attaching"
+        n = bpf_links(p.pid)
+        if n != last:
+            last, since = n, time.monotonic()
+        elif n > 0 and time.monotonic() - since >= 0.3:
+            return n
+        time.sleep(0.02)
+    raise AssertionError(f"no stable set of BPF links in pid {p.pid} after {timeout}s")
+
+
+def children_of(pid: int) -> list[int]:
+    """The child pids of PID (/proc/PID/task/*/children)."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/children") as f:
+                out += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+    return out

@@ -7,14 +7,22 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import need_tool  # tests/conftest.py
 
-from .helpers import CLI, json_lines, our_instances, run_cli, summary_of, wait_for
+from .helpers import (
+    CLI,
+    children_of,
+    json_lines,
+    our_instances,
+    run_cli,
+    summary_of,
+    wait_armed,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -130,8 +138,7 @@ def test_comm_filter_and_max_events(tracefs: str, getppid_n: Path) -> None:
     p = subprocess.Popen([*CLI, "trace", "--json", "-c", "getppid_n", "-n", "50",
                           "t:syscalls:sys_enter_getppid", "-d", "20"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert wait_for(lambda: our_instances(tracefs, p.pid) != [])
-    time.sleep(0.3)
+    wait_armed(tracefs, p)
     subprocess.run([str(getppid_n), "1000"], check=True)
     subprocess.run(["sh", "-c", "for i in 1 2 3; do :; done"], check=True)
     out, err = p.communicate(timeout=30)
@@ -260,8 +267,7 @@ def test_signal_cleans_up(tracefs: str, sig: int) -> None:
     p = subprocess.Popen([*CLI, "trace", "t:sched:sched_switch", "-d", "60"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        assert wait_for(lambda: our_instances(tracefs, p.pid) != [])
-        time.sleep(0.5)
+        wait_armed(tracefs, p)
         p.send_signal(sig)
         _, err = p.communicate(timeout=30)
     finally:
@@ -277,8 +283,22 @@ def test_sigkill_then_sweep(tracefs: str, getppid_n: Path) -> None:
     p = subprocess.Popen([*CLI, "trace", "t:syscalls:sys_enter_getppid", "--",
                           str(getppid_n), "1", "60000"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert wait_for(lambda: our_instances(tracefs, p.pid) != [])
-    time.sleep(0.3)
+    wait_armed(tracefs, p)
+
+    def traced() -> list[int]:
+        want = f"{getppid_n}\0" "1\0" "60000\0"
+        out = []
+        for c in children_of(p.pid):
+            try:
+                if open(f"/proc/{c}/cmdline").read() == want:
+                    out.append(c)
+            except OSError:
+                pass
+        return out
+
+    assert wait_for(lambda: traced() != [])
+    cmd = traced()
+    assert len(cmd) == 1, children_of(p.pid)
     p.kill()
     p.wait()
     # the drainer dies with its parent (PDEATHSIG); the instance stays until swept
@@ -288,7 +308,7 @@ def test_sigkill_then_sweep(tracefs: str, getppid_n: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert f"instance {left[0]}" in r.stdout
     assert our_instances(tracefs, p.pid) == []
-    subprocess.run(["pkill", "-f", f"{getppid_n} 1 60000"], check=False)
+    os.kill(cmd[0], signal.SIGKILL)  # the traced command, by its pid
 
 
 def test_cleanup_never_touches_live_or_foreign(tracefs: str) -> None:
