@@ -131,3 +131,36 @@ def children_of(pid: int) -> list[int]:
         except OSError:
             pass
     return out
+
+
+def bpf_progs_of(pid: int) -> set[int]:
+    """Ids of the BPF programs process PID holds an fd of (/proc/PID/fdinfo)."""
+    ids: set[int] = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return ids
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-prog":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                ids.update(int(ln.split()[1]) for ln in f if ln.startswith("prog_id:"))
+        except OSError:
+            continue
+    return ids
+
+
+def loaded_bpf_progs() -> set[int]:
+    """Ids of every BPF program loaded in the kernel (bpftool)."""
+    from conftest import need_tool
+
+    out = subprocess.run([need_tool("bpftool"), "-j", "prog", "show"], capture_output=True,
+                         text=True, check=True).stdout
+    return {p["id"] for p in json.loads(out or "[]")}
+
+
+def bpf_progs_gone(ids: set[int], timeout: float = 10.0) -> bool:
+    """True once none of these programs is loaded any more (freeing is RCU-deferred).
+    By id: other BPF users on the machine (pw_* programs of other runs) do not count."""
+    return wait_for(lambda: not ids & loaded_bpf_progs(), timeout, 0.1)
