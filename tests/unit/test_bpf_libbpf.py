@@ -86,6 +86,7 @@ def test_truncated_object_gives_clear_error() -> None:
         libbpf.BpfObject.open(data[: len(data) // 3], "truncated")
 
 
+@pytest.mark.integration  # loads BPF programs into the kernel
 def test_verifier_rejection_carries_the_log() -> None:
     _root()
     obj = libbpf.BpfObject.open(BAD_OBJ, "bad")
@@ -128,6 +129,7 @@ def test_unknown_map_and_program() -> None:
         assert "pw_raw_enter" in obj.program_names()
 
 
+@pytest.mark.integration  # loads BPF programs into the kernel
 def test_attach_to_missing_tracepoint_is_clear() -> None:
     _root()
     with libbpf.BpfObject.open(object_bytes("tcpconnect"), "tcpconnect") as obj:

@@ -508,6 +508,7 @@ def test_sigkill_loses_at_most_the_last_batch(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ full disk
 
 
+@pytest.mark.integration  # mounts a tmpfs
 def test_disk_full_keeps_what_was_written(tmp_path: Path) -> None:
     need_root("mounting a tmpfs")
     mnt = tmp_path / "small"
