@@ -164,6 +164,40 @@ def test_python_api(tracefs: str, getppid_n: Path) -> None:
     assert our_instances(tracefs, os.getpid()) == []
 
 
+def test_session_comm_filter_and_count(tracefs: str, getppid_n: Path) -> None:
+    """README: Session(comm=...) and s.count(). dash calls getppid() once at start-up
+    (for $PPID): with comm= it is not counted, without it it is."""
+    import probewatch
+
+    spec = "t:syscalls:sys_enter_getppid"
+    got = {}
+    for comm in ("getppid_n", None):
+        with probewatch.Session(comm=comm) as s:
+            assert s.add(spec) == ["syscalls:sys_enter_getppid"]
+            s.trace_command(["sh", "-c", f"{getppid_n} 250; {getppid_n} 50"])
+            got[comm] = s.count(duration=30)
+            assert s.summary().events == got[comm]
+        assert our_instances(tracefs, os.getpid()) == []
+    assert got == {"getppid_n": {spec: 300}, None: {spec: 301}}
+
+
+def test_next_run_sweeps_dead_owners(tracefs: str, getppid_n: Path) -> None:
+    """README: after a SIGKILL, the next run (any run, not only `cleanup`) removes the
+    instance whose owner pid is dead."""
+    p = subprocess.Popen([*CLI, "trace", "t:syscalls:sys_enter_getppid", "-d", "60"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_armed(tracefs, p)
+    p.kill()
+    p.wait()
+    left = our_instances(tracefs, p.pid)
+    assert len(left) == 1, left
+    r = run_cli("trace", "--count", "--backend", "ftrace", "t:syscalls:sys_enter_getppid",
+                "--", str(getppid_n), "10")
+    assert r.returncode == 0, r.stderr
+    assert our_instances(tracefs, p.pid) == []  # swept by that run
+    assert our_instances(tracefs, r.pid) == []  # and its own removed
+
+
 def test_session_cleans_up_on_exception(tracefs: str) -> None:
     import probewatch
 
