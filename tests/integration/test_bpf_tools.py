@@ -351,3 +351,82 @@ def test_tiny_ringbuf_loss_adds_up(bpf: None) -> None:
     assert n <= s["generated"] <= n + 50
     assert len(target) + s["lost"] >= n
     assert sum(int(v) for v in s["lost_per_cpu"].values()) == s["lost"]
+
+
+# ------------------------------------------------------------------ -p, -c, --json
+
+CHILD = ("import os, subprocess, sys; sys.stdin.readline(); "
+         "[os.getppid() for _ in range(100)]; open('/etc/hostname').close(); "
+         "subprocess.run(['/bin/true'])")
+
+
+@pytest.mark.parametrize("tool", [["syscalls", "-e", "getppid"], ["opensnoop"], ["execsnoop"],
+                                  ["syscount"]], ids=lambda t: t[0])
+def test_tool_pid_filter(bpf: None, tool: list[str]) -> None:
+    """README: the tools' -p PID. A process that exists before the tool starts, waits
+    until the tool is attached, then does known work; only its (and its children's)
+    activity is shown. The tool does not end with the process: ^C ends it (status 0)."""
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, text=True)
+    p = subprocess.Popen([*CLI, *tool, "--json", "-p", str(child.pid)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_bpf_attached(p)
+        assert child.stdin is not None
+        child.stdin.write("\n")
+        child.stdin.close()
+        assert child.wait(timeout=30) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert "Traceback" not in err
+    if tool[0] == "syscount":
+        rows = {r["syscall"]: r for r in json.loads(out)["rows"]}
+        assert rows["getppid"]["count"] == 100 and rows["getppid"]["errors"] == 0
+        return
+    evs = _events(out)
+    pids = {e["pid"] for e in evs}
+    if tool[0] == "syscalls":
+        assert [e["event"] for e in evs] == ["syscalls:getppid"] * 100
+        assert pids == {child.pid}
+        assert {e["fields"]["ret"] for e in evs} == {os.getpid()}  # the child's parent: us
+    elif tool[0] == "opensnoop":
+        host = [e for e in evs if e["fields"]["filename"] == "/etc/hostname"]
+        assert len(host) == 1 and host[0]["pid"] == child.pid and host[0]["fields"]["ret"] >= 0
+        assert child.pid in pids and os.getpid() not in pids
+    else:
+        [ex] = evs
+        assert ex["event"] == "syscalls:execve" and ex["comm"] == "true"
+        assert ex["fields"]["filename"] == "/bin/true" and ex["fields"]["argv"] == ["/bin/true"]
+        assert ex["fields"]["ppid"] == child.pid and ex["fields"]["ret"] == 0
+
+
+def test_syscalls_count_table(bpf: None, getppid_n: Path) -> None:
+    """README: `syscalls -c`, the strace -c table; with -e only those rows."""
+    r = run_cli("syscalls", "-c", "-e", "getppid", "--", str(getppid_n), "500")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["%", "time", "seconds", "usecs/call", "calls", "errors",
+                                "syscall"]
+    assert set(lines[1]) == {"-", " "} and lines[3] == lines[1]
+    row = lines[2].split()
+    assert row[0] == "100.00" and row[3:] == ["500", "getppid"], lines
+    assert lines[4].split()[0] == "100.00" and lines[4].split()[3:] == ["500", "total"]
+    assert len(lines) == 5
+
+
+def test_syscalls_json_lines(bpf: None, getppid_n: Path) -> None:
+    """README: `syscalls --json`: one JSON object per call, the summary on stderr."""
+    r = run_cli("syscalls", "--json", "-e", "getppid", "--", str(getppid_n), "3")
+    assert r.returncode == 0, r.stderr
+    evs = json_lines(r.stdout)
+    assert [e["event"] for e in evs] == ["syscalls:getppid"] * 3
+    for e in evs:
+        assert set(e) == {"ts", "cpu", "pid", "tid", "comm", "event", "probe", "fields"}
+        assert e["comm"] == "getppid_n" and e["probe"] == "bpf:syscalls"
+        f = e["fields"]
+        assert f["nr"] == 110 and f["ret"] == f["ppid"] and f["duration_ns"] > 0
+    assert summary_of(r.stderr)["events"] == {"syscalls:getppid": 3}
