@@ -678,3 +678,28 @@ def test_parse_usdt_args_splitting() -> None:
         usdt.parse_usdt_arg("3@%eax")
     with pytest.raises(ValueError):
         usdt.parse_usdt_arg("8@")
+
+
+def test_default_glob_limit_is_64_on_libc() -> None:
+    """README: a uprobe SYMBOL glob gives one probe per function, at most 64. The
+    function names per glob are counted with readelf (libc's .dynsym), not the resolver."""
+    try:
+        path = libs.find_library("libc")
+    except NotFound:
+        missing("no libc in the ld.so cache (libc6)")
+    dyn = _sh("readelf", "--dyn-syms", "-W", path)
+    funcs = {f[7].split("@")[0] for f in (ln.split() for ln in dyn.splitlines())
+             if len(f) >= 8 and f[3] in ("FUNC", "IFUNC") and f[6] != "UND"}
+    count = {g: len([n for n in funcs if n.startswith(g)])
+             for g in ("wcs", "sig", "str", "pthread_", "mem", "mbr")}
+    small = next(g for g, n in count.items() if 1 < n <= 64)
+    big = next(g for g, n in count.items() if n > 64)
+    # (libc's debug symbols, when installed, add local helpers such as wcsrchr_ifunc)
+    rs = resolve_symbol(path, small + "*")
+    names = {r.name for r in rs}
+    assert {n for n in funcs if n.startswith(small)} <= names and len(names) <= 64
+    with pytest.raises(SpecError) as ei:
+        resolve_symbol(path, big + "*")
+    m = re.search(rf"'{re.escape(big)}\*' matches (\d+)", ei.value.message)
+    assert m and int(m.group(1)) >= count[big] > 64, ei.value.message
+    assert "more than the limit of 64" in ei.value.message
