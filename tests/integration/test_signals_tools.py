@@ -19,7 +19,7 @@ import pytest
 
 from conftest import missing, require_bpf  # tests/conftest.py
 
-from .helpers import CLI, json_lines, our_instances, summary_of
+from .helpers import CLI, json_lines, our_instances, summary_of, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,15 +32,19 @@ def bpf() -> None:
 
 
 def _start(tmp_path: Path, argv: list[str], script: str) -> tuple[subprocess.Popen[str], int]:
-    """Start ``probewatch ARGV -- sh -c SCRIPT``; -> (probewatch, sh pid)."""
-    pidfile = tmp_path / "cmd.pid"
+    """Start ``probewatch ARGV -- sh -c SCRIPT``; -> (probewatch, sh pid). A ``{ready}``
+    in SCRIPT becomes ``: > FILE`` (a builtin: no extra exec), and this returns once the
+    script got there (its traps set, its first work done): no fixed sleep."""
+    pidfile, ready = tmp_path / "cmd.pid", tmp_path / "cmd.ready"
+    script = script.replace("{ready}", f": > {ready}")
     p = subprocess.Popen([*CLI, *argv, "--", "sh", "-c", f"echo $$ > {pidfile}; {script}"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     end = time.monotonic() + 30
-    while not (pidfile.exists() and pidfile.read_text().strip()):
+    while not (pidfile.exists() and pidfile.read_text().strip()) or (
+            f": > {ready}" in script and not ready.exists()):
         assert p.poll() is None, p.communicate()
         assert time.monotonic() < end, "the command did not start"
-        time.sleep(0.05)
+        time.sleep(0.02)
     return p, int(pidfile.read_text())
 
 
@@ -92,9 +96,9 @@ def test_tool_closed_pipe_stops_the_command_and_exits_141(bpf: None, tmp_path: P
 def test_tool_sigterm_sighup_stop_the_command(bpf: None, tmp_path: Path, tool: str,
                                               sig: int) -> None:
     # the command's own exec/open is printed; then it sleeps, ignoring nothing
-    p, cmd_pid = _start(tmp_path, [tool, "--json"], "cat /etc/hostname >/dev/null; exec sleep 60")
+    p, cmd_pid = _start(tmp_path, [tool, "--json"],
+                        "cat /etc/hostname >/dev/null; {ready}; exec sleep 60")
     try:
-        time.sleep(0.5)
         t = time.monotonic()
         p.send_signal(sig)
         out, err = p.communicate(timeout=30)
@@ -109,9 +113,8 @@ def test_tool_sigterm_sighup_stop_the_command(bpf: None, tmp_path: Path, tool: s
 
 def test_tool_sigterm_to_a_command_that_ignores_it(bpf: None, tmp_path: Path) -> None:
     # SIGTERM is passed on; a command that ignores it is killed after the grace period
-    p, cmd_pid = _start(tmp_path, ["syscount"], f"trap '' TERM; {LOOP}")
+    p, cmd_pid = _start(tmp_path, ["syscount"], f"trap '' TERM; {{ready}}; {LOOP}")
     try:
-        time.sleep(0.5)
         t = time.monotonic()
         p.send_signal(signal.SIGTERM)
         out, err = p.communicate(timeout=30)
@@ -128,9 +131,8 @@ def test_tool_sigterm_to_a_command_that_ignores_it(bpf: None, tmp_path: Path) ->
 def test_tool_sigint_to_a_command_that_ignores_it(bpf: None, tmp_path: Path,
                                                   json_out: bool) -> None:
     opts = ["--json"] if json_out else []
-    p, cmd_pid = _start(tmp_path, ["execsnoop", *opts], f"trap '' INT; {LOOP}")
+    p, cmd_pid = _start(tmp_path, ["execsnoop", *opts], f"trap '' INT; {{ready}}; {LOOP}")
     try:
-        time.sleep(0.5)
         t = time.monotonic()
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=30)
@@ -149,9 +151,8 @@ def test_tool_sigint_to_a_command_that_ignores_it(bpf: None, tmp_path: Path,
 
 
 def test_tool_two_sigints_kill_the_command_at_once(bpf: None, tmp_path: Path) -> None:
-    p, cmd_pid = _start(tmp_path, ["execsnoop", "--json"], f"trap '' INT; {LOOP}")
+    p, cmd_pid = _start(tmp_path, ["execsnoop", "--json"], f"trap '' INT; {{ready}}; {LOOP}")
     try:
-        time.sleep(0.5)
         t = time.monotonic()
         p.send_signal(signal.SIGINT)
         time.sleep(0.05)
@@ -192,13 +193,23 @@ def _run_status(db: Path) -> str:
         return str(run.status)
 
 
+def _recording(db: Path) -> bool:
+    """The recorder has begun its run in DB (armed, the command released)."""
+    try:
+        return _run_status(db) == "recording"
+    except Exception:  # not there yet, or mid-creation
+        return False
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_record_sigterm_sighup_stop_the_command(tracefs: str, tmp_path: Path,
                                                 sig: int) -> None:
     db = tmp_path / "t.db"
-    p, cmd_pid = _start(tmp_path, ["record", EXEC, "-o", str(db)], "exec sleep 60")
+    p, cmd_pid = _start(tmp_path, ["record", EXEC, "-o", str(db)], "{ready}; exec sleep 60")
     try:
-        time.sleep(0.5)
+        # the run is begun in the file (the command is released a moment before that:
+        # a signal in between leaves no file, as a run that never began)
+        assert wait_for(lambda: _recording(db), 30)
         t = time.monotonic()
         p.send_signal(sig)
         _, err = p.communicate(timeout=30)
@@ -233,9 +244,10 @@ def test_record_echo_closed_pipe_stops_the_command(tracefs: str, tmp_path: Path)
 
 def test_record_sigint_to_a_command_that_ignores_it(tracefs: str, tmp_path: Path) -> None:
     db = tmp_path / "i.db"
-    p, cmd_pid = _start(tmp_path, ["record", EXEC, "-o", str(db)], f"trap '' INT; {LOOP}")
+    p, cmd_pid = _start(tmp_path, ["record", EXEC, "-o", str(db)],
+                        f"trap '' INT; {{ready}}; {LOOP}")
     try:
-        time.sleep(0.5)
+        assert wait_for(lambda: _recording(db), 30)
         t = time.monotonic()
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=30)
