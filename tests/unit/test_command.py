@@ -445,11 +445,15 @@ def test_terminate_sends_signal_then_kills(cmd: GatedCommand) -> None:
     assert cmd.returncode == 129
 
 
-def test_terminate_kills_a_command_that_ignores_the_signal() -> None:
+def test_terminate_kills_a_command_that_ignores_the_signal(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
     cmd = GatedCommand()
-    cmd.start(["sh", "-c", "trap '' TERM; echo ready; sleep 30"])
+    cmd.start(["sh", "-c", f"trap '' TERM; : > {ready}; sleep 30"])
     cmd.release()
-    time.sleep(0.3)
+    end = time.monotonic() + 20
+    while not ready.exists():  # the trap is set: no head start to guess
+        assert time.monotonic() < end and not cmd.exited()
+        time.sleep(0.01)
     t = time.monotonic()
     assert cmd.terminate(signal.SIGTERM, grace=0.3) is False
     assert time.monotonic() - t < 5
