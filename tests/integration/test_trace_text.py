@@ -7,7 +7,6 @@ import errno
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 
 from probewatch.collect.ftrace import TEXT_ENV, FtraceCollector
 
-from .helpers import CLI, json_lines, our_instances, run_cli, summary_of, wait_for
+from .helpers import CLI, json_lines, our_instances, run_cli, summary_of, wait_armed, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -193,8 +192,7 @@ def test_signal_cleans_up(tracefs: str, sig: int) -> None:
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                          env=env(True))
     try:
-        assert wait_for(lambda: our_instances(tracefs, p.pid) != [])
-        time.sleep(0.5)
+        wait_armed(tracefs, p)
         p.send_signal(sig)
         _, err = p.communicate(timeout=30)
     finally:
