@@ -9,8 +9,6 @@ import sys
 import time
 from typing import Any
 
-import pytest
-
 CLI = [sys.executable, "-m", "probewatch"]
 
 
@@ -61,7 +59,9 @@ def wait_for(pred: Any, timeout: float = 20.0, interval: float = 0.05) -> bool:
 def require_uprobe_events(tracefs: str) -> str:
     """The tracefs root, when this kernel has uprobe events; skip otherwise."""
     if not os.path.exists(os.path.join(tracefs, "uprobe_events")):
-        pytest.skip("kernel without CONFIG_UPROBE_EVENTS (no uprobe_events)")
+        from conftest import kernel_lacks
+
+        kernel_lacks("uprobe_events (CONFIG_UPROBE_EVENTS)")
     return tracefs
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import kernel_lacks  # tests/conftest.py
 from probewatch.collect.command import (
     EXEC_FAILED,
     STARTUP_IGNORED,
@@ -195,7 +196,7 @@ def test_held_at_gate_until_release(cmd: GatedCommand, tmp_path: Path) -> None:
 def test_pidfd_readable_on_exit(cmd: GatedCommand) -> None:
     cmd.start(["sleep", "0.2"])
     if cmd.pidfd < 0:
-        pytest.skip("no pidfd_open on this kernel")
+        kernel_lacks("pidfd_open (Linux 5.3+)")
     r, _, _ = select.select([cmd.pidfd], [], [], 0)
     assert r == []  # gated: not exited
     cmd.release()
