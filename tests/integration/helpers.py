@@ -164,23 +164,3 @@ def bpf_progs_gone(ids: set[int], timeout: float = 10.0) -> bool:
     """True once none of these programs is loaded any more (freeing is RCU-deferred).
     By id: other BPF users on the machine (pw_* programs of other runs) do not count."""
     return wait_for(lambda: not ids & loaded_bpf_progs(), timeout, 0.1)
-
-
-def instance_drained(tracefs: str, pid: int) -> bool:
-    """Every event in the ring buffer of probewatch PID's instance has been read (the
-    per-CPU ``entries`` of its stats are 0): what happened so far is in its hands."""
-    insts = [n for n in os.listdir(os.path.join(tracefs, "instances"))
-             if n.startswith(f"probewatch-{pid}-")]
-    if not insts:
-        return False
-    for n in insts:
-        base = os.path.join(tracefs, "instances", n, "per_cpu")
-        try:
-            for cpu in os.listdir(base):
-                with open(os.path.join(base, cpu, "stats")) as f:
-                    for line in f:
-                        if line.startswith("entries:") and int(line.split()[1]) != 0:
-                            return False
-        except OSError:
-            return False
-    return True
