@@ -465,8 +465,10 @@ class BpfSession:
         ncpu = libbpf.num_possible_cpus()
         stride = ((COUNT.size + 7) // 8) * 8
         out: dict[str, tuple[int, int, int]] = {}
+        # the kernel counts every syscall; `syscalls=` (-e) selects the rows
+        wanted = None if self._syscalls is None else set(self._syscalls)
         for nr in self.table.by_nr:
-            if nr >= 1024:
+            if nr >= 1024 or (wanted is not None and self.table.name(nr) not in wanted):
                 continue
             v = m.lookup(struct.pack("<I", nr), percpu=True)
             if not v:

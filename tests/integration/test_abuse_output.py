@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import build_c  # tests/conftest.py (pytest puts tests/ on sys.path)
+from conftest import build_c, need_root, require_bpf  # tests/conftest.py
 from probewatch.decode.escape import json_bytes
 
 from .helpers import CLI
@@ -36,18 +36,13 @@ ESCAPED = [rb"\xff\xfe", rb"x\nsshd  99999 1 0 /usr/sbin/sshd", rb"\x1b[2K\rhidd
 
 @pytest.fixture(scope="module")
 def hostile() -> Path:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: tracing")
+    need_root("tracing")
     return build_c("hostile")
 
 
 @pytest.fixture(scope="module")
 def bpf(hostile: Path) -> None:
-    from probewatch.bpf_session import bpf_available
-
-    ok, why = bpf_available()
-    if not ok:
-        pytest.skip(f"BPF backend unavailable: {why}")
+    require_bpf()
 
 
 def pw(*args: str | bytes, timeout: float = 60) -> tuple[int, bytes, str]:
@@ -272,10 +267,7 @@ def test_record_report_query_export(hostile: Path, hostile_prog: bytes,
 @pytest.mark.parametrize("backend", ["ftrace", "bpf"])
 def test_long_comm_is_cut_with_a_warning(hostile: Path, backend: str) -> None:
     if backend == "bpf":
-        from probewatch.bpf_session import bpf_available
-
-        if not bpf_available()[0]:
-            pytest.skip("BPF backend unavailable")
+        require_bpf()
     long_name = "pw-a-rather-long-comm-name"
     rc, out, err = pw("trace", "t:syscalls:sys_enter_getppid", "--backend", backend, "-c",
                       long_name, "--json", "--", str(hostile), "comm", long_name)
@@ -367,10 +359,7 @@ def _no_such_pid() -> int:
 @pytest.mark.parametrize("pid", ["gone", "99999999"])
 def test_pid_that_does_not_run(hostile: Path, tool: list[str], pid: str) -> None:
     if tool[0] == "execsnoop":
-        from probewatch.bpf_session import bpf_available
-
-        if not bpf_available()[0]:
-            pytest.skip("BPF backend unavailable")
+        require_bpf()
     p = str(_no_such_pid()) if pid == "gone" else pid
     rc, out, err = pw(*tool, "-p", p, "-d", "1")
     assert rc == 1 and out == b""

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from conftest import need_root  # tests/conftest.py
 
 pytestmark = pytest.mark.integration
 
@@ -34,8 +35,7 @@ NAMES = list(benign.WORKLOADS)
 
 @pytest.fixture(scope="module")
 def benign_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: watch arms BPF programs")
+    need_root("watch arms BPF programs")
     base = tmp_path_factory.mktemp("benign")
     venv = base / "venv"
     # made before watch starts: creating the venv is setup, installing into it the workload.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,9 +16,17 @@ from typing import Any
 
 import pytest
 
-from conftest import build_c  # tests/conftest.py (pytest puts tests/ on sys.path)
+from conftest import build_c, missing, need_tool  # tests/conftest.py
 
-from .helpers import CLI, json_lines, run_cli, summary_of
+from .helpers import (
+    CLI,
+    bpf_progs_gone,
+    bpf_progs_of,
+    json_lines,
+    run_cli,
+    summary_of,
+    wait_bpf_attached,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -29,17 +36,6 @@ def _events(out: str, event: str | None = None) -> list[dict[str, Any]]:
     # the traced command shares stdout: keep only our JSON lines
     evs = json_lines("\n".join(x for x in out.splitlines() if x.startswith("{")))
     return [e for e in evs if event is None or e["event"] == event]
-
-
-def our_bpf_programs() -> list[str]:
-    """Names of loaded BPF programs that are ours (pw_*), via bpftool."""
-    tool = shutil.which("bpftool")
-    if not tool:
-        pytest.skip("bpftool not installed")
-    out = subprocess.run([tool, "-j", "prog", "show"], capture_output=True, text=True,
-                         check=True).stdout
-    return [p.get("name", "") for p in json.loads(out or "[]")
-            if p.get("name", "").startswith("pw_")]
 
 
 # ------------------------------------------------------------------ opensnoop
@@ -131,9 +127,7 @@ def _body(lines: list[str], start: str, end: str | None) -> list[str]:
 
 
 def test_syscalls_matches_strace(bpf: None, tmp_path: Path) -> None:
-    strace = shutil.which("strace")
-    if not strace:
-        pytest.skip("strace not installed")
+    strace = need_tool("strace")
     prog = build_c("bpf_strace_cmp")
     work = tmp_path / "w"
     work.mkdir()
@@ -226,7 +220,6 @@ def test_tcpconnect_sees_connect(bpf: None, family: int, addr: str) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_leaves_nothing(bpf: None, sig: int) -> None:
-    before = our_bpf_programs()
     import threading
 
     proc = subprocess.Popen([*CLI, "opensnoop"], stdout=subprocess.PIPE,
@@ -238,44 +231,45 @@ def test_signal_leaves_nothing(bpf: None, sig: int) -> None:
     t_err = threading.Thread(target=lambda: errs.append(proc.stderr.read()))  # type: ignore
     t_out.start()
     t_err.start()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and len(our_bpf_programs()) <= len(before):
-        time.sleep(0.05)
-    assert len(our_bpf_programs()) > len(before)
+    wait_bpf_attached(proc)
+    ours = bpf_progs_of(proc.pid)
+    assert len(ours) >= 2, ours
     proc.send_signal(sig)
     proc.wait(timeout=20)
     t_out.join(10)
     t_err.join(10)
     err = "".join(errs)
-    assert proc.returncode in (0, 130, 128 + int(signal.SIGTERM)), (proc.returncode, err)
+    # ^C is the normal end (0, summary printed), SIGTERM exits 128 + 15
+    assert proc.returncode == (0 if sig == signal.SIGINT else 143), (proc.returncode, err)
     assert "Traceback" not in err
-    assert our_bpf_programs() == before
+    assert bpf_progs_gone(ours)
 
 
 def test_sigkill_leaves_nothing(bpf: None) -> None:
-    before = our_bpf_programs()
     proc = subprocess.Popen([*CLI, "opensnoop"], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     proc.stdout.readline()
+    wait_bpf_attached(proc)
+    ours = bpf_progs_of(proc.pid)
+    assert len(ours) >= 2, ours
     proc.kill()
     proc.wait(timeout=10)
-    # fd-based links and programs go with the last fd: give the kernel a moment (RCU)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and our_bpf_programs() != before:
-        time.sleep(0.1)
-    assert our_bpf_programs() == before
+    # fd-based links and programs go with the last fd (freed after an RCU grace period)
+    assert bpf_progs_gone(ours)
 
 
 def test_exception_path_closes(bpf: None) -> None:
     from probewatch.bpf_session import BpfSession
 
-    before = our_bpf_programs()
+    before = bpf_progs_of(os.getpid())
     with pytest.raises(RuntimeError), BpfSession(syscalls=["openat"]) as s:
         s.start()
-        assert len(our_bpf_programs()) > len(before)
+        ours = bpf_progs_of(os.getpid()) - before
+        assert len(ours) >= 2, ours
         raise RuntimeError("boom")
-    assert our_bpf_programs() == before
+    assert bpf_progs_of(os.getpid()) == before
+    assert bpf_progs_gone(ours)
 
 
 # ------------------------------------------------------------------ bashreadline
@@ -283,32 +277,57 @@ def test_exception_path_closes(bpf: None) -> None:
 
 def test_bashreadline_sees_typed_command(bpf: None) -> None:
     import pty
+    import select
+    import threading
 
     if not os.path.exists("/bin/bash"):
-        pytest.skip("no /bin/bash")
+        missing("no /bin/bash")
     proc = subprocess.Popen([*CLI, "bashreadline", "--json"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.extend(iter(proc.stdout.readline, "")))  # type: ignore[union-attr]
+    reader.start()
+    pid = 0
     try:
-        time.sleep(1.0)  # attach
+        wait_bpf_attached(proc)
         pid, fd = pty.fork()
         if pid == 0:
             os.execvp("/bin/bash", ["bash", "--norc", "--noprofile", "-i"])
-        time.sleep(0.5)
+        seen = b""
+
+        def read_until(*what: bytes) -> bool:
+            nonlocal seen
+            end = time.monotonic() + 20
+            while not any(w in seen for w in what) and time.monotonic() < end:
+                r, _, _ = select.select([fd], [], [], 0.1)
+                if r:
+                    try:
+                        chunk = os.read(fd, 4096)
+                    except OSError:  # EIO: the pty's other side is gone
+                        break
+                    if not chunk:
+                        break
+                    seen += chunk
+            return any(w in seen for w in what)
+
+        assert read_until(b"$ ", b"# "), seen  # bash's prompt: readline waits
         os.write(fd, b"echo pw-typed-$((6*7))\n")
-        time.sleep(0.5)
+        assert read_until(b"pw-typed-42"), seen  # the line was read and run
+        # the uprobe fired on readline's return; the event sits in the ring buffer, which
+        # the tool drains before it ends on SIGINT (stdout is a pipe: block-buffered)
         os.write(fd, b"exit\n")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if not os.read(fd, 4096):
-                    break
-            except OSError:
-                break
+        read_until(b"\0")  # until EOF (or 20 s)
         os.waitpid(pid, 0)
-        time.sleep(0.5)
+        pid = 0
     finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        proc.wait(timeout=20)
+        reader.join(10)
+        err = proc.stderr.read()  # type: ignore[union-attr]
+    out = "".join(got)
     lines = [e["fields"]["line"] for e in _events(out, "bash:readline")]
     assert "echo pw-typed-$((6*7))" in lines, (out, err)
 
@@ -332,3 +351,82 @@ def test_tiny_ringbuf_loss_adds_up(bpf: None) -> None:
     assert n <= s["generated"] <= n + 50
     assert len(target) + s["lost"] >= n
     assert sum(int(v) for v in s["lost_per_cpu"].values()) == s["lost"]
+
+
+# ------------------------------------------------------------------ -p, -c, --json
+
+CHILD = ("import os, subprocess, sys; sys.stdin.readline(); "
+         "[os.getppid() for _ in range(100)]; open('/etc/hostname').close(); "
+         "subprocess.run(['/bin/true'])")
+
+
+@pytest.mark.parametrize("tool", [["syscalls", "-e", "getppid"], ["opensnoop"], ["execsnoop"],
+                                  ["syscount"]], ids=lambda t: t[0])
+def test_tool_pid_filter(bpf: None, tool: list[str]) -> None:
+    """README: the tools' -p PID. A process that exists before the tool starts, waits
+    until the tool is attached, then does known work; only its (and its children's)
+    activity is shown. The tool does not end with the process: ^C ends it (status 0)."""
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, text=True)
+    p = subprocess.Popen([*CLI, *tool, "--json", "-p", str(child.pid)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_bpf_attached(p)
+        assert child.stdin is not None
+        child.stdin.write("\n")
+        child.stdin.close()
+        assert child.wait(timeout=30) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert "Traceback" not in err
+    if tool[0] == "syscount":
+        rows = {r["syscall"]: r for r in json.loads(out)["rows"]}
+        assert rows["getppid"]["count"] == 100 and rows["getppid"]["errors"] == 0
+        return
+    evs = _events(out)
+    pids = {e["pid"] for e in evs}
+    if tool[0] == "syscalls":
+        assert [e["event"] for e in evs] == ["syscalls:getppid"] * 100
+        assert pids == {child.pid}
+        assert {e["fields"]["ret"] for e in evs} == {os.getpid()}  # the child's parent: us
+    elif tool[0] == "opensnoop":
+        host = [e for e in evs if e["fields"]["filename"] == "/etc/hostname"]
+        assert len(host) == 1 and host[0]["pid"] == child.pid and host[0]["fields"]["ret"] >= 0
+        assert child.pid in pids and os.getpid() not in pids
+    else:
+        [ex] = evs
+        assert ex["event"] == "syscalls:execve" and ex["comm"] == "true"
+        assert ex["fields"]["filename"] == "/bin/true" and ex["fields"]["argv"] == ["/bin/true"]
+        assert ex["fields"]["ppid"] == child.pid and ex["fields"]["ret"] == 0
+
+
+def test_syscalls_count_table(bpf: None, getppid_n: Path) -> None:
+    """README: `syscalls -c`, the strace -c table; with -e only those rows."""
+    r = run_cli("syscalls", "-c", "-e", "getppid", "--", str(getppid_n), "500")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["%", "time", "seconds", "usecs/call", "calls", "errors",
+                                "syscall"]
+    assert set(lines[1]) == {"-", " "} and lines[3] == lines[1]
+    row = lines[2].split()
+    assert row[0] == "100.00" and row[3:] == ["500", "getppid"], lines
+    assert lines[4].split()[0] == "100.00" and lines[4].split()[3:] == ["500", "total"]
+    assert len(lines) == 5
+
+
+def test_syscalls_json_lines(bpf: None, getppid_n: Path) -> None:
+    """README: `syscalls --json`: one JSON object per call, the summary on stderr."""
+    r = run_cli("syscalls", "--json", "-e", "getppid", "--", str(getppid_n), "3")
+    assert r.returncode == 0, r.stderr
+    evs = json_lines(r.stdout)
+    assert [e["event"] for e in evs] == ["syscalls:getppid"] * 3
+    for e in evs:
+        assert set(e) == {"ts", "cpu", "pid", "tid", "comm", "event", "probe", "fields"}
+        assert e["comm"] == "getppid_n" and e["probe"] == "bpf:syscalls"
+        f = e["fields"]
+        assert f["nr"] == 110 and f["ret"] == f["ppid"] and f["duration_ns"] > 0
+    assert summary_of(r.stderr)["events"] == {"syscalls:getppid": 3}

@@ -11,23 +11,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import build_c  # tests/conftest.py (pytest puts tests/ on sys.path)
+from conftest import build_c, need_tool  # tests/conftest.py
 
-from .helpers import CLI, json_lines, run_cli, summary_of
+from .helpers import CLI, json_lines, run_cli, summary_of, wait_bpf_attached
 
 pytestmark = pytest.mark.integration
 
 BACKENDS = ("ftrace", "bpf")
+GETPPID = "t:syscalls:sys_enter_getppid"
 
 
 
@@ -68,9 +67,7 @@ def _norm(evs: list[dict[str, Any]], drop: tuple[str, ...] = ()) -> list[dict[st
 
 def _loaded_progs() -> dict[int, str]:
     """id -> name of every loaded BPF program (bpftool)."""
-    tool = shutil.which("bpftool")
-    if not tool:
-        pytest.skip("bpftool not installed")
+    tool = need_tool("bpftool")
     out = subprocess.run([tool, "-j", "prog", "show"], capture_output=True, text=True,
                          check=True).stdout
     return {p["id"]: p.get("name", "") for p in json.loads(out or "[]")}
@@ -240,17 +237,13 @@ def test_signal_leaves_nothing(bpf: None, sig: int) -> None:
     proc = subprocess.Popen([*CLI, "trace", "--json", "--backend", "bpf",
                              "t:sched:sched_process_exec", "-d", "60"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and "pw_tp" not in _bpf_progs_of(proc.pid).values():
-        time.sleep(0.05)
+    wait_bpf_attached(proc)  # the link is there: the tracepoint fires into the ring
     ours = _bpf_progs_of(proc.pid)
     assert "pw_tp" in ours.values()
-    time.sleep(0.2)
-    subprocess.run(["/bin/true"], check=True)
-    time.sleep(0.3)
+    subprocess.run(["/bin/true"], check=True)  # its exec record is written synchronously
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=20)
-    assert proc.returncode in (0, 128 + int(signal.SIGTERM)), (proc.returncode, err)
+    assert proc.returncode == (0 if sig == signal.SIGINT else 143), (proc.returncode, err)
     assert "Traceback" not in err
     if sig == signal.SIGINT:  # ^C: what was captured is delivered, then the summary
         assert any(e["fields"]["filename"] == "/bin/true" for e in _events(out))
@@ -289,7 +282,27 @@ def test_session_api_pid_filter(bpf: None, getppid_n: Path) -> None:
 
 def test_auto_picks_ftrace(bpf: None) -> None:
     from probewatch.backends import open_session
+    from probewatch.bpf_trace import BpfTraceSession
+    from probewatch.session import Session
 
-    with open_session("auto") as s:
-        assert s.backend == "ftrace"
-    assert sys.executable
+    with open_session("auto") as s:  # streaming: ftrace
+        assert type(s) is Session and s.backend == "ftrace"
+    with open_session("auto", counting=True, specs=[GETPPID], user_filter="pid > 1") as s:
+        assert type(s) is Session  # a filter keeps ftrace
+    with open_session("auto", counting=True, specs=[GETPPID]) as s:
+        assert type(s) is BpfTraceSession  # counting without a filter: in the kernel
+
+
+def test_auto_count_is_bpf_in_the_cli(bpf: None, getppid_n: Path) -> None:
+    """README: `auto` picks bpf for `trace --count` without a filter; the summary says so."""
+    r = run_cli("trace", "--count", "--json", GETPPID, "--", str(getppid_n), "2000")
+    assert r.returncode == 0, r.stderr
+    s = summary_of(r.stderr)
+    assert s["backend"] == "bpf"
+    assert s["events"] == {GETPPID: 2000} and s["lost"] == 0
+    r = run_cli("trace", "--count", "--json", GETPPID, "--filter", "common_pid > 0", "--",
+                str(getppid_n), "2000")
+    assert r.returncode == 0, r.stderr
+    s = summary_of(r.stderr)
+    assert "backend" not in s and s["reader"] == "pages"  # the ftrace summary
+    assert s["events"] == {GETPPID: 2000}

@@ -9,16 +9,14 @@ import time
 
 import pytest
 
+from conftest import require_bpf  # tests/conftest.py
+
 from .helpers import run_cli, summary_of
 
 
 @pytest.fixture
 def bpf(tracefs: str) -> None:
-    from probewatch.bpf_session import bpf_available
-
-    ok, why = bpf_available()
-    if not ok:
-        pytest.skip(f"BPF unusable here: {why}")
+    require_bpf()
 
 
 def test_auto_count_of_many_tracepoints_stays_on_ftrace(bpf: None) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import missing, need_root  # tests/conftest.py
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,10 +65,9 @@ def _env(path: str, tmp: Path) -> dict[str, str]:
 
 
 def test_install_from_clean_clone_with_system_python(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("scripts/install.sh installs Debian packages: needs root")
+    need_root("scripts/install.sh installs Debian packages")
     if not os.access("/usr/bin/python3", os.X_OK):
-        pytest.skip("no system /usr/bin/python3 here")
+        missing("no system /usr/bin/python3 here (.ci/run makes its venv from it)")
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
     step = _readme_install_step((clone / "README.md").read_text())

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require_bpf  # tests/conftest.py
+
 from .helpers import CLI, json_lines, our_instances, run_cli
 
 pytestmark = pytest.mark.integration
@@ -92,8 +94,4 @@ def test_missing_command_is_one_error_and_arms_nothing(tracefs: str) -> None:
 
 
 def _require_bpf() -> None:
-    from probewatch.bpf_session import bpf_available
-
-    ok, why = bpf_available()
-    if not ok:
-        pytest.skip(f"no BPF backend here: {why}")
+    require_bpf()

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from conftest import CI, default_version, kernel_lacks  # tests/conftest.py
 from targets.build import build_for_tests
 
 from .helpers import CLI, run_cli, wait_for
@@ -135,7 +136,7 @@ def test_symbols_of_libc_by_short_name() -> None:
 
     libc = os.path.realpath(find_library("libc"))
     rows = list_json("symbols", "libc", "getpid")
-    assert [r["name"] for r in rows] == ["getpid@@GLIBC_2.2.5"]
+    assert [r["name"] for r in rows] == [f"getpid@@{default_version(libc, 'getpid')}"]
     assert rows[0]["path"] == libc
     out = subprocess.run(["readelf", "-sW", "--dyn-syms", libc], capture_output=True,
                          text=True, check=True).stdout
@@ -214,7 +215,7 @@ def _armed(tracefs: str, pid: int) -> bool:
 def test_probes_shows_owners_targets_and_hits(tracefs: str, targets: Any) -> None:
     ctrl = os.path.join(tracefs, "uprobe_events")
     if not os.path.exists(ctrl):
-        pytest.skip("kernel without uprobe_events")
+        kernel_lacks("uprobe_events (CONFIG_UPROBE_EVENTS)")
     t = targets.pie
     add_off = objdump_offset(t, "pw_add")
     foreign = f"pwlisttest_{os.getpid()}/foreign_add"
@@ -258,7 +259,9 @@ def test_probes_shows_owners_targets_and_hits(tracefs: str, targets: Any) -> Non
     assert (sem["offset"], sem["ref_ctr_offset"]) == (note["offset"], note["semaphore_offset"])
     f = by[foreign]
     assert (f["kind"], f["owner"], f["owner_pid"], f["hits"]) == ("uprobe", "unknown", None, 0)
-    if stale in by:  # unless a concurrent probewatch run swept it first
+    # a concurrent probewatch run (a developer's parallel work) may sweep the stale one
+    # first; on CI nothing else runs, so there it must be listed
+    if CI or stale in by:
         assert (by[stale]["owner_alive"], by[stale]["owner"]) == (False, f"{dead.pid} (dead)")
     # the text table has the same rows
     assert text.splitlines()[0].split() == ["KIND", "EVENT", "TARGET", "HITS", "OWNER", "ARGS"]

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import kernel_lacks  # tests/conftest.py
+
 from .helpers import CLI, summary_of
 
 SPEC = "t:syscalls:sys_enter_getppid"
@@ -47,7 +49,7 @@ class MemCgroup:
                 if os.path.isdir(base):
                     self.path = os.path.join(base, name)
         if not self.path:
-            pytest.skip("no memory cgroup controller (v1 or v2) to confine the run")
+            kernel_lacks("a memory cgroup controller (v1 or v2) to confine the run")
         if self.v2:
             try:
                 Path(os.path.dirname(self.path), "cgroup.subtree_control").write_text(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,10 +16,11 @@ from typing import Any
 
 import pytest
 
+from conftest import kernel_lacks, missing  # tests/conftest.py
 from probewatch.capture import Capture
 from probewatch.sinks.perfetto import check_trace_events
 
-from .helpers import CLI, json_lines, our_instances, run_cli, summary_of, wait_for
+from .helpers import CLI, json_lines, our_instances, run_cli, summary_of, wait_armed, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -78,10 +81,15 @@ def test_report_reproduces_the_events_record_saw(
         assert raw and all(len(e["fields"]["args"]) == 6 for e in raw)
         execs = [e["fields"]["filename"] for e in evs
                  if e["event"] == "sched:sched_process_exec"]
-        assert execs[-2:] == ["/usr/bin/cat", "/bin/true"] or execs[-1] == "/bin/true"
+        # sh found by PATH, cat found by sh on PATH, /bin/true by its path
+        assert execs == [shutil.which("sh"), shutil.which("cat"), "/bin/true"]
     else:
-        assert "args=(" in rep.stdout  # arrays keep their tuple form
-        assert "filename=0x" in rep.stdout  # pointer fields in hex, as trace prints them
+        lines = rep.stdout.splitlines()
+        raw = [ln for ln in lines if " raw_syscalls:sys_enter " in ln]
+        assert raw and all(re.search(r" args=\((\d+, ){5}\d+\)", ln) for ln in raw)
+        opens = [ln for ln in lines if " syscalls:sys_enter_openat " in ln]
+        # pointer fields in hex, as trace prints them
+        assert opens and all(re.search(r" filename=0x[0-9a-f]+ ", ln) for ln in opens)
 
 
 def test_exit_status_processes_and_json_summary(
@@ -185,7 +193,7 @@ _WORKLOAD = textwrap.dedent("""
 """)
 
 
-def test_sigkill_keeps_all_but_the_last_second(tracefs: str, tmp_path: Path) -> None:
+def test_sigkill_keeps_all_but_the_last_batch(tracefs: str, tmp_path: Path) -> None:
     db = tmp_path / "killed.db"
     stamps_file = tmp_path / "stamps.txt"
     work = subprocess.Popen([sys.executable, "-c", _WORKLOAD, str(stamps_file)],
@@ -205,8 +213,15 @@ def test_sigkill_keeps_all_but_the_last_second(tracefs: str, tmp_path: Path) -> 
             except Exception:
                 return False
 
+        def steady() -> bool:  # a few batches committed: the recorder is in its loop
+            try:
+                with Capture(db) as cap:
+                    return cap.count() > 2000
+            except Exception:
+                return False
+
         assert wait_for(has_events, timeout=30), "the recorder wrote nothing"
-        time.sleep(2.0)
+        assert wait_for(steady, timeout=30), "the recorder stalled"
         killed_at = time.monotonic_ns()
         os.kill(rec.pid, signal.SIGKILL)
         rec.wait()
@@ -224,9 +239,10 @@ def test_sigkill_keeps_all_but_the_last_second(tracefs: str, tmp_path: Path) -> 
     assert run.status == "unfinished" and run.end_time is None
     assert evs and all(e.pid == wpid and e.event == "syscalls:sys_enter_getppid" for e in evs)
     assert evs[-1].ts <= killed_at
-    # every call made between the first stored event and one second before the kill is
-    # in the file (a call's stamp is taken right after its event)
-    horizon = killed_at - 1_000_000_000
+    # README: "at most the last 0.1 s batch is lost to a SIGKILL": every call made
+    # between the first stored event and 0.1 s before the kill is in the file (a call's
+    # stamp is taken right after its event)
+    horizon = killed_at - 100_000_000
     made = [s for s in stamps if evs[0].ts < s <= horizon]
     stored = [e for e in evs if e.ts <= horizon]
     assert len(made) > 500, len(made)
@@ -260,7 +276,7 @@ def test_sigint_and_sigterm_close_the_capture(
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
         assert wait_for(lambda db=db: db.exists() and os.path.exists(str(db) + "-wal"), 30)
-        time.sleep(0.5)
+        wait_armed(tracefs, rec)  # probes armed: the command is running under them
         if sig == signal.SIGINT:
             os.killpg(rec.pid, sig)
         else:
@@ -285,7 +301,7 @@ def test_full_disk_stops_and_keeps_data(tracefs: str, getppid_n: Path, tmp_path:
     m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mnt)],
                        capture_output=True, text=True)
     if m.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {m.stderr.strip()}")
+        missing(f"cannot mount a tmpfs (needs root): {m.stderr.strip()}")
     try:
         db = mnt / "full.db"
         r = run_cli("record", GETPPID, "-o", str(db), "--", str(getppid_n), "400000")
@@ -332,27 +348,26 @@ def test_perfetto_export_of_a_recording(tracefs: str, getppid_n: Path, tmp_path:
 def test_perfetto_trace_processor_loads_it(
     tracefs: str, getppid_n: Path, tmp_path: Path
 ) -> None:
-    try:
-        from perfetto.trace_processor import (  # type: ignore[import-not-found]
-            TraceProcessor,
-            TraceProcessorConfig,
-        )
-    except ImportError:
-        pytest.skip("the perfetto Python package is not installed (pip install perfetto)")
+    """Perfetto's own trace processor loads the export (opt-in: it is not in the test
+    extra because it downloads a prebuilt binary, which CI cannot; set
+    PERFETTO_TRACE_PROCESSOR to a trace_processor_shell). Once asked for, any import or
+    load error FAILS. Without it the export is checked against a hand-written document
+    (tests/unit/test_capture_perfetto.py)."""
+    if not os.environ.get("PERFETTO_TRACE_PROCESSOR"):
+        pytest.skip("opt-in: PERFETTO_TRACE_PROCESSOR is not set to a trace_processor_shell")
+    from perfetto.trace_processor import (  # type: ignore[import-not-found]
+        TraceProcessor,
+        TraceProcessorConfig,
+    )
+
     out = _perfetto_capture(getppid_n, tmp_path)
-    cfg = {}
-    if os.environ.get("PERFETTO_TRACE_PROCESSOR"):
-        cfg["bin_path"] = os.environ["PERFETTO_TRACE_PROCESSOR"]
-    try:
-        tp = TraceProcessor(trace=str(out), config=TraceProcessorConfig(**cfg))
-    except Exception as e:  # noqa: BLE001 - it downloads its binary on first use
-        pytest.skip(f"perfetto's trace processor is not available here ({type(e).__name__}: "
-                    "it downloads a prebuilt binary; set PERFETTO_TRACE_PROCESSOR to one)")
+    tp = TraceProcessor(trace=str(out), config=TraceProcessorConfig(
+        bin_path=os.environ["PERFETTO_TRACE_PROCESSOR"]))
     try:
         rows = list(tp.query("SELECT count(*) AS n FROM slice WHERE name = 'getppid'"))
         assert rows[0].n == 500
         threads = list(tp.query("SELECT name FROM thread WHERE name = 'getppid_n'"))
-        assert threads
+        assert [t.name for t in threads] == ["getppid_n"]
     finally:
         tp.close()
 
@@ -362,7 +377,7 @@ def test_uprobe_pairs_become_slices(tracefs: str, getppid_n: Path, tmp_path: Pat
 
     feat = check("uprobe_events", tracefs)
     if not feat.available:
-        pytest.skip(f"no uprobes: {feat.reason}")
+        kernel_lacks(f"uprobe_events: {feat.reason}")
     db = tmp_path / "u.db"
     # getppid_n calls libc's syscall() for each getppid: uprobe pairs around syscalls
     r = run_cli("record", "u:libc:syscall", "ur:libc:syscall", GETPPID,
@@ -387,3 +402,29 @@ def test_uprobe_pairs_become_slices(tracefs: str, getppid_n: Path, tmp_path: Pat
     inner = sorted((s for s in ss if s["name"] == "getppid"), key=lambda s: s["ts"])
     for o, i in zip(outer, inner, strict=True):  # each getppid inside its syscall()
         assert o["ts"] <= i["ts"] and i["ts"] + i["dur"] <= o["ts"] + o["dur"] + 1e-6
+
+
+@pytest.mark.xfail(strict=True, reason="record --backend bpf is offered by --help and "
+                   "promised by the README ('--backend auto|ftrace|bpf on every command') "
+                   "but record runs only on ftrace: 'backend 'bpf' is not available'")
+def test_record_backend_bpf(tracefs: str, getppid_n: Path, tmp_path: Path) -> None:
+    db = tmp_path / "bpf.db"
+    r = run_cli("record", "--backend", "bpf", GETPPID, "-o", str(db), "--",
+                str(getppid_n), "300")
+    assert r.returncode == 0, r.stderr
+    with Capture(db) as cap:
+        [run] = cap.runs()
+        assert run.backend == "bpf" and run.status == "complete"
+        assert cap.count() == 300
+
+
+def test_record_backend_bpf_fails_cleanly_today(tracefs: str, tmp_path: Path) -> None:
+    """Until record has a BPF path: one clear line, status 1, no file left behind."""
+    db = tmp_path / "bpf.db"
+    r = run_cli("record", "--backend", "bpf", GETPPID, "-o", str(db), "-d", "1")
+    if r.returncode == 0:  # implemented: test_record_backend_bpf (strict xfail) says so
+        return
+    assert r.returncode == 1
+    assert r.stderr == ("probewatch: error: backend 'bpf' is not available (have: auto, "
+                        "ftrace)\n")
+    assert not db.exists()

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import build_c  # tests/conftest.py (pytest puts tests/ on sys.path)
+from conftest import build_c, kernel_lacks, need_root  # tests/conftest.py
 
 pytestmark = pytest.mark.integration
 
@@ -61,8 +61,7 @@ STEM_BY_ID = {m["id"]: stem for stem, m in RULES.items()}
 
 
 def _needs_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: watch arms BPF programs")
+    need_root("watch arms BPF programs")
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +164,8 @@ def _traced(syscall: str) -> bool:
 def test_behavior_raises_its_rule(positives: dict[str, Any], name: str) -> None:
     expected = behaviors.BEHAVIORS[name][1]
     if "kernel_module_load_syscall" in expected and not _traced("finit_module"):
-        pytest.skip("this kernel has no init_module/finit_module tracepoints "
-                    "(CONFIG_MODULES=n): module-load syscalls cannot be traced here")
+        kernel_lacks("init_module/finit_module tracepoints "
+                     "(CONFIG_MODULES=n): module-load syscalls cannot be traced here")
     res = positives[name]
     assert res["rc"] == 0, f"behaviour {name} failed"
     got = {STEM_BY_ID.get(a["rule"]["id"], a["rule"]["id"]) for a in res["alerts"]}

@@ -17,7 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import CLI, json_lines, our_instances, require_uprobe_events, summary_of
+from conftest import require_bpf  # tests/conftest.py
+
+from .helpers import (
+    CLI,
+    json_lines,
+    our_instances,
+    require_uprobe_events,
+    summary_of,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -101,11 +110,7 @@ def test_signal_at_any_moment_of_startup_leaves_nothing(tracefs: str) -> None:
 
 
 def test_sigterm_during_bpf_startup_leaves_nothing(tracefs: str) -> None:
-    from probewatch.bpf_session import bpf_available
-
-    ok, why = bpf_available()
-    if not ok:
-        pytest.skip(f"no BPF backend here: {why}")
+    require_bpf()
     for delay in (0.1, 0.3, 0.5):
         p = subprocess.Popen([*CLI, "trace", "--backend", "bpf", *SPECS, "-d", "5"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -123,17 +128,29 @@ LOOP = "while :; do /bin/true; done"  # an exec event every millisecond or so
 
 
 def _traced(tmp_path: Path, script: str, *opts: str) -> tuple[subprocess.Popen[str], int]:
-    """Start ``trace t:sched:sched_process_exec -- sh -c SCRIPT``; -> (probewatch, sh pid)."""
-    pidfile = tmp_path / "cmd.pid"
+    """Start ``trace t:sched:sched_process_exec -- sh -c SCRIPT``; -> (probewatch, sh pid).
+    A ``{ready}`` in SCRIPT becomes ``: > FILE`` (a builtin): this returns once the
+    script got there (its traps set), not after a guessed head start."""
+    pidfile, ready = tmp_path / "cmd.pid", tmp_path / "cmd.ready"
+    script = script.replace("{ready}", f": > {ready}")
     p = subprocess.Popen([*CLI, "trace", "t:sched:sched_process_exec", *opts, "--", "sh", "-c",
                           f"echo $$ > {pidfile}; {script}"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     end = time.monotonic() + 30
-    while not (pidfile.exists() and pidfile.read_text().strip()):
+    while not (pidfile.exists() and pidfile.read_text().strip()) or (
+            f": > {ready}" in script and not ready.exists()):
         assert p.poll() is None, p.communicate()
         assert time.monotonic() < end, "the command did not start"
         time.sleep(0.05)
     return p, int(pidfile.read_text())
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def _alive(pid: int) -> bool:
@@ -182,6 +199,11 @@ def test_closed_pipe_stops_the_command_and_exits_141(tracefs: str, tmp_path: Pat
 def test_sigterm_sighup_stop_the_command(tracefs: str, tmp_path: Path, sig: int) -> None:
     p, cmd_pid = _traced(tmp_path, "exec sleep 60")
     try:
+        # the exec (the event this test expects printed) has happened: sh is now sleep
+        assert wait_for(lambda: _comm(cmd_pid) == "sleep"), _comm(cmd_pid)
+        # SIGTERM ends at once: an event the reader took from the ring buffer but had not
+        # printed yet is neither printed nor counted (seen: 0 events with the buffer
+        # drained). Until that is settled, give the reader time to print the exec.
         time.sleep(0.3)
         t = time.monotonic()
         p.send_signal(sig)
@@ -202,9 +224,8 @@ def test_sigint_to_a_command_that_ignores_it(tracefs: str, tmp_path: Path,
     # ^C stops tracing (buffered events are still printed), then after a grace period
     # the command, which ignores SIGINT, is killed; printed == counted
     opts = ("--json",) if json_out else ()
-    p, cmd_pid = _traced(tmp_path, f"trap '' INT; {LOOP}", *opts)
+    p, cmd_pid = _traced(tmp_path, f"trap '' INT; {{ready}}; {LOOP}", *opts)
     try:
-        time.sleep(0.5)
         t = time.monotonic()
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=30)
@@ -224,9 +245,8 @@ def test_sigint_to_a_command_that_ignores_it(tracefs: str, tmp_path: Path,
 
 
 def test_two_sigints_kill_the_command_at_once(tracefs: str, tmp_path: Path) -> None:
-    p, cmd_pid = _traced(tmp_path, f"trap '' INT; {LOOP}", "--json")
+    p, cmd_pid = _traced(tmp_path, f"trap '' INT; {{ready}}; {LOOP}", "--json")
     try:
-        time.sleep(0.5)
         t = time.monotonic()
         p.send_signal(signal.SIGINT)
         time.sleep(0.05)

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import CLI, json_lines, our_instances, summary_of
+from conftest import missing, require_bpf  # tests/conftest.py
+
+from .helpers import CLI, json_lines, our_instances, summary_of, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -26,23 +28,23 @@ LOOP = "while :; do /bin/true; done"
 
 @pytest.fixture(scope="module")
 def bpf() -> None:
-    from probewatch.bpf_session import bpf_available
-
-    ok, why = bpf_available()
-    if not ok:
-        pytest.skip(f"no BPF backend here: {why}")
+    require_bpf()
 
 
 def _start(tmp_path: Path, argv: list[str], script: str) -> tuple[subprocess.Popen[str], int]:
-    """Start ``probewatch ARGV -- sh -c SCRIPT``; -> (probewatch, sh pid)."""
-    pidfile = tmp_path / "cmd.pid"
+    """Start ``probewatch ARGV -- sh -c SCRIPT``; -> (probewatch, sh pid). A ``{ready}``
+    in SCRIPT becomes ``: > FILE`` (a builtin: no extra exec), and this returns once the
+    script got there (its traps set, its first work done): no fixed sleep."""
+    pidfile, ready = tmp_path / "cmd.pid", tmp_path / "cmd.ready"
+    script = script.replace("{ready}", f": > {ready}")
     p = subprocess.Popen([*CLI, *argv, "--", "sh", "-c", f"echo $$ > {pidfile}; {script}"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     end = time.monotonic() + 30
-    while not (pidfile.exists() and pidfile.read_text().strip()):
+    while not (pidfile.exists() and pidfile.read_text().strip()) or (
+            f": > {ready}" in script and not ready.exists()):
         assert p.poll() is None, p.communicate()
         assert time.monotonic() < end, "the command did not start"
-        time.sleep(0.05)
+        time.sleep(0.02)
     return p, int(pidfile.read_text())
 
 
@@ -94,9 +96,9 @@ def test_tool_closed_pipe_stops_the_command_and_exits_141(bpf: None, tmp_path: P
 def test_tool_sigterm_sighup_stop_the_command(bpf: None, tmp_path: Path, tool: str,
                                               sig: int) -> None:
     # the command's own exec/open is printed; then it sleeps, ignoring nothing
-    p, cmd_pid = _start(tmp_path, [tool, "--json"], "cat /etc/hostname >/dev/null; exec sleep 60")
+    p, cmd_pid = _start(tmp_path, [tool, "--json"],
+                        "cat /etc/hostname >/dev/null; {ready}; exec sleep 60")
     try:
-        time.sleep(0.5)
         t = time.monotonic()
         p.send_signal(sig)
         out, err = p.communicate(timeout=30)
@@ -111,9 +113,9 @@ def test_tool_sigterm_sighup_stop_the_command(bpf: None, tmp_path: Path, tool: s
 
 def test_tool_sigterm_to_a_command_that_ignores_it(bpf: None, tmp_path: Path) -> None:
     # SIGTERM is passed on; a command that ignores it is killed after the grace period
-    p, cmd_pid = _start(tmp_path, ["syscount"], f"trap '' TERM; {LOOP}")
+    p, cmd_pid = _start(tmp_path, ["syscount"],
+                        f"trap '' TERM; for i in $(seq 30); do /bin/true; done; {{ready}}; {LOOP}")
     try:
-        time.sleep(0.5)
         t = time.monotonic()
         p.send_signal(signal.SIGTERM)
         out, err = p.communicate(timeout=30)
@@ -121,7 +123,9 @@ def test_tool_sigterm_to_a_command_that_ignores_it(bpf: None, tmp_path: Path) ->
         assert p.returncode == 143, err
         assert not _alive(cmd_pid)
         assert 1.5 < took < 10, took
-        assert re.search(r"^wait4 +[1-9]", out, re.M), out  # the counts were printed
+        # the counts were printed: at least the 30 children waited for before the signal
+        m = re.search(r"^wait4 +(\d+)", out, re.M)
+        assert m and int(m.group(1)) >= 30, out
     finally:
         _reap(p, cmd_pid)
 
@@ -130,9 +134,8 @@ def test_tool_sigterm_to_a_command_that_ignores_it(bpf: None, tmp_path: Path) ->
 def test_tool_sigint_to_a_command_that_ignores_it(bpf: None, tmp_path: Path,
                                                   json_out: bool) -> None:
     opts = ["--json"] if json_out else []
-    p, cmd_pid = _start(tmp_path, ["execsnoop", *opts], f"trap '' INT; {LOOP}")
+    p, cmd_pid = _start(tmp_path, ["execsnoop", *opts], f"trap '' INT; {{ready}}; {LOOP}")
     try:
-        time.sleep(0.5)
         t = time.monotonic()
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=30)
@@ -151,9 +154,8 @@ def test_tool_sigint_to_a_command_that_ignores_it(bpf: None, tmp_path: Path,
 
 
 def test_tool_two_sigints_kill_the_command_at_once(bpf: None, tmp_path: Path) -> None:
-    p, cmd_pid = _start(tmp_path, ["execsnoop", "--json"], f"trap '' INT; {LOOP}")
+    p, cmd_pid = _start(tmp_path, ["execsnoop", "--json"], f"trap '' INT; {{ready}}; {LOOP}")
     try:
-        time.sleep(0.5)
         t = time.monotonic()
         p.send_signal(signal.SIGINT)
         time.sleep(0.05)
@@ -194,13 +196,23 @@ def _run_status(db: Path) -> str:
         return str(run.status)
 
 
+def _recording(db: Path) -> bool:
+    """The recorder has begun its run in DB (armed, the command released)."""
+    try:
+        return _run_status(db) == "recording"
+    except Exception:  # not there yet, or mid-creation
+        return False
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_record_sigterm_sighup_stop_the_command(tracefs: str, tmp_path: Path,
                                                 sig: int) -> None:
     db = tmp_path / "t.db"
-    p, cmd_pid = _start(tmp_path, ["record", EXEC, "-o", str(db)], "exec sleep 60")
+    p, cmd_pid = _start(tmp_path, ["record", EXEC, "-o", str(db)], "{ready}; exec sleep 60")
     try:
-        time.sleep(0.5)
+        # the run is begun in the file (the command is released a moment before that:
+        # a signal in between leaves no file, as a run that never began)
+        assert wait_for(lambda: _recording(db), 30)
         t = time.monotonic()
         p.send_signal(sig)
         _, err = p.communicate(timeout=30)
@@ -235,9 +247,10 @@ def test_record_echo_closed_pipe_stops_the_command(tracefs: str, tmp_path: Path)
 
 def test_record_sigint_to_a_command_that_ignores_it(tracefs: str, tmp_path: Path) -> None:
     db = tmp_path / "i.db"
-    p, cmd_pid = _start(tmp_path, ["record", EXEC, "-o", str(db)], f"trap '' INT; {LOOP}")
+    p, cmd_pid = _start(tmp_path, ["record", EXEC, "-o", str(db)],
+                        f"trap '' INT; {{ready}}; {LOOP}")
     try:
-        time.sleep(0.5)
+        assert wait_for(lambda: _recording(db), 30)
         t = time.monotonic()
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=30)
@@ -259,7 +272,7 @@ def test_record_full_disk_stops_the_command(tracefs: str, getppid_n: Path,
     m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mnt)],
                        capture_output=True, text=True)
     if m.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {m.stderr.strip()}")
+        missing(f"cannot mount a tmpfs (needs root): {m.stderr.strip()}")
     p = None
     cmd_pid = 0
     try:

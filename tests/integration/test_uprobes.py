@@ -16,7 +16,6 @@ import json
 import os
 import pty
 import select
-import shutil
 import signal
 import subprocess
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from conftest import need_tool  # tests/conftest.py
 from targets.build import build_for_tests
 
 from .helpers import CLI, require_uprobe_events, summary_of, wait_for
@@ -407,9 +407,7 @@ def stop_cli(p: subprocess.Popen[str] | None) -> None:
 
 
 def test_bash_readline_line_through_pty(uprobes: str) -> None:
-    bash = shutil.which("bash")
-    if not bash:
-        pytest.skip("bash not installed")
+    bash = need_tool("bash")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TERM": "dumb",
            "PS1": "pw-prompt$ ", "HOME": "/nonexistent", "HISTFILE": "/dev/null"}
     pid, fd = pty.fork()
@@ -565,8 +563,20 @@ def test_session_removes_armed_probes_after_a_failing_add(uprobes: str, targets:
 
 
 def test_kprobe_on_this_kernel_is_one_clear_line(uprobes: str, targets: Any) -> None:
+    """A k: spec beside a u: spec: armed when the kernel has kprobe_events, else one
+    clear line naming the kernel option (and nothing armed)."""
     if os.path.exists(os.path.join(uprobes, "kprobe_events")):
-        pytest.skip("this kernel has kprobes (tests/stockkernel covers them)")
+        # a kernel with kprobes: both arm, and the kprobe sees the child's openat
+        evs, err, rc = run_trace("k:do_sys_openat2 dfd=arg0:s32", "--", "sh", "-c",
+                                 "cat /etc/hostname >/dev/null")
+        assert rc == 0, err
+        opens = [e for e in evs if e["event"].endswith(":do_sys_openat2_0")
+                 or "do_sys_openat2" in e["event"]]
+        assert opens, evs
+        assert {e["comm"] for e in opens} >= {"cat"}
+        assert -100 in {e["fields"]["dfd"] for e in opens}  # AT_FDCWD
+        assert _owned(uprobes, _cli_pids) == []
+        return
     p = start_cli("trace", f"u:{targets.pie}:pw_add", "k:do_sys_openat2 dfd=arg0:s32",
                   "-d", "1")
     out, err = p.communicate(timeout=60)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import missing as missing_dep  # tests/conftest.py
 from probewatch.kernel.features import FEATURE_NAMES
 
 from .guest import run_guest
@@ -49,9 +50,10 @@ def _sections(out: str) -> dict[str, str]:
 
 def test_doctor_in_stock_kernel() -> None:
     if not SCRIPT.exists():
-        pytest.skip(f"stock-kernel runner {SCRIPT} is not present on this machine")
+        missing_dep(f"stock-kernel runner {SCRIPT} is not present (CI lays shared/ beside "
+                    "the clone)")
     if os.geteuid() != 0:
-        pytest.skip("the stock-kernel runner needs root (QEMU, modules)")
+        missing_dep("the stock-kernel runner needs root (QEMU, modules)")
     # sys.executable as it is: a venv's python finds its site-packages through the
     # symlink's directory (realpath would give the bare system interpreter)
     py = sys.executable

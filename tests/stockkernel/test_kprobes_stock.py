@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import missing as missing_dep  # tests/conftest.py
+
 from .guest import run_guest
 
 # CI lays shared/ beside the clone; developers have it at /work/shared
@@ -83,9 +85,10 @@ GUEST = textwrap.dedent('''
 
 def test_kprobe_and_kretprobe_on_do_sys_openat2(tmp_path: Path) -> None:
     if not SCRIPT.exists():
-        pytest.skip(f"stock-kernel runner {SCRIPT} is not present on this machine")
+        missing_dep(f"stock-kernel runner {SCRIPT} is not present (CI lays shared/ beside "
+                    "the clone)")
     if os.geteuid() != 0:
-        pytest.skip("the stock-kernel runner needs root (QEMU, modules)")
+        missing_dep("the stock-kernel runner needs root (QEMU, modules)")
     guest = tmp_path / "guest_kprobes.py"
     guest.write_text(GUEST)
     known = tmp_path / "known-file.txt"

@@ -150,10 +150,13 @@ def build_for_tests(
     """The body of every test module's ``targets`` fixture.
 
     Builds into ``tmp_path_factory.mktemp(basename)``. ``x86_only``: skip with that
-    reason on other machines. Without gcc/binutils: skip when ``skip_unavailable``,
-    else fail. ``require_sdt``: fail when <sys/sdt.h> is missing.
+    reason on other machines. Without gcc/binutils: skip when ``skip_unavailable``
+    (a failure all the same under PROBEWATCH_CI: tests/conftest.py ``missing``), else
+    fail. ``require_sdt``: fail when <sys/sdt.h> is missing.
     """
     import pytest
+
+    from conftest import missing  # tests/conftest.py
 
     if x86_only is not None and platform.machine() != "x86_64":
         pytest.skip(x86_only)
@@ -161,7 +164,7 @@ def build_for_tests(
         t = build(tmp_path_factory.mktemp(basename))
     except BuildUnavailable as e:
         if skip_unavailable:
-            pytest.skip(str(e))
+            missing(f"cannot build the test target (apt-get install gcc binutils): {e}")
         pytest.fail(f"cannot build the test target: {e}")
     if require_sdt and not t.has_sdt:
         pytest.fail("<sys/sdt.h> missing: apt-get install systemtap-sdt-dev")

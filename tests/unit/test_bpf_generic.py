@@ -4,13 +4,14 @@ uprobe decoding and the user-space tracefs filter evaluator."""
 from __future__ import annotations
 
 import re
-import shutil
 import struct
 import subprocess
 from importlib import resources
+from typing import Any
 
 import pytest
 
+from conftest import missing, need_tool  # tests/conftest.py
 from probewatch.collect.bpf.filter import FilterError, FilterField, compile_filter
 from probewatch.collect.bpf.generic import (
     DLOC_REL,
@@ -61,24 +62,79 @@ def test_struct_sizes() -> None:
     assert UREC_SIZE == UREC_HEAD.size + 8 * UVAL.size == 144
 
 
+def _btf_structs(path: str) -> dict[str, list[tuple[str, int, int, bool | None]]]:
+    """struct name -> [(member, byte offset, byte size, signed?)] from bpftool's raw BTF
+    dump of the built object (signed: None for char arrays and nested structs)."""
+    out = subprocess.run([need_tool("bpftool"), "btf", "dump", "file", path, "format", "raw"],
+                         capture_output=True, text=True, check=True).stdout
+    types: dict[int, dict[str, Any]] = {}
+    cur: dict[str, Any] | None = None
+    for line in out.splitlines():
+        m = re.match(r"\[(\d+)\] (\w+) '([^']*)'(.*)", line)
+        if m:
+            cur = {"kind": m.group(2), "name": m.group(3), "members": []}
+            cur.update(re.findall(r"(\w+)=(\S+)", m.group(4)))
+            types[int(m.group(1))] = cur
+        elif line.startswith("\t'") and cur is not None and cur["kind"] in ("STRUCT", "UNION"):
+            mm = re.match(r"\t'([^']*)' type_id=(\d+) bits_offset=(\d+)", line)
+            assert mm, line
+            cur["members"].append((mm.group(1), int(mm.group(2)), int(mm.group(3))))
+
+    def size(tid: int) -> tuple[int, bool | None]:
+        t = types[tid]
+        if t["kind"] == "TYPEDEF":
+            return size(int(t["type_id"]))
+        if t["kind"] == "INT":
+            return int(t["size"]), (None if t["name"] == "char" else
+                                    t.get("encoding") == "SIGNED")
+        if t["kind"] == "ARRAY":
+            n, sign = size(int(t["type_id"]))
+            return n * int(t["nr_elems"]), (None if types[int(t["type_id"])]["name"] == "char"
+                                              else sign)
+        return int(t["size"]), None
+
+    res = {}
+    for t in types.values():
+        if t["kind"] == "STRUCT" and t["name"].startswith("pw_"):
+            res[t["name"]] = [(n, off // 8, *size(tid)) for n, tid, off in t["members"]]
+            assert sum(sz for _, _, sz, _ in res[t["name"]]) <= int(t["size"])
+    return res
+
+
+def _py_layout(st: struct.Struct) -> list[tuple[int, int, bool | None]]:
+    """(byte offset, byte size, signed?) of each member of a Python struct format
+    (NNs: a char array; NX: an array of X; a lowercase code is signed)."""
+    assert st.format[0] == "<"  # little-endian, no alignment: offsets are running sums
+    layout: list[tuple[int, int, bool | None]] = []
+    pos = 0
+    for count, code in re.findall(r"(\d*)([a-zA-Z])", st.format[1:]):
+        sz = int(count or 1) * struct.calcsize("<" + code)
+        layout.append((pos, sz, None if code == "s" else code.islower()))
+        pos += sz
+    return layout
+
+
 def test_layouts_match_btf_of_built_object() -> None:
-    tool = shutil.which("bpftool")
-    if not tool:
-        pytest.skip("bpftool not installed")
+    """Every Python decoder struct has the member offsets, sizes and signedness the C
+    compiler gave struct pw_* in the committed generic.bpf.o (its BTF, via bpftool)."""
     obj = resources.files("probewatch.collect.bpf").joinpath("obj/x86_64/generic.bpf.o")
     try:
         path = str(obj)
         open(path, "rb").close()
     except OSError:
-        pytest.skip("generic.bpf.o not built for this machine")
-    out = subprocess.run([tool, "btf", "dump", "file", path, "format", "raw"],
-                         capture_output=True, text=True).stdout
-    sizes = dict(re.findall(r"STRUCT '(pw_\w+)' size=(\d+)", out))
-    assert int(sizes["pw_gen_hdr"]) == HDR.size
-    assert int(sizes["pw_tpconf"]) == TPCONF.size
-    assert int(sizes["pw_uarg"]) == UARG.size
-    assert int(sizes["pw_uval"]) == UVAL.size
-    assert int(sizes["pw_urec"]) == UREC_SIZE
+        missing("generic.bpf.o not built for this machine (scripts/build-bpf.sh)")
+    btf = _btf_structs(path)
+    for name, st, size in (("pw_gen_hdr", HDR, 48), ("pw_tpconf", TPCONF, 24),
+                           ("pw_uarg", UARG, 24), ("pw_uval", UVAL, 16)):
+        assert [m[1:] for m in btf[name]] == _py_layout(st), name
+        assert st.size == size
+    assert [m[0] for m in btf["pw_gen_hdr"]] == ["kind", "flags", "cpu", "ts", "pid", "tid",
+                                                  "slot", "size", "comm"]
+    # struct pw_urec { u64 ip; u64 ret_ip; struct pw_uval vals[PW_UARGS_MAX]; }
+    assert btf["pw_urec"] == [("ip", 0, 8, False), ("ret_ip", 8, 8, False),
+                              ("vals", 16, 8 * 16, None)]
+    assert [m[1:] for m in btf["pw_urec"][:2]] == _py_layout(UREC_HEAD)
+    assert UREC_SIZE == 144
 
 
 def test_tp_config_finds_dynamic_fields() -> None:
@@ -214,6 +270,9 @@ def test_filter_errors_point_at_the_problem(text: str, msg: str) -> None:
 
 
 def test_struct_unpack_of_header() -> None:
-    raw = HDR.pack(16, 0, 1, 99, 10, 11, 3, 12, b"cat")
-    assert HDR.unpack(raw)[:8] == (16, 0, 1, 99, 10, 11, 3, 12)
-    assert struct.calcsize("<HHIQIIII16s") == 48
+    # struct pw_gen_hdr written out by hand, little-endian, as probewatch.h lays it out:
+    # u16 kind, u16 flags, u32 cpu, u64 ts, u32 pid, u32 tid, u32 slot, u32 size, comm[16]
+    raw = bytes.fromhex("1000" "0000" "01000000" "6300000000000000" "0a000000" "0b000000"
+                        "03000000" "0c000000") + b"cat".ljust(16, b"\0")
+    assert len(raw) == HDR.size == 48
+    assert HDR.unpack(raw) == (16, 0, 1, 99, 10, 11, 3, 12, b"cat" + b"\0" * 13)

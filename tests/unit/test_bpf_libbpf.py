@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import base64
-import os
 import struct
 
 import pytest
 
+from conftest import need_root  # tests/conftest.py
 from probewatch.collect.bpf import libbpf
 from probewatch.collect.bpf.loader import (
     BLOB,
@@ -70,8 +70,7 @@ AAAAAAEAAAACAAAACAAAAAAAAAAYAAAAAAAAAA==
 
 
 def _root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to load BPF")
+    need_root("loading BPF programs")
 
 
 def test_corrupt_bytes_give_clear_error() -> None:
@@ -87,6 +86,7 @@ def test_truncated_object_gives_clear_error() -> None:
         libbpf.BpfObject.open(data[: len(data) // 3], "truncated")
 
 
+@pytest.mark.integration  # loads BPF programs into the kernel
 def test_verifier_rejection_carries_the_log() -> None:
     _root()
     obj = libbpf.BpfObject.open(BAD_OBJ, "bad")
@@ -129,6 +129,7 @@ def test_unknown_map_and_program() -> None:
         assert "pw_raw_enter" in obj.program_names()
 
 
+@pytest.mark.integration  # loads BPF programs into the kernel
 def test_attach_to_missing_tracepoint_is_clear() -> None:
     _root()
     with libbpf.BpfObject.open(object_bytes("tcpconnect"), "tcpconnect") as obj:

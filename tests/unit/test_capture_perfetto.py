@@ -222,3 +222,43 @@ def test_entries_without_their_exit_in_the_capture_stay_instants() -> None:
     doc, st = export(evs)
     assert st.instants == 2000 and st.unmatched == 2000
     validate_trace_events(doc)
+
+
+def test_export_equals_hand_written_trace_event_json() -> None:
+    """The whole document, written by hand from the Trace Event Format (Chrome's
+    trace-event JSON that ui.perfetto.dev loads): complete events ph=X with ts and dur
+    in microseconds relative to the first event, a thread-scoped instant (ph=i, s=t)
+    for an exit without its entry, process_name/thread_name metadata (ph=M)."""
+    evs = [
+        ev(1_000_000, 7, ENTER, TP_EN, pid=5, comm="getppid_n", __syscall_nr=110),
+        ev(1_002_500, 7, EXIT, TP_EX, pid=5, comm="getppid_n", __syscall_nr=110, ret=5),
+        ev(1_010_000, 8, "probewatch_1:readline_0", UP, pid=8, comm="bash"),
+        ev(1_011_000, 8, "probewatch_1:readline_1", URP, pid=8, comm="bash", ret=0),
+        ev(1_020_000, 7, EXIT, TP_EX, pid=5, comm="getppid_n", __syscall_nr=110, ret=5),
+    ]
+    doc, st = export(evs, RULES)
+    assert doc == {
+        "traceEvents": [
+            {"name": "getppid", "cat": "syscalls", "ph": "X", "ts": 0.0, "dur": 2.5,
+             "pid": 5, "tid": 7,
+             "args": {"probe": TP_EN, "enter": {"__syscall_nr": 110},
+                      "exit": {"__syscall_nr": 110, "ret": 5}}},
+            {"name": "readline", "cat": "probewatch_1", "ph": "X", "ts": 10.0, "dur": 1.0,
+             "pid": 8, "tid": 8, "args": {"probe": UP, "enter": {}, "exit": {"ret": 0}}},
+            {"name": "syscalls:sys_exit_getppid", "cat": "syscalls", "ph": "i", "s": "t",
+             "ts": 20.0, "pid": 5, "tid": 7,
+             "args": {"probe": TP_EX, "cpu": 0, "__syscall_nr": 110, "ret": 5}},
+            {"name": "process_name", "ph": "M", "ts": 0, "pid": 5, "tid": 5,
+             "args": {"name": "getppid_n"}},
+            {"name": "process_name", "ph": "M", "ts": 0, "pid": 8, "tid": 8,
+             "args": {"name": "bash"}},
+            {"name": "thread_name", "ph": "M", "ts": 0, "pid": 5, "tid": 7,
+             "args": {"name": "getppid_n"}},
+            {"name": "thread_name", "ph": "M", "ts": 0, "pid": 8, "tid": 8,
+             "args": {"name": "bash"}},
+        ],
+        "displayTimeUnit": "ns",
+        "otherData": {"probewatch_t0_ns": "1000000"},
+    }
+    assert (st.events, st.slices, st.instants, st.unmatched, st.threads, st.processes) == (
+        5, 2, 1, 1, 2, 2)

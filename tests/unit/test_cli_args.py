@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+from typing import Any
 
 import pytest
 
@@ -157,3 +159,93 @@ def test_int_range_helper() -> None:
         t("8")
     with pytest.raises(argparse.ArgumentTypeError, match="not a whole number"):
         t("0x5")
+
+
+# ------------------------------------------------------------------ -h examples
+
+
+def _help_examples() -> list[str]:
+    """Every `probewatch ...` example line of the top-level and every subcommand's -h
+    (an example cut over two lines is joined), without its description."""
+    import shlex
+
+    from probewatch.cli.main import build_parser
+
+    p = build_parser()
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    texts = [p.format_help()] + [sp.format_help() for sp in sub.choices.values()]
+    out: list[str] = []
+    for text in texts:
+        lines = text.splitlines()
+        i = 0
+        while i < len(lines):
+            ln = lines[i]
+            i += 1
+            if not ln.startswith("  probewatch "):
+                continue
+            cmd = re.split(r"\s{2,}", ln.strip())[0]
+            while True:
+                try:
+                    shlex.split(cmd)
+                    break
+                except ValueError:  # an open quote: the example goes on on the next line
+                    cmd += " " + lines[i].strip()
+                    i += 1
+            out.append(cmd)
+    return out
+
+
+EXAMPLES = _help_examples()
+
+
+def test_help_has_examples() -> None:
+    assert len(EXAMPLES) >= 60
+    assert "probewatch doctor" in EXAMPLES
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_every_help_example_parses(example: str) -> None:
+    """Each example of every -h parses with today's options and spec grammar (so no
+    example names an option or a spec form that is gone). The shell around it (pipes
+    to jq, `;` sequences, redirections) is cut off."""
+    import shlex
+
+    from probewatch.cli.trace import join_spec_words
+    from probewatch.sources.spec import parse_spec
+
+    words = shlex.split(example, posix=True)
+    for stop in ("|", ">"):
+        if stop in words:
+            words = words[: words.index(stop)]
+    # `A; B`: each command of the sequence is checked
+    cmds: list[list[str]] = [[]]
+    for w in words:
+        if w.endswith(";"):
+            if w != ";":
+                cmds[-1].append(w[:-1])
+            cmds.append([])
+        else:
+            cmds[-1].append(w)
+    for cmd in cmds:
+        if cmd:
+            _check_example(example, cmd, parse_spec, join_spec_words)
+
+
+def _check_example(example: str, words: list[str], parse_spec: Any,
+                   join_spec_words: Any) -> None:
+    from probewatch.cli.main import build_parser
+
+    assert words[0] == "probewatch", example
+    words, command = words[1:], []
+    if "--" in words:  # as main() does: the command is split off before argparse
+        i = words.index("--")
+        words, command = words[:i], words[i + 1:]
+        assert command, example
+    try:
+        ns = build_parser().parse_args(words)
+    except SystemExit as e:
+        pytest.fail(f"{example!r} does not parse (exit {e.code})")
+    assert not command or getattr(ns, "accepts_command", False), example
+    if ns.command in ("trace", "record"):
+        for spec in join_spec_words(ns.specs):
+            parse_spec(spec)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import kernel_lacks  # tests/conftest.py
 from probewatch.collect.command import (
     EXEC_FAILED,
     STARTUP_IGNORED,
@@ -195,7 +196,7 @@ def test_held_at_gate_until_release(cmd: GatedCommand, tmp_path: Path) -> None:
 def test_pidfd_readable_on_exit(cmd: GatedCommand) -> None:
     cmd.start(["sleep", "0.2"])
     if cmd.pidfd < 0:
-        pytest.skip("no pidfd_open on this kernel")
+        kernel_lacks("pidfd_open (Linux 5.3+)")
     r, _, _ = select.select([cmd.pidfd], [], [], 0)
     assert r == []  # gated: not exited
     cmd.release()
@@ -445,11 +446,15 @@ def test_terminate_sends_signal_then_kills(cmd: GatedCommand) -> None:
     assert cmd.returncode == 129
 
 
-def test_terminate_kills_a_command_that_ignores_the_signal() -> None:
+def test_terminate_kills_a_command_that_ignores_the_signal(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
     cmd = GatedCommand()
-    cmd.start(["sh", "-c", "trap '' TERM; echo ready; sleep 30"])
+    cmd.start(["sh", "-c", f"trap '' TERM; : > {ready}; sleep 30"])
     cmd.release()
-    time.sleep(0.3)
+    end = time.monotonic() + 20
+    while not ready.exists():  # the trap is set: no head start to guess
+        assert time.monotonic() < end and not cmd.exited()
+        time.sleep(0.01)
     t = time.monotonic()
     assert cmd.terminate(signal.SIGTERM, grace=0.3) is False
     assert time.monotonic() - t < 5

@@ -310,6 +310,15 @@ def test_eprobes_config_off_wins_over_readme(tmp_path: Path) -> None:
     assert (Path(root) / "dynamic_events").read_text() == ""  # no trial write
 
 
+def test_eprobes_config_without_the_option_tries(tmp_path: Path) -> None:
+    # Debian 12's 6.1 config has no CONFIG_EPROBE_EVENTS line at all (the option came
+    # later; eprobes are built with CONFIG_PROBE_EVENTS): the trial decides, and it works
+    root = fake_tracefs(tmp_path, readme=EPROBE_README, files=("dynamic_events",))
+    f = check("eprobes", root, kconfig={"PROBE_EVENTS": "y", "KPROBES": "y"})
+    assert f.available, f
+    assert f.detail == "trial eprobe on sched.sched_switch created and removed"
+
+
 def test_eprobes_trial_creates_and_removes(tmp_path: Path) -> None:
     root = fake_tracefs(tmp_path, readme=EPROBE_README, files=("dynamic_events",))
     f = check("eprobes", root, kconfig={})

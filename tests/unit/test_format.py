@@ -506,17 +506,15 @@ def test_page_layout_32bit_kernel() -> None:
     assert lay.long_size == 4
 
 
-# -- every format of the running kernel (read-only; skipped without tracefs) --------
-
-LIVE = "/sys/kernel/tracing/events"
+# -- every format of the running kernel (read-only) ----------------------------------
 
 
-@pytest.mark.skipif(not os.access(os.path.join(LIVE, "header_page"), os.R_OK),
-                    reason="no readable tracefs")
-def test_every_format_of_the_running_kernel_parses() -> None:
+@pytest.mark.integration  # reads the live kernel's formats
+def test_every_format_of_the_running_kernel_parses(tracefs: str) -> None:
+    live = os.path.join(tracefs, "events")
     n = 0
-    for system in os.listdir(LIVE):
-        sdir = os.path.join(LIVE, system)
+    for system in os.listdir(live):
+        sdir = os.path.join(live, system)
         if not os.path.isdir(sdir):
             continue
         for name in os.listdir(sdir):

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import missing  # tests/conftest.py
 from probewatch.analyze.proctable import (
     NO_AUID,
     PROCESS_EVENT,
@@ -339,7 +340,7 @@ def test_btf_layouts_of_exec_info_records() -> None:
     try:
         L = libbpf.lib()
     except Exception as e:  # noqa: BLE001
-        pytest.skip(f"libbpf unavailable: {e}")
+        missing(f"libbpf unavailable (apt-get install libbpf1): {e}")
     obj = libbpf.BpfObject.open(object_bytes("syscalls"), "btf")
     sizes = {}
     try:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from conftest import missing, need_tool  # tests/conftest.py
 from probewatch.elf import usdt as elf_usdt
 from probewatch.elf.symbols import open_image
 from probewatch.errors import NotFound, SpecError
@@ -447,13 +448,25 @@ def test_library_short_name_without_pid(grp: str) -> None:
     try:
         [p] = resolve_uprobe(parse_spec("u:libc:malloc size=arg0:u64"), group=grp)
     except NotFound:
-        pytest.skip("no libc in the ld.so cache")
+        missing("no libc in the ld.so cache (libc6)")
     assert re.fullmatch(
         rf"p:{grp}/malloc_0 /\S*libc\.so\.6:0x[0-9a-f]{{16}} size=%di:u64", p.definition
     )
-    assert p.offset == open_image(p.target_path).vaddr_to_offset(
-        open_image(p.target_path).lookup("malloc")[0].address
-    )
+    # the file offset as binutils computes it: malloc's address (readelf --dyn-syms)
+    # minus the vaddr of the LOAD segment holding it plus that segment's file offset
+    readelf = need_tool("readelf", "binutils")
+    syms = subprocess.run([readelf, "--dyn-syms", "-W", p.target_path], capture_output=True,
+                          text=True, check=True).stdout
+    [addr] = {int(m, 16) for m in re.findall(r"\s([0-9a-f]{16})\s+\d+\s+FUNC\s+\w+\s+\w+"
+                                             r"\s+\d+\s+malloc@@", syms)}
+    segs = subprocess.run([readelf, "-lW", p.target_path], capture_output=True, text=True,
+                          check=True).stdout
+    [want] = [addr - int(va, 16) + int(off, 16)
+              for off, va, fsz in re.findall(r"^\s*LOAD\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+"
+                                             r"0x[0-9a-f]+\s+0x([0-9a-f]+)", segs, re.M)
+              if int(va, 16) <= addr < int(va, 16) + int(fsz, 16)]
+    assert p.offset == want
+    assert p.definition.split()[1].endswith(f":0x{want:016x}")
 
 
 # ------------------------------------------------------------------ USDT
@@ -462,7 +475,7 @@ def test_library_short_name_without_pid(grp: str) -> None:
 @pytest.fixture(scope="module")
 def sdt_targets(targets: Any) -> Any:
     if not targets.has_sdt:
-        pytest.skip("no <sys/sdt.h> (install systemtap-sdt-dev)")
+        missing("no <sys/sdt.h> (apt-get install systemtap-sdt-dev)")
     return targets
 
 

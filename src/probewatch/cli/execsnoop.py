@@ -22,7 +22,7 @@ EXAMPLES = """examples:
   probewatch execsnoop                         every exec on the system
   probewatch execsnoop -x                      include failed execs
   probewatch execsnoop -- make                 the commands a build runs
-  probewatch execsnoop --max-args 200 --arg-len 1024
+  probewatch execsnoop --max-args 128 --arg-len 1024
   probewatch execsnoop --json | jq -c '.fields.argv'
 
 ARGS ends with '...' when argv was cut at --max-args or --arg-len.

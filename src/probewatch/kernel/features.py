@@ -512,7 +512,9 @@ def _check_hist(p: _Probe) -> Feature:
 def _check_eprobes(p: _Probe) -> Feature:
     name = "eprobes"
     fix = f"rebuild with CONFIG_EPROBE_EVENTS=y (Linux 5.15+), or use {DISTRO_FIX}"
-    if p.kc("EPROBE_EVENTS") == "n":
+    # only an explicit "# CONFIG_EPROBE_EVENTS is not set" says no: kernels before that
+    # option existed (5.15-6.1, e.g. Debian 12's 6.1) build eprobes with PROBE_EVENTS
+    if (p.kconfig or {}).get("EPROBE_EVENTS") == "n":
         return Feature(name, False, f"kernel built without CONFIG_EPROBE_EVENTS; {fix}")
     readme = _read(p.path("README")) or ""
     if not readme_lists_eprobes(readme):
