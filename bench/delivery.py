@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, fn in configs:
             r = fn(ctx, sf.snapshot(root))
             sf.log(f"[{rnd + 1}/{a.rounds}] {name}: " + (
-                f"{r.ns_per_call:.0f} ns/call, delivered {r.delivered}, cpu "
+                f"{r.ns_per_call:.0f} ns/call, delivered {r.delivered}, lost "
+                f"{r.reported_lost}, cpu "
                 f"{r.tracer_cpu_ns}, others {r.extra.get('others_cpu_share', 0):.0%}"
                 if r.ok else f"failed: {r.error}"))
             for x in r.leftovers:
@@ -163,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
                                     default=None),
             "errors": [r.error for r in runs[name] if not r.ok],
             "argv": good[0].extra.get("argv") if good else None,
+            "per_run": [{"ns_per_call": r.ns_per_call, "delivered": r.delivered,
+                         "reported_lost": r.reported_lost, "tracer_cpu_ns": r.tracer_cpu_ns,
+                         "summary": r.extra.get("summary"),
+                         "others_cpu_share": r.extra.get("others_cpu_share")} for r in good],
         })
     base = rows[0]["ns_per_call"]
     tc = rows[1]["ns_per_call"]

@@ -43,7 +43,7 @@ from .errors import (
     ProbewatchError,
     SpecError,
 )
-from .event import Event
+from .event import Event, EventRun, expand
 from .kernel.features import check
 from .kernel.tasks import TaskCache
 from .kernel.tracefs import remove_dynamic_event, sweep_stale, tracefs_root, write_file
@@ -251,6 +251,10 @@ class Session(EventStream):
         self._pending: list[Event] = []
         self._dynamic: list[DynamicProbe] = []
         self._done = False
+        #: batches may hold :class:`~probewatch.event.EventRun` items (pages of one
+        #: event type decoded as columns) besides Events: for a consumer that takes them,
+        #: such as the JSON-lines sink (``JsonLinesSink.write_many``)
+        self.deliver_runs = False
         # before the first kernel object: from here on SIGTERM/SIGHUP (SystemExit) and
         # SIGINT (KeyboardInterrupt) run close(); each object is created and recorded
         # with signals held back (deferred), so none can fall in between
@@ -484,6 +488,10 @@ class Session(EventStream):
         pending = self._pending  # kept on self: a generator closed by ^C can be resumed
         by_ts = attrgetter("ts")
         backlog = 0
+        runs = self.deliver_runs and dec is not None
+        run_ids = frozenset(i for i, f in self._formats.items() if i not in self._hidden_ids
+                            and f.event_name in self._event_probe)
+        max_pending = MAX_PENDING // 64 if runs else MAX_PENDING
         while True:
             if backlog:
                 # more is spooled than one slice: decode on without waiting
@@ -513,6 +521,8 @@ class Session(EventStream):
                     if count_only:
                         self._count(dec.count_page(payload))
                         missed = dec.last_missed
+                    elif runs:
+                        missed = dec.decode_page_runs(payload, cpu, pending, run_ids)
                     else:
                         missed = dec.decode_page(payload, cpu, pending)
                     if missed > 0:
@@ -528,7 +538,7 @@ class Session(EventStream):
             backlog = col.backlog()
             drainer_gone = drainer_gone and not backlog
             emit_upto = (1 << 63) if col.ended and not backlog else col.watermark
-            if len(pending) > MAX_PENDING:
+            if len(pending) > max_pending:
                 # the watermark lags (a CPU the drainer could not reach): hand on the
                 # oldest half rather than hold the backlog in memory
                 pending.sort(key=by_ts)
@@ -542,6 +552,8 @@ class Session(EventStream):
                     i = bisect_right(pending, emit_upto, key=by_ts)
                     ready = pending[:i]
                     del pending[:i]
+                if runs:
+                    ready = _cut_runs(ready, emit_upto, pending)
                 if ready:
                     yield self._finish(ready)
             if (col.ended and not backlog) or drainer_gone:
@@ -554,6 +566,8 @@ class Session(EventStream):
                     pending.sort(key=by_ts)
                     rest = pending[:]
                     pending.clear()
+                    if runs:
+                        rest = _cut_runs(rest, 1 << 63, pending)
                     yield self._finish(rest)
                 self._done = True
                 self.warnings.extend(self.text_problems())
@@ -581,6 +595,14 @@ class Session(EventStream):
         text = self._text is not None
         out = []
         for ev in batch:
+            if type(ev) is EventRun:
+                probe = probe_of.get(ev.event)
+                if probe is not None:
+                    ev.pid, ev.comm = tasks[ev.tid]
+                    ev.probe = probe
+                    counts[probe] += len(ev.tss)
+                    out.append(ev)
+                continue
             if text and ev.tid not in tasks and ev.pid > 0 and ev.comm not in ("", "<...>"):
                 tasks[ev.tid] = (ev.pid, ev.comm)  # what the kernel printed on the line
             ev.pid, ev.comm = tasks[ev.tid]
@@ -692,6 +714,38 @@ class Session(EventStream):
         finally:
             self._signals.restore()
             _live.discard(self)
+
+
+def _cut_runs(ready: list[Any], upto: int, pending: list[Any]) -> list[Any]:
+    """``ready`` (sorted by ts) with the events of its runs stamped after ``upto`` put
+    back into ``pending``; and where runs overlap other items in time (events of two
+    CPUs interleaved), those as single Events in time order."""
+    last = -1
+    overlap = False
+    for i, x in enumerate(ready):
+        if x.ts < last:
+            overlap = True
+        if type(x) is EventRun:
+            if x.last > upto:
+                k = bisect_right(x.tss, upto)
+                if k == 0:
+                    pending.append(x)
+                    ready[i] = None
+                    continue
+                ready[i], rest = x.split(k)
+                pending.append(rest)
+                x = ready[i]
+            if x.last > last:
+                last = x.last
+        elif x.ts > last:
+            last = x.ts
+    if len(pending) > 1:
+        pending.sort(key=attrgetter("ts"))
+    ready = [x for x in ready if x is not None]
+    if overlap:
+        ready = expand(ready)
+        ready.sort(key=attrgetter("ts"))
+    return ready
 
 
 def _remove_dynamic_probes(root: str, probes: list[DynamicProbe]) -> list[str]:
