@@ -18,7 +18,10 @@ shared machine hits every configuration alike), it runs:
   PYTHONPATH (e.g. ``/work/main/src``): before/after in the same run.
 
 Columns: ns/call (median of the workload's own loop time / N), x untraced, x trace-cmd
-(ns/call divided by trace-cmd's: the target is <= 1.1), consumer CPU us/event (user +
+(ns/call divided by trace-cmd's: the target is <= 1.1); wl cpu ns (the workload's own
+user + system CPU time per call, and its two ratios: less sensitive to other load on a
+shared machine than the loop's wall time, which counts time the loop was preempted);
+consumer CPU us/event (user +
 system CPU of the tracer and every process it started, from ``wait4``'s rusage, minus the
 workload's own; per delivered event; interpreter start-up and teardown included),
 delivered (events of the workload's pid in the tool's output or summary), lost (N minus
@@ -154,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
                if r.tracer_cpu_ns is not None and r.delivered]
         rows.append({
             "config": name, "ok": len(good), "runs": len(runs[name]),
-            "ns_per_call": ns, "ns_per_call_all": [r.ns_per_call for r in good],
+            "ns_per_call": ns,
+            "cpu_ns_per_call": med([r.workload_cpu_ns / a.calls for r in good
+                                    if r.workload_cpu_ns is not None]),
+            "ns_per_call_all": [r.ns_per_call for r in good],
             "cpu_ns_per_event": med(cpu),
             "delivered": med([r.delivered for r in good]),
             "lost": None if name in ("untraced",) or not good else
@@ -171,9 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         })
     base = rows[0]["ns_per_call"]
     tc = rows[1]["ns_per_call"]
+    cbase = rows[0]["cpu_ns_per_call"]
+    ctc = rows[1]["cpu_ns_per_call"]
     print(f"delivery: N={a.calls:,} getppid calls, {a.rounds} round(s), medians; "
           f"{busy:.0%} busy before start")
-    head = f"{'config':28s} {'ns/call':>8s} {'x untr':>7s} {'x tc':>6s} {'cpu us/ev':>9s} " \
+    head = f"{'config':28s} {'ns/call':>8s} {'x untr':>7s} {'x tc':>6s} " \
+           f"{'wl cpu ns':>9s} {'x untr':>7s} {'x tc':>6s} {'cpu us/ev':>9s} " \
            f"{'delivered':>10s} {'lost':>8s} {'rep.lost':>8s} {'others':>6s}"
     print(head)
     print("-" * len(head))
@@ -185,9 +194,13 @@ def main(argv: list[str] | None = None) -> int:
         ns = row["ns_per_call"]
         row["x_untraced"] = ns / base if ns and base else None
         row["x_trace_cmd"] = ns / tc if ns and tc else None
+        wc = row["cpu_ns_per_call"]
+        row["cpu_x_untraced"] = wc / cbase if wc and cbase else None
+        row["cpu_x_trace_cmd"] = wc / ctc if wc and ctc else None
         cpu = row["cpu_ns_per_event"]
         print(f"{row['config'][:28]:28s} {f(ns, '.0f'):>8s} {f(row['x_untraced'], '.2f'):>7s} "
-              f"{f(row['x_trace_cmd'], '.2f'):>6s} "
+              f"{f(row['x_trace_cmd'], '.2f'):>6s} {f(wc, '.0f'):>9s} "
+              f"{f(row['cpu_x_untraced'], '.2f'):>7s} {f(row['cpu_x_trace_cmd'], '.2f'):>6s} "
               f"{f(None if cpu is None else cpu / 1000, '.2f'):>9s} "
               f"{f(row['delivered'], ',.0f'):>10s} {f(row['lost'], ',d'):>8s} "
               f"{f(row['reported_lost'], ',.0f'):>8s} "

@@ -254,6 +254,20 @@ def print_summary(d: dict, as_json: bool) -> None:
     lost = d["lost"]
     msg = f"{d['total']} events ({per}) in {d['duration']:.2f}s, lost {lost}"
     if lost:
-        msg += " (per CPU: " + ", ".join(f"cpu{c}={n}" for c, n in d["lost_per_cpu"].items()
-                                         if n) + ")"
+        msg += " (" + lost_text(d) + ")"
     print(msg, file=sys.stderr)
+
+
+def lost_text(d: dict) -> str:
+    """Where the summary ``d``'s losses were: per probe where the events around each gap
+    said whose they were, the rest per CPU only (the kernel counts losses per CPU)."""
+    by_probe = d.get("lost_per_probe") or {}
+    cpu_only = d.get("lost_per_cpu_only")
+    if cpu_only is None:  # a summary without attribution: all per CPU
+        cpu_only = d["lost_per_cpu"]
+    parts = [f"{p}: {n}" for p, n in by_probe.items() if n]
+    rest = ", ".join(f"cpu{c}={n}" for c, n in cpu_only.items() if n)
+    if rest:
+        parts.append(("per CPU, not attributable to a probe: " if by_probe else "per CPU: ")
+                     + rest)
+    return "; ".join(parts)
