@@ -59,11 +59,12 @@ JSONL = sf.OUT / "delivery.jsonl"
 
 
 def pw_cfg(extra: list[str], spec: str, src: str | None = None,
-           to_file: bool = False) -> Callable[[sf.Ctx, dict[str, Any]], sf.Run]:
+           to_file: bool = False, more_env: dict[str, str] | None = None
+           ) -> Callable[[sf.Ctx, dict[str, Any]], sf.Run]:
     def cfg(ctx: sf.Ctx, before: dict[str, Any]) -> sf.Run:
-        env = ctx.env
+        env = dict(ctx.env)
+        env.update(more_env or {})
         if src is not None:
-            env = dict(env)
             env["PYTHONPATH"] = src
         JSONL.unlink(missing_ok=True)
 
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", metavar="SRC", help="also run pw-json with this src/ dir")
     ap.add_argument("--raw", action="store_true", help="also t:raw_syscalls:sys_enter")
     ap.add_argument("--no-file", action="store_true", help="skip pw-json-file")
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL:K=V[,K=V]",
+                    help="also pw-json with these environment variables (repeatable)")
     ap.add_argument("--pin-workload", metavar="CPU", type=int)
     ap.add_argument("--json-out", default=str(sf.OUT / "delivery.json"))
     a = ap.parse_args(argv)
@@ -127,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.raw:
         configs.append(("pw-raw", pw_cfg([*json_args, "--filter", "id == 110"],
                                          "t:raw_syscalls:sys_enter")))
+    for v in a.variant:
+        label, _, kvs = v.partition(":")
+        more = dict(kv.split("=", 1) for kv in kvs.split(",") if kv)
+        configs.append((f"pw-json[{label}]", pw_cfg(json_args, SPEC, more_env=more)))
     if a.baseline:
         configs.append((f"pw-json@{a.baseline}", pw_cfg(json_args, SPEC, src=a.baseline)))
     busy, who = sf.cpu_busy()

@@ -12,9 +12,12 @@ test allows the same).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from .helpers import json_lines, run_cli, summary_of
+from .helpers import CLI, json_lines, run_cli, summary_of
 
 SPEC = "t:syscalls:sys_enter_getppid"
 N = 400_000
@@ -56,3 +59,24 @@ def test_text_summary_names_the_probe_or_says_per_cpu(getppid_n: Path, tracefs: 
     r = run_cli("trace", SPEC, "t:syscalls:sys_exit_getppid", "--buffer-kb", "8",
                 "--", str(getppid_n), str(N // 2), timeout=120)
     assert "per CPU" in r.stderr.strip().splitlines()[-1]
+
+
+def test_a_lone_event_is_not_held_back(tracefs: str) -> None:
+    """Whole pages are spliced and the page a writer is on waits for a later round;
+    a CPU whose page never fills must still be read: the one event of a task that
+    then sleeps is printed long before the task ends."""
+    prog = "import os, time; os.getppid(); time.sleep(4)"
+    p = subprocess.Popen([*CLI, "trace", SPEC, "--json", "--", sys.executable, "-c", prog],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        t_line = time.monotonic()
+        _, err = p.communicate(timeout=60)
+        t_end = time.monotonic()
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err[-2000:]
+    assert json.loads(line)["event"] == "syscalls:sys_enter_getppid"
+    assert t_end - t_line > 2.0, (t_end - t_line, err[-500:])

@@ -229,6 +229,7 @@ def stream(s: Any, args: argparse.Namespace, out: Out, write: Callable[[Event], 
             else:
                 for ev in shown.pending:  # runs only come with write_many
                     write(ev)  # type: ignore[arg-type]
+            out.flush()  # a batch out at once: a lone event is not held in a buffer
             shown.pending = []
             if left is not None:
                 left -= sum(len(x.tss) if type(x) is EventRun else 1 for x in batch[:k])
