@@ -85,8 +85,9 @@ class EventRun:
 
     ``ts`` is the first event's time stamp (so a run sorts among Events), ``last`` the
     last one's, ``tss`` every time stamp; ``names`` are the field names and ``cols`` one
-    sequence of values per field (row i = ``tss[i]``, ``cols[j][i]``). pid, comm and
-    probe are filled in like an Event's.
+    sequence of values per field (row i = ``tss[i]``, ``cols[j][i]``); with ``counts``,
+    a field of N values (a fixed array: N columns, a tuple in the Event) where the count
+    is not 0. pid, comm and probe are filled in like an Event's.
 
     Example::
 
@@ -96,10 +97,11 @@ class EventRun:
     """
 
     __slots__ = ("ts", "last", "cpu", "pid", "tid", "comm", "event", "probe", "tss", "names",
-                 "cols")
+                 "cols", "counts")
 
     def __init__(self, cpu: int, tid: int, event: str, tss: list[int],
-                 names: tuple[str, ...], cols: list[Any]) -> None:
+                 names: tuple[str, ...], cols: list[Any],
+                 counts: tuple[int, ...] | None = None) -> None:
         self.ts = tss[0]
         self.last = tss[-1]
         self.cpu = cpu
@@ -111,6 +113,7 @@ class EventRun:
         self.tss = tss
         self.names = names
         self.cols = cols
+        self.counts = counts
 
     def __len__(self) -> int:
         return len(self.tss)
@@ -122,16 +125,31 @@ class EventRun:
         return a, b
 
     def _part(self, tss: list[int], cols: list[Any]) -> EventRun:
-        r = EventRun(self.cpu, self.tid, self.event, tss, self.names, cols)
+        r = EventRun(self.cpu, self.tid, self.event, tss, self.names, cols, self.counts)
         r.pid, r.comm, r.probe = self.pid, self.comm, self.probe
         return r
 
     def events(self) -> list[Event]:
         """The run as Event records."""
         names = self.names
-        return [Event(ts, self.cpu, self.pid, self.tid, self.comm, self.event, self.probe,
-                      dict(zip(names, row, strict=True)))
-                for ts, *row in zip(self.tss, *self.cols, strict=True)]
+        rows = zip(self.tss, *self.cols, strict=True)
+        if self.counts is None:
+            return [Event(ts, self.cpu, self.pid, self.tid, self.comm, self.event, self.probe,
+                          dict(zip(names, row, strict=True))) for ts, *row in rows]
+        out = []
+        for ts, *row in rows:
+            fields: dict[str, Any] = {}
+            i = 0
+            for name, k in zip(names, self.counts, strict=True):
+                if k:
+                    fields[name] = tuple(row[i : i + k])
+                    i += k
+                else:
+                    fields[name] = row[i]
+                    i += 1
+            out.append(Event(ts, self.cpu, self.pid, self.tid, self.comm, self.event,
+                             self.probe, fields))
+        return out
 
     def __repr__(self) -> str:
         return (f"EventRun({self.event!r}, cpu={self.cpu}, tid={self.tid}, n={len(self)}, "

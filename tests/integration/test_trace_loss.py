@@ -47,18 +47,25 @@ def test_text_summary_names_the_probe_or_says_per_cpu(getppid_n: Path, tracefs: 
     assert r.returncode == 0, r.stderr[-2000:]
     last = r.stderr.strip().splitlines()[-1]
     assert f"({SPEC}: " in last and "per CPU" not in last, last
-    r = run_cli("trace", SPEC, "t:syscalls:sys_exit_getppid", "--json", "--buffer-kb", "8",
-                "--", str(getppid_n), str(N // 2), timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    s = summary_of(r.stderr)
+    for _ in range(3):  # a firehose into 8 KiB: it overruns, but make sure it did
+        r = run_cli("trace", SPEC, "t:syscalls:sys_exit_getppid", "--json", "--buffer-kb",
+                    "8", "--", str(getppid_n), str(N), timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        s = summary_of(r.stderr)
+        if s["lost"] > 0:
+            break
     assert s["lost"] > 0
     attributed = sum(s["lost_per_probe"].values())
     assert attributed + sum(s["lost_per_cpu_only"].values()) == s["lost"], s
-    assert s["total"] + s["lost"] >= N  # both probes: 2 N events in all, some lost
+    assert 2 * N <= s["total"] + s["lost"] <= 2 * N + 2, s  # N enters and N exits
     assert s["lost_per_cpu_only"], s  # some of it cannot be put down to one probe
-    r = run_cli("trace", SPEC, "t:syscalls:sys_exit_getppid", "--buffer-kb", "8",
-                "--", str(getppid_n), str(N // 2), timeout=120)
-    assert "per CPU" in r.stderr.strip().splitlines()[-1]
+    for _ in range(3):
+        r = run_cli("trace", SPEC, "t:syscalls:sys_exit_getppid", "--buffer-kb", "8",
+                    "--", str(getppid_n), str(N), timeout=120)
+        last = r.stderr.strip().splitlines()[-1]
+        if not last.endswith(" lost 0"):
+            break
+    assert "per CPU" in last, last
 
 
 def test_a_lone_event_is_not_held_back(tracefs: str) -> None:

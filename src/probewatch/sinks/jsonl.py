@@ -87,13 +87,23 @@ _SENTINEL = 7_340_987_654_321_000_000  # a 19-digit int that no name holds
 def _run_template(run: EventRun, consts: tuple[Any, ...]) -> bytes | None:
     """The JSON line of ``run``'s events (see :data:`_templates`), or None when it cannot
     be written as a template (then the run is written event by event)."""
-    key = (run.event, run.probe, run.cpu, run.pid, run.tid, run.comm, run.names, consts)
+    key = (run.event, run.probe, run.cpu, run.pid, run.tid, run.comm, run.names, run.counts,
+           consts)
     t = _templates.get(key, b"")
     if t != b"":
         return t
-    sentinels = [_SENTINEL + i for i in range(len(run.names) + 1)]
-    fields = {n: (sentinels[i + 1] if c is None else c)
-              for i, (n, c) in enumerate(zip(run.names, consts, strict=True))}
+    # a sentinel per column (sentinels[j + 1] for column j) and for the time stamp
+    sentinels = [_SENTINEL + i for i in range(len(consts) + 1)]
+    vals = [sentinels[j + 1] if c is None else c for j, c in enumerate(consts)]
+    fields: dict[str, Any] = {}
+    j = 0
+    for name, k in zip(run.names, run.counts or (0,) * len(run.names), strict=True):
+        if k:
+            fields[name] = tuple(vals[j : j + k])
+            j += k
+        else:
+            fields[name] = vals[j]
+            j += 1
     line = event_json(Event(sentinels[0], run.cpu, run.pid, run.tid, run.comm, run.event,
                             run.probe, fields)).replace("%", "%%")
     tmpl: bytes | None = None
