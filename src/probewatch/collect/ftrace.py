@@ -22,7 +22,8 @@ never fills still arrives within a round or two. A round starts when the kernel 
 CPU's buffer is :data:`WAKE_PERCENT` full, or :data:`DRAIN_MS` after the last one.
 (Measured on a loaded 2-CPU VM: rounds on a 1 ms timer instead cost the traced task
 about 15% more CPU per event than the kernel's wake-ups.) ``PROBEWATCH_SPLICE=0``,
-``PROBEWATCH_DRAIN_MS`` and ``PROBEWATCH_WAKE_PERCENT`` change these (for benchmarks).
+``PROBEWATCH_DRAIN_MS``, ``PROBEWATCH_WAKE_PERCENT``, ``PROBEWATCH_NOTIFY_MS`` and
+``PROBEWATCH_DRAIN_NICE`` change these (for benchmarks).
 
 Spool record: ``<HHIQ`` = (cpu, kind, length, value) followed by ``length`` bytes.
 kind PAGE carries one raw ring-buffer page; WATERMARK says every CPU has been read
@@ -82,6 +83,8 @@ WAKE_PERCENT = int(os.environ.get("PROBEWATCH_WAKE_PERCENT", "1"))
 #: traced task on its CPU, and larger slices decode cheaper per event
 NOTIFY_MS = int(os.environ.get("PROBEWATCH_NOTIFY_MS", "20"))
 NOTIFY_BYTES = 4 << 20
+#: the drainer's nice value: it runs ahead of the consumer and of other load
+DRAIN_NICE = int(os.environ.get("PROBEWATCH_DRAIN_NICE", "-10"))
 #: full pages are spliced out of trace_pipe_raw (as trace-cmd does: the kernel hands
 #: over pages the writer has left, no copy of a page it is still writing); "0": read()
 SPLICE = os.environ.get("PROBEWATCH_SPLICE", "1") != "0"
@@ -665,7 +668,7 @@ class FtraceCollector:
                 if os.getppid() != parent:
                     os._exit(0)
                 try:  # wake promptly when the buffer fills, even on a busy machine
-                    os.setpriority(os.PRIO_PROCESS, 0, -10)
+                    os.setpriority(os.PRIO_PROCESS, 0, DRAIN_NICE)
                 except OSError:
                     pass
                 os.close(self._ctrl_w)
