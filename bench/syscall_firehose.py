@@ -587,6 +587,12 @@ def make_probewatch(extra: list[str]) -> Callable[[Ctx, dict[str, Any]], Run]:
 
 
 def cfg_trace_cmd(ctx: Ctx, before: dict[str, Any]) -> Run:
+    return run_trace_cmd(ctx, [])
+
+
+def run_trace_cmd(ctx: Ctx, extra: list[str]) -> Run:
+    """``trace-cmd record -k -d EXTRA -e EVENT -o bench/out/tc.dat -- WORKLOAD`` once,
+    its events counted with ``trace-cmd report`` (e.g. EXTRA = ["-b", "4096"])."""
     dat = OUT / "tc.dat"
     dat.unlink(missing_ok=True)
     # trace-cmd records in the top-level buffer: share it with nobody (a test running
@@ -627,7 +633,8 @@ def cfg_trace_cmd(ctx: Ctx, before: dict[str, Any]) -> Run:
             lost += int(v)
         r.reported_lost = lost
 
-    argv = ["trace-cmd", "record", "-k", "-d", "-e", f"{SYSTEM}:{EVENT}", "-o", str(dat), "--"]
+    argv = ["trace-cmd", "record", "-k", "-d", *extra, "-e", f"{SYSTEM}:{EVENT}", "-o", str(dat),
+            "--"]
     return run_tool(ctx, lambda w: argv + w, OUT / "trace-cmd-stdout.txt", collect, before,
                     global_buffer=True)
 

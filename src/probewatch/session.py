@@ -43,7 +43,7 @@ from .errors import (
     ProbewatchError,
     SpecError,
 )
-from .event import Event
+from .event import Event, EventRun, expand
 from .kernel.features import check
 from .kernel.tasks import TaskCache
 from .kernel.tracefs import remove_dynamic_event, sweep_stale, tracefs_root, write_file
@@ -89,6 +89,12 @@ class Summary:
     spool_limit: int = 0
     spool_peak: int = 0
     spool_full: float = 0.0
+    #: ftrace: the part of ``lost`` put down to a probe (the events on both sides of
+    #: the gap in a CPU's stream were that probe's), and per CPU what could not be
+    #: (the ring buffer counts losses per CPU only); JSON ``lost_per_probe`` and
+    #: ``lost_per_cpu_only``
+    lost_per_probe: dict[str, int] = field(default_factory=dict)
+    lost_cpu_only: dict[int, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = {
@@ -102,6 +108,9 @@ class Summary:
         if self.reader:
             d["reader"] = self.reader
             d["missed_per_cpu"] = {str(k): v for k, v in sorted(self.missed_per_cpu.items())}
+            d["lost_per_probe"] = dict(self.lost_per_probe)
+            d["lost_per_cpu_only"] = {str(k): v for k, v in sorted(self.lost_cpu_only.items())
+                                      if v}
         if self.spool_limit:
             d["spool"] = {"limit": self.spool_limit, "peak": self.spool_peak,
                           "full_s": round(self.spool_full, 6)}
@@ -351,6 +360,12 @@ class FtraceSession(Session):
         self.counts: dict[str, int] = {}
         self._page_missed = 0
         self._missed_per_cpu: dict[int, int] = {}
+        # per CPU: the gaps in its stream (pages flagged with lost events), by the probe
+        # whose events surround them (None: not one probe's): counts where the page
+        # stored one, and the probes of gaps whose count it did not (see _lost_split)
+        self._gap_counts: dict[int, dict[str | None, int]] = {}
+        self._gap_uncounted: dict[int, set[str | None]] = {}
+        self._prev_page: dict[int, bytes] = {}  # per CPU: the page read last
         self._t0 = 0.0
         self._t1 = 0.0
         self._decoder: PageDecoder | None = None
@@ -362,6 +377,10 @@ class FtraceSession(Session):
         self._mark_dir = ""
         self._tracer = ""
         self._ksyms: Any = None
+        #: batches may hold :class:`~probewatch.event.EventRun` items (pages of one
+        #: event type decoded as columns) besides Events: for a consumer that takes them,
+        #: such as the JSON-lines sink (``JsonLinesSink.write_many``)
+        self.deliver_runs = False
         # before the first kernel object: from here on SIGTERM/SIGHUP (SystemExit) and
         # SIGINT (KeyboardInterrupt) run close(); each object is created and recorded
         # with signals held back (deferred), so none can fall in between
@@ -673,6 +692,10 @@ class FtraceSession(Session):
         pending = self._pending  # kept on self: a generator closed by ^C can be resumed
         by_ts = attrgetter("ts")
         backlog = 0
+        runs = self.deliver_runs and dec is not None
+        run_ids = frozenset(i for i, f in self._formats.items() if i not in self._hidden_ids
+                            and f.event_name in self._event_probe)
+        max_pending = MAX_PENDING // 64 if runs else MAX_PENDING
         while True:
             if backlog:
                 # more is spooled than one slice: decode on without waiting
@@ -702,12 +725,17 @@ class FtraceSession(Session):
                     if count_only:
                         self._count(dec.count_page(payload))
                         missed = dec.last_missed
+                    elif runs:
+                        missed = dec.decode_page_runs(payload, cpu, pending, run_ids)
                     else:
                         missed = dec.decode_page(payload, cpu, pending)
-                    if missed > 0:
-                        self._page_missed += missed
-                        mpc = self._missed_per_cpu
-                        mpc[cpu] = mpc.get(cpu, 0) + missed
+                    if missed:
+                        if missed > 0:
+                            self._page_missed += missed
+                            mpc = self._missed_per_cpu
+                            mpc[cpu] = mpc.get(cpu, 0) + missed
+                        self._note_gap(cpu, missed, payload)
+                    self._prev_page[cpu] = payload
                 elif kind == TEXT:
                     assert isinstance(payload, bytes) and text is not None
                     if count_only:
@@ -717,7 +745,7 @@ class FtraceSession(Session):
             backlog = col.backlog()
             drainer_gone = drainer_gone and not backlog
             emit_upto = (1 << 63) if col.ended and not backlog else col.watermark
-            if len(pending) > MAX_PENDING:
+            if len(pending) > max_pending:
                 # the watermark lags (a CPU the drainer could not reach): hand on the
                 # oldest half rather than hold the backlog in memory
                 pending.sort(key=by_ts)
@@ -731,6 +759,8 @@ class FtraceSession(Session):
                     i = bisect_right(pending, emit_upto, key=by_ts)
                     ready = pending[:i]
                     del pending[:i]
+                if runs:
+                    ready = _cut_runs(ready, emit_upto, pending)
                 if ready:
                     yield self._finish(ready)
             if (col.ended and not backlog) or drainer_gone:
@@ -743,6 +773,8 @@ class FtraceSession(Session):
                     pending.sort(key=by_ts)
                     rest = pending[:]
                     pending.clear()
+                    if runs:
+                        rest = _cut_runs(rest, 1 << 63, pending)
                     yield self._finish(rest)
                 self._done = True
                 self.warnings.extend(self.text_problems())
@@ -751,6 +783,67 @@ class FtraceSession(Session):
             if count_only:
                 yield []
         self._t1 = time.monotonic()
+
+    def _probe_of_id(self, type_id: int | None) -> str | None:
+        fmt = self._formats.get(type_id) if type_id is not None else None
+        if fmt is None or type_id in self._hidden_ids:
+            return None
+        return self._event_probe.get(fmt.event_name)
+
+    def _note_gap(self, cpu: int, missed: int, page: bytes) -> None:
+        """Record a gap before ``page`` in ``cpu``'s stream (``missed`` events, -1: the
+        page had no room to say how many) and whose events surround it: the last event
+        read on that CPU before it and the first one after it, when they are of the same
+        probe (or only one of them exists)."""
+        dec = self._decoder
+        if dec is None:
+            return
+        after = before = None
+        try:
+            for _ts, tid, _s, _e in dec.iter_records(page):
+                after = tid
+                break
+            prev = self._prev_page.get(cpu)
+            if prev is not None:
+                for _ts, tid, _s, _e in dec.iter_records(prev):
+                    before = tid
+        except DecodeError:
+            pass
+        probes = {self._probe_of_id(i) for i in (before, after) if i is not None}
+        probe = probes.pop() if len(probes) == 1 else None
+        if missed > 0:
+            counts = self._gap_counts.setdefault(cpu, {})
+            counts[probe] = counts.get(probe, 0) + missed
+        else:
+            self._gap_uncounted.setdefault(cpu, set()).add(probe)
+
+    def _lost_split(self, lost_per_cpu: dict[int, int]) -> tuple[dict[str, int],
+                                                                   dict[int, int]]:
+        """The kernel's per-CPU losses split into (per probe, per CPU only).
+
+        A gap whose count the page stored goes to the probe around it; what the kernel
+        counted on a CPU beyond the stored counts goes to a probe only when every gap
+        without a count on that CPU lay between that one probe's events (e.g. one probe
+        traced there), and otherwise stays a loss of that CPU only.
+        """
+        per_probe: dict[str, int] = {}
+        cpu_only: dict[int, int] = {}
+        for cpu, lost in lost_per_cpu.items():
+            counts = self._gap_counts.get(cpu, {})
+            placed = 0
+            for probe, n in counts.items():
+                if probe is not None and placed + n <= lost:
+                    per_probe[probe] = per_probe.get(probe, 0) + n
+                    placed += n
+            rest = lost - sum(counts.values())
+            unc = self._gap_uncounted.get(cpu, set())
+            if rest > 0 and len(unc) == 1 and None not in unc:
+                probe = next(iter(unc))
+                assert probe is not None
+                per_probe[probe] = per_probe.get(probe, 0) + rest
+                placed += rest
+            cpu_only[cpu] = max(0, lost - placed)
+        return per_probe, cpu_only
 
     def _count(self, per_id: dict[int, int]) -> None:
         fmts = self._formats
@@ -770,6 +863,14 @@ class FtraceSession(Session):
         text = self._text is not None
         out = []
         for ev in batch:
+            if type(ev) is EventRun:
+                probe = probe_of.get(ev.event)
+                if probe is not None:
+                    ev.pid, ev.comm = tasks[ev.tid]
+                    ev.probe = probe
+                    counts[probe] += len(ev.tss)
+                    out.append(ev)
+                continue
             if text and ev.tid not in tasks and ev.pid > 0 and ev.comm not in ("", "<...>"):
                 tasks[ev.tid] = (ev.pid, ev.comm)  # what the kernel printed on the line
             ev.pid, ev.comm = tasks[ev.tid]
@@ -825,6 +926,10 @@ class FtraceSession(Session):
             s.missed_per_cpu = dict(text.lost_per_cpu)
             s.unknown = text.unknown + text.bad
         s.lost = sum(s.lost_per_cpu.values())
+        if text is None:
+            s.lost_per_probe, s.lost_cpu_only = self._lost_split(s.lost_per_cpu)
+        else:
+            s.lost_cpu_only = dict(s.lost_per_cpu)
         return s
 
     def spool_problems(self) -> list[str]:
@@ -907,6 +1012,38 @@ def _mark_fields(ev: Event) -> None:
         if buf.endswith("\n"):
             buf = buf[:-1]
         ev.fields = {**parse_mark(buf), "buf": buf}
+
+
+def _cut_runs(ready: list[Any], upto: int, pending: list[Any]) -> list[Any]:
+    """``ready`` (sorted by ts) with the events of its runs stamped after ``upto`` put
+    back into ``pending``; and where runs overlap other items in time (events of two
+    CPUs interleaved), those as single Events in time order."""
+    last = -1
+    overlap = False
+    for i, x in enumerate(ready):
+        if x.ts < last:
+            overlap = True
+        if type(x) is EventRun:
+            if x.last > upto:
+                k = bisect_right(x.tss, upto)
+                if k == 0:
+                    pending.append(x)
+                    ready[i] = None
+                    continue
+                ready[i], rest = x.split(k)
+                pending.append(rest)
+                x = ready[i]
+            if x.last > last:
+                last = x.last
+        elif x.ts > last:
+            last = x.ts
+    if len(pending) > 1:
+        pending.sort(key=attrgetter("ts"))
+    ready = [x for x in ready if x is not None]
+    if overlap:
+        ready = expand(ready)
+        ready.sort(key=attrgetter("ts"))
+    return ready
 
 
 def _remove_dynamic_probes(root: str, probes: list[DynamicProbe]) -> list[str]:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..collect.command import GatedCommand, resolve_command
-from ..event import Event
+from ..event import Event, EventRun, expand
 from ..sinks.jsonl import JsonLinesSink
 from ..sinks.text import TextSink, hex_fields
 from ..sinks.writer import Deadline, Out, OutputCut
@@ -168,8 +168,7 @@ def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl) -> int:
             except (BrokenPipeError, SystemExit) as e:
                 ended_by = output_end(e)
             s.stop()
-            for ev in shown_events.pending:  # delivered (counted) but never written
-                s.counts[ev.probe] -= 1
+            _uncount(s, shown_events.pending)  # delivered (counted) but never written
             for w in s.warnings[shown:]:  # what came up while tracing
                 print(f"probewatch: warning: {w}", file=sys.stderr)
             summ = s.summary().to_dict()
@@ -189,7 +188,13 @@ class _Shown:
     """The events handed to the sink whose write has not returned yet."""
 
     def __init__(self) -> None:
-        self.pending: list[Event] = []
+        self.pending: list[Event | EventRun] = []
+
+
+def _uncount(s: Any, items: list[Any]) -> None:
+    """Take events (and runs of them) out of the session's counts: not shown after all."""
+    for ev in items:
+        s.counts[ev.probe] -= len(ev.tss) if type(ev) is EventRun else 1
 
 
 def stream(s: Any, args: argparse.Namespace, out: Out, write: Callable[[Event], None],
@@ -207,23 +212,33 @@ def stream(s: Any, args: argparse.Namespace, out: Out, write: Callable[[Event], 
     dl = Deadline(args.duration, s.clock)
     dl.arm(out)
     write_many = JsonLinesSink(out).write_many if args.json else None
+    runs = write_many is not None and hasattr(s, "deliver_runs")
+    if runs:
+        s.deliver_runs = True  # pages of one event type come as columns: cheaper
     left = args.max_events
     try:
         for batch in s.batches(duration=args.duration):
+            if runs and any(type(x) is EventRun for x in batch):
+                # -d or -n may cut the batch inside a run: cut Events instead
+                n = sum(len(x.tss) if type(x) is EventRun else 1 for x in batch)
+                if (left is not None and n > left) or dl.late(
+                        getattr(batch[-1], "last", batch[-1].ts)):
+                    batch = expand(batch)
             k = 0 if ctl.abort else dl.on_time(batch)
             if left is not None:
                 k = min(k, left)
-                left -= k
             shown.pending = batch[:k]
             if write_many is not None:
                 write_many(shown.pending)
             else:
-                for ev in shown.pending:
-                    write(ev)
+                for ev in shown.pending:  # runs only come with write_many
+                    write(ev)  # type: ignore[arg-type]
+            out.flush()  # a batch out at once: a lone event is not held in a buffer
             shown.pending = []
+            if left is not None:
+                left -= sum(len(x.tss) if type(x) is EventRun else 1 for x in batch[:k])
             if k < len(batch) or left == 0 or ctl.abort:  # the rest is not shown
-                for ev in batch[k:]:
-                    s.counts[ev.probe] -= 1
+                _uncount(s, batch[k:])
                 s.stop()
                 break
         out.flush()
@@ -244,6 +259,20 @@ def print_summary(d: dict, as_json: bool) -> None:
     lost = d["lost"]
     msg = f"{d['total']} events ({per}) in {d['duration']:.2f}s, lost {lost}"
     if lost:
-        msg += " (per CPU: " + ", ".join(f"cpu{c}={n}" for c, n in d["lost_per_cpu"].items()
-                                         if n) + ")"
+        msg += " (" + lost_text(d) + ")"
     print(msg, file=sys.stderr)
+
+
+def lost_text(d: dict) -> str:
+    """Where the summary ``d``'s losses were: per probe where the events around each gap
+    said whose they were, the rest per CPU only (the kernel counts losses per CPU)."""
+    by_probe = d.get("lost_per_probe") or {}
+    cpu_only = d.get("lost_per_cpu_only")
+    if cpu_only is None:  # a summary without attribution: all per CPU
+        cpu_only = d["lost_per_cpu"]
+    parts = [f"{p}: {n}" for p, n in by_probe.items() if n]
+    rest = ", ".join(f"cpu{c}={n}" for c, n in cpu_only.items() if n)
+    if rest:
+        parts.append(("per CPU, not attributable to a probe: " if by_probe else "per CPU: ")
+                     + rest)
+    return "; ".join(parts)

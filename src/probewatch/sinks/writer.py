@@ -93,6 +93,18 @@ class Out:
             self.flush()
         return len(s)
 
+    def write_bytes(self, data: bytes) -> None:
+        """Write UTF-8 encoded text (whole lines) after what was written before, at once
+        (the JSON sink's runs come encoded already)."""
+        if self.fd is None:
+            self.write(data.decode("utf-8", "surrogateescape"))
+            return
+        self.flush()
+        if self.cutoff is None:
+            _write_all(self.fd, data)
+        else:
+            self._write_until(data, self.cutoff)
+
     def flush(self) -> None:
         if not self._parts:
             return
