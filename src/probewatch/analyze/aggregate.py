@@ -7,7 +7,8 @@ a key of several parts) and updates integers in place.
 
 - ``hist="log2"``: buckets ``(..., 0)``, ``[0]``, ``[1]``, ``[2, 4)``, ``[4, 8)``, ...
   (bucket of v >= 1 is ``[2**(b-1), 2**b)`` with ``b = v.bit_length()``).
-- ``hist="linear"`` with ``step``: ``[k*step, (k+1)*step)``, ``k = v // step``.
+- ``hist="linear"`` with ``step``: ``[k*step, (k+1)*step)``, ``k = v // step``
+  (empty buckets between used ones are shown unless that spans > 500 buckets).
 - ``keys``: group by Event attributes (comm, pid, tid, cpu, event, probe) or fields.
 - ``latency=True``: the value is the time from an enter event to the exit event of
   the same thread (``syscalls:sys_enter_X`` / ``sys_exit_X``; ``u:T:F`` / ``ur:T:F``),
@@ -36,6 +37,8 @@ NUMERIC_ATTRS = ("pid", "tid", "cpu")
 #: log2 buckets: 0 = negative, 1 = [0], b + 1 = [2**(b-1), 2**b) for b = bit_length 1..64
 LOG2_BUCKETS = 66
 BAR_WIDTH = 52
+#: a linear histogram spanning more buckets than this shows only the non-empty ones
+MAX_LINEAR_SPAN = 500
 _SUFFIXES = ("", "K", "M", "G", "T", "P", "E")
 
 
@@ -299,8 +302,8 @@ class Aggregator:
         if isinstance(r, dict):  # tracepoints (a glob spec): by event name
             if ev.event not in r:
                 r[ev.event] = pair_of("", ev.event)
-            return r[ev.event]  # type: ignore[no-any-return]
-        return r  # type: ignore[no-any-return]
+            return r[ev.event]
+        return r
 
     def _add_latency(self, batch: list[Event]) -> None:
         pending = self._pending
@@ -349,11 +352,8 @@ class Aggregator:
     def buckets(self, h: Any) -> list[tuple[int | None, int, int]]:
         """(lo, hi, count) from the lowest to the highest non-empty bucket."""
         if self.hist == "linear":
-            if not h:
-                return []
-            lo_k, hi_k = min(h), max(h)
             return [(k * self.step, (k + 1) * self.step, h.get(k, 0))
-                    for k in range(lo_k, hi_k + 1)]
+                    for k in _linear_range(h)]
         used = [i for i, c in enumerate(h) if c]
         if not used:
             return []
@@ -361,10 +361,7 @@ class Aggregator:
 
     def _labels(self, h: Any) -> list[tuple[str, int]]:
         if self.hist == "linear":
-            if not h:
-                return []
-            return [(linear_label(k, self.step), h.get(k, 0))
-                    for k in range(min(h), max(h) + 1)]
+            return [(linear_label(k, self.step), h.get(k, 0)) for k in _linear_range(h)]
         used = [i for i, c in enumerate(h) if c]
         if not used:
             return []
@@ -440,6 +437,18 @@ class Aggregator:
                      for i, (c, w) in enumerate(zip(r, widths, strict=True))]
             out.append("  ".join(cells).rstrip())
         return out
+
+
+def _linear_range(h: dict[int, int]) -> list[int]:
+    """The linear buckets shown: all from the lowest to the highest used one (as
+    bpftrace's lhist), or only the used ones when that would be more than
+    :data:`MAX_LINEAR_SPAN` lines."""
+    if not h:
+        return []
+    lo, hi = min(h), max(h)
+    if hi - lo + 1 > MAX_LINEAR_SPAN:
+        return sorted(h)
+    return list(range(lo, hi + 1))
 
 
 def _sort_key(k: Any) -> tuple[Any, ...]:

@@ -154,16 +154,20 @@ class _Printer:
             agg.reset()
 
     def _rich_table(self) -> Any:
+        from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
         header, rows = self.agg.table_rows(self.top)
-        t = Table(title=f"probewatch trace --top {self.top}  {time.strftime('%H:%M:%S')}")
+        t = Table()
         nk = len(header) - (3 if len(header) > 1 and header[-1] == "AVG" else 1)
         for i, h in enumerate(header):
             t.add_column(h, justify="left" if i < nk else "right")
         for r in rows:
             t.add_row(*r)
-        return t
+        title = (f"probewatch trace --top {self.top}  {time.strftime('%H:%M:%S')}  "
+                 f"({self.agg.events} events in the last {self.interval:g} s)")
+        return Group(Text(title, style="bold"), t)
 
     def tick(self, stop: threading.Event) -> None:
         assert self.interval
