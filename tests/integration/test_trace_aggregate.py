@@ -204,3 +204,12 @@ def test_hist_of_a_string_field_counts_it_missing(target: Path) -> None:
     assert r.returncode == 0, r.stderr
     d = json_lines(r.stdout)[0]["aggregate"]
     assert d["rows"] == [] and d["missing"] == d["events"] == 1
+
+
+def test_max_events_limits_what_is_aggregated(tracefs: str, getppid_n: Path) -> None:
+    r = run_cli("trace", "-n", "123", "--by", "comm", "--json", "t:syscalls:sys_enter_getppid",
+                "--", str(getppid_n), "5000")
+    assert r.returncode == 0, r.stderr
+    (row,) = json_lines(r.stdout)[0]["aggregate"]["rows"]
+    assert (row["key"], row["count"]) == ({"comm": "getppid_n"}, 123)
+    assert summary_of(r.stderr)["total"] == 123

@@ -173,6 +173,8 @@ def _key_getter(keys: list[str]) -> Callable[[Event], Any]:
         return _getter(keys[0])
     if not keys:
         return lambda ev: None
+    if all(k in EVENT_ATTRS for k in keys):
+        return attrgetter(*keys)  # a tuple, built in C
     gs = [_getter(k) for k in keys]
     return lambda ev: tuple([g(ev) for g in gs])
 
@@ -260,29 +262,49 @@ class Aggregator:
                 else:
                     st[0] += 1
             return
+        field = vname not in NUMERIC_ATTRS
         val_of = _getter(vname)
         hist = self.hist
         step = self.step
-        missing = 0
+        one = None if self.keys else stats.get(None)  # no key: one row, no lookups
+        if one is None and not self.keys:
+            one = stats[None] = [0, 0, self._new_hist()]
+        n = total = missing = 0
+        h: Any = one[2] if one is not None else None
         for ev in batch:
-            v = val_of(ev)
+            v = ev.fields.get(vname) if field else val_of(ev)
             if v.__class__ is not int:
                 if v.__class__ is bool or not isinstance(v, int):
                     missing += 1
                     continue
                 v = int(v)
-            k = key_of(ev)
-            st = stats.get(k)
-            if st is None:
-                st = stats[k] = [0, 0, self._new_hist()]
-            st[0] += 1
-            st[1] += v
-            if hist == "log2":
-                st[2][0 if v < 0 else min(v.bit_length() + 1, 65)] += 1
-            elif hist is not None:
+            if one is None:
+                k = key_of(ev)
+                st = stats.get(k)
+                if st is None:
+                    st = stats[k] = [0, 0, self._new_hist()]
+                st[0] += 1
+                st[1] += v
                 h = st[2]
+            else:
+                n += 1
+                total += v
+            if hist == "log2":
+                if v < 0:
+                    h[0] += 1
+                else:
+                    try:
+                        h[v.bit_length() + 1] += 1
+                    except IndexError:  # beyond 64 bits (not from a kernel field)
+                        h[LOG2_BUCKETS - 1] += 1
+            elif hist is not None:
                 b = v // step
                 h[b] = h.get(b, 0) + 1
+        if one is not None:
+            one[0] += n
+            one[1] += total
+            if not one[0]:  # nothing had the value: no row
+                del stats[None]
         self.missing += missing
 
     def _new_hist(self) -> Any:

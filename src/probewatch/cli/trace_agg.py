@@ -26,7 +26,7 @@ from ..analyze.aggregate import (
     parse_hist,
     parse_keys,
 )
-from ..sinks.writer import Out
+from ..sinks.writer import Deadline, Out
 from .args import count_arg, duration_arg, refuse
 from .runctl import RunControl
 
@@ -188,6 +188,8 @@ def run(s: Any, args: argparse.Namespace, agg: Aggregator, out: Out, ctl: RunCon
     s.start()
     ctl.session = s
     ctl.phase = "running"
+    dl = Deadline(args.duration, s.clock)  # what is stamped after -d is not aggregated
+    dl.arm()
     left = args.max_events
     stop = threading.Event()
     ticker = None
@@ -198,29 +200,28 @@ def run(s: Any, args: argparse.Namespace, agg: Aggregator, out: Out, ctl: RunCon
         ticker.start()
     try:
         for batch in s.batches(duration=args.duration):
-            if ctl.abort:
-                break
+            k = 0 if ctl.abort else dl.on_time(batch)
             if left is not None:
-                if len(batch) >= left:
-                    for ev in batch[left:]:  # not aggregated: not counted
-                        s.counts[ev.probe] -= 1
-                    batch = batch[:left]
-                    left = 0
-                else:
-                    left -= len(batch)
+                k = min(k, left)
+                left -= k
+            cut = k < len(batch)
+            if cut:
+                for ev in batch[k:]:  # not aggregated: not counted
+                    s.counts[ev.probe] -= 1
+                batch = batch[:k]
             with pr.lock:
                 agg.add(batch)
-            if left == 0 or pr.error is not None:
+            if cut or left == 0 or ctl.abort or pr.error is not None:
                 s.stop()
                 break
+        if pr.error is not None:
+            raise pr.error
+        with pr.lock:
+            if not ctl.abort and (not pr.interval or agg.events or pr.n == 0):
+                pr.show(final=True)
     finally:
         stop.set()
         if ticker is not None:
             ticker.join()
-    if pr.error is not None:
-        raise pr.error
-    with pr.lock:
-        if not ctl.abort and (not pr.interval or agg.events or pr.n == 0):
-            pr.show(final=True)
-    if pr.live is not None:
-        pr.live.stop()
+        if pr.live is not None:
+            pr.live.stop()  # the cursor back, even on an error
