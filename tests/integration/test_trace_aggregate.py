@@ -136,6 +136,16 @@ def test_latency_of_a_syscall_text(target: Path) -> None:
     assert lines[0] == "@latency_ns[clock_nanosleep]:"
     assert [x.split("|")[0].split() for x in lines[1:]] == [
         ["[4M,", "8M)", "5"], ["[8M,", "16M)", "0"], ["[16M,", "32M)", "3"]]
+    # --top: the same pairs as a table (count, sum and average in ns)
+    r = run_cli("trace", "--latency", "--top", "5", "t:syscalls:sys_enter_clock_nanosleep",
+                "--", str(target), "nap")
+    assert r.returncode == 0, r.stderr
+    head, row = r.stdout.splitlines()[1:3]
+    assert head.split() == ["NAME", "COUNT", "SUM", "AVG"]
+    name, count, total, avg = row.split()
+    assert (name, count) == ("clock_nanosleep", "8")
+    assert int(total) >= 5 * 4_300_000 + 3 * 17_000_000
+    assert float(avg) == pytest.approx(int(total) / 8, abs=0.1)
 
 
 def test_top_without_interval_refreshes_every_second_plain(tracefs: str,

@@ -144,7 +144,8 @@ class _Printer:
         elif self.live is not None:
             self.live.update(self._rich_table(), refresh=True)
         else:
-            text = agg.render_text(self.top)
+            text = (agg.render_text() if self.top is None
+                    else "\n".join(agg.table(self.top)) + "\n")
             if self.interval:
                 text = time.strftime("%H:%M:%S") + "\n" + text + "\n"
             self.out.write(text)
