@@ -10,6 +10,8 @@ own loop with CLOCK_MONOTONIC into a report file:
 - ``count``: ``getppid_loop N`` makes N getppid syscalls; a count per comm:
   ``probewatch trace --by comm t:syscalls:sys_enter_getppid`` against
   ``bpftrace -e 'tracepoint:syscalls:sys_enter_getppid { @[comm] = count(); }'``.
+- ``count-probe``: the same workload counted per probe (``--by probe``: the session's
+  counting path, in the kernel on bpf and perf) against bpftrace's ``@[probe] = count()``.
 
 probewatch runs on each backend (ftrace, perf, bpf; it aggregates in user space on all
 three), bpftrace in the kernel. Columns: **ns/call** the workload's loop time / N,
@@ -69,6 +71,13 @@ def argv_of(job: str, tool: str, backend: str, wl: list[str]) -> list[str]:
         if tool == "bpftrace":
             return ["bpftrace", "-e", f"uprobe:{binary}:pw_bench_fn {{ @x = hist(arg0); }}",
                     "-c", shlex.join(wl)]
+    elif job == "count-probe":
+        if tool == "probewatch":
+            return [*pw, "--by", "probe", "t:syscalls:sys_enter_getppid", "--", *wl]
+        if tool == "bpftrace":
+            return ["bpftrace", "-e",
+                    "tracepoint:syscalls:sys_enter_getppid { @[probe] = count(); }",
+                    "-c", shlex.join(wl)]
     else:
         if tool == "probewatch":
             return [*pw, "--by", "comm", "t:syscalls:sys_enter_getppid", "--", *wl]
@@ -85,6 +94,9 @@ def result_of(job: str, tool: str, out: str, comm: str) -> Any:
         return None
     if job == "hist":
         return [ln.rstrip() for ln in out.splitlines() if ln.startswith(("[", "("))]
+    if job == "count-probe":
+        m = re.search(r"sys_enter_getppid\]?:?\s+(\d+)$", out, re.M)
+        return int(m.group(1)) if m else None
     if tool == "bpftrace":
         m = re.search(rf"^@\[{re.escape(comm)}\]: (\d+)$", out, re.M)
         return int(m.group(1)) if m else None
@@ -120,11 +132,12 @@ def run_once(job: str, tool: str, backend: str, binary: Path, n: int) -> dict[st
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="N / 10")
-    ap.add_argument("--only", choices=["hist", "count"], help="one job")
+    ap.add_argument("--only", choices=["hist", "count", "count-probe"], help="one job")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("aggregate_cost: run as root")
-    jobs = {"hist": (build("uprobe_loop"), 200_000), "count": (build("getppid_loop"), 1_000_000)}
+    jobs = {"hist": (build("uprobe_loop"), 200_000), "count": (build("getppid_loop"), 1_000_000),
+            "count-probe": (build("getppid_loop"), 1_000_000)}
     rows = []
     for job, (binary, n) in jobs.items():
         if a.only and job != a.only:

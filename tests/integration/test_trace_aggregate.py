@@ -223,3 +223,19 @@ def test_max_events_limits_what_is_aggregated(tracefs: str, getppid_n: Path) -> 
     (row,) = json_lines(r.stdout)[0]["aggregate"]["rows"]
     assert (row["key"], row["count"]) == ({"comm": "getppid_n"}, 123)
     assert summary_of(r.stderr)["total"] == 123
+
+
+def test_by_probe_counted_by_the_session_same_as_from_events(tracefs: str, getppid_n: Path,
+                                                            backends: list[str]) -> None:
+    # --by probe alone goes through the session's counting path (in the kernel on bpf
+    # and perf); with -n it aggregates decoded events: the same table either way
+    want = ("PROBE                         COUNT\n"
+            "t:syscalls:sys_enter_getppid   3456\n")
+    for b in backends:
+        for extra in ([], ["-n", "1000000"]):
+            r = run_cli("trace", "--backend", b, "--by", "probe", *extra,
+                        "t:syscalls:sys_enter_getppid", "t:syscalls:sys_enter_getpid", "--",
+                        str(getppid_n), "3456")
+            assert r.returncode == 0, (b, extra, r.stderr)
+            assert r.stdout == want, (b, extra)
+            assert summary_of_text(r.stderr) == 3456

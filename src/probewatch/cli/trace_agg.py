@@ -182,10 +182,32 @@ class _Printer:
                 return
 
 
+def counted_in_kernel(agg: Aggregator, args: argparse.Namespace) -> bool:
+    """Whether the aggregation is a count per probe (``--by probe``), which the
+    session's counting path takes without building events (bpf and perf count in the
+    kernel)."""
+    return (agg.keys == ["probe"] and agg.value is None and not agg.latency
+            and args.interval is None and args.top is None and args.max_events is None)
+
+
 def run(s: Any, args: argparse.Namespace, agg: Aggregator, out: Out, ctl: RunControl) -> None:
     """Feed the session's events into agg until -d, -n, the command's end or ^C; print."""
     check_fields(agg, s.formats)
     pr = _Printer(agg, args, out)
+    if counted_in_kernel(agg, args):
+        if s.backend in ("bpf", "perf"):
+            s.start(count_only=True)
+        else:
+            s.start()
+        ctl.session = s
+        ctl.phase = "running"
+        counts = s.count(duration=args.duration)
+        if ctl.interrupts:  # ^C stopped it: count what is still buffered
+            counts = s.count()
+        agg.events = sum(counts.values())
+        agg.stats = {p: [n, 0, None] for p, n in counts.items() if n}
+        pr.show(final=True)
+        return
     s.start()
     ctl.session = s
     ctl.phase = "running"
