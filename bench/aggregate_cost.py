@@ -13,8 +13,10 @@ own loop with CLOCK_MONOTONIC into a report file:
 - ``count-probe``: the same workload counted per probe (``--by probe``: the session's
   counting path, in the kernel on bpf and perf) against bpftrace's ``@[probe] = count()``.
 
-probewatch runs on each backend (ftrace, perf, bpf; it aggregates in user space on all
-three), bpftrace in the kernel. Columns: **ns/call** the workload's loop time / N,
+bpftrace's programs take only the workload (``/pid == cpid/``), as probewatch's
+``-- COMMAND`` does. probewatch runs on each backend (ftrace, perf, bpf; it aggregates
+in user space on all three, except ``--by probe``), bpftrace in the kernel.
+Columns: **ns/call** the workload's loop time / N,
 **slowdown x** against the untraced workload, **tool CPU ns/ev** the tracer's own CPU
 (user + system of the tool and its children, minus the workload's) per event, less
 what the same tool spends on a run of one event (start-up, tear-down: **fixed CPU s**),
@@ -69,21 +71,22 @@ def argv_of(job: str, tool: str, backend: str, wl: list[str]) -> list[str]:
         if tool == "probewatch":
             return [*pw, "--hist", "x", f"u:{binary}:pw_bench_fn x=arg0:s64", "--", *wl]
         if tool == "bpftrace":
-            return ["bpftrace", "-e", f"uprobe:{binary}:pw_bench_fn {{ @x = hist(arg0); }}",
+            return ["bpftrace", "-e",
+                    f"uprobe:{binary}:pw_bench_fn /pid == cpid/ {{ @x = hist(arg0); }}",
                     "-c", shlex.join(wl)]
     elif job == "count-probe":
         if tool == "probewatch":
             return [*pw, "--by", "probe", "t:syscalls:sys_enter_getppid", "--", *wl]
         if tool == "bpftrace":
             return ["bpftrace", "-e",
-                    "tracepoint:syscalls:sys_enter_getppid { @[probe] = count(); }",
+                    "tracepoint:syscalls:sys_enter_getppid /pid == cpid/ { @[probe] = count(); }",
                     "-c", shlex.join(wl)]
     else:
         if tool == "probewatch":
             return [*pw, "--by", "comm", "t:syscalls:sys_enter_getppid", "--", *wl]
         if tool == "bpftrace":
             return ["bpftrace", "-e",
-                    "tracepoint:syscalls:sys_enter_getppid { @[comm] = count(); }",
+                    "tracepoint:syscalls:sys_enter_getppid /pid == cpid/ { @[comm] = count(); }",
                     "-c", shlex.join(wl)]
     return wl
 

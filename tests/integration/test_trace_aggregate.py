@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -18,7 +19,15 @@ import pytest
 
 from conftest import build_c  # tests/conftest.py (pytest puts tests/ on sys.path)
 
-from .helpers import CLI, json_lines, require_uprobe_events, run_cli, summary_of
+from .helpers import (
+    CLI,
+    json_lines,
+    our_instances,
+    require_uprobe_events,
+    run_cli,
+    summary_of,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -239,3 +248,25 @@ def test_by_probe_counted_by_the_session_same_as_from_events(tracefs: str, getpp
             assert r.returncode == 0, (b, extra, r.stderr)
             assert r.stdout == want, (b, extra)
             assert summary_of_text(r.stderr) == 3456
+
+
+def test_ctrl_c_prints_the_aggregation(tracefs: str, getppid_n: Path) -> None:
+    # system-wide until ^C (as bpftrace prints its maps at ^C)
+    p = subprocess.Popen([*CLI, "trace", "--by", "pid", "--json",
+                          "t:syscalls:sys_enter_getppid"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: bool(our_instances(tracefs, p.pid))), "never armed"
+        time.sleep(0.3)  # the instance exists before its events are enabled
+        child = subprocess.run([str(getppid_n), "1500"], check=True)
+        assert child.returncode == 0
+        time.sleep(0.5)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    rows = json_lines(out)[0]["aggregate"]["rows"]
+    assert any(r["count"] == 1500 for r in rows), rows
+    assert summary_of(err)["total"] == sum(r["count"] for r in rows)
