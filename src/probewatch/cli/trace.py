@@ -14,6 +14,7 @@ from ..event import Event, EventRun, expand
 from ..sinks.jsonl import JsonLinesSink
 from ..sinks.text import TextSink, hex_fields
 from ..sinks.writer import Deadline, Out, OutputCut
+from . import trace_agg
 from .args import (
     buffer_kb_arg,
     comm_arg,
@@ -56,10 +57,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         usage="probewatch trace [options] SPEC... [-- COMMAND ARGS...]",
         help="stream events from probe specs (tracepoints, uprobes, USDT, kprobes)",
         description="Stream events from probe specs (ftrace in a private instance, or eBPF).",
-        epilog=EXAMPLES,
+        epilog=EXAMPLES + "\n" + trace_agg.HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common(p)
+    trace_agg.add_options(p)
     p.set_defaults(func=run)
 
 
@@ -140,6 +142,9 @@ def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl) -> int:
     out = Out(sys.stdout)
     specs = join_spec_words(args.specs)
     command: GatedCommand | None = None
+    agg = None
+    if trace_agg.wanted(args):  # --hist/--by/--top/--latency: aggregate, print no events
+        agg, specs = trace_agg.make(args, specs)
     try:
         with open_session(args.backend, buffer_kb=args.buffer_kb, pids=args.pid,
                           comm=args.comm, counting=args.count, specs=specs,
@@ -161,6 +166,8 @@ def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl) -> int:
                     ctl.session = s
                     ctl.phase = "running"
                     s.count(duration=args.duration)
+                elif agg is not None:
+                    trace_agg.run(s, args, agg, out, ctl)
                 else:
                     sink = JsonLinesSink(out) if args.json else TextSink(out, hex_fields=hexf)
                     stream(s, args, out, sink.write, ctl, shown_events)
