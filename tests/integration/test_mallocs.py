@@ -99,3 +99,19 @@ def test_text_report_and_errors(bpf: None, target: Path) -> None:
     assert p.returncode == 1 and "give either -p PID or -- COMMAND" in p.stderr
     p = run_cli("mallocs", "--backend", "ftrace", "--", str(target))
     assert p.returncode == 2  # not a choice: the aggregation needs BPF
+
+
+def test_program_mmaps_with_mmap_option(bpf: None, target: Path) -> None:
+    """--mmap: the program's own anonymous mmaps count, munmap frees them, and the
+    allocator's internal mmaps (glibc maps the 3 and 5 MB blocks) are not counted twice."""
+    p = run_cli("mallocs", "--json", "--mmap", "1048576", "--", str(target))
+    assert p.returncode == 0, p.stderr
+    [snap] = [json.loads(line) for line in p.stdout.splitlines()]
+    assert snap["outstanding"] == {"bytes": 7_620_000 + 2 * (8 << 20), "count": 21}
+    top = snap["top"][0]
+    assert (top["bytes"], top["count"]) == (2 * (8 << 20), 2)
+    # taken in the syscall: the innermost frame is libc's mmap wrapper, which keeps no
+    # frame pointer, so the walk goes from it to main (maps's own frame is skipped)
+    assert top["stack"][0]["module"] == "libc.so.6"
+    assert "main" in [f["symbol"] for f in top["stack"][:3]]
+    assert _bucket(snap, 8 << 20) == 3  # three mmap calls of 8 MiB

@@ -111,9 +111,12 @@ class MallocSession(BpfSession):
     """The mallocs BPF object attached to the allocator in ``objects`` (see module)."""
 
     def __init__(self, *, objects: Sequence[str], min_size: int = 0,
-                 max_allocs: int = 1 << 18, **kw: Any) -> None:
+                 max_allocs: int = 1 << 18, mmap_min: int = 0, **kw: Any) -> None:
+        """``mmap_min``: also count anonymous mmaps of at least this many bytes that the
+        program makes itself (outside the allocator), freed by munmap; 0: not."""
         self._objects = list(objects)
         self._min_size = min_size
+        self._mmap_min = mmap_min
         self._max_allocs = max_allocs
         self.allocator = allocator_object(self._objects)
         self.symbolizer = Symbolizer()
@@ -124,12 +127,19 @@ class MallocSession(BpfSession):
     def _configure(self, obj: libbpf.BpfObject) -> None:
         super()._configure(obj)
         obj.rodata["min_size"] = self._min_size
+        obj.rodata["mmap_min"] = self._mmap_min
         obj.set_max_entries("allocs", self._max_allocs)
+        for prog in ("pwm_mmap_enter", "pwm_mmap_exit", "pwm_munmap"):
+            obj.set_autoload(prog, self._mmap_min > 0)
 
     def _attach(self, obj: libbpf.BpfObject) -> None:
         from ..elf.symbols import resolve_symbol
 
         obj.attach_tracepoint("pw_fork", "sched", "sched_process_fork")
+        if self._mmap_min:
+            obj.attach_tracepoint("pwm_mmap_enter", "syscalls", "sys_enter_mmap")
+            obj.attach_tracepoint("pwm_mmap_exit", "syscalls", "sys_exit_mmap")
+            obj.attach_tracepoint("pwm_munmap", "syscalls", "sys_enter_munmap")
         img = open_image(self.allocator)
         for name, (entry, ret) in ALLOCATORS.items():
             if not any(s.address and img.is_function(s) for s in img.lookup(name)):

@@ -27,6 +27,7 @@ EXAMPLES = """examples:
   probewatch mallocs -- ./prog              sizes and leaks of ./prog, reported when it exits
   probewatch mallocs -p 1234 -i 5 --top 5   a running process, every 5 s
   probewatch mallocs --min-size 4096 -- make   track only allocations of 4 KiB and more
+  probewatch mallocs --mmap 1048576 -- ./prog  and the program's own anonymous mmaps >= 1 MiB
   probewatch mallocs --json -- ./prog | jq '.top[0]'
 
 Outstanding = allocated and not freed yet (at the end of a command: not freed before
@@ -51,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="call sites to show, by outstanding bytes (default 10)")
     p.add_argument("--min-size", type=int, default=0, metavar="BYTES",
                    help="track (for call sites) only allocations of at least BYTES")
+    p.add_argument("--mmap", type=int, default=0, metavar="BYTES",
+                   help="also count anonymous mmaps of at least BYTES the program makes "
+                        "itself (not the allocator's), freed by munmap")
     p.add_argument("--max-allocs", type=int, default=1 << 18, metavar="N",
                    help="allocations tracked at once (default 262144; more are counted)")
     p.add_argument("-d", "--duration", type=duration_arg, metavar="SECS",
@@ -104,15 +108,15 @@ def run(args: argparse.Namespace) -> int:
     cmd = list(getattr(args, "command_argv", None) or [])
     if bool(cmd) == (args.pid is not None):
         raise ProbewatchError("give either -p PID or -- COMMAND ARGS...")
-    if args.top < 0 or args.min_size < 0 or args.max_allocs < 1:
-        raise ProbewatchError("--top and --min-size must be >= 0, --max-allocs >= 1")
+    if args.top < 0 or args.min_size < 0 or args.max_allocs < 1 or args.mmap < 0:
+        raise ProbewatchError("--top, --min-size and --mmap must be >= 0, --max-allocs >= 1")
     objects = linked_objects(main_object(cmd, args.pid), args.pid)
     ctl: RunControl = args.runctl
     out = Out(sys.stdout)
     command: GatedCommand | None = None
     ended_by = 0
     try:
-        s = MallocSession(objects=objects, min_size=args.min_size,
+        s = MallocSession(objects=objects, min_size=args.min_size, mmap_min=args.mmap,
                           max_allocs=args.max_allocs, pids=[args.pid] if args.pid else [])
         with s:
             if cmd:

@@ -2,6 +2,7 @@
  * Sizes are chosen in log2 buckets that the C library's own start-up does not use,
  * so the histogram counts in those buckets are exact. Built -O0 with frame pointers. */
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 static void *keep[64];
@@ -24,8 +25,14 @@ __attribute__((noinline)) void resize(void) {         /* realloc 3000000 -> 5000
 __attribute__((noinline)) void aligned(void) {        /* 3 x posix_memalign 40000 */
   for (int i = 0; i < 3; i++) posix_memalign(&keep[30 + i], 64, 40000);
 }
+__attribute__((noinline)) void maps(void) {           /* 3 x mmap 8 MiB: 1 unmapped */
+  for (int i = 0; i < 3; i++)
+    keep[40 + i] = mmap(NULL, 8 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                        -1, 0);
+  munmap(keep[40], 8 << 20);
+}
 int main(int argc, char **argv) {
-  grow(); churn(); arrays(); resize(); aligned();
+  grow(); churn(); arrays(); resize(); aligned(); maps();
   if (argc > 1) pause();   /* "wait": stay alive for -p */
   return 0;
 }

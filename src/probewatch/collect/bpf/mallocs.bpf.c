@@ -19,6 +19,11 @@
 
 /* allocations smaller than this are counted in the histogram only */
 const volatile __u64 min_size = 0;
+/* anonymous mmaps of at least this many bytes made outside the allocator count as
+ * allocations (munmap frees them); 0: mmap is not tracked */
+const volatile __u64 mmap_min = 0;
+
+#define PWM_MAP_ANONYMOUS 0x20
 
 /* map "mstats" slots */
 enum {
@@ -60,6 +65,28 @@ struct {
 	__type(key, __u32); /* tid */
 	__type(value, __u64); /* realloc: the old pointer; posix_memalign: memptr */
 } aux SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 10240);
+	__type(key, __u32); /* tid */
+	__type(value, __u64); /* an mmap's length, between its entry and exit */
+} mmaps SEC(".maps");
+
+/* the syscall tracepoints' records (events/syscalls/sys_{enter,exit}_mmap/format) */
+struct pwm_sys_enter {
+	__u64 common;
+	__s32 nr;
+	__u32 pad;
+	__u64 args[6];
+};
+
+struct pwm_sys_exit {
+	__u64 common;
+	__s32 nr;
+	__u32 pad;
+	__s64 ret;
+};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -154,22 +181,16 @@ static __always_inline void pwm_forget(__u64 addr)
 	pwm_count(PWM_FREES);
 }
 
-static __always_inline int pwm_leave(struct pt_regs *ctx, __u64 addr)
+/* one allocation of ``size`` bytes at ``addr`` (0: it failed) by the current task */
+static __always_inline int pwm_record(void *ctx, __u64 addr, __u64 size)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tid = id;
-	__u64 *szp = bpf_map_lookup_elem(&sizes, &tid);
-	__u64 size;
 	__u32 b;
 	__u64 *slot;
 	struct pwm_alloc a = {};
 	struct pwm_site_key k;
 	struct pwm_site *s, one;
 
-	if (!szp)
-		return 0;
-	size = *szp;
-	bpf_map_delete_elem(&sizes, &tid);
 	pwm_count(PWM_CALLS);
 	b = pwm_log2(size);
 	if (b >= PWM_BUCKETS)
@@ -205,6 +226,62 @@ static __always_inline int pwm_leave(struct pt_regs *ctx, __u64 addr)
 	}
 	__sync_fetch_and_add(&s->bytes, size);
 	__sync_fetch_and_add(&s->count, 1);
+	return 0;
+}
+
+static __always_inline int pwm_leave(struct pt_regs *ctx, __u64 addr)
+{
+	__u32 tid = bpf_get_current_pid_tgid();
+	__u64 *szp = bpf_map_lookup_elem(&sizes, &tid);
+	__u64 size;
+
+	if (!szp)
+		return 0;
+	size = *szp;
+	bpf_map_delete_elem(&sizes, &tid);
+	return pwm_record(ctx, addr, size);
+}
+
+/* anonymous mmaps the program makes itself (not the allocator's: those are in a
+ * malloc call, whose size is pending in "sizes") */
+SEC("tracepoint/syscalls/sys_enter_mmap")
+int pwm_mmap_enter(struct pwm_sys_enter *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = id;
+	__u64 len = ctx->args[1];
+
+	if (!mmap_min || !pw_wanted(id))
+		return 0;
+	if (!(ctx->args[3] & PWM_MAP_ANONYMOUS) || len < mmap_min)
+		return 0;
+	if (bpf_map_lookup_elem(&sizes, &tid))
+		return 0;
+	bpf_map_update_elem(&mmaps, &tid, &len, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_mmap")
+int pwm_mmap_exit(struct pwm_sys_exit *ctx)
+{
+	__u32 tid = bpf_get_current_pid_tgid();
+	__u64 *lenp = bpf_map_lookup_elem(&mmaps, &tid);
+	__u64 len;
+
+	if (!lenp)
+		return 0;
+	len = *lenp;
+	bpf_map_delete_elem(&mmaps, &tid);
+	return pwm_record(ctx, ctx->ret < 0 && ctx->ret > -4096 ? 0 : (__u64)ctx->ret, len);
+}
+
+/* munmap of a tracked mapping frees it (whole: a partial munmap counts as all) */
+SEC("tracepoint/syscalls/sys_enter_munmap")
+int pwm_munmap(struct pwm_sys_enter *ctx)
+{
+	if (!mmap_min || !pw_wanted(bpf_get_current_pid_tgid()))
+		return 0;
+	pwm_forget(ctx->args[0]);
 	return 0;
 }
 
