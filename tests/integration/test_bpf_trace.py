@@ -283,18 +283,20 @@ def test_session_api_pid_filter(bpf: None, getppid_n: Path) -> None:
 def test_auto_picks_ftrace(bpf: None) -> None:
     from probewatch.backends import open_session
     from probewatch.bpf_trace import BpfTraceSession
-    from probewatch.session import Session
+    from probewatch.perf_trace import PerfTraceSession
+    from probewatch.session import FtraceSession
 
     with open_session("auto") as s:  # streaming: ftrace
-        assert type(s) is Session and s.backend == "ftrace"
+        assert type(s) is FtraceSession and s.backend == "ftrace"
     with open_session("auto", counting=True, specs=[GETPPID], user_filter="pid > 1") as s:
-        assert type(s) is Session  # a filter keeps ftrace
+        assert type(s) is PerfTraceSession  # a filter: counted in the kernel by perf
     with open_session("auto", counting=True, specs=[GETPPID]) as s:
         assert type(s) is BpfTraceSession  # counting without a filter: in the kernel
 
 
 def test_auto_count_is_bpf_in_the_cli(bpf: None, getppid_n: Path) -> None:
-    """README: `auto` picks bpf for `trace --count` without a filter; the summary says so."""
+    """README: `auto` picks bpf for `trace --count` without a filter, perf with one; the
+    summary says so."""
     r = run_cli("trace", "--count", "--json", GETPPID, "--", str(getppid_n), "2000")
     assert r.returncode == 0, r.stderr
     s = summary_of(r.stderr)
@@ -304,5 +306,5 @@ def test_auto_count_is_bpf_in_the_cli(bpf: None, getppid_n: Path) -> None:
                 str(getppid_n), "2000")
     assert r.returncode == 0, r.stderr
     s = summary_of(r.stderr)
-    assert "backend" not in s and s["reader"] == "pages"  # the ftrace summary
+    assert s["backend"] == "perf"  # README: auto picks perf for --count --filter
     assert s["events"] == {GETPPID: 2000}

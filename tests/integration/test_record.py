@@ -404,9 +404,6 @@ def test_uprobe_pairs_become_slices(tracefs: str, getppid_n: Path, tmp_path: Pat
         assert o["ts"] <= i["ts"] and i["ts"] + i["dur"] <= o["ts"] + o["dur"] + 1e-6
 
 
-@pytest.mark.xfail(strict=True, reason="record --backend bpf is offered by --help and "
-                   "promised by the README ('--backend auto|ftrace|bpf on every command') "
-                   "but record runs only on ftrace: 'backend 'bpf' is not available'")
 def test_record_backend_bpf(tracefs: str, getppid_n: Path, tmp_path: Path) -> None:
     db = tmp_path / "bpf.db"
     r = run_cli("record", "--backend", "bpf", GETPPID, "-o", str(db), "--",
@@ -416,15 +413,3 @@ def test_record_backend_bpf(tracefs: str, getppid_n: Path, tmp_path: Path) -> No
         [run] = cap.runs()
         assert run.backend == "bpf" and run.status == "complete"
         assert cap.count() == 300
-
-
-def test_record_backend_bpf_fails_cleanly_today(tracefs: str, tmp_path: Path) -> None:
-    """Until record has a BPF path: one clear line, status 1, no file left behind."""
-    db = tmp_path / "bpf.db"
-    r = run_cli("record", "--backend", "bpf", GETPPID, "-o", str(db), "-d", "1")
-    if r.returncode == 0:  # implemented: test_record_backend_bpf (strict xfail) says so
-        return
-    assert r.returncode == 1
-    assert r.stderr == ("probewatch: error: backend 'bpf' is not available (have: auto, "
-                        "ftrace)\n")
-    assert not db.exists()

@@ -308,14 +308,14 @@ def test_file_mode_schema_and_header(cap_path: Path) -> None:
     assert stat.S_IMODE(os.stat(cap_path).st_mode) == 0o600
     c = sqlite3.connect(cap_path)
     try:
-        # the documented values (README: schema version 2, application_id 0x50574350
+        # the documented values (README: schema version 3, application_id 0x50574350
         # = "PWCP"), not the module's constants
-        assert SCHEMA_VERSION == 2 and APPLICATION_ID == 0x50574350
-        assert c.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert SCHEMA_VERSION == 3 and APPLICATION_ID == 0x50574350
+        assert c.execute("PRAGMA user_version").fetchone()[0] == 3
         assert c.execute("PRAGMA application_id").fetchone()[0] == 0x50574350
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         meta = dict(c.execute("SELECT key, value FROM meta"))
-        assert meta["format"] == "probewatch-capture" and meta["schema"] == "2"
+        assert meta["format"] == "probewatch-capture" and meta["schema"] == "3"
         names = {r[0] for r in c.execute("SELECT name FROM sqlite_schema")}
         assert {"runs", "probes", "event_types", "event_rows", "events", "processes",
                 "meta"} <= names
