@@ -246,6 +246,8 @@ class PerfCollector:
         #: PERF_RECORD_LOST totals per CPU
         self.lost_per_cpu: dict[int, int] = {}
         self._final_counts: list[int] | None = None
+        #: the tasks the events were opened for ([-1]: system-wide), after open()
+        self.tasks: list[int] = []
 
     # -- what to open
     def add_tracepoint(self, tp_id: int, what: str, filter: str | None = None) -> int:
@@ -351,6 +353,7 @@ class PerfCollector:
             tasks = []
             for pid in self.pids:
                 tasks.extend(t for t in threads_of(pid) if t not in tasks)
+        self.tasks = tasks
         me = os.getpid()
         for pi, p in enumerate(self.probes):
             filt = p.filter
