@@ -615,10 +615,14 @@ class PerfTraceSession(Session):
                 gen[h.probe] = gen.get(h.probe, 0) + n
                 lost[h.probe] = lost.get(h.probe, 0) + max(0, n - self._dec.seen[h.index])
         end = self._t1 or time.monotonic()
+        per_cpu = dict(self._dec.lost_per_cpu)
+        ring = col.ring_lost() if col is not None else None
+        for cpu, n in (ring or {}).items():  # PERF_FORMAT_LOST also has the losses
+            per_cpu[cpu] = max(per_cpu.get(cpu, 0), n)  # no LOST record was written for
         return PerfSummary(
             events=dict(self.counts),
             lost=sum(lost.values()),
-            lost_per_cpu=dict(self._dec.lost_per_cpu),
+            lost_per_cpu=per_cpu,
             unknown=self._dec.unknown + self._dec.decode_errors,
             duration=end - (self._t0 or end),
             generated=gen,

@@ -232,3 +232,27 @@ def test_tracepoint_programs_none_attached(tracefs: str) -> None:
     # an event name no tracepoint has: nothing, and no error
     assert tracepoint_programs({"pw_no_such_tracepoint"}) == {}
     assert tracepoint_programs(set()) == {}
+
+
+def test_ring_full_at_the_end_is_counted_per_cpu(tracefs: str, getpgid_n: Path) -> None:
+    """Nobody reads until the command has ended: the tiny rings fill and stay full, so
+    the kernel never gets to write a PERF_RECORD_LOST; PERF_FORMAT_LOST still counts
+    the loss per CPU, and the counting twins per probe."""
+    from probewatch.perf_trace import PerfTraceSession
+
+    with PerfTraceSession(buffer_kb=8) as s:
+        s.add(SPEC)
+        s.trace_command([str(getpgid_n), "20000"])
+        s.start()
+        time.sleep(1.0)  # the command makes its 20000 calls in a few ms
+        n = sum(1 for _ in s.events())
+        col = s._col
+        assert col is not None
+        has_format_lost = col.format_lost
+        d = s.summary().to_dict()
+    assert d["generated"] == {SPEC: 20000}
+    assert n + d["lost_per_probe"][SPEC] == 20000
+    assert d["lost_per_probe"][SPEC] > 15000  # 8 KiB rings hold ~100 samples each
+    assert d["lost_records"] == 0  # the kernel wrote no LOST record: no space, ever
+    if has_format_lost:  # Linux 6.0+
+        assert sum(d["lost_per_cpu"].values()) >= d["lost_per_probe"][SPEC]
