@@ -25,10 +25,16 @@ BPF program attached to the same tracepoint by anyone (libbpf/bcc ``tracepoint``
 programs, the bpf backend) gates the tracepoint's whole perf path: the kernel hands a
 hit to the perf events only when every attached program returns non-zero, and most
 return 0, so those hits reach neither the rings nor the counters (this was the 0-100%
-shortfall of perf runs on the shared test machine). The session looks for such
-programs (:mod:`probewatch.kernel.bpfgate`) before enabling, every
-:data:`GATE_CHECK_S` while running and at the end; a probe found gated gets a warning
-naming the programs, and ``bpf_gated`` in the summary: its counts are lower bounds.
+shortfall of perf runs on the shared test machine). So every tracepoint probe (up to
+:data:`MAX_REFEREES`) also has a referee count on the ftrace path, which BPF does not
+gate (:mod:`probewatch.collect.tpreferee`, a private tracefs instance, same filter and
+tasks, its window inside perf's): ``generated`` = max(perf's counter, referee), and
+what the referee counted beyond perf is lost per probe (``bpf_hidden``), with a
+warning naming the programs. They are looked for (:mod:`probewatch.kernel.bpfgate`)
+before enabling, every :data:`GATE_CHECK_S` while running and at the end
+(``bpf_gated``); without a referee (``referee=False``) a gated probe's counts are
+lower bounds and the warning says so. The referee costs an ftrace write per hit
+(~0.1-1 us, the ftrace backend's floor).
 
 ``--filter`` is the tracefs filter syntax, evaluated in the kernel
 (PERF_EVENT_IOC_SET_FILTER). ``comm`` comes from the kernel's COMM records (exec,
@@ -103,9 +109,9 @@ class PerfSummary(Summary):
     lost_per_probe: dict[str, int] = field(default_factory=dict)
     lost_records: int = 0
     startup: float = 0.0
-    #: probes whose tracepoint had BPF programs attached during the run (descriptions):
-    #: hits those programs returned 0 for were never counted nor delivered, so these
-    #: probes' ``events``/``generated`` are lower bounds and their true loss is unknown
+    #: probes whose tracepoint had BPF programs attached during the run (descriptions)
+    #: that hid hits from perf (``bpf_hidden``), or, for a probe without a referee,
+    #: might have: then its ``events``/``generated`` are lower bounds
     bpf_gated: dict[str, list[str]] = field(default_factory=dict)
     #: per probe: hits a BPF program hid from perf, counted by the ftrace-path referee
     #: (part of ``generated`` and ``lost_per_probe``)
@@ -148,7 +154,7 @@ class PerfTraceSession(Session):
         referee: bool = True,
     ) -> None:
         # referee: count each tracepoint probe's hits on the ftrace path too (a private
-        # tracefs instance, ~100 ns per hit), which BPF programs do not gate: the hits
+        # tracefs instance, an ftrace write per hit), which BPF programs do not gate: the hits
         # they hid from perf become exact per-probe losses (up to MAX_REFEREES probes)
         # spool_mb / spool_dir: ftrace's; the perf rings are bounded by themselves
         # stack: "user", "kernel" or "both": every Event gets fields["stack"], a list
