@@ -215,9 +215,11 @@ class PerfTraceSession(Session):
         self._gate_next = 0.0
         self._gate_scan_next = 0.0
         self._gate_warned = False
+        #: handler indexes of static tracepoints (the ones BPF can gate)
+        self._tp_handlers: set[int] = set()
         self._use_referee = referee
-        #: probe spec -> its referee (see probewatch.collect.tpreferee)
-        self._referees: dict[str, Any] = {}
+        #: handler index -> its tracepoint's referee (see probewatch.collect.tpreferee)
+        self._referees: dict[int, Any] = {}
 
     # -- context management
     def __enter__(self) -> PerfTraceSession:
@@ -419,6 +421,7 @@ class PerfTraceSession(Session):
             for (rp, _kf, _m), h in zip(self._pending_probes, self._handlers, strict=True):
                 if rp.fmt is None or rp.dynamic is not None:
                     continue
+                self._tp_handlers.add(h.index)
                 specs = self._gate_events.setdefault(rp.name, [])
                 if h.probe not in specs:
                     specs.append(h.probe)
@@ -512,27 +515,32 @@ class PerfTraceSession(Session):
         from .collect.tpreferee import Referee
 
         me = os.getpid()
+        without: list[str] = []
         for (rp, kf, _m), h in zip(self._pending_probes, self._handlers, strict=True):
-            if rp.fmt is None or rp.dynamic is not None or h.probe in self._referees:
+            if rp.fmt is None or rp.dynamic is not None:
                 continue
             if len(self._referees) >= MAX_REFEREES:
-                self.warnings.append(
-                    f"{h.probe}: no referee count beyond {MAX_REFEREES} tracepoints: hits "
-                    "a BPF program attached to it hides from perf are not counted")
+                if h.probe not in without:
+                    without.append(h.probe)
                 continue
             filt = kf
             if not self._pids:  # as the collector's system-wide filter
                 filt = f"({kf}) && common_pid != {me}" if kf else f"common_pid != {me}"
             ref = Referee(self.root, rp.system, rp.name, filt, pids=self._pids,
                           follow=self._follow)
-            self._referees[h.probe] = ref
+            self._referees[h.index] = ref
             try:
                 ref.open(col.tasks if self._pids else [])
             except ProbewatchError as e:
-                del self._referees[h.probe]
+                del self._referees[h.index]
                 ref.close()
                 self.warnings.append(f"{h.probe}: no referee count ({e}): hits a BPF "
                                      "program attached to it hides from perf are not counted")
+        if without:
+            self.warnings.append(
+                f"no referee count beyond {MAX_REFEREES} tracepoint probes: hits a BPF "
+                "program attached to the tracepoint hides from perf are not counted for "
+                + ", ".join(without))
 
     def _stop_referees(self) -> None:
         for ref in self._referees.values():  # before perf stops: never more than perf
@@ -541,14 +549,27 @@ class PerfTraceSession(Session):
             except ProbewatchError:
                 pass
 
-    def _hidden(self, twins: list[int]) -> dict[str, int]:
-        """Per probe: hits the referee counted beyond perf's counter (hidden by BPF)."""
-        out: dict[str, int] = {}
+    def _hidden_by_event(self, twins: list[int]) -> list[tuple[Handler, int, int]]:
+        """(handler, hits hidden by BPF, referee count) where the referee counted more
+        than perf's counter."""
+        out = []
         for h, n in zip(self._handlers, twins, strict=True):
-            ref = self._referees.get(h.probe)
+            ref = self._referees.get(h.index)
             if ref is not None and ref.final is not None and ref.final > n:
-                out[h.probe] = out.get(h.probe, 0) + ref.final - n
+                out.append((h, ref.final - n, ref.final))
         return out
+
+    def _hidden(self, twins: list[int]) -> dict[str, int]:
+        """Per probe: hits the referees counted beyond perf's counters (hidden by BPF)."""
+        out: dict[str, int] = {}
+        for h, n, _ref in self._hidden_by_event(twins):
+            out[h.probe] = out.get(h.probe, 0) + n
+        return out
+
+    def _refereed(self, spec: str) -> bool:
+        """Every tracepoint of probe ``spec`` has a referee."""
+        return all(h.index in self._referees for h in self._handlers
+                   if h.probe == spec and h.index in self._tp_handlers)
 
     def _check_gates(self, scan_fds: bool) -> None:
         """Record the BPF programs attached to our tracepoints now (see the module
@@ -574,19 +595,18 @@ class PerfTraceSession(Session):
             return
         self._gate_warned = True
         col = self._col
-        hidden = self._hidden(col.counts()) if col is not None else {}
-        for spec, n in hidden.items():
-            progs = self._gates.get(spec, {})
+        hidden = self._hidden_by_event(col.counts()) if col is not None else []
+        for h, n, total in hidden:
+            progs = self._gates.get(h.probe, {})
             who = (", ".join(progs[k] for k in sorted(progs)) + " attached to it") \
                 if progs else "a BPF program attached to it (and gone between looks)"
-            ref = self._referees[spec]
             self.warnings.append(
-                f"{spec}: the kernel hid {n} of this tracepoint's {ref.final} hits from "
+                f"{h.probe}: the kernel hid {n} of {h.event}'s {total} hits from "
                 f"perf: {who} returned 0 for them, and the kernel then passes a hit to no "
                 "perf event, counters included; counted on the ftrace path and reported "
                 "as lost")
         for spec, progs in self._gates.items():
-            if spec in self._referees:  # counted exactly: warned above when it hid any
+            if self._refereed(spec):  # counted exactly: warned above when it hid any
                 continue
             self.warnings.append(
                 f"{spec}: {', '.join(progs[k] for k in sorted(progs))} "
@@ -616,8 +636,9 @@ class PerfTraceSession(Session):
         if col is not None:
             twins = col.counts()
             hidden = self._hidden(twins)
+            by_handler = {h.index: n for h, n, _t in self._hidden_by_event(twins)}
             for h, n in zip(self._handlers, twins, strict=True):
-                n += hidden.get(h.probe, 0)
+                n += by_handler.get(h.index, 0)
                 gen[h.probe] = gen.get(h.probe, 0) + n
                 lost[h.probe] = lost.get(h.probe, 0) + max(0, n - self._dec.seen[h.index])
         end = self._t1 or time.monotonic()
@@ -636,7 +657,7 @@ class PerfTraceSession(Session):
             lost_records=self._dec.lost_records,
             startup=(self._t0 - self._t_init) if self._t0 else 0.0,
             bpf_gated={k: [v[i] for i in sorted(v)] for k, v in self._gates.items()
-                       if k not in self._referees or hidden.get(k)},
+                       if not self._refereed(k) or hidden.get(k)},
             bpf_hidden=hidden,
             throttles=self._dec.throttles,
         )

@@ -135,7 +135,7 @@ def test_gate_hides_hits_from_perf_and_is_counted(tracefs: str, getpgid_n: Path,
         assert gated[0] == f"BPF program {prog_id} '{GATE_NAME}' of pid {os.getpid()} ({comm})"
     else:
         assert gated[0].startswith(f"BPF program {prog_id} '{GATE_NAME}'")
-    mine = [w for w in warnings if w.startswith(f"{SPEC}: the kernel hid 500 of")]
+    mine = [w for w in warnings if w.startswith(f"{SPEC}: the kernel hid 500 of syscalls:sys_enter_getpgid's 500 hits")]
     assert len(mine) == 1, warnings
     assert f"BPF program {prog_id} '{GATE_NAME}'" in mine[0] and "reported as lost" in mine[0]
     # and every instance of the referee is gone
@@ -155,6 +155,25 @@ def test_gate_without_referee_says_counts_are_lower_bounds(tracefs: str,
     mine = [w for w in warnings if w.startswith(f"{SPEC}: BPF program {prog_id}")]
     assert len(mine) == 1, warnings
     assert "lower bounds" in mine[0] and "--backend ftrace" in mine[0]
+
+
+def test_glob_counts_per_tracepoint(tracefs: str, getpgid_n: Path) -> None:
+    """A glob arms several tracepoints under one spec: each has its own referee, and
+    only the gated one's hidden hits are lost."""
+    from probewatch.perf_trace import PerfTraceSession
+
+    glob = "t:syscalls:sys_enter_getp*"
+    with gate(tracefs, "link"), PerfTraceSession() as s:
+        names = s.add(glob)
+        assert "syscalls:sys_enter_getpgid" in names and len(names) > 1
+        s.trace_command([str(getpgid_n), "300"])
+        n = sum(1 for ev in s.events() if ev.event == "syscalls:sys_enter_getpgid")
+        s.stop()
+        d = s.summary().to_dict()
+    assert n == 0
+    assert d["bpf_hidden"] == {glob: 300}
+    assert d["generated"][glob] == d["events"][glob] + 300
+    assert d["lost_per_probe"] == {glob: 300}
 
 
 def test_no_gate_counts_exactly(tracefs: str, getpgid_n: Path) -> None:
@@ -209,7 +228,7 @@ def test_gate_attached_and_removed_mid_run(tracefs: str, getpgid_n: Path,
     assert d["bpf_hidden"] == {SPEC: 700}
     gated = d["bpf_gated"][SPEC]
     assert len(gated) == 1 and gated[0].startswith(f"BPF program {seen[0]} '{GATE_NAME}'")
-    assert any(w.startswith(f"{SPEC}: the kernel hid 700 of this tracepoint's 1000 hits")
+    assert any(w.startswith(f"{SPEC}: the kernel hid 700 of syscalls:sys_enter_getpgid's 1000 hits")
                and f"BPF program {seen[0]}" in w for w in warnings)
 
 
@@ -219,8 +238,8 @@ def test_cli_warns_and_counts_the_hidden_hits(tracefs: str, getpgid_n: Path) -> 
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     assert f"BPF program {prog_id} '{GATE_NAME}'" in r.stderr
-    assert f"probewatch: warning: {SPEC}: the kernel hid 50 of this tracepoint's 50" \
-        in r.stderr
+    assert f"probewatch: warning: {SPEC}: the kernel hid 50 of syscalls:sys_enter_getpgid's" \
+        " 50 hits" in r.stderr
     s = summary_of(r.stderr)
     assert s["events"] == {SPEC: 0} and s["lost"] == 50 and s["generated"] == {SPEC: 50}
     assert s["bpf_gated"][SPEC][0].startswith(f"BPF program {prog_id} '{GATE_NAME}'")
