@@ -135,7 +135,8 @@ def test_gate_hides_hits_from_perf_and_is_counted(tracefs: str, getpgid_n: Path,
         assert gated[0] == f"BPF program {prog_id} '{GATE_NAME}' of pid {os.getpid()} ({comm})"
     else:
         assert gated[0].startswith(f"BPF program {prog_id} '{GATE_NAME}'")
-    mine = [w for w in warnings if w.startswith(f"{SPEC}: the kernel hid 500 of syscalls:sys_enter_getpgid's 500 hits")]
+    head = f"{SPEC}: the kernel hid 500 of syscalls:sys_enter_getpgid's 500 hits"
+    mine = [w for w in warnings if w.startswith(head)]
     assert len(mine) == 1, warnings
     assert f"BPF program {prog_id} '{GATE_NAME}'" in mine[0] and "reported as lost" in mine[0]
     # and every instance of the referee is gone
