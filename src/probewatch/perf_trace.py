@@ -20,12 +20,21 @@ ftrace backend does) and opened as a tracepoint; the session warns when it does 
 USDT probes (``U:``) are always defined that way.
 
 Losses: ``generated`` per probe is the kernel's count (counting twins of the sampling
-events), ``lost_per_probe`` = generated - delivered. Known gap: on the shared 6.18 test
-machine, sampled runs of a syscall-tracepoint firehose (1M getppid) sometimes ended
-with the counters themselves short of the calls made (0 to 13% of them, never in
-counting-only runs): the kernel dropped those hits before any perf event counted them,
-so no backend-side count can report them. ftrace and bpf saw every call in the same
-runs; ``auto`` streams on ftrace.
+events), ``lost_per_probe`` = generated - delivered. One thing no perf counter sees: a
+BPF program attached to the same tracepoint by anyone (libbpf/bcc ``tracepoint``
+programs, the bpf backend) gates the tracepoint's whole perf path: the kernel hands a
+hit to the perf events only when every attached program returns non-zero, and most
+return 0, so those hits reach neither the rings nor the counters (this was the 0-100%
+shortfall of perf runs on the shared test machine). So every tracepoint probe (up to
+:data:`MAX_REFEREES`) also has a referee count on the ftrace path, which BPF does not
+gate (:mod:`probewatch.collect.tpreferee`, a private tracefs instance, same filter and
+tasks, its window inside perf's): ``generated`` = max(perf's counter, referee), and
+what the referee counted beyond perf is lost per probe (``bpf_hidden``), with a
+warning naming the programs. They are looked for (:mod:`probewatch.kernel.bpfgate`)
+before enabling, every :data:`GATE_CHECK_S` while running and at the end
+(``bpf_gated``); without a referee (``referee=False``) a gated probe's counts are
+lower bounds and the warning says so. The referee costs an ftrace write per hit
+(~0.1-1 us, the ftrace backend's floor).
 
 ``--filter`` is the tracefs filter syntax, evaluated in the kernel
 (PERF_EVENT_IOC_SET_FILTER). ``comm`` comes from the kernel's COMM records (exec,
@@ -82,6 +91,12 @@ ORDER_LAG_NS = 2_000_000
 #: process, slower than a syscall firehose produces (4 MiB rings lost 63% of 1M getppid
 #: events), so the rings absorb bursts of about a million events (64-byte samples)
 DEFAULT_BUFFER_KB = 32768
+#: seconds between looks for BPF programs gating our tracepoints through BPF links
+#: (~0.2 ms each) and through every process's perf event fds (~20 ms each)
+GATE_CHECK_S = 0.25
+GATE_SCAN_S = 2.0
+#: tracepoints per session that get a referee count (one tracefs instance each)
+MAX_REFEREES = 8
 
 
 @dataclass
@@ -94,12 +109,24 @@ class PerfSummary(Summary):
     lost_per_probe: dict[str, int] = field(default_factory=dict)
     lost_records: int = 0
     startup: float = 0.0
+    #: probes whose tracepoint had BPF programs attached during the run (descriptions)
+    #: that hid hits from perf (``bpf_hidden``), or, for a probe without a referee,
+    #: might have: then its ``events``/``generated`` are lower bounds
+    bpf_gated: dict[str, list[str]] = field(default_factory=dict)
+    #: per probe: hits a BPF program hid from perf, counted by the ftrace-path referee
+    #: (part of ``generated`` and ``lost_per_probe``)
+    bpf_hidden: dict[str, int] = field(default_factory=dict)
+    #: PERF_RECORD_THROTTLE records (the kernel stopped a sampling event for a while;
+    #: what it missed meanwhile is in ``lost_per_probe`` through the counting twins)
+    throttles: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
         d.update(backend="perf", generated=dict(self.generated),
                  lost_per_probe=dict(self.lost_per_probe), lost_records=self.lost_records,
-                 startup=round(self.startup, 6))
+                 startup=round(self.startup, 6), throttles=self.throttles,
+                 bpf_gated={k: list(v) for k, v in self.bpf_gated.items()},
+                 bpf_hidden=dict(self.bpf_hidden))
         return d
 
 
@@ -124,7 +151,11 @@ class PerfTraceSession(Session):
         spool_mb: int | None = None,
         spool_dir: str | None = None,
         stack: str | None = None,
+        referee: bool = True,
     ) -> None:
+        # referee: count each tracepoint probe's hits on the ftrace path too (a private
+        # tracefs instance, an ftrace write per hit), which BPF programs do not gate: the hits
+        # they hid from perf become exact per-probe losses (up to MAX_REFEREES probes)
         # spool_mb / spool_dir: ftrace's; the perf rings are bounded by themselves
         # stack: "user", "kernel" or "both": every Event gets fields["stack"], a list
         # of frames {addr, symbol, offset, module}, innermost first (kernel then user)
@@ -176,6 +207,19 @@ class PerfTraceSession(Session):
         self._t1 = 0.0
         self._faults = [0]
         self._dec = PerfDecoder({}, self.counts)
+        #: tracepoint name (no system) -> the probe specs armed on it (static ones only:
+        #: PMU and tracefs-defined probes are private to this session)
+        self._gate_events: dict[str, list[str]] = {}
+        #: probe spec -> {BPF program id: description} seen gating it
+        self._gates: dict[str, dict[int, str]] = {}
+        self._gate_next = 0.0
+        self._gate_scan_next = 0.0
+        self._gate_warned = False
+        #: handler indexes of static tracepoints (the ones BPF can gate)
+        self._tp_handlers: set[int] = set()
+        self._use_referee = referee
+        #: handler index -> its tracepoint's referee (see probewatch.collect.tpreferee)
+        self._referees: dict[int, Any] = {}
 
     # -- context management
     def __enter__(self) -> PerfTraceSession:
@@ -374,6 +418,15 @@ class PerfTraceSession(Session):
                 if p != self._command.pid and not os.path.exists(f"/proc/{p}"):
                     raise NotFound(f"no process with pid {p}")
             col.open()
+            for (rp, _kf, _m), h in zip(self._pending_probes, self._handlers, strict=True):
+                if rp.fmt is None or rp.dynamic is not None:
+                    continue
+                self._tp_handlers.add(h.index)
+                specs = self._gate_events.setdefault(rp.name, [])
+                if h.probe not in specs:
+                    specs.append(h.probe)
+            self._check_gates(scan_fds=True)
+            self._open_referees(col)
             self._dec = PerfDecoder(
                 {i: self._handlers[k] for k, p in enumerate(col.probes) for i in p.ids},
                 self.counts, nprobes=len(self._handlers),
@@ -390,6 +443,8 @@ class PerfTraceSession(Session):
                 self._dec.on_mmap = sym.add_mapping
                 self._dec.on_exec = sym.forget
             col.enable()
+            for ref in self._referees.values():  # inside perf's window: never more
+                ref.start()
             self._t0 = time.monotonic()
             self._command.release()
 
@@ -411,7 +466,10 @@ class PerfTraceSession(Session):
                 elif tracking and cmd.exited():
                     done = True
             if done and col.enabled:
+                self._stop_referees()
                 col.disable()
+            if self._gate_events and time.monotonic() >= self._gate_next:
+                self._check_gates(scan_fds=time.monotonic() >= self._gate_scan_next)
             if not done:
                 wait = 100.0 if deadline is None else max(
                     0.0, min(100.0, (deadline - time.monotonic()) * 1000))
@@ -445,12 +503,128 @@ class PerfTraceSession(Session):
             for h, n in zip(self._handlers, col.counts(), strict=True):
                 self.counts[h.probe] += n
                 self._dec.seen[h.index] += n
+        self._check_gates(scan_fds=True)
+        self._warn_gates()
         self._done = True
         self._t1 = time.monotonic()
+
+    def _open_referees(self, col: PerfCollector) -> None:
+        """A referee count (ftrace path) per tracepoint probe, up to MAX_REFEREES."""
+        if not self._use_referee:
+            return
+        from .collect.tpreferee import Referee
+
+        me = os.getpid()
+        without: list[str] = []
+        for (rp, kf, _m), h in zip(self._pending_probes, self._handlers, strict=True):
+            if rp.fmt is None or rp.dynamic is not None:
+                continue
+            if len(self._referees) >= MAX_REFEREES:
+                if h.probe not in without:
+                    without.append(h.probe)
+                continue
+            filt = kf
+            if not self._pids:  # as the collector's system-wide filter
+                filt = f"({kf}) && common_pid != {me}" if kf else f"common_pid != {me}"
+            ref = Referee(self.root, rp.system, rp.name, filt, pids=self._pids,
+                          follow=self._follow)
+            self._referees[h.index] = ref
+            try:
+                ref.open(col.tasks if self._pids else [])
+            except ProbewatchError as e:
+                del self._referees[h.index]
+                ref.close()
+                self.warnings.append(f"{h.probe}: no referee count ({e}): hits a BPF "
+                                     "program attached to it hides from perf are not counted")
+        if without:
+            self.warnings.append(
+                f"no referee count beyond {MAX_REFEREES} tracepoint probes: hits a BPF "
+                "program attached to the tracepoint hides from perf are not counted for "
+                + ", ".join(without))
+
+    def _stop_referees(self) -> None:
+        for ref in self._referees.values():  # before perf stops: never more than perf
+            try:
+                ref.stop()
+            except ProbewatchError:
+                pass
+
+    def _hidden_by_event(self, twins: list[int]) -> list[tuple[Handler, int, int]]:
+        """(handler, hits hidden by BPF, referee count) where the referee counted more
+        than perf's counter."""
+        out = []
+        for h, n in zip(self._handlers, twins, strict=True):
+            ref = self._referees.get(h.index)
+            if ref is not None and ref.final is not None and ref.final > n:
+                out.append((h, ref.final - n, ref.final))
+        return out
+
+    def _hidden(self, twins: list[int]) -> dict[str, int]:
+        """Per probe: hits the referees counted beyond perf's counters (hidden by BPF)."""
+        out: dict[str, int] = {}
+        for h, n, _ref in self._hidden_by_event(twins):
+            out[h.probe] = out.get(h.probe, 0) + n
+        return out
+
+    def _refereed(self, spec: str) -> bool:
+        """Every tracepoint of probe ``spec`` has a referee."""
+        return all(h.index in self._referees for h in self._handlers
+                   if h.probe == spec and h.index in self._tp_handlers)
+
+    def _check_gates(self, scan_fds: bool) -> None:
+        """Record the BPF programs attached to our tracepoints now (see the module
+        docstring): they hide hits from every perf event of the tracepoint."""
+        now = time.monotonic()
+        self._gate_next = now + GATE_CHECK_S
+        if scan_fds:
+            self._gate_scan_next = now + GATE_SCAN_S
+        if not self._gate_events:
+            return
+        from .kernel.bpfgate import tracepoint_programs
+
+        found = tracepoint_programs(self._gate_events, scan_fds=scan_fds)
+        for ev, progs in found.items():
+            for spec in self._gate_events[ev]:
+                mine = self._gates.setdefault(spec, {})
+                for prog, desc in progs.items():
+                    if scan_fds or prog not in mine:  # fd scans name the owner
+                        mine[prog] = desc
+
+    def _warn_gates(self) -> None:
+        if self._gate_warned:
+            return
+        self._gate_warned = True
+        col = self._col
+        hidden = self._hidden_by_event(col.counts()) if col is not None else []
+        for h, n, total in hidden:
+            progs = self._gates.get(h.probe, {})
+            who = (", ".join(progs[k] for k in sorted(progs)) + " attached to it") \
+                if progs else "a BPF program attached to it (and gone between looks)"
+            self.warnings.append(
+                f"{h.probe}: the kernel hid {n} of {h.event}'s {total} hits from "
+                f"perf: {who} returned 0 for them, and the kernel then passes a hit to no "
+                "perf event, counters included; counted on the ftrace path and reported "
+                "as lost")
+        for spec, progs in self._gates.items():
+            if self._refereed(spec):  # counted exactly: warned above when it hid any
+                continue
+            self.warnings.append(
+                f"{spec}: {', '.join(progs[k] for k in sorted(progs))} "
+                f"{'was' if len(progs) == 1 else 'were'} attached to this tracepoint "
+                "during the run; the kernel passes a tracepoint's hits to perf events only "
+                "when the BPF programs attached to it return non-zero, so the hits they "
+                "filtered out reached neither perf's rings nor its counters: this probe's "
+                "counts are lower bounds and its losses unknown (--backend ftrace is not "
+                "filtered by them)")
+        if self._dec.throttles and not any("throttled" in w for w in self.warnings):
+            self.warnings.append(
+                f"the kernel throttled sampling {self._dec.throttles} time(s) "
+                "(PERF_RECORD_THROTTLE); what it missed is counted in the losses")
 
     def stop(self) -> None:
         """End the trace: the probes stop now, what the rings hold can still be read."""
         self._stopped = True
+        self._stop_referees()
         if self._col is not None:
             self._col.disable()
 
@@ -458,21 +632,34 @@ class PerfTraceSession(Session):
         col = self._col
         gen: dict[str, int] = {}
         lost: dict[str, int] = {}
+        hidden: dict[str, int] = {}
         if col is not None:
-            for h, n in zip(self._handlers, col.counts(), strict=True):
+            twins = col.counts()
+            hidden = self._hidden(twins)
+            by_handler = {h.index: n for h, n, _t in self._hidden_by_event(twins)}
+            for h, n in zip(self._handlers, twins, strict=True):
+                n += by_handler.get(h.index, 0)
                 gen[h.probe] = gen.get(h.probe, 0) + n
                 lost[h.probe] = lost.get(h.probe, 0) + max(0, n - self._dec.seen[h.index])
         end = self._t1 or time.monotonic()
+        per_cpu = dict(self._dec.lost_per_cpu)
+        ring = col.ring_lost() if col is not None else None
+        for cpu, n in (ring or {}).items():  # PERF_FORMAT_LOST also has the losses
+            per_cpu[cpu] = max(per_cpu.get(cpu, 0), n)  # no LOST record was written for
         return PerfSummary(
             events=dict(self.counts),
             lost=sum(lost.values()),
-            lost_per_cpu=dict(self._dec.lost_per_cpu),
+            lost_per_cpu=per_cpu,
             unknown=self._dec.unknown + self._dec.decode_errors,
             duration=end - (self._t0 or end),
             generated=gen,
             lost_per_probe=lost,
             lost_records=self._dec.lost_records,
             startup=(self._t0 - self._t_init) if self._t0 else 0.0,
+            bpf_gated={k: [v[i] for i in sorted(v)] for k, v in self._gates.items()
+                       if not self._refereed(k) or hidden.get(k)},
+            bpf_hidden=hidden,
+            throttles=self._dec.throttles,
         )
 
     def wait_command(self) -> int | None:
@@ -490,13 +677,24 @@ class PerfTraceSession(Session):
                     self._command.close()
                 finally:
                     try:
+                        self._stop_referees()
                         if self._col is not None:
                             self._col.close()
                     finally:
-                        self._remove_dynamic()
+                        try:
+                            self._close_referees()
+                        finally:
+                            self._remove_dynamic()
         finally:
             self._signals.restore()
             _live.discard(self)
+
+    def _close_referees(self) -> None:
+        for ref in self._referees.values():
+            try:
+                ref.close()
+            except ProbewatchError as e:
+                self.warnings.append(str(e))
 
     def _remove_dynamic(self) -> None:
         from .kernel.tracefs import remove_dynamic_event

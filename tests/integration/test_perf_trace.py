@@ -120,7 +120,10 @@ def test_tiny_ring_loses_and_accounts_per_probe(perf: str, getppid_n: Path) -> N
     assert summ["lost"] == sum(summ["lost_per_probe"].values()) > 0
     # the kernel's LOST records: every loss but those after the last record written
     assert 0 < summ["lost_records"] <= summ["lost"]
-    assert sum(summ["lost_per_cpu"].values()) == summ["lost_records"]
+    # per CPU: PERF_FORMAT_LOST (6.0+) has those too, and the few lost side-band records
+    # (COMM, EXIT) besides the samples
+    per_cpu = sum(summ["lost_per_cpu"].values())
+    assert summ["lost"] <= per_cpu <= summ["lost"] + 16, summ
 
 
 @pytest.mark.parametrize("mode", ["--json", "--count"])

@@ -170,3 +170,17 @@ def test_callchain_sample_and_mmap() -> None:
     bad = sample[:40] + struct.pack("<Q", 1 << 20) + sample[48:]
     dec.decode(0, bad, out)
     assert len(out) == 1 and dec.unknown == 1
+
+
+def test_throttle_records_are_counted() -> None:
+    """PERF_RECORD_THROTTLE (time, id, stream_id) counts; UNTHROTTLE does not."""
+    from probewatch.decode.perfring import RECORD_THROTTLE, RECORD_UNTHROTTLE
+
+    dec = _decoder()
+    body = struct.pack("<QQQ", 1000, 77, 77)
+    chunk = _rec(RECORD_THROTTLE, body) + _rec(RECORD_UNTHROTTLE, body) \
+        + _rec(RECORD_THROTTLE, body)
+    out: list[Event] = []
+    dec.decode(0, chunk, out)
+    assert dec.throttles == 2
+    assert out == [] and dec.unknown == 0

@@ -22,7 +22,12 @@ Losses: the kernel counts every time a probe fired for a wanted task in the even
 counter (read(2) of the fd, inherited children included); what the rings delivered is
 counted per probe while reading; the difference is what was lost, per probe.
 PERF_RECORD_LOST records give the per-CPU totals as a cross-check (their ``id`` is
-the event that wrote next, not necessarily the one that lost).
+the event that wrote next, not necessarily the one that lost); the kernel writes one
+only when it next finds space, so a ring still full when tracing ends has none:
+sampling events are read with PERF_FORMAT_LOST (Linux 6.0+, :meth:`PerfCollector.ring_lost`),
+which counts those too. What no perf counter sees (a BPF program on the same
+tracepoint returning 0 hides the hit from every perf event there) is counted by the
+session's referee (:mod:`probewatch.collect.tpreferee`).
 
 Counting only (``sampling=False``): no rings at all, the counters are read at the end
 (what ``perf stat`` does): the cheapest way to count on this backend.
@@ -91,6 +96,9 @@ IOC_DISABLE = 0x2401
 IOC_SET_OUTPUT = 0x2405
 IOC_SET_FILTER = 0x40082406
 IOC_ID = 0x80082407
+
+#: read_format: the samples the kernel could not put into the ring (Linux 6.0+)
+PERF_FORMAT_LOST = 1 << 4
 
 
 CLOCK_MONOTONIC = 1
@@ -169,6 +177,8 @@ class PerfProbe:
     #: counting twins of the sampling events: the kernel stops (throttles) a sampling
     #: event that fires too fast and then does not count it either; these never stop
     count_fds: list[int] = field(default_factory=list)
+    #: the CPU of each of ``fds``
+    fd_cpus: list[int] = field(default_factory=list)
 
 
 class Ring:
@@ -246,6 +256,12 @@ class PerfCollector:
         #: PERF_RECORD_LOST totals per CPU
         self.lost_per_cpu: dict[int, int] = {}
         self._final_counts: list[int] | None = None
+        #: the tasks the events were opened for ([-1]: system-wide), after open()
+        self.tasks: list[int] = []
+        #: sampling events are opened with PERF_FORMAT_LOST (cleared if the kernel
+        #: refuses it: before Linux 6.0)
+        self.format_lost = True
+        self._final_ring_lost: dict[int, int] | None = None
 
     # -- what to open
     def add_tracepoint(self, tp_id: int, what: str, filter: str | None = None) -> int:
@@ -335,6 +351,8 @@ class PerfCollector:
                 attr.sample_type |= PERF_SAMPLE_REGS_USER
                 attr.sample_regs_user = p.regs_mask
             attr.wakeup_events = self.wakeup_bytes  # union: wakeup_watermark
+            if self.format_lost:
+                attr.read_format = PERF_FORMAT_LOST
         return attr, keep
 
     def open(self) -> None:
@@ -351,6 +369,7 @@ class PerfCollector:
             tasks = []
             for pid in self.pids:
                 tasks.extend(t for t in threads_of(pid) if t not in tasks)
+        self.tasks = tasks
         me = os.getpid()
         for pi, p in enumerate(self.probes):
             filt = p.filter
@@ -361,6 +380,7 @@ class PerfCollector:
                 for task in tasks:
                     fd = self._open_one(p, task, cpu, filt, pi == 0, self.sampling)
                     p.fds.append(fd)
+                    p.fd_cpus.append(cpu)
                     p.ids.add(_ioctl_u64(fd, IOC_ID))
                     if not self.sampling:
                         continue
@@ -382,7 +402,14 @@ class PerfCollector:
                   track_comm: bool, sampling: bool) -> int:
         attr, keep = self._attr(p, track_comm, sampling)
         try:
-            fd = perf_event_open(attr, pid=task, cpu=cpu)
+            try:
+                fd = perf_event_open(attr, pid=task, cpu=cpu)
+            except PerfError as e:
+                if not (sampling and self.format_lost and e.errno == errno.EINVAL):
+                    raise
+                self.format_lost = False  # a kernel before 6.0: no PERF_FORMAT_LOST
+                attr.read_format = 0
+                fd = perf_event_open(attr, pid=task, cpu=cpu)
         except PerfError as e:
             raise self._open_error(p, e, task) from None
         finally:
@@ -477,6 +504,25 @@ class PerfCollector:
             out.append(n)
         return out
 
+    def ring_lost(self) -> dict[int, int] | None:
+        """Per CPU: samples the kernel could not write into the ring (PERF_FORMAT_LOST,
+        inherited children included: they write through their parent), read now or as
+        at close(). Unlike PERF_RECORD_LOST records it includes the losses of a ring
+        still full when tracing ended. None: the kernel lacks it, or counters only."""
+        if self._final_ring_lost is not None:
+            return dict(self._final_ring_lost)
+        if not (self.sampling and self.format_lost and self._opened):
+            return None
+        out: dict[int, int] = {}
+        for p in self.probes:
+            for fd, cpu in zip(p.fds, p.fd_cpus, strict=False):
+                try:
+                    _value, lost = struct.unpack("<QQ", os.read(fd, 16))
+                except (OSError, struct.error):
+                    continue
+                out[cpu] = out.get(cpu, 0) + lost
+        return out
+
     def close(self) -> None:
         """Close every event (the kernel removes PMU probes with them). Idempotent."""
         if self._closed:
@@ -484,6 +530,7 @@ class PerfCollector:
         self._closed = True
         try:
             self.disable()
+            self._final_ring_lost = self.ring_lost()
             self._final_counts = self.counts() if self._opened else [0] * len(self.probes)
         finally:
             for ring in self.rings.values():
@@ -497,6 +544,7 @@ class PerfCollector:
                         pass
                 p.fds.clear()
                 p.count_fds.clear()
+                p.fd_cpus.clear()
 
 
 def _ioctl_u64(fd: int, req: int) -> int:

@@ -33,6 +33,8 @@ from .format import EventFormat
 
 RECORD_LOST = 2
 RECORD_COMM = 3
+RECORD_THROTTLE = 5
+RECORD_UNTHROTTLE = 6
 RECORD_FORK = 7
 RECORD_SAMPLE = 9
 RECORD_MMAP2 = 10
@@ -139,6 +141,8 @@ class PerfDecoder:
     comms: dict[int, str] = field(default_factory=dict)
     lost_per_cpu: dict[int, int] = field(default_factory=dict)
     lost_records: int = 0
+    #: PERF_RECORD_THROTTLE records: a sampling event was stopped for a while
+    throttles: int = 0
     unknown: int = 0
     decode_errors: int = 0
     #: samples carry PERF_SAMPLE_CALLCHAIN: ``stack_of`` turns them into
@@ -213,6 +217,8 @@ class PerfDecoder:
                 _id, lost = LOST.unpack_from(chunk, pos + 8)
                 self.lost_records += lost
                 self.lost_per_cpu[cpu] = self.lost_per_cpu.get(cpu, 0) + lost
+            elif typ == RECORD_THROTTLE:
+                self.throttles += 1
             elif typ == RECORD_COMM and size >= 16:
                 _pid, tid = COMM_HEAD.unpack_from(chunk, pos + 8)
                 if _misc & MISC_COMM_EXEC and self.on_exec is not None and _pid == tid:
@@ -296,4 +302,6 @@ __all__ = [
     "RECORD_LOST",
     "RECORD_COMM",
     "RECORD_FORK",
+    "RECORD_THROTTLE",
+    "RECORD_UNTHROTTLE",
 ]
