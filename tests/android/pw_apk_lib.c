@@ -1,0 +1,11 @@
+/* A native library as an app ships it in its APK (lib/<abi>/libpwapk.so), for
+ * tests/android/. Self-contained (no relocations, no libc): the loader maps its code
+ * straight from the APK and calls into it. */
+__attribute__((noinline)) long pw_apk_add(int a, long b, const char *s)
+{
+    long n = 0;
+    while (s[n])
+        n++;
+    __asm__ volatile("" ::: "memory");
+    return a + b + n;
+}
