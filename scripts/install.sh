@@ -28,6 +28,9 @@ if [ "$WITH_TESTS" = 1 ]; then
   # tests: anchors to compare with, USDT headers, and the BPF toolchain that
   # rebuilds the committed .bpf.o files to check they are not stale
   pkgs+=(trace-cmd strace systemtap-sdt-dev bpftool clang llvm libbpf-dev make)
+  # arm64: the cross compiler builds the arm64 test targets (tests/arm64, run in QEMU);
+  # its UAPI headers give obj/arm64/syscalls.tbl (build-bpf.sh --check)
+  pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 fi
 # the venv module and its pip bootstrap (Debian ships them apart from python3)
 if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then

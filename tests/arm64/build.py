@@ -65,3 +65,27 @@ def copy_site(out: Path, packages: tuple[str, ...] = ("sigma",)) -> Path:
             shutil.rmtree(dst)
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     return site
+
+
+def build_apk_set(out: Path) -> dict[str, object]:
+    """An APK with lib/arm64-v8a/libpwapk.so stored and page-aligned, and the arm64
+    pw_apk_loader that runs it from there (tests/android/): what the guest's APK test
+    needs, as JSON-able values (paths are under ``out``, which the guest sees)."""
+    from android.apkbuild import LIB, build_apk, compile_lib, compile_loader, loader_args
+
+    cc = shutil.which(CROSS_CC)
+    if cc is None:
+        raise CrossUnavailable(f"{CROSS_CC} not found (apt-get install gcc-aarch64-linux-gnu"
+                               " libc6-dev-arm64-cross)")
+    so = out / LIB
+    lib = compile_lib(cc, so)
+    apk = out / "data" / "app" / "org.probewatch.test-1" / "base.apk"
+    apk.parent.mkdir(parents=True, exist_ok=True)
+    offsets = build_apk(apk, {"arm64-v8a": lib})
+    entry = f"lib/arm64-v8a/{LIB}"
+    la = loader_args(so, offsets[entry])
+    loader = compile_loader(cc, out / "pw_apk_loader")
+    return {"apk": str(apk), "entry": entry, "loader": str(loader),
+            "data_offset": offsets[entry], "map_offset": la.map_offset,
+            "map_len": la.map_len, "func_delta": la.func_delta,
+            "elf_offset": la.elf_offset}

@@ -194,6 +194,12 @@ def find_library(name: str, pid: int | None = None, machine: str | None = None) 
         if best:
             break
     if not best:
+        # Android: no ld.so cache; bionic and the system libraries by directory
+        from .. import android
+
+        found = android.find_library(name)
+        if found is not None:
+            return found
         tag = _ARCH_TAGS.get(m, m)
         raise NotFound(
             f"no library {name!r} for {tag} in the ld.so cache ({LD_SO_CACHE}; see"

@@ -81,9 +81,8 @@ def test_doctor() -> None:
     assert by["BPF kprobe programs"]["detail"].endswith("(kprobes and uprobes)")
 
 
-@pytest.mark.parametrize("backend", ["bpf", "ftrace"])
-def test_tracepoint_exact_count(backend: str) -> None:
-    r = cli("trace", "--count", "--json", "--backend", backend, "t:syscalls:sys_enter_getppid",
+def test_tracepoint_exact_count() -> None:
+    r = cli("trace", "--count", "--json", "t:syscalls:sys_enter_getppid",
             "--", _target(), "getppid", "57")
     assert r.returncode == 0, r.stderr
     s = summary(r.stderr)
@@ -112,15 +111,18 @@ def test_uprobe_uretprobe_arguments(backend: str) -> None:
 
 def test_usdt_memory_and_register_operands() -> None:
     t = _target()
-    r = cli("list", "usdt", t, "--json")
-    assert r.returncode == 0, r.stderr
-    notes = {n["name"]: n for n in json.loads(r.stdout)}
+    from probewatch.elf.usdt import read_usdt_probes
+
+    notes = {n.name: n for n in read_usdt_probes(t)}
     # gcc's arm64 operand forms: [sp, N] memory operands and a register
     hit = notes["hit"]
-    assert [re.sub(r"\d+\]$", "N]", a) for a in hit["args"]] == [
-        "-4@[sp, N]", "-8@[sp, N]", "8@[sp, N]"], hit
-    assert hit["arg_types"] == ["s32", "s64", "u64"]
-    assert re.fullmatch(r"-8@x(19|2[0-8])", notes["total"]["args"][0]), notes["total"]
+    assert [(a.kind, a.register, a.size, a.signed) for a in hit.args] == [
+        ("mem", "sp", 4, True), ("mem", "sp", 8, True), ("mem", "sp", 8, False)], hit
+    assert [re.sub(r"\d+\]$", "N]", a.text) for a in hit.args] == [
+        "-4@[sp, N]", "-8@[sp, N]", "8@[sp, N]"], hit.args_text
+    [total] = notes["total"].args
+    assert (total.kind, total.size, total.signed) == ("reg", 8, True), total
+    assert re.fullmatch(r"-8@x(19|2[0-8])", total.text), total
     hit_spec = f"U:{t}:pwarm:hit k=arg0:s32 big=arg1:s64 s=arg2:string"
     r = cli("trace", "--json", hit_spec, f"U:{t}:pwarm:total", "--", t, "add", "3")
     assert r.returncode == 0, r.stderr
@@ -186,6 +188,28 @@ def test_watch_raises_shipped_rule() -> None:
     assert [a["rule"]["title"] for a in alerts] == [title], r.stdout
     s = summary(r.stderr)
     assert (s["backend"], s["alerts"], s["lost"]) == ("bpf", 1, 0)
+
+
+def test_library_inside_apk_bpf() -> None:
+    # Android's layout: lib/arm64-v8a/libpwapk.so stored page-aligned in an APK that
+    # the loader maps from (built on the host: tests/arm64/build.py, tests/android/)
+    a = json.loads(os.environ.get("PW_APK") or "null") or pytest.fail("PW_APK is not set")
+    target = f"{a['apk']}!/{a['entry']}"
+    r = cli("list", "symbols", target, "pw_apk_add", "--json")
+    assert r.returncode == 0, r.stderr
+    [row] = json.loads(r.stdout)
+    assert (row["offset"], row["elf_offset"]) == (a["data_offset"] + a["elf_offset"],
+                                                  a["elf_offset"])
+    entry = f"u:{target}:pw_apk_add a=arg0:s32 b=arg1:s64 s=arg2:string"
+    ret = f"ur:{target}:pw_apk_add r=retval:s64"
+    r = cli("trace", "--json", "--backend", "bpf", entry, ret, "--", a["loader"], a["apk"],
+            str(a["map_offset"]), str(a["map_len"]), str(a["func_delta"]), "2")
+    assert r.returncode == 0, r.stderr
+    got = [(e["probe"], {k: v for k, v in e["fields"].items() if not k.startswith("__")})
+           for e in json_lines(r.stdout)]
+    assert got == [(entry, {"a": 0, "b": 0, "s": "apk-0"}), (ret, {"r": 5}),
+                   (entry, {"a": 1, "b": -1000000007, "s": "apk-1"}),
+                   (ret, {"r": -1000000001})]
 
 
 def test_nothing_left() -> None:
