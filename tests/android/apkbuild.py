@@ -81,10 +81,12 @@ def loader_args(so: Path, data_offset: int, func: str = "pw_apk_add") -> LoaderA
     )
 
 
-def compile_lib(cc: str, out: Path) -> bytes:
-    """Compile pw_apk_lib.c into ``out`` (self-contained: no libc, no relocations)."""
+def compile_lib(cc: str, out: Path, *flags: str) -> bytes:
+    """Compile pw_apk_lib.c into ``out`` (self-contained: no libc, no relocations);
+    ``flags``: e.g. ``-DPW_HAVE_SDT -I DIR`` for its USDT probe."""
     subprocess.run([cc, "-O1", "-ffreestanding", "-fno-tree-loop-distribute-patterns",
-                    "-fPIC", "-shared", "-nostdlib", "-o", str(out), str(HERE / "pw_apk_lib.c")],
+                    "-fPIC", "-shared", "-nostdlib", "-I", str(HERE.parent / "targets"),
+                    *flags, "-o", str(out), str(HERE / "pw_apk_lib.c")],
                    check=True, capture_output=True)
     return out.read_bytes()
 

@@ -23,6 +23,7 @@ import pytest
 from probewatch.elf.apk import apk_member
 from probewatch.sources.spec import parse_spec
 from probewatch.sources.uprobe import resolve_uprobe
+from probewatch.sources.usdt import resolve_usdt
 
 from .apkbuild import LIB, build_apk, compile_lib, compile_loader, loader_args
 
@@ -37,7 +38,11 @@ def apk(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         pytest.fail("gcc is needed to build the APK's library (apt-get install gcc)")
     d = tmp_path_factory.mktemp("apk")
     so = d / LIB
-    lib = compile_lib(cc, so)
+    from targets.build import have_sdt
+
+    if not have_sdt():
+        pytest.fail("<sys/sdt.h> missing: apt-get install systemtap-sdt-dev")
+    lib = compile_lib(cc, so, "-DPW_HAVE_SDT")
     app = d / "data" / "app" / "org.probewatch.test-1" / "base.apk"
     app.parent.mkdir(parents=True)
     offsets = build_apk(app, {ABI: lib, "armeabi-v7a": lib})
@@ -103,6 +108,18 @@ def test_trace_library_inside_apk(apk: dict[str, Any], backend: str, tracefs: st
             {k: v for k, v in e["fields"].items() if not k.startswith("__")}) for e in evs]
     assert got == _want(3)
     assert "2 -2000000007" in r.stdout  # the loader's own result for k=2
+
+
+@pytest.mark.integration
+def test_usdt_in_library_inside_apk(apk: dict[str, Any], tracefs: str) -> None:
+    target = f"{apk['apk']}!/{apk['entry']}"
+    spec = f"U:{target}:pwapk:add k=arg0:s32 s=arg2:string"
+    [p] = resolve_usdt(parse_spec(spec), group="pwtest")
+    assert p.target_path == str(apk["apk"]) and p.offset > apk["data_offset"]
+    r = _cli("trace", "--json", spec, "--", *_loader_argv(apk, 2))
+    assert r.returncode == 0, r.stderr
+    evs = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    assert [(e["fields"]["k"], e["fields"]["s"]) for e in evs] == [(0, "apk-0"), (1, "apk-1")]
 
 
 @pytest.mark.integration

@@ -78,7 +78,7 @@ def build_apk_set(out: Path) -> dict[str, object]:
         raise CrossUnavailable(f"{CROSS_CC} not found (apt-get install gcc-aarch64-linux-gnu"
                                " libc6-dev-arm64-cross)")
     so = out / LIB
-    lib = compile_lib(cc, so)
+    lib = compile_lib(cc, so, "-DPW_HAVE_SDT", "-I", str(out / "inc"))  # after build_pw_arm
     apk = out / "data" / "app" / "org.probewatch.test-1" / "base.apk"
     apk.parent.mkdir(parents=True, exist_ok=True)
     offsets = build_apk(apk, {"arm64-v8a": lib})
