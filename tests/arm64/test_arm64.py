@@ -82,7 +82,7 @@ def test_arm64_guest_set() -> None:
     cmd = "python3 -m pytest -p no:cacheprovider -q -rA --durations=0 tests/arm64/guest"
     r: subprocess.CompletedProcess[str] | None = None
     for _ in range(2):
-        r = subprocess.run([str(RUNNER), cmd], cwd=REPO, env=env, capture_output=True,
+        r = subprocess.run(["bash", str(RUNNER), cmd], cwd=REPO, env=env, capture_output=True,
                            text=True, timeout=540)
         if r.returncode not in INFRA_FAILURES:
             break
