@@ -4,7 +4,8 @@ kernel (6.1 cloud, kprobes and BTF) under QEMU, in one boot.
 The runner is ``run-in-arm64-kernel.sh`` from the shared tools: by default
 ``<repository's parent>/shared/tools/`` (where CI lays shared/ beside the clone), else
 /work/shared/tools/; ``PROBEWATCH_ARM64_RUNNER`` names another. About 25 s of one-time
-setup (packages, image), then about 30 s a run. The test target is cross-compiled here
+setup (packages, image), then about 50 s a run on a quiet machine (the guest set itself
+~43 s; several times that when the host is loaded). The test target is cross-compiled here
 (gcc-aarch64-linux-gnu); pySigma, which Debian does not package, is copied in as source.
 """
 
