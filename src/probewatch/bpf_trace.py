@@ -253,7 +253,7 @@ class BpfTraceSession(Session):
             for w in dp.warnings:
                 self.warnings.append(f"{ps.text}: {w}")
             try:
-                abi = abi_for(open_image(dp.target_path).machine)
+                abi = abi_for(open_image(dp.elf_path or dp.target_path).machine)
             except ValueError as e:
                 raise ps.error(str(e), part="target") from None
             args: list[UArg] = [compile_uarg(ps, a, abi) for a in ps.args]

@@ -51,6 +51,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from .. import android
 from ..collect.bpf.loader import EXEC_ENV_KEEP, pick_env, split_argv
 from ..event import Event
 
@@ -452,6 +453,9 @@ class ProcessTable:
         if uid < 0:
             return ""
         name = self._users.get(uid)
+        if name is None:
+            # Android: an app's uid is named by its package (/data/system/packages.list)
+            name = android.app_name(uid)
         if name is None:
             try:
                 name = pwd.getpwuid(uid).pw_name

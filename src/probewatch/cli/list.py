@@ -364,11 +364,13 @@ def symbol_rows(
     address and symbol version (``malloc@@GLIBC_2.2.5``). Raises NotFound for a missing
     file or a glob that matches nothing.
     """
+    from ..elf.apk import probe_file
     from ..elf.libs import resolve_target
     from ..elf.symbols import ElfImage, Symbol, find_debug_file, open_image
 
     path = resolve_target(binary, pid)
     img = open_image(path)
+    _, base = probe_file(path)  # a library inside an APK: offsets are in the APK file
     images: list[tuple[ElfImage, str]] = [(img, "")]
     notes: list[str] = []
     debug_path = ""
@@ -405,10 +407,10 @@ def symbol_rows(
         only_debug = all(origin for _, origin in syms)
         versions = {x.full_name: x for x, _ in syms if x.version}
         for s in (versions.values() if versions else [syms[0][0]]):
-            rows.append({
+            row = {
                 "name": s.full_name,
                 "address": addr,
-                "offset": off,
+                "offset": off + base if off is not None else None,
                 "size": max(x.size for x, _ in syms),
                 "bind": s.bind,
                 "type": s.type,
@@ -417,7 +419,10 @@ def symbol_rows(
                 "from": "debug" if only_debug else "-",
                 "debug_file": debug_path if only_debug else None,
                 "path": path,
-            })
+            }
+            if base:
+                row["elf_offset"] = off  # the offset inside the library itself
+            rows.append(row)
     rows.sort(key=lambda r: (r["address"], r["name"]))
     if debug_path and rows:
         notes.append(f"{path} is stripped: symbols read from its debug file {debug_path}")

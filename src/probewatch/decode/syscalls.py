@@ -3,7 +3,8 @@
 The syscall names and their argument names and types come from the running
 kernel's syscall tracepoint formats (``events/syscalls/sys_enter_*/format``); the
 numbers from the table built with the BPF objects (the formats do not carry them).
-The flag tables below follow the Linux UAPI headers (x86_64 / generic values).
+The flag tables below follow the Linux UAPI headers (x86_64 / generic values; the open
+flags that arm64 numbers differently have their own table, chosen by machine).
 
 Example::
 
@@ -126,12 +127,26 @@ O_FLAGS = [
 O_CREAT = 0o100
 O_TMPFILE = 0o20200000
 
+# arm64 (arch/arm64/include/uapi/asm/fcntl.h) swaps four bits with x86_64, so its
+# O_TMPFILE (__O_TMPFILE | O_DIRECTORY) differs too
+_O_ARM64 = {"O_DIRECTORY": 0o40000, "O_NOFOLLOW": 0o100000, "O_DIRECT": 0o200000,
+            "O_LARGEFILE": 0o400000, "O_TMPFILE": 0o20040000}
+O_FLAGS_ARM64 = [(_O_ARM64.get(name, bit), name) for bit, name in O_FLAGS]
+O_TMPFILE_ARM64 = _O_ARM64["O_TMPFILE"]
+_ARM64_MACHINES = frozenset({"aarch64", "arm64", "EM_AARCH64"})
+_THIS_MACHINE = os.uname().machine
 
-def open_flags(v: int) -> str:
-    """'O_RDONLY|O_CLOEXEC' (strace order: access mode first)."""
+
+def _arm64(machine: str | None) -> bool:
+    return (machine or _THIS_MACHINE) in _ARM64_MACHINES
+
+
+def open_flags(v: int, machine: str | None = None) -> str:
+    """'O_RDONLY|O_CLOEXEC' (strace order: access mode first), with the bit values of
+    ``machine`` (``uname -m``; default: this machine)."""
     v &= 0xFFFFFFFF
     acc = O_ACCMODE.get(v & 3, f"{v & 3:#x}")
-    rest = _flags(O_FLAGS, v & ~3, "")
+    rest = _flags(O_FLAGS_ARM64 if _arm64(machine) else O_FLAGS, v & ~3, "")
     return f"{acc}|{rest}" if rest else acc
 
 
@@ -140,8 +155,9 @@ def mode_octal(v: int) -> str:
     return f"0{v & 0o7777:o}" if v & 0o7777 else "000"
 
 
-def needs_mode(flags: int) -> bool:
-    return bool(flags & O_CREAT) or (flags & O_TMPFILE) == O_TMPFILE
+def needs_mode(flags: int, machine: str | None = None) -> bool:
+    tmpfile = O_TMPFILE_ARM64 if _arm64(machine) else O_TMPFILE
+    return bool(flags & O_CREAT) or (flags & tmpfile) == tmpfile
 
 
 AT_FDCWD = -100
@@ -482,7 +498,11 @@ class SyscallTable:
         return len(self.by_nr)
 
 
-_FORMAT_ALIAS = {"umount2": "umount"}
+# table name -> the name of its tracepoint (the kernel's SYSCALL_DEFINE name) where they
+# differ: x86_64 and the generic table (arm64) alike
+_FORMAT_ALIAS = {"umount2": "umount", "stat": "newstat", "lstat": "newlstat",
+                 "fstat": "newfstat", "uname": "newuname", "sendfile": "sendfile64",
+                 "fadvise64": "fadvise64_64", "personality": "arm64_personality"}
 
 _ADDR_NAMES = {"addr", "start", "brk", "new_addr", "old_addr", "shmaddr"}
 

@@ -194,6 +194,12 @@ def find_library(name: str, pid: int | None = None, machine: str | None = None) 
         if best:
             break
     if not best:
+        # Android: no ld.so cache; bionic and the system libraries by directory
+        from .. import android
+
+        found = android.find_library(name)
+        if found is not None:
+            return found
         tag = _ARCH_TAGS.get(m, m)
         raise NotFound(
             f"no library {name!r} for {tag} in the ld.so cache ({LD_SO_CACHE}; see"
@@ -238,6 +244,55 @@ def find_in_maps(pid: int, name: str) -> str | None:
         for p in paths:
             if short_name_matches(short, os.path.basename(p)):
                 return root + p
+    return _find_in_mapped_apks(pid, root, paths, name)
+
+
+def _maps_file_ranges(pid: int) -> dict[str, list[tuple[int, int]]]:
+    """path -> [(file offset, end)] of every file mapping of ``pid``."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    try:
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        parts = line.split(None, 5)
+        if len(parts) < 6 or not parts[5].startswith("/"):
+            continue
+        lo, _, hi = parts[0].partition("-")
+        try:
+            off = int(parts[2], 16)
+            size = int(hi, 16) - int(lo, 16)
+        except ValueError:
+            continue
+        out.setdefault(parts[5], []).append((off, off + size))
+    return out
+
+
+def _find_in_mapped_apks(pid: int, root: str, paths: list[str], name: str) -> str | None:
+    """Android: a library that ``pid`` maps straight from an APK (``/proc/PID/maps``
+    shows the APK with an offset) -> ``/proc/PID/root/APK!/lib/ABI/libNAME.so``. Of
+    several ABIs the one whose bytes the process maps wins."""
+    apks = [p for p in paths if p.endswith(".apk")]
+    if not apks:
+        return None
+    from .apk import apk_libraries
+
+    ranges = _maps_file_ranges(pid)
+    for short in _candidates(name):
+        hits = []
+        for apk in apks:
+            try:
+                libs = apk_libraries(root + apk)
+            except NotFound:
+                continue
+            for m in libs:
+                if short_name_matches(short, os.path.basename(m.name)):
+                    mapped = any(lo <= m.data_offset < hi or m.data_offset <= lo
+                                 < m.data_offset + m.size for lo, hi in ranges.get(apk, []))
+                    hits.append((not mapped, m.path))
+        if hits:
+            return min(hits)[1]
     return None
 
 
@@ -263,8 +318,14 @@ def resolve_target(target: str, pid: int | None = None) -> str:
     - without a pid, ``lib*`` names go through the ld.so cache, other names through
       ``$PATH`` then the ld.so cache.
 
+    A library stored in an APK is ``APK!/ENTRY`` (the APK part resolved as a path).
     Paths outside ``/proc`` are returned with symlinks resolved. Raises NotFound.
     """
+    from .apk import SEP, split_member
+
+    apk, member = split_member(target)
+    if member is not None and "/" in apk:
+        return f"{resolve_target(apk, pid)}{SEP}{member}"
     if "/" in target:
         if pid is not None and target.startswith("/"):
             p = f"/proc/{pid}/root{target}"

@@ -23,6 +23,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
@@ -119,7 +120,7 @@ class ElfImage:
         self.build_id: str | None = None
         self.debuglink: tuple[str, int] | None = None
         try:
-            with open_regular(path) as f:
+            with _open_elf(path) as f:
                 self._read(ELFFile(f))
         except ELFError as e:
             raise NotFound(f"{path} is not a valid ELF file ({e})") from None
@@ -301,10 +302,25 @@ _cache_lock = threading.Lock()
 _CACHE_SIZE = 32
 
 
+def _open_elf(path: str) -> BinaryIO:
+    """The ELF file ``path`` names: a regular file, or a library stored in an APK
+    (``APK!/lib/arm64-v8a/libfoo.so``, see :mod:`probewatch.elf.apk`)."""
+    from .apk import open_member, split_member
+
+    if split_member(path)[1] is not None:
+        return open_member(path)
+    return open_regular(path)
+
+
 def open_image(path: str) -> ElfImage:
-    """Parse ``path`` (cached per path, st_dev, st_ino, mtime, size); NotFound if absent."""
+    """Parse ``path`` (cached per path, st_dev, st_ino, mtime, size); NotFound if absent.
+
+    ``APK!/ENTRY`` parses a library stored in an APK (the APK file is stat'ed)."""
+    from .apk import split_member
+
+    apk, member = split_member(path)
     try:
-        st = os.stat(path)
+        st = os.stat(apk if member is not None else path)
     except FileNotFoundError:
         raise NotFound(f"{path}: no such file") from None
     except PermissionError:

@@ -33,7 +33,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import NoteSection
 
 from ..errors import NotFound
-from ..files import check_regular, open_regular
+from ..files import check_regular
 from .symbols import open_image
 
 __all__ = ["UsdtArg", "UsdtProbe", "parse_usdt_arg", "parse_usdt_args", "read_usdt_probes"]
@@ -183,8 +183,12 @@ def read_usdt_probes(path: str) -> list[UsdtProbe]:
     Raises NotFound if the file is missing or not ELF; returns [] for a file without
     ``.note.stapsdt``.
     """
+    from .apk import split_member
+    from .symbols import _open_elf
+
+    apk, member = split_member(path)  # a library inside an APK: APK!/lib/ABI/libfoo.so
     try:
-        st = os.stat(path)
+        st = os.stat(apk if member is not None else path)
     except OSError as e:
         raise NotFound(f"{path}: {e.strerror}") from None
     check_regular(path, st, "an ELF file")  # never open a FIFO, device or directory
@@ -196,7 +200,7 @@ def read_usdt_probes(path: str) -> list[UsdtProbe]:
     img = open_image(path)
     probes: list[UsdtProbe] = []
     try:
-        with open_regular(path) as f:
+        with _open_elf(path) as f:
             elf = ELFFile(f)
             word = 8 if elf.elfclass == 64 else 4
             order: Literal["little", "big"] = "little" if elf.little_endian else "big"

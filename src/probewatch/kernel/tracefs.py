@@ -51,6 +51,16 @@ def _mount(target: str, fstype: str, source: str) -> None:
         raise OSError(e, os.strerror(e), target)
 
 
+def find_tracefs(base: str = "/") -> str | None:
+    """The first mounted tracefs among CANDIDATES under ``base``: /sys/kernel/tracing,
+    else /sys/kernel/debug/tracing (older kernels, Android before 11); None if neither."""
+    for c in CANDIDATES:
+        p = os.path.join(base, c.lstrip("/"))
+        if _is_tracefs(p):
+            return p
+    return None
+
+
 def tracefs_root(mount: bool = True) -> str:
     """Return the tracefs mount point, mounting tracefs at /sys/kernel/tracing if absent."""
     global _root_cache
@@ -62,10 +72,10 @@ def tracefs_root(mount: bool = True) -> str:
             _root_cache = env
             return env
         raise TracefsError(f"PROBEWATCH_TRACEFS={env} is not a tracefs mount")
-    for c in CANDIDATES:
-        if _is_tracefs(c):
-            _root_cache = c
-            return c
+    found = find_tracefs()
+    if found:
+        _root_cache = found
+        return found
     if not mount:
         raise TracefsError(
             "tracefs is not mounted (try: mount -t tracefs nodev /sys/kernel/tracing)"

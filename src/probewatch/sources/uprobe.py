@@ -32,6 +32,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..elf.apk import probe_file
 from ..elf.libs import resolve_target
 from ..elf.symbols import DEFAULT_MAX_MATCHES, open_image, resolve_symbol
 from ..errors import NotFound, SpecError
@@ -76,6 +77,9 @@ class DynamicProbe:
     kind: str = "uprobe"
     symbol: str | None = None
     ref_ctr_offset: int | None = None
+    #: the ELF the symbol came from when it is not ``target_path`` itself (a library
+    #: inside an APK: ``APK!/lib/ABI/libfoo.so``; ``target_path`` is then the APK)
+    elf_path: str = ""
 
     @property
     def event(self) -> str:
@@ -264,6 +268,8 @@ def resolve_uprobe(
     path = resolve_target(spec.target, pid)
     check_target_path(spec, path)
     img = open_image(path)
+    # a library inside an APK is probed on the APK file, at the entry's data offset
+    probe_path, base = probe_file(path)
     try:
         abi = abi_for(img.machine)
     except ValueError as e:
@@ -317,19 +323,21 @@ def resolve_uprobe(
             targets.append((r.name, off, warns, r.name))
 
     out = []
-    for base, off, warns, sym in targets:
-        name = event_name(grp, base)
+    for ev_base, off, warns, sym in targets:
+        name = event_name(grp, ev_base)
         out.append(
             DynamicProbe(
                 group=grp,
                 name=name,
-                definition=uprobe_definition(spec.kind, grp, name, path, off, args),
+                definition=uprobe_definition(spec.kind, grp, name, probe_path, base + off,
+                                             args),
                 spec_text=spec.text or spec.canonical(),
-                target_path=path,
-                offset=off,
+                target_path=probe_path,
+                offset=base + off,
                 warnings=warns,
                 kind=spec.kind,
                 symbol=sym,
+                elf_path=path if path != probe_path else "",
             )
         )
     return out

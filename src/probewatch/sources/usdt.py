@@ -23,6 +23,7 @@ import difflib
 import fnmatch
 from collections.abc import Sequence
 
+from ..elf.apk import probe_file
 from ..elf.libs import resolve_target
 from ..elf.symbols import ElfImage, open_image, symbol_address
 from ..elf.usdt import UsdtArg, UsdtProbe, read_usdt_probes
@@ -153,6 +154,7 @@ def resolve_usdt(
     except ValueError as e:
         raise spec.error(f"{path}: {e}", part="target") from None
     hits = find_usdt_probes(spec, path)
+    probe_path, base = probe_file(path)  # inside an APK: the APK, at the entry's offset
     if len(hits) > max_matches:
         raise spec.error(
             f"{len(hits)} USDT probe locations match in {path}, more than the limit of"
@@ -198,20 +200,22 @@ def resolve_usdt(
         else:
             args = [f"arg{i}={f[0]}:{f[1]}" for i, f in enumerate(fetched) if f is not None]
         name = event_name(grp, f"{probe.provider}_{probe.name}")
+        sem = probe.semaphore_offset + base if probe.semaphore_offset is not None else None
         out.append(
             DynamicProbe(
                 group=grp,
                 name=name,
                 definition=uprobe_definition(
-                    "uprobe", grp, name, path, probe.offset, args, probe.semaphore_offset
+                    "uprobe", grp, name, probe_path, probe.offset + base, args, sem
                 ),
                 spec_text=spec.text or spec.canonical(),
-                target_path=path,
-                offset=probe.offset,
+                target_path=probe_path,
+                offset=probe.offset + base,
                 warnings=warnings,
                 kind="usdt",
                 symbol=probe.full_name,
-                ref_ctr_offset=probe.semaphore_offset,
+                ref_ctr_offset=sem,
+                elf_path=path if path != probe_path else "",
             )
         )
     return out

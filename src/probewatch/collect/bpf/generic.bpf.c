@@ -231,8 +231,10 @@ static __always_inline int pw_uprobe_common(struct pt_regs *ctx, bool ret)
 			u->val = v;
 			continue;
 		}
-		if (last < PW_UDEREF_MAX)
-			v += (__s64)a->off[last & (PW_UDEREF_MAX - 1)];
+		/* last < PW_UDEREF_MAX here; the barrier keeps clang from dropping the mask
+		 * (older verifiers, e.g. 6.1's, do not carry the bound to a copy of last) */
+		barrier_var(last);
+		v += (__s64)a->off[last & (PW_UDEREF_MAX - 1)];
 		if (a->kind == PW_UARG_INT) {
 			__u64 x = 0;
 			__u32 sz = a->size;

@@ -61,7 +61,9 @@ PT_REGS_X86_64 = (
     "r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx", "dx",
     "si", "di", "orig_ax", "ip", "cs", "flags", "sp", "ss",
 )
-PT_REGS = {"x86_64": PT_REGS_X86_64}
+# arm64 struct pt_regs starts with struct user_pt_regs: regs[31], sp, pc, pstate
+PT_REGS_ARM64 = tuple(f"x{n}" for n in range(31)) + ("sp", "pc", "pstate")
+PT_REGS = {"x86_64": PT_REGS_X86_64, "arm64": PT_REGS_ARM64}
 
 
 def comm_bytes(comm: str) -> bytes:

@@ -5,7 +5,7 @@ precompiled ``struct.Struct``.
 
 Example::
 
-    data = object_bytes("syscalls")          # obj/<machine>/syscalls.bpf.o
+    data = object_bytes("syscalls")          # obj/<machine>/syscalls.bpf.o (x86_64, arm64)
     tab = syscall_table()                    # nr <-> name, args from the kernel
 """
 
@@ -81,11 +81,15 @@ COUNT = struct.Struct("<QQQ")
 NRCONF = struct.Struct("<6sBb6H")  # kinds, flags, argv_arg, sizes
 SYSCALL_SIZE = HDR.size + SYSCALL.size  # 136
 
-ARCH_DIRS = {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+# uname -m -> the obj/ directory of that architecture's objects (the vmlinux.h
+# directory names of libbpf-tools: x86_64 keeps its machine name, aarch64 is arm64)
+ARCH_DIRS = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
 
 
-def machine() -> str:
-    m = os.uname().machine
+def machine(uname_m: str | None = None) -> str:
+    """The obj/ directory name for ``uname -m`` (default: this machine): ``arm64`` for
+    ``aarch64``."""
+    m = uname_m or os.uname().machine
     return ARCH_DIRS.get(m, m)
 
 
