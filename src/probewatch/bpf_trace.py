@@ -69,7 +69,7 @@ from .decode.format import (
     EventFormat,
     parse_format,
 )
-from .errors import DecodeError, NotFound, ProbewatchError, SpecError
+from .errors import DecodeError, FeatureUnavailable, NotFound, ProbewatchError, SpecError
 from .event import Event
 from .session import Session, Summary
 from .sources.args import abi_for
@@ -137,10 +137,17 @@ class BpfTraceSession(Session):
         str_max: int = 4096,
         spool_mb: int | None = None,
         spool_dir: str | None = None,
+        stack: str | None = None,
     ) -> None:
         # spool_mb / spool_dir: ftrace's; the BPF ring buffer is bounded by itself
         if backend not in ("auto", "bpf"):
             raise ProbewatchError(f"BpfTraceSession is the bpf backend, not {backend!r}")
+        if stack not in (None, "user", "kernel", "both"):
+            raise ProbewatchError(f"stack must be user, kernel or both (got {stack!r})")
+        if stack is not None:
+            raise FeatureUnavailable(
+                "the bpf backend does not record stacks yet: use --backend perf "
+                "(or ftrace for kernel stacks)")
         self._t_init = time.monotonic()
         self._closed = False
         self._command = GatedCommand()
