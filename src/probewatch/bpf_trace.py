@@ -49,14 +49,18 @@ from typing import Any
 from .collect.bpf import libbpf
 from .collect.bpf.filter import FilterField, Predicate, compile_filter
 from .collect.bpf.generic import (
+    GEN_STACK,
     GEN_TP,
     GEN_TRUNC,
     GEN_UPROBE,
     HDR,
+    STACK_KERNEL,
+    STACK_USER,
     GenericCollector,
     UArg,
     UprobeDecoder,
     compile_uarg,
+    record_stacks,
 )
 from .collect.command import GatedCommand, SignalGuard
 from .decode.format import (
@@ -69,7 +73,7 @@ from .decode.format import (
     EventFormat,
     parse_format,
 )
-from .errors import DecodeError, FeatureUnavailable, NotFound, ProbewatchError, SpecError
+from .errors import DecodeError, NotFound, ProbewatchError, SpecError
 from .event import Event
 from .session import Session, Summary
 from .sources.args import abi_for
@@ -144,10 +148,9 @@ class BpfTraceSession(Session):
             raise ProbewatchError(f"BpfTraceSession is the bpf backend, not {backend!r}")
         if stack not in (None, "user", "kernel", "both"):
             raise ProbewatchError(f"stack must be user, kernel or both (got {stack!r})")
-        if stack is not None:
-            raise FeatureUnavailable(
-                "the bpf backend does not record stacks yet: use --backend perf "
-                "(or ftrace for kernel stacks)")
+        # stack: every Event gets fields["stack"] (bpf_get_stack into the record),
+        # frames {addr, symbol, offset, module}, innermost first (kernel then user)
+        self._stack = stack
         self._t_init = time.monotonic()
         self._closed = False
         self._command = GatedCommand()
@@ -174,7 +177,11 @@ class BpfTraceSession(Session):
         self._col = GenericCollector(
             comm=comm, ringbuf_bytes=_pow2(per_cpu_kb * 1024 * ncpu),
             tp_max=tp_max, ustr_max=str_max,
+            stack_mode={None: 0, "kernel": STACK_KERNEL, "user": STACK_USER,
+                        "both": STACK_KERNEL | STACK_USER}[self._stack],
         )
+        self._sym: Any = None
+        self._pids_seen: set[int] = set()
         self._slots: list[_Slot] = []
         self._probes: dict[str, list[str]] = {}
         self._slot_probe: list[str] = []
@@ -319,6 +326,8 @@ class BpfTraceSession(Session):
                 raise NotFound(f"no process with pid {p}")
         col.pids = list(self._pids)
         col.follow = self._follow
+        if self._stack is not None:
+            self._init_symbolizer()
         # counting needs no records unless a filter must look at the fields
         self._emit = not count_only or any(s.pred is not None for s in self._slots)
         with self._signals.deferred():  # each object is recorded in col as it is made
@@ -326,6 +335,29 @@ class BpfTraceSession(Session):
             col.attach()
             self._t0 = time.monotonic()
             self._command.release()
+
+    def _init_symbolizer(self) -> None:
+        """Know the probed files, the traced command and this process's libraries (libc,
+        ld.so) by build-id: their frames are named even after the process exited."""
+        import shutil
+
+        from .analyze.stacks import Symbolizer
+
+        sym = self._sym = Symbolizer()
+        if self._stack == "kernel":
+            return
+        for a in self._col._attach:
+            if a.path:
+                sym.add_file(a.path)
+        argv = self._command.argv if hasattr(self._command, "argv") else None
+        if argv:
+            exe = argv[0] if "/" in argv[0] else shutil.which(argv[0])
+            if exe:
+                sym.add_file(os.path.realpath(exe), exe)
+        sym.add_process_files(os.getpid())
+        for p in self._pids:
+            if p != self._command.pid:
+                sym.add_process_files(p)
 
     @property
     def returncode(self) -> int | None:
@@ -363,6 +395,8 @@ class BpfTraceSession(Session):
                         fields = ev.fields
                         if s.pred is None or s.pred(s.raw(rec, hsz, end, fields),
                                                     comm, cpu):
+                            if flags & GEN_STACK:
+                                fields["stack"] = self._stack_of(pid, rec, size)
                             ev.pid = pid
                             ev.tid = tid
                             ev.comm = comm
@@ -382,7 +416,19 @@ class BpfTraceSession(Session):
                 assert s.raw is not None
                 if not s.pred(s.raw(rec, hsz, end, fields), comm, cpu):
                     continue
+            if flags & GEN_STACK:
+                fields["stack"] = self._stack_of(pid, rec, size)
             out.append(Event(ts, cpu, pid, tid, comm, s.event, s.probe, fields))
+
+    def _stack_of(self, pid: int, rec: bytes, size: int) -> list[dict[str, Any]]:
+        """The frames of a GEN_STACK record: kernel (kallsyms) then user (build-ids of
+        the files known, else the process's mappings)."""
+        sym = self._sym
+        kips, uips, bids = record_stacks(rec, HDR.size, size)
+        if uips and pid not in self._pids_seen:
+            self._pids_seen.add(pid)
+            sym.add_process_files(pid)  # while it runs: the files it maps, by build-id
+        return sym.frames(pid, kips, kernel=True) + sym.user_frames(pid, uips, bids)
 
     def _raw(self, duration: float | None, count_only: bool) -> Iterator[list[Event]]:
         """Batches of time-ordered Events (count_only: empty batches while counting)."""

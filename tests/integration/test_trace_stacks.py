@@ -40,7 +40,7 @@ def _text_stacks(out: str) -> list[tuple[str, list[tuple[int, str, str]]]]:
     return evs
 
 
-@pytest.mark.parametrize("backend", ["auto", "perf"])
+@pytest.mark.parametrize("backend", ["auto", "perf", "bpf"])
 def test_user_stack_json(target: Path, backend: str) -> None:
     if backend == "bpf":
         from conftest import require_bpf
@@ -61,7 +61,7 @@ def test_user_stack_json(target: Path, backend: str) -> None:
         assert all(f["addr"] < 1 << 47 for f in st)  # user frames only
 
 
-@pytest.mark.parametrize("backend", ["perf"])
+@pytest.mark.parametrize("backend", ["perf", "bpf"])
 def test_user_stack_text_like_perf_script(target: Path, backend: str) -> None:
     if backend == "bpf":
         from conftest import require_bpf
@@ -139,3 +139,34 @@ def test_stack_with_count_is_refused() -> None:
     r = run_cli("trace", "--count", "--stack", "user", "t:syscalls:sys_enter_getppid",
                 "-d", "0.1")
     assert r.returncode != 0 and "--stack shows each event's stack and --count" in r.stderr
+
+
+def test_kernel_and_user_stack_of_syscall_on_bpf(target: Path) -> None:
+    from conftest import require_bpf
+
+    require_bpf()
+    r = run_cli("trace", "--json", "--backend", "bpf", "--stack", "both",
+                "t:syscalls:sys_enter_getppid", "--", str(target), "1")
+    assert r.returncode == 0, r.stderr
+    (ev,) = json_lines(r.stdout)
+    st = ev["fields"]["stack"]
+    kern = [f for f in st if f["module"] == "kernel"]
+    user = st[len(kern):]
+    assert st[: len(kern)] == kern and kern and user  # kernel frames first, then user
+    names = _names(kern)
+    assert "do_syscall_64" in names, names
+    assert any(n and n.startswith("entry_SYSCALL_64") for n in names), names
+    assert all(f["addr"] < 1 << 47 for f in user)
+    # the syscall's libc wrapper, named from its build-id after the target exited
+    assert user[0]["symbol"] == "syscall" and user[0]["module"].endswith("libc.so.6")
+
+
+def test_no_stack_no_stack_field(target: Path) -> None:
+    from conftest import require_bpf
+
+    require_bpf()
+    r = run_cli("trace", "--json", "--backend", "bpf", f"u:{target}:st_f2", "--",
+                str(target), "1")
+    assert r.returncode == 0, r.stderr
+    (ev,) = json_lines(r.stdout)
+    assert "stack" not in ev["fields"]

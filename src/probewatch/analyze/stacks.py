@@ -103,11 +103,13 @@ class Symbolizer:
         self._maps: dict[int, list[Mapping]] = {}
         self._funcs: dict[str, _FuncTable | None] = {}
         self._by_build_id: dict[bytes, str] = {}
+        self._bid_name: dict[bytes, str] = {}
         self._files_seen: set[str] = set()
 
     # -- files by build-id (BPF build-id stacks)
-    def add_file(self, path: str) -> None:
-        """Know ``path`` by its build-id (for :meth:`build_id_frames`)."""
+    def add_file(self, path: str, name: str | None = None) -> None:
+        """Know ``path`` by its build-id (for :meth:`build_id_frames`); ``name``: the
+        path to show for it (``/usr/lib/x.so`` for ``/proc/PID/root/usr/lib/x.so``)."""
         from ..elf.symbols import open_image
 
         try:
@@ -115,7 +117,9 @@ class Symbolizer:
         except ProbewatchError:
             return
         if img.build_id:
-            self._by_build_id.setdefault(bytes.fromhex(img.build_id).ljust(20, b"\0"), path)
+            bid = bytes.fromhex(img.build_id).ljust(20, b"\0")
+            self._by_build_id.setdefault(bid, path)
+            self._bid_name.setdefault(bid, name or path)
 
     def add_process_files(self, pid: int) -> None:
         """Know the files ``pid`` maps now (what it exec'd, what it dlopen'd)."""
@@ -123,7 +127,7 @@ class Symbolizer:
             if m.path not in self._files_seen:
                 self._files_seen.add(m.path)
                 root = f"/proc/{pid}/root{m.path}"
-                self.add_file(root)
+                self.add_file(root, m.path)
 
     def build_id_frames(self, raw: bytes) -> list[dict[str, Any]]:
         """The frames of one build-id stack-map value (innermost first). ``addr`` is the
@@ -144,6 +148,26 @@ class Symbolizer:
                     if hit is not None:
                         sym, ofs = hit
             out.append({"addr": off, "symbol": sym, "offset": ofs, "module": mod})
+        return out
+
+    def user_frames(self, pid: int, ips: list[int], build_id_raw: bytes) -> list[dict[str, Any]]:
+        """One user stack taken twice by BPF (``bpf_get_stack``): as addresses ``ips`` and
+        as build-id frames ``build_id_raw``. ``addr`` is the address; the function and
+        file come from the build-id frame where the file is known (right after the
+        process exited), else from the process's mappings."""
+        bframes = parse_build_id_stack(build_id_raw)
+        out: list[dict[str, Any]] = []
+        for i, ip in enumerate(ips):
+            hit = None
+            if i < len(bframes) and bframes[i][0] == BUILD_ID_VALID:
+                _, bid, off = bframes[i]
+                path = self._by_build_id.get(bid)
+                if path is not None:
+                    h = self._file_offset_lookup(path, off)
+                    sym, ofs = h if h is not None else (None, 0)
+                    hit = {"addr": ip, "symbol": sym, "offset": ofs,
+                           "module": self._bid_name.get(bid, path)}
+            out.append(hit if hit is not None else self.frames(pid, [ip], False)[0])
         return out
 
     # -- mappings
