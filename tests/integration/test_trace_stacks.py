@@ -4,6 +4,7 @@ text (one frame a line under the event, as perf script), on perf, bpf and ftrace
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -170,3 +171,33 @@ def test_no_stack_no_stack_field(target: Path) -> None:
     assert r.returncode == 0, r.stderr
     (ev,) = json_lines(r.stdout)
     assert "stack" not in ev["fields"]
+
+
+def test_perfetto_export_of_real_stacks(target: Path) -> None:
+    import io
+
+    from probewatch.perf_trace import PerfTraceSession
+    from probewatch.sinks.perfetto import PerfettoWriter, check_trace_events
+
+    buf = io.StringIO()
+    w = PerfettoWriter(buf)
+    with PerfTraceSession(stack="user") as s:
+        s.add(f"u:{target}:st_f2")
+        s.trace_command([str(target), "2"])
+        for ev in s.events():
+            w.write(ev)
+    w.close()
+    doc = json.loads(buf.getvalue())
+    check_trace_events(doc)
+    insts = [e for e in doc["traceEvents"] if e["ph"] == "i"]
+    assert len(insts) == 2
+    frames = doc["stackFrames"]
+    for e in insts:
+        assert e["args"]["stack"][0] == f"st_f2+0x0 ({target})"
+        assert [x.split("+")[0] for x in e["args"]["stack"][1:3]] == ["st_f1", "main"]
+        chain, fid = [], e["sf"]
+        while fid is not None:
+            chain.append(frames[fid]["name"].split("+")[0])
+            fid = frames[fid].get("parent")
+        assert chain[:3] == ["st_f2", "st_f1", "main"]
+    assert insts[0]["sf"] == insts[1]["sf"]  # the same stack: the same node
