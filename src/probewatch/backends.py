@@ -56,7 +56,8 @@ def open_session(
     """The :class:`probewatch.session.Session` of ``backend``; same API either way.
 
     kw: buffer_kb, pids, comm, follow_children, spool_mb (ftrace only) (as
-    :class:`probewatch.session.Session`).
+    :class:`probewatch.session.Session`), stack ("user", "kernel", "both": events carry
+    ``fields["stack"]``; see :func:`_with_stacks` for what ``auto`` picks then).
     With ``auto`` (see the module's docstring for the measurements): counting-only
     runs of tracepoint/uprobe specs without a filter go to bpf, which counts in the
     kernel, unless they expand to more than :data:`AUTO_BPF_MAX_TRACEPOINTS`
