@@ -93,6 +93,8 @@ _live: weakref.WeakSet[BpfTraceSession] = weakref.WeakSet()
 DEFAULT_BUFFER_KB = 32768
 #: events younger than this (ns) wait for records of other CPUs still in flight
 ORDER_LAG_NS = 2_000_000
+#: stacks (pid, raw frames) kept named, for call sites that repeat
+STACK_CACHE = 4096
 _INT_CODES = {(1, True): "b", (1, False): "B", (2, True): "h", (2, False): "H",
               (4, True): "i", (4, False): "I", (8, True): "q", (8, False): "Q"}
 
@@ -187,6 +189,7 @@ class BpfTraceSession(Session):
         )
         self._sym: Any = None
         self._pids_seen: set[int] = set()
+        self._stack_cache: dict[tuple[int, bytes], list[dict[str, Any]]] = {}
         self._slots: list[_Slot] = []
         self._probes: dict[str, list[str]] = {}
         self._slot_probe: list[str] = []
@@ -428,12 +431,20 @@ class BpfTraceSession(Session):
     def _stack_of(self, pid: int, rec: bytes, size: int) -> list[dict[str, Any]]:
         """The frames of a GEN_STACK record: kernel (kallsyms) then user (build-ids of
         the files known, else the process's mappings)."""
+        key = (pid, rec[HDR.size + ((size + 7) & ~7):])
+        hit = self._stack_cache.get(key)
+        if hit is not None:  # the same stack again (a hot call site): named once
+            return list(hit)
         sym = self._sym
         kips, uips, bids = record_stacks(rec, HDR.size, size)
         if uips and pid not in self._pids_seen:
             self._pids_seen.add(pid)
             sym.add_process_files(pid)  # while it runs: the files it maps, by build-id
-        return sym.frames(pid, kips, kernel=True) + sym.user_frames(pid, uips, bids)
+        frames = sym.frames(pid, kips, kernel=True) + sym.user_frames(pid, uips, bids)
+        if len(self._stack_cache) >= STACK_CACHE:
+            self._stack_cache.clear()
+        self._stack_cache[key] = frames
+        return list(frames)
 
     def _raw(self, duration: float | None, count_only: bool) -> Iterator[list[Event]]:
         """Batches of time-ordered Events (count_only: empty batches while counting)."""
