@@ -56,7 +56,8 @@ def open_session(
     """The :class:`probewatch.session.Session` of ``backend``; same API either way.
 
     kw: buffer_kb, pids, comm, follow_children, spool_mb (ftrace only) (as
-    :class:`probewatch.session.Session`).
+    :class:`probewatch.session.Session`), stack ("user", "kernel", "both": events carry
+    ``fields["stack"]``; see :func:`_with_stacks` for what ``auto`` picks then).
     With ``auto`` (see the module's docstring for the measurements): counting-only
     runs of tracepoint/uprobe specs without a filter go to bpf, which counts in the
     kernel, unless they expand to more than :data:`AUTO_BPF_MAX_TRACEPOINTS`
@@ -66,6 +67,9 @@ def open_session(
     """
     if backend not in BACKENDS:
         raise ProbewatchError(f"unknown backend {backend!r} (have: {', '.join(BACKENDS)})")
+    if kw.get("stack") is not None:
+        return _with_stacks(backend, specs or [], **kw)
+    kw.pop("stack", None)
     if backend == "bpf":
         return _bpf(**kw)
     if backend == "perf":
@@ -99,6 +103,54 @@ def open_session(
                 raise FeatureUnavailable(
                     f"no backend can run here: ftrace: {ftrace_err}; perf: {perf_err}; "
                     f"bpf: {bpf_err}") from None
+
+
+def _with_stacks(backend: str, specs: list[str], **kw: Any) -> Any:
+    """A session whose events carry ``fields["stack"]`` (``stack``: user, kernel, both).
+
+    ``auto`` takes perf (PERF_SAMPLE_CALLCHAIN: every kind of stack), then ftrace for
+    kernel stacks (the instance's stacktrace option), then bpf (bpf_get_stack); but
+    kernel stacks of syscall tracepoints go to ftrace first: perf samples them with the
+    syscall's user registers, so their kernel callchain is empty, while ftrace's
+    stacktrace records the entry path (do_syscall_64, entry_SYSCALL_64...).
+    """
+    stack = kw["stack"]
+    if stack not in ("user", "kernel", "both"):
+        raise ProbewatchError(f"--stack must be user, kernel or both (got {stack!r})")
+    if backend == "perf":
+        return _perf(**kw)
+    if backend == "bpf":
+        return _bpf(**kw)
+    from .session import Session
+
+    if backend == "ftrace":
+        return Session(backend="ftrace", **kw)
+    errors = []
+    if stack == "kernel" and any(_syscall_tp(sp) for sp in specs):
+        try:
+            return Session(backend="ftrace", **kw)
+        except ProbewatchError as e:
+            errors.append(f"ftrace: {e}")
+    try:
+        return _perf(**kw)
+    except ProbewatchError as e:
+        errors.append(f"perf: {e}")
+    if stack == "kernel":
+        try:
+            return Session(backend="ftrace", **kw)
+        except ProbewatchError as e:
+            errors.append(f"ftrace: {e}")
+    try:
+        return _bpf(**kw)
+    except ProbewatchError as e:
+        errors.append(f"bpf: {e}")
+    raise FeatureUnavailable(f"no backend can take {stack} stacks here: " + "; ".join(errors))
+
+
+def _syscall_tp(spec: str) -> bool:
+    head = spec.strip().split(None, 1)[0] if spec.strip() else ""
+    kind, _, rest = head.partition(":")
+    return kind in ("t", "tracepoint") and rest.split(":", 1)[0] in ("syscalls", "raw_syscalls")
 
 
 def _perf_fds(specs: list[str], kw: dict[str, Any]) -> int:

@@ -20,6 +20,11 @@ Differences from the ftrace backend, by design:
   fields are cut to what arrived and the event gets ``fields["truncated"]``.
   Strings of uprobe arguments are read up to ``str_max`` bytes (4096).
 - ``U:`` (USDT) and ``k:``/``kr:`` specs are not supported (use ``--backend ftrace``).
+- ``stack=``: ``bpf_get_stack`` into each record (after its data): up to 64 kernel
+  frames, and up to 32 user frames twice, as addresses and as build-id frames, so user
+  frames of a process that has exited are named through the files known by build-id
+  (the probed files, the command, this process's libraries, each traced process's
+  mappings when its first stack arrives).
 
 Example::
 
@@ -49,14 +54,18 @@ from typing import Any
 from .collect.bpf import libbpf
 from .collect.bpf.filter import FilterField, Predicate, compile_filter
 from .collect.bpf.generic import (
+    GEN_STACK,
     GEN_TP,
     GEN_TRUNC,
     GEN_UPROBE,
     HDR,
+    STACK_KERNEL,
+    STACK_USER,
     GenericCollector,
     UArg,
     UprobeDecoder,
     compile_uarg,
+    record_stacks,
 )
 from .collect.command import GatedCommand, SignalGuard
 from .decode.format import (
@@ -84,6 +93,8 @@ _live: weakref.WeakSet[BpfTraceSession] = weakref.WeakSet()
 DEFAULT_BUFFER_KB = 32768
 #: events younger than this (ns) wait for records of other CPUs still in flight
 ORDER_LAG_NS = 2_000_000
+#: stacks (pid, raw frames) kept named, for call sites that repeat
+STACK_CACHE = 4096
 _INT_CODES = {(1, True): "b", (1, False): "B", (2, True): "h", (2, False): "H",
               (4, True): "i", (4, False): "I", (8, True): "q", (8, False): "Q"}
 
@@ -137,10 +148,16 @@ class BpfTraceSession(Session):
         str_max: int = 4096,
         spool_mb: int | None = None,
         spool_dir: str | None = None,
+        stack: str | None = None,
     ) -> None:
         # spool_mb / spool_dir: ftrace's; the BPF ring buffer is bounded by itself
         if backend not in ("auto", "bpf"):
             raise ProbewatchError(f"BpfTraceSession is the bpf backend, not {backend!r}")
+        if stack not in (None, "user", "kernel", "both"):
+            raise ProbewatchError(f"stack must be user, kernel or both (got {stack!r})")
+        # stack: every Event gets fields["stack"] (bpf_get_stack into the record),
+        # frames {addr, symbol, offset, module}, innermost first (kernel then user)
+        self._stack = stack
         self._t_init = time.monotonic()
         self._closed = False
         self._command = GatedCommand()
@@ -167,7 +184,12 @@ class BpfTraceSession(Session):
         self._col = GenericCollector(
             comm=comm, ringbuf_bytes=_pow2(per_cpu_kb * 1024 * ncpu),
             tp_max=tp_max, ustr_max=str_max,
+            stack_mode={None: 0, "kernel": STACK_KERNEL, "user": STACK_USER,
+                        "both": STACK_KERNEL | STACK_USER}[self._stack],
         )
+        self._sym: Any = None
+        self._pids_seen: set[int] = set()
+        self._stack_cache: dict[tuple[int, bytes], list[dict[str, Any]]] = {}
         self._slots: list[_Slot] = []
         self._probes: dict[str, list[str]] = {}
         self._slot_probe: list[str] = []
@@ -312,6 +334,8 @@ class BpfTraceSession(Session):
                 raise NotFound(f"no process with pid {p}")
         col.pids = list(self._pids)
         col.follow = self._follow
+        if self._stack is not None:
+            self._init_symbolizer()
         # counting needs no records unless a filter must look at the fields
         self._emit = not count_only or any(s.pred is not None for s in self._slots)
         with self._signals.deferred():  # each object is recorded in col as it is made
@@ -319,6 +343,29 @@ class BpfTraceSession(Session):
             col.attach()
             self._t0 = time.monotonic()
             self._command.release()
+
+    def _init_symbolizer(self) -> None:
+        """Know the probed files, the traced command and this process's libraries (libc,
+        ld.so) by build-id: their frames are named even after the process exited."""
+        import shutil
+
+        from .analyze.stacks import Symbolizer
+
+        sym = self._sym = Symbolizer()
+        if self._stack == "kernel":
+            return
+        for a in self._col._attach:
+            if a.path:
+                sym.add_file(a.path)
+        argv = self._command.argv if hasattr(self._command, "argv") else None
+        if argv:
+            exe = argv[0] if "/" in argv[0] else shutil.which(argv[0])
+            if exe:
+                sym.add_file(os.path.realpath(exe), exe)
+        sym.add_process_files(os.getpid())
+        for p in self._pids:
+            if p != self._command.pid:
+                sym.add_process_files(p)
 
     @property
     def returncode(self) -> int | None:
@@ -356,6 +403,8 @@ class BpfTraceSession(Session):
                         fields = ev.fields
                         if s.pred is None or s.pred(s.raw(rec, hsz, end, fields),
                                                     comm, cpu):
+                            if flags & GEN_STACK:
+                                fields["stack"] = self._stack_of(pid, rec, size)
                             ev.pid = pid
                             ev.tid = tid
                             ev.comm = comm
@@ -375,7 +424,27 @@ class BpfTraceSession(Session):
                 assert s.raw is not None
                 if not s.pred(s.raw(rec, hsz, end, fields), comm, cpu):
                     continue
+            if flags & GEN_STACK:
+                fields["stack"] = self._stack_of(pid, rec, size)
             out.append(Event(ts, cpu, pid, tid, comm, s.event, s.probe, fields))
+
+    def _stack_of(self, pid: int, rec: bytes, size: int) -> list[dict[str, Any]]:
+        """The frames of a GEN_STACK record: kernel (kallsyms) then user (build-ids of
+        the files known, else the process's mappings)."""
+        key = (pid, rec[HDR.size + ((size + 7) & ~7):])
+        hit = self._stack_cache.get(key)
+        if hit is not None:  # the same stack again (a hot call site): named once
+            return list(hit)
+        sym = self._sym
+        kips, uips, bids = record_stacks(rec, HDR.size, size)
+        if uips and pid not in self._pids_seen:
+            self._pids_seen.add(pid)
+            sym.add_process_files(pid)  # while it runs: the files it maps, by build-id
+        frames = sym.frames(pid, kips, kernel=True) + sym.user_frames(pid, uips, bids)
+        if len(self._stack_cache) >= STACK_CACHE:
+            self._stack_cache.clear()
+        self._stack_cache[key] = frames
+        return list(frames)
 
     def _raw(self, duration: float | None, count_only: bool) -> Iterator[list[Event]]:
         """Batches of time-ordered Events (count_only: empty batches while counting)."""

@@ -97,6 +97,8 @@ GATE_CHECK_S = 0.25
 GATE_SCAN_S = 2.0
 #: tracepoints per session that get a referee count (one tracefs instance each)
 MAX_REFEREES = 8
+#: stacks (pid, user ips, kernel ips) kept named, for call sites that repeat
+STACK_CACHE = 4096
 
 
 @dataclass
@@ -435,13 +437,31 @@ class PerfTraceSession(Session):
                 from .analyze.stacks import Symbolizer
 
                 sym = Symbolizer()
+                # a repeated stack (a hot call site) is named once; an mmap or exec of
+                # the process may rename its frames: its entries are dropped then
+                cache: dict[tuple[int, tuple[int, ...], tuple[int, ...]], list[Any]] = {}
 
                 def stack_of(pid: int, user: list[int], kern: list[int]) -> list[Any]:
-                    return sym.frames(pid, kern, kernel=True) + sym.frames(pid, user, False)
+                    key = (pid, tuple(user), tuple(kern))
+                    hit = cache.get(key)
+                    if hit is None:
+                        if len(cache) >= STACK_CACHE:
+                            cache.clear()
+                        hit = cache[key] = (sym.frames(pid, kern, kernel=True)
+                                            + sym.frames(pid, user, False))
+                    return list(hit)
+
+                def on_mmap(pid: int, *a: Any) -> None:
+                    sym.add_mapping(pid, *a)
+                    cache.clear()
+
+                def on_exec(pid: int) -> None:
+                    sym.forget(pid)
+                    cache.clear()
 
                 self._dec.stack_of = stack_of
-                self._dec.on_mmap = sym.add_mapping
-                self._dec.on_exec = sym.forget
+                self._dec.on_mmap = on_mmap
+                self._dec.on_exec = on_exec
             col.enable()
             for ref in self._referees.values():  # inside perf's window: never more
                 ref.start()

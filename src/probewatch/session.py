@@ -338,9 +338,22 @@ class FtraceSession(Session):
         follow_children: bool = True,
         spool_mb: int | None = None,
         spool_dir: str | None = None,
+        stack: str | None = None,
     ) -> None:
         if backend not in ("auto", "ftrace"):
             raise ProbewatchError(f"backend {backend!r} is not available (have: auto, ftrace)")
+        # stack="kernel": every event gets fields["stack"], the kernel stack the instance's
+        # stacktrace option records after it (ftrace:kernel_stack), symbolized
+        if stack not in (None, "user", "kernel", "both"):
+            raise ProbewatchError(f"stack must be user, kernel or both (got {stack!r})")
+        if stack in ("user", "both"):
+            raise FeatureUnavailable(
+                f"the ftrace backend records kernel stacks only (--stack kernel, through the "
+                f"instance's stacktrace option), not {stack} stacks: use --backend perf (or "
+                f"bpf) for user stacks")
+        self._stack = stack
+        self._symbolizer: Any = None
+        self._last_on_cpu: dict[int, Event] = {}
         self.backend = "ftrace"
         self.root = ""
         self._collector: FtraceCollector  # set below; close() copes with its absence
@@ -642,9 +655,13 @@ class FtraceSession(Session):
                     "processes write to the top-level trace_marker")
             mark.set_active(col.instance.path)
             self._mark_dir = col.instance.path
+        if self._stack is not None:
+            self._arm_stacks()
         if self._text_reason is None:
             assert self._layout is not None
             self._decoder = PageDecoder(self._layout, self._formats)
+            if self._stack is not None:
+                self._decoder._makers[self._stack_id] = _kernel_stack_maker(self._stack_id)
         col.start(text_reason=self._text_reason)
         self.warnings.extend(col.warnings)
         if col.text_reason is not None:
@@ -658,8 +675,52 @@ class FtraceSession(Session):
                     f"events {', '.join(same)} share a name: the text trace_pipe does not "
                     f"show the system, so their lines are told apart by their fields only"
                 )
+        if self._stack is not None and col.text_reason is not None:
+            raise FeatureUnavailable(
+                "--stack needs the binary trace_pipe_raw reader, and this run reads the text "
+                f"trace_pipe ({col.text_reason}): use --backend perf")
         self._t0 = time.monotonic()
         self._command.release()
+
+    def _arm_stacks(self) -> None:
+        """The instance's stacktrace option on: the kernel writes an ftrace:kernel_stack
+        record after each event of the instance, on the same CPU."""
+        if self._text_reason is not None:
+            raise FeatureUnavailable(
+                "--stack needs the binary trace_pipe_raw reader, and this run reads the text "
+                f"trace_pipe ({self._text_reason}): use --backend perf")
+        try:
+            fmt = load_format(self.root, "ftrace", "kernel_stack")
+        except ProbewatchError as e:
+            raise FeatureUnavailable(f"this kernel has no ftrace:kernel_stack event ({e}): "
+                                     "use --backend perf for stacks") from None
+        if not self._collector.instance.set_option("stacktrace", True):
+            raise FeatureUnavailable("this kernel's tracefs instances have no stacktrace "
+                                     "option: use --backend perf for kernel stacks")
+        self._stack_id = fmt.id
+        self._formats[fmt.id] = fmt
+        self._hidden_ids.add(fmt.id)
+        from .analyze.stacks import Symbolizer
+
+        self._symbolizer = Symbolizer()
+
+    def _attach_stacks(self, cpu: int, evs: list[Event], start: int) -> None:
+        """Give ``evs[start:]`` (one page of ``cpu``, in order) their kernel stacks: each
+        ftrace:kernel_stack record belongs to the event before it on that CPU, and is
+        taken out of the list."""
+        last = self._last_on_cpu.get(cpu)
+        out = []
+        sym = self._symbolizer
+        for ev in evs[start:]:
+            if ev.event == "ftrace:kernel_stack":
+                if last is not None and "stack" not in last.fields:
+                    last.fields["stack"] = sym.frames(0, ev.fields["caller"], kernel=True)
+                continue
+            last = ev
+            out.append(ev)
+        if last is not None:
+            self._last_on_cpu[cpu] = last
+        evs[start:] = out
 
     @property
     def reader(self) -> str:
@@ -692,7 +753,8 @@ class FtraceSession(Session):
         pending = self._pending  # kept on self: a generator closed by ^C can be resumed
         by_ts = attrgetter("ts")
         backlog = 0
-        runs = self.deliver_runs and dec is not None
+        runs = self.deliver_runs and dec is not None and self._stack is None
+        stacks = self._stack is not None
         run_ids = frozenset(i for i, f in self._formats.items() if i not in self._hidden_ids
                             and f.event_name in self._event_probe)
         max_pending = MAX_PENDING // 64 if runs else MAX_PENDING
@@ -727,6 +789,10 @@ class FtraceSession(Session):
                         missed = dec.last_missed
                     elif runs:
                         missed = dec.decode_page_runs(payload, cpu, pending, run_ids)
+                    elif stacks:
+                        n0 = len(pending)
+                        missed = dec.decode_page(payload, cpu, pending)
+                        self._attach_stacks(cpu, pending, n0)
                     else:
                         missed = dec.decode_page(payload, cpu, pending)
                     if missed:
@@ -1000,6 +1066,24 @@ class FtraceSession(Session):
         finally:
             self._signals.restore()
             _live.discard(self)
+
+
+def _kernel_stack_maker(type_id: int) -> Callable[[Any, int, int, int, int], Event]:
+    """The decoder of ftrace:kernel_stack records (``int size; unsigned long
+    caller[size]``: the format shows 8 callers, a record holds ``size``)."""
+    import struct
+
+    head = struct.Struct("<4xii")
+
+    def make(buf: Any, start: int, end: int, ts: int, cpu: int) -> Event:
+        tid, n = head.unpack_from(buf, start)
+        n = max(0, min(n, (end - start - 16) // 8))
+        callers = list(struct.unpack_from(f"<{n}Q", buf, start + 16)) if n else []
+        while callers and not callers[-1]:
+            callers.pop()
+        return Event(ts, cpu, tid, tid, "", "ftrace:kernel_stack", "", {"caller": callers})
+
+    return make
 
 
 def _mark_fields(ev: Event) -> None:

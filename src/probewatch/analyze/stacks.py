@@ -103,19 +103,28 @@ class Symbolizer:
         self._maps: dict[int, list[Mapping]] = {}
         self._funcs: dict[str, _FuncTable | None] = {}
         self._by_build_id: dict[bytes, str] = {}
+        self._bid_name: dict[bytes, str] = {}
         self._files_seen: set[str] = set()
 
     # -- files by build-id (BPF build-id stacks)
-    def add_file(self, path: str) -> None:
-        """Know ``path`` by its build-id (for :meth:`build_id_frames`)."""
-        from ..elf.symbols import open_image
+    def add_file(self, path: str, name: str | None = None) -> None:
+        """Know ``path`` by its build-id (for :meth:`build_id_frames`); ``name``: the
+        path to show for it (``/usr/lib/x.so`` for ``/proc/PID/root/usr/lib/x.so``).
+        Only the build-id note is read here; the symbols when a frame needs them."""
+        raw = read_build_id(path)
+        if raw is None:
+            from ..elf.symbols import open_image
 
-        try:
-            img = open_image(path)
-        except ProbewatchError:
-            return
-        if img.build_id:
-            self._by_build_id.setdefault(bytes.fromhex(img.build_id).ljust(20, b"\0"), path)
+            try:
+                img = open_image(path)
+            except ProbewatchError:
+                return
+            if not img.build_id:
+                return
+            raw = bytes.fromhex(img.build_id)
+        bid = raw[:20].ljust(20, b"\0")
+        self._by_build_id.setdefault(bid, path)
+        self._bid_name.setdefault(bid, name or path)
 
     def add_process_files(self, pid: int) -> None:
         """Know the files ``pid`` maps now (what it exec'd, what it dlopen'd)."""
@@ -123,7 +132,7 @@ class Symbolizer:
             if m.path not in self._files_seen:
                 self._files_seen.add(m.path)
                 root = f"/proc/{pid}/root{m.path}"
-                self.add_file(root)
+                self.add_file(root, m.path)
 
     def build_id_frames(self, raw: bytes) -> list[dict[str, Any]]:
         """The frames of one build-id stack-map value (innermost first). ``addr`` is the
@@ -144,6 +153,26 @@ class Symbolizer:
                     if hit is not None:
                         sym, ofs = hit
             out.append({"addr": off, "symbol": sym, "offset": ofs, "module": mod})
+        return out
+
+    def user_frames(self, pid: int, ips: list[int], build_id_raw: bytes) -> list[dict[str, Any]]:
+        """One user stack taken twice by BPF (``bpf_get_stack``): as addresses ``ips`` and
+        as build-id frames ``build_id_raw``. ``addr`` is the address; the function and
+        file come from the build-id frame where the file is known (right after the
+        process exited), else from the process's mappings."""
+        bframes = parse_build_id_stack(build_id_raw)
+        out: list[dict[str, Any]] = []
+        for i, ip in enumerate(ips):
+            hit = None
+            if i < len(bframes) and bframes[i][0] == BUILD_ID_VALID:
+                _, bid, off = bframes[i]
+                path = self._by_build_id.get(bid)
+                if path is not None:
+                    h = self._file_offset_lookup(path, off)
+                    sym, ofs = h if h is not None else (None, 0)
+                    hit = {"addr": ip, "symbol": sym, "offset": ofs,
+                           "module": self._bid_name.get(bid, path)}
+            out.append(hit if hit is not None else self.frames(pid, [ip], False)[0])
         return out
 
     # -- mappings
@@ -225,6 +254,60 @@ def _lookup_file_offset(img: Any, table: _FuncTable, file_off: int) -> tuple[str
     return None
 
 
+_EHDR64 = struct.Struct("<16sHHIQQQIHHHHHH")
+_PHDR64 = struct.Struct("<IIQQQQQQ")
+_NHDR = struct.Struct("<III")
+PT_NOTE, NT_GNU_BUILD_ID = 4, 3
+
+
+def read_build_id(path: str) -> bytes | None:
+    """The GNU build-id of a 64-bit little-endian ELF file from its PT_NOTE segments
+    (a few small reads, no symbol tables); None when it has none or is another kind of
+    file (callers then parse it whole).
+
+    Example::
+
+        read_build_id("/usr/lib/x86_64-linux-gnu/libc.so.6").hex()[:8]   # '6a981b07'
+    """
+    from ..files import open_regular
+
+    try:
+        f = open_regular(path)
+    except ProbewatchError:
+        return None
+    try:
+        with f:
+            h = f.read(_EHDR64.size)
+            if len(h) < _EHDR64.size or h[:4] != b"\x7fELF" or h[4] != 2 or h[5] != 1:
+                return None
+            e = _EHDR64.unpack(h)
+            phoff, phentsize, phnum = e[5], e[9], e[10]
+            if phentsize < _PHDR64.size or phnum > 256:
+                return None
+            f.seek(phoff)
+            phs = f.read(phentsize * phnum)
+            for i in range(len(phs) // phentsize):
+                p_type, _fl, off, _va, _pa, filesz, _ms, _al = _PHDR64.unpack_from(
+                    phs, i * phentsize)
+                if p_type != PT_NOTE or filesz > 1 << 16:
+                    continue
+                f.seek(off)
+                notes = f.read(filesz)
+                pos = 0
+                while pos + _NHDR.size <= len(notes):
+                    namesz, descsz, ntype = _NHDR.unpack_from(notes, pos)
+                    pos += _NHDR.size
+                    name = notes[pos : pos + namesz]
+                    pos += (namesz + 3) & ~3
+                    desc = notes[pos : pos + descsz]
+                    pos += (descsz + 3) & ~3
+                    if ntype == NT_GNU_BUILD_ID and name.rstrip(b"\0") == b"GNU" and desc:
+                        return bytes(desc)
+    except (OSError, struct.error):
+        return None
+    return None
+
+
 def parse_build_id_stack(raw: bytes) -> list[tuple[int, bytes, int]]:
     """The frames of one build-id stack-map value: (status, build_id, offset_or_ip), up
     to the first empty frame."""
@@ -289,5 +372,5 @@ def _read_maps(pid: int) -> list[Mapping]:
     return out
 
 
-__all__ = ["Symbolizer", "KernelSymbols", "Mapping", "BUILD_ID_FRAME",
+__all__ = ["Symbolizer", "KernelSymbols", "Mapping", "BUILD_ID_FRAME", "read_build_id",
            "parse_build_id_stack", "frame_text"]

@@ -62,6 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_common(p)
     trace_agg.add_options(p)
+    p.add_argument("--stack", choices=["user", "kernel", "both"],
+                   help="each event with its stack, symbolized (JSON: fields.stack, a list of"
+                   " {addr, symbol, offset, module}; text: one frame a line, as perf script):"
+                   " perf and bpf take every kind, ftrace kernel stacks only; auto picks perf")
     p.set_defaults(func=run)
 
 
@@ -116,6 +120,8 @@ def split_command(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     refuse(args.count and args.max_events is not None,
            "-n limits the events printed and --count prints none: give one of them")
+    refuse(args.count and getattr(args, "stack", None) is not None,
+           "--stack shows each event's stack and --count prints no events: give one of them")
     cmd = split_command(args)
     if cmd:
         resolve_command(cmd[0])  # nothing to run: one error, before anything is armed
@@ -148,7 +154,8 @@ def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl) -> int:
     try:
         with open_session(args.backend, buffer_kb=args.buffer_kb, pids=args.pid,
                           comm=args.comm, counting=args.count, specs=specs,
-                          user_filter=args.filter_expr, spool_mb=args.spool_mb) as s:
+                          user_filter=args.filter_expr, spool_mb=args.spool_mb,
+                          stack=getattr(args, "stack", None)) as s:
             for spec in specs:
                 s.add(spec, filter=args.filter_expr)
             for w in s.warnings:

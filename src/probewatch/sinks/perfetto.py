@@ -14,6 +14,12 @@ events that bracket a call on one thread becomes a complete slice (``ph: "X"`` w
   ``E|NAME`` on one thread -> slice ``NAME``; any other mark -> an instant named after
   the mark (its fields as args).
 
+An event with a stack (``fields["stack"]``, from ``trace --stack``) carries it twice:
+as the arg ``stack`` (one ``func+0x1c (file)`` string per frame, innermost first,
+which every viewer shows) and as ``sf``, the id of its innermost frame in the
+document's ``stackFrames`` (``{"name", "category": file, "parent"}``: the trace-event
+format's own stacks, shared between events with a common caller).
+
 Slices on a thread always nest: an exit closes the innermost open slice with the same
 key, and entries left open above it (their exit was lost) become instants, as do
 exits without an entry and entries still open at the end. Timestamps are
@@ -38,6 +44,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
+from ..analyze.stacks import frame_text
 from ..decode.escape import has_surrogates, to_json_key
 from ..event import Event, _jsonable
 
@@ -82,7 +89,11 @@ class ExportStats:
 
 
 def _fields(ev: Event) -> dict[str, Any]:
-    return {k: _jsonable(v) for k, v in ev.fields.items()}
+    out = {k: _jsonable(v) for k, v in ev.fields.items()}
+    st = out.get("stack")
+    if isinstance(st, list):  # frames as lines the viewer shows: "func+0x1c (file)"
+        out["stack"] = [frame_text(f) if isinstance(f, dict) else str(f) for f in st]
+    return out
 
 
 ProbeWhere = tuple[str | None, str | None, str | None, int]
@@ -190,6 +201,8 @@ class PerfettoWriter:
         self._proc_comm: dict[int, str] = {}
         self._first = True
         self._closed = False
+        #: stackFrames: (parent id, name, category) -> id, outermost frames first
+        self._frame_ids: dict[tuple[str | None, str, str], str] = {}
         out.write('{"traceEvents":[\n')
 
     def _emit(self, obj: dict[str, Any]) -> None:
@@ -204,26 +217,48 @@ class PerfettoWriter:
             self.t0 = ts
         return round((ts - self.t0) / 1000.0, 3)
 
+    def _sf(self, ev: Event, obj: dict[str, Any]) -> dict[str, Any]:
+        """Add ``sf`` (the innermost frame's id in stackFrames) for an event's stack."""
+        st = ev.fields.get("stack")
+        if not isinstance(st, list) or not st:
+            return obj
+        ids = self._frame_ids
+        parent: str | None = None
+        for f in reversed(st):
+            if isinstance(f, dict):
+                name = (f"{f['symbol']}+0x{f.get('offset') or 0:x}" if f.get("symbol")
+                        else f"0x{f.get('addr') or 0:x}")
+                cat = str(f.get("module") or "unknown")
+            else:
+                name, cat = str(f), "unknown"
+            key = (parent, name, cat)
+            fid = ids.get(key)
+            if fid is None:
+                fid = ids[key] = str(len(ids) + 1)
+            parent = fid
+        obj["sf"] = parent
+        return obj
+
     def _instant(self, ev: Event) -> None:
         self.stats.instants += 1
         name = ev.event
         if name == "ftrace:print" and ev.fields.get("mark"):
             name = str(ev.fields["mark"])
-        self._emit({
+        self._emit(self._sf(ev, {
             "name": name, "cat": ev.event.partition(":")[0] or "event", "ph": "i",
             "s": "t", "ts": self._us(ev.ts), "pid": ev.pid, "tid": ev.tid,
             "args": {"probe": ev.probe, "cpu": ev.cpu, **_fields(ev)},
-        })
+        }))
 
     def _slice(self, enter: Event, exit_: Event, name: str) -> None:
         self.stats.slices += 1
         ts = self._us(enter.ts)
         dur = max(0.0, round((exit_.ts - enter.ts) / 1000.0, 3))
-        self._emit({
+        self._emit(self._sf(enter, {
             "name": name, "cat": enter.event.partition(":")[0] or "event", "ph": "X",
             "ts": ts, "dur": dur, "pid": enter.pid, "tid": enter.tid,
             "args": {"probe": enter.probe, "enter": _fields(enter), "exit": _fields(exit_)},
-        })
+        }))
 
     def write(self, ev: Event) -> None:
         """Add one event (events must come in time order)."""
@@ -291,7 +326,17 @@ class PerfettoWriter:
         meta = {**self.metadata, **(extra_metadata or {}), "t0_ns": self.t0}
         flat = {f"probewatch_{k}": v if isinstance(v, str) else _dumps(v)
                 for k, v in meta.items()}
-        self.out.write('\n],"displayTimeUnit":"ns","otherData":' + _dumps(flat) + "}\n")
+        frames = ""
+        if self._frame_ids:
+            sf = {}
+            for (parent, name, cat), fid in self._frame_ids.items():
+                node: dict[str, Any] = {"name": name, "category": cat}
+                if parent is not None:
+                    node["parent"] = parent
+                sf[fid] = node
+            frames = ',"stackFrames":' + _dumps(sf)
+        self.out.write('\n]' + frames + ',"displayTimeUnit":"ns","otherData":' + _dumps(flat)
+                       + "}\n")
         return self.stats
 
 
@@ -318,6 +363,12 @@ def check_trace_events(doc: Any) -> dict[int, list[dict[str, Any]]]:
     need(isinstance(doc, dict) and isinstance(doc.get("traceEvents"), list),
          "not a trace-event document", type(doc))
     evs = doc["traceEvents"]
+    frames = doc.get("stackFrames", {})
+    need(isinstance(frames, dict), "stackFrames is not an object", type(frames))
+    for fid, node in frames.items():
+        need(isinstance(node, dict) and isinstance(node.get("name"), str), "bad frame", node)
+        need(node.get("parent") is None or node["parent"] in frames,
+             f"frame {fid} has an unknown parent", node)
     slices: dict[int, list[dict[str, Any]]] = defaultdict(list)
     named_threads: set[int] = set()
     named_procs: set[int] = set()
@@ -330,6 +381,7 @@ def check_trace_events(doc: Any) -> dict[int, list[dict[str, Any]]]:
         need(isinstance(e["ts"], int | float) and e["ts"] >= 0, "bad ts", e)
         need(isinstance(e["name"], str) and bool(e["name"]), "bad name", e)
         need(isinstance(e.get("args", {}), dict), "args is not an object", e)
+        need("sf" not in e or e["sf"] in frames, "sf names no stackFrames entry", e)
         if e["ph"] == "X":
             need(isinstance(e.get("dur"), int | float) and e["dur"] >= 0, "bad dur", e)
             slices[e["tid"]].append(e)

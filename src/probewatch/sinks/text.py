@@ -46,6 +46,19 @@ def _fmt(v: Any, as_hex: bool) -> str:
     return escape_text(str(v))
 
 
+def frame_line(f: Any) -> str:
+    """One stack frame as ``perf script`` prints it: ``\\t    55d0c0de1139
+    st_f2+0x0 (/usr/bin/x)``; ``[unknown]`` where no symbol covers the address."""
+    if not isinstance(f, dict):
+        return f"\t{escape_text(str(f))}"
+    addr = f.get("addr")
+    a = f"{addr:16x}" if isinstance(addr, int) else f"{escape_text(str(addr)):>16}"
+    sym = f.get("symbol")
+    name = "[unknown]" if sym is None else f"{escape_text(str(sym))}+0x{f.get('offset') or 0:x}"
+    mod = f.get("module")
+    return f"\t{a} {name} ({escape_text(str(mod)) if mod else 'unknown'})"
+
+
 class TextSink:
     HEADER = f"{'TIME(s)':>15} {'CPU':5} {'COMM':16} {'PID/TID':13} EVENT"
 
@@ -55,14 +68,23 @@ class TextSink:
         self.header_done = False
 
     def line(self, ev: Event) -> str:
+        """The event's line; with a stack (``fields["stack"]``, a list of frames), the
+        frames follow it one per line, as ``perf script`` prints callchains."""
         hx = self.hex_fields.get(ev.event, ())
-        args = " ".join(f"{k}={_fmt(v, k in hx)}" for k, v in ev.fields.items())
+        fields = ev.fields
+        stack = fields.get("stack")
+        if isinstance(stack, list):
+            fields = {k: v for k, v in fields.items() if k != "stack"}
+        args = " ".join(f"{k}={_fmt(v, k in hx)}" for k, v in fields.items())
         pidtid = f"{ev.pid}/{ev.tid}"
         comm = escape_text(ev.comm)
-        return (
+        text = (
             f"{ev.ts / 1e9:15.6f} [{ev.cpu:03d}] {comm:<16} {pidtid:13} "
             f"{escape_text(ev.event)} {args}"
         )
+        if isinstance(stack, list):
+            text += "".join("\n" + frame_line(f) for f in stack)
+        return text
 
     def write(self, ev: Event) -> None:
         if not self.header_done:

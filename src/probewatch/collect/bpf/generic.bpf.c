@@ -23,6 +23,7 @@
 const volatile bool emit = true;
 const volatile __u32 tp_max = PW_TP_DATA_MAX; /* raw record bytes copied at most */
 const volatile __u32 ustr_max = 256;          /* bytes per string argument (NUL incl.) */
+const volatile __u32 stack_mode = 0;          /* PW_STACK_* bits: stacks after the data */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -47,8 +48,9 @@ struct {
 
 struct pw_tp_buf {
 	struct pw_gen_hdr h;
-	/* twice the maximum: the verifier is shown a read's size fits with one mask */
-	__u8 data[2 * PW_TP_DATA_MAX];
+	/* twice the maximum: the verifier is shown a read's size fits with one mask; the
+	 * stacks go after the data (at most PW_TP_DATA_MAX + PW_STACK_AREA) */
+	__u8 data[2 * PW_TP_DATA_MAX + PW_STACK_AREA];
 };
 
 struct pw_u_buf {
@@ -56,7 +58,7 @@ struct pw_u_buf {
 	struct pw_urec r;
 	/* 2 * PW_USTR_AREA: a read of up to PW_USTR_AREA bytes at any offset below
 	 * PW_USTR_AREA stays inside, which is how the verifier is shown it does */
-	__u8 data[2 * PW_USTR_AREA];
+	__u8 data[2 * PW_USTR_AREA + PW_STACK_AREA];
 };
 
 struct {
@@ -85,6 +87,50 @@ static __always_inline void pw_gen_hdr_fill(struct pw_gen_hdr *h, __u16 kind, __
 	h->slot = slot;
 	h->size = 0;
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+/*
+ * The stacks asked for (stack_mode) into data[off..]: a pw_stack_hdr, the kernel ips,
+ * the user ips and the same user stack as build-id frames (so user space names frames
+ * of a process that has exited). off is the data's size rounded up to 8 and at most
+ * 2 * PW_USTR_AREA (data has PW_STACK_AREA bytes more); returns the bytes added.
+ */
+static __always_inline __u32 pw_stacks(void *ctx, __u8 *data, __u32 off)
+{
+	struct pw_stack_hdr *sh;
+	__u32 k = 0, u = 0, bi = 0;
+	long n;
+
+	pw_bound(off, 2 * PW_USTR_AREA - 8);
+	sh = (struct pw_stack_hdr *)&data[off];
+	if (stack_mode & PW_STACK_KERNEL) {
+		n = bpf_get_stack(ctx, &data[off + 16], 8 * PW_KSTACK_MAX, 0);
+		if (n > 0)
+			k = n;
+		pw_bound(k, 2 * 8 * PW_KSTACK_MAX - 1);
+		if (k > 8 * PW_KSTACK_MAX)
+			k = 8 * PW_KSTACK_MAX;
+	}
+	if (stack_mode & PW_STACK_USER) {
+		n = bpf_get_stack(ctx, &data[off + 16 + k], 8 * PW_USTACK_MAX, BPF_F_USER_STACK);
+		if (n > 0)
+			u = n;
+		pw_bound(u, 2 * 8 * PW_USTACK_MAX - 1);
+		if (u > 8 * PW_USTACK_MAX)
+			u = 8 * PW_USTACK_MAX;
+		n = bpf_get_stack(ctx, &data[off + 16 + k + u], 32 * PW_USTACK_MAX,
+				  BPF_F_USER_STACK | BPF_F_USER_BUILD_ID);
+		if (n > 0)
+			bi = n;
+		pw_bound(bi, 2 * 32 * PW_USTACK_MAX - 1);
+		if (bi > 32 * PW_USTACK_MAX)
+			bi = 32 * PW_USTACK_MAX;
+	}
+	sh->kbytes = k;
+	sh->ubytes = u;
+	sh->bbytes = bi;
+	sh->_pad = 0;
+	return 16 + k + u + bi;
 }
 
 static __always_inline void pw_slot_count(__u32 slot)
@@ -157,6 +203,19 @@ int pw_tp(void *ctx)
 	b->data[3] = 0;
 	*(__s32 *)&b->data[4] = (__u32)pid_tgid;
 	b->h.size = size;
+	if (stack_mode) {
+		__u32 off = (size + 7) & ~7U, extra;
+
+		extra = pw_stacks(ctx, b->data, off);
+		if (extra) {
+			b->h.flags |= PW_GEN_STACK;
+			pw_bound(off, 2 * PW_USTR_AREA - 8);
+			if (extra > PW_STACK_AREA)
+				extra = PW_STACK_AREA;
+			pw_submit(b, sizeof(b->h) + off + extra);
+			return 0;
+		}
+	}
 	pw_submit(b, sizeof(b->h) + size);
 	return 0;
 }
@@ -291,6 +350,19 @@ static __always_inline int pw_uprobe_common(struct pt_regs *ctx, bool ret)
 	}
 	pw_bound(pos, 2 * PW_USTR_AREA - 1);
 	b->h.size = sizeof(b->r) + pos;
+	if (stack_mode) {
+		__u32 off = (pos + 7) & ~7U, extra;
+
+		extra = pw_stacks(ctx, b->data, off);
+		if (extra) {
+			b->h.flags |= PW_GEN_STACK;
+			pw_bound(off, 2 * PW_USTR_AREA - 8);
+			if (extra > PW_STACK_AREA)
+				extra = PW_STACK_AREA;
+			pw_submit(b, sizeof(b->h) + sizeof(b->r) + off + extra);
+			return 0;
+		}
+	}
 	pw_submit(b, sizeof(b->h) + sizeof(b->r) + pos);
 	return 0;
 }

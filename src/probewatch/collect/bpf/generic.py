@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 # probewatch.h
 GEN_TP, GEN_UPROBE = 16, 17
 GEN_TRUNC = 1
+GEN_STACK = 2  # the record ends in a struct pw_stack_hdr and the stacks (probewatch.h)
+STACK_KERNEL, STACK_USER = 1, 2  # rodata stack_mode bits
+STACK_HDR = struct.Struct("<III4x")  # struct pw_stack_hdr: kernel, user, build-id bytes
 DLOC_REL = 0x8000
 UARG_INT, UARG_STR, UARG_ARRAY = 0, 1, 2
 UVAL_FAULT, UVAL_TRUNC = 1, 2
@@ -187,6 +190,23 @@ def uprobe_config(args: list[UArg]) -> bytes:
     return UCONF_HEAD.pack(len(args), 0) + body
 
 
+def record_stacks(rec: bytes, start: int, size: int) -> tuple[list[int], list[int], bytes]:
+    """The stacks at the end of a GEN_STACK record whose data (``size`` bytes) starts at
+    ``start``: (kernel ips, user ips, user build-id frames as raw bytes)."""
+    o = start + ((size + 7) & ~7)
+    if o + STACK_HDR.size > len(rec):
+        return [], [], b""
+    k, u, b = STACK_HDR.unpack_from(rec, o)
+    o += STACK_HDR.size
+    k = min(k, max(0, len(rec) - o)) // 8
+    kips = list(struct.unpack_from(f"<{k}Q", rec, o)) if k else []
+    o += 8 * k
+    u = min(u, max(0, len(rec) - o)) // 8
+    uips = list(struct.unpack_from(f"<{u}Q", rec, o)) if u else []
+    o += 8 * u
+    return kips, uips, bytes(rec[o : o + b])
+
+
 def _cstr(b: bytes) -> str:
     return b.partition(b"\0")[0].decode("utf-8", "surrogateescape")  # lossless
 
@@ -267,6 +287,8 @@ class GenericCollector:
     ustr_max: int = USTR_AREA
     exclude_self: bool = True
     raw: list[bytes] = field(default_factory=list)
+    #: STACK_KERNEL | STACK_USER: records carry those stacks (flag GEN_STACK)
+    stack_mode: int = 0
 
     def __post_init__(self) -> None:
         self._attach: list[_Attach] = []
@@ -333,6 +355,7 @@ class GenericCollector:
         ro["emit"] = 1 if emit else 0
         ro["tp_max"] = max(8, min(self.tp_max, TP_DATA_MAX))
         ro["ustr_max"] = max(1, min(self.ustr_max, USTR_AREA))
+        ro["stack_mode"] = self.stack_mode
         obj.set_max_entries("events", self.ringbuf_bytes)
         kinds = {a.kind for a in self._attach}
         obj.set_autoload("pw_gen_fork", bool(self.pids) and self.follow)

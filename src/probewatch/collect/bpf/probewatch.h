@@ -271,6 +271,24 @@ struct pw_count {
 /* pw_gen_hdr.flags */
 #define PW_GEN_TRUNC 1 /* the record was cut short (PW_TP_DATA_MAX / ustr_max) */
 
+#define PW_GEN_STACK 2 /* the record ends in stacks: a pw_stack_hdr at the data's
+			* size rounded up to 8, then the kernel ips, the user ips and the
+			* user frames as struct bpf_stack_build_id */
+
+/* stack_mode (rodata) bits */
+#define PW_STACK_KERNEL 1
+#define PW_STACK_USER 2
+#define PW_KSTACK_MAX 64 /* kernel frames per record */
+#define PW_USTACK_MAX 32 /* user frames per record (ips and build-id frames each) */
+#define PW_STACK_AREA (16 + 8 * PW_KSTACK_MAX + (8 + 32) * PW_USTACK_MAX) /* 1808 */
+
+struct pw_stack_hdr {
+	__u32 kbytes; /* bytes of kernel ips after this header */
+	__u32 ubytes; /* then bytes of user ips */
+	__u32 bbytes; /* then bytes of struct bpf_stack_build_id (same user stack) */
+	__u32 _pad;
+};
+
 /* pw_tpconf.dloc[] bit 15: a __rel_loc field (offset relative to the field's end) */
 #define PW_DLOC_REL 0x8000
 
