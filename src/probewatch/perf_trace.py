@@ -97,6 +97,12 @@ GATE_CHECK_S = 0.25
 GATE_SCAN_S = 2.0
 #: tracepoints per session that get a referee count (one tracefs instance each)
 MAX_REFEREES = 8
+#: why a session that follows processes through fork defines its uprobes in tracefs:
+#: a uprobe PMU event is re-created for the child at fork, and the kernel then reads the
+#: probe's path from the forking process's memory at the address the tracer gave, which
+#: fails (the traced program's fork() fails: "Cannot fork")
+_INHERIT_WHY = ("a traced process's children inherit its probes, which a uprobe PMU "
+                "event cannot do (the kernel fails the child's fork)")
 #: stacks (pid, user ips, kernel ips) kept named, for call sites that repeat
 STACK_CACHE = 4096
 
@@ -195,6 +201,8 @@ class PerfTraceSession(Session):
         self._handlers: list[Handler] = []
         #: what start() arms: (resolved probe, kernel filter, regs mask)
         self._pending_probes: list[tuple[ResolvedProbe, str | None, int]] = []
+        #: (handler index, spec, text, probe, kernel filter) of uprobes on the PMU
+        self._pmu_uprobes: list[tuple[int, ProbeSpec, str, Any, str | None]] = []
         self._probes: dict[str, list[str]] = {}
         self._events_seen: set[str] = set()
         self._formats: dict[int, Any] = {}
@@ -295,6 +303,8 @@ class PerfTraceSession(Session):
             for w in dp.warnings:
                 self.warnings.append(f"{ps.text}: {w}")
             why = None if not (user_filter and ps.args) else "its --filter names arguments"
+            if why is None and self._pids and self._follow:
+                why = _INHERIT_WHY
             regargs: list[RegArg] = []
             mask = 0
             if why is None and ps.args:
@@ -313,8 +323,28 @@ class PerfTraceSession(Session):
             self._add_handler(rp, spec, kf, regs_mask=mask,
                               udec=pmu_uprobe_decoder(regargs, retprobe, nregs, self._faults))
             self._dynamic_info.append(dp)
+            self._pmu_uprobes.append((len(self._handlers) - 1, ps, spec, dp, kf))
             names.append(ev)
         return names
+
+    def _pmu_uprobes_to_tracefs(self) -> None:
+        """Define the PMU uprobes added so far in tracefs instead (see _INHERIT_WHY): the
+        session now follows processes through fork."""
+        todo, self._pmu_uprobes = self._pmu_uprobes, []
+        for i, ps, spec, dp, kf in todo:
+            n = len(self._handlers)
+            self._add_defined(ps, spec, dp, kf)  # appended: move it into place i
+            h = self._handlers.pop()
+            pend = self._pending_probes.pop()
+            assert len(self._handlers) == n
+            h.index = i
+            self._handlers[i] = h
+            self._pending_probes[i] = pend
+            if dp in self._dynamic_info:
+                self._dynamic_info.remove(dp)
+            self.warnings.append(
+                f"{ps.text}: defined in tracefs (uprobe_events) rather than through the "
+                f"uprobe PMU because {_INHERIT_WHY}; it is removed when the run ends")
 
     @property
     def _dynamic_info(self) -> list[Any]:
@@ -387,6 +417,7 @@ class PerfTraceSession(Session):
             pid = self._command.start(argv)
         self._pids = [pid]
         self._follow = True
+        self._pmu_uprobes_to_tracefs()
         return pid
 
     @property

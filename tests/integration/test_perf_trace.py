@@ -103,9 +103,11 @@ def test_same_json_on_all_backends(perf: str, bpf: None, target: Path) -> None:
     assert summ["generated"] == summ["events"] == {
         specs[0]: 1, specs[1]: 3, specs[2]: 3, specs[3]: 3}
     assert set(summ["lost_per_probe"].values()) == {0}
-    # register arguments come from the uprobe PMU; the memory read needs tracefs
+    # a traced command forks: its uprobes are defined in tracefs (a uprobe PMU event
+    # cannot be inherited), each with a warning that says so
     warnings = [ln for ln in err.splitlines() if ln.startswith("probewatch: warning:")]
-    assert len(warnings) == 1 and "bt_name" in warnings[0] and "uprobe_events" in warnings[0]
+    assert len(warnings) == 3 and all("uprobe_events" in w for w in warnings), warnings
+    assert sum("bt_name" in w for w in warnings) == 1
 
 
 def test_tiny_ring_loses_and_accounts_per_probe(perf: str, getppid_n: Path) -> None:
@@ -279,3 +281,17 @@ def test_one_session_class(perf: str, bpf: None) -> None:
     assert got["perf"][1] == ("sched:sched_process_exec", "true", "/bin/true")
     assert got["perf"][0][:2] == ("sched:sched_process_exec", "sh")
     assert got["auto"] == got["ftrace"] == got["perf"] == got["bpf"]
+
+
+def test_uprobe_on_a_command_that_forks(tracefs: str) -> None:
+    """A uprobe PMU event cannot be inherited (the kernel re-reads its path in the
+    forking process and fails the fork): a traced command's fork must still work, and
+    its children's calls be seen."""
+    from tests.integration.helpers import run_cli
+
+    r = run_cli("trace", "--backend", "perf", "--json", "u:libc:getpid", "--", "sh", "-c",
+                "/bin/sh -c 'exec /usr/bin/env true' && echo forked-ok")
+    assert r.returncode == 0, r.stderr
+    assert "Cannot fork" not in r.stderr
+    assert "forked-ok" in r.stdout
+    assert "defined in tracefs (uprobe_events) rather than through the uprobe PMU" in r.stderr
