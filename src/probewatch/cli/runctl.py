@@ -57,6 +57,11 @@ class RunControl:
       a second one ends printing at once (:attr:`abort`) and kills the command.
     - ``waiting`` (the session is closed, the command still runs): SIGTERM/SIGHUP are
       noted in :attr:`signal` and passed on to the command; SIGINT as in ``running``.
+
+    After :meth:`take_term` (once the session has started), SIGTERM/SIGHUP in
+    ``running`` no longer unwind at once: the first one stops tracing like ^C (what was
+    read from the kernel is still delivered and counted) and is noted in
+    :attr:`signal` (the run then ends with 128+N); a second one sets :attr:`abort`.
     """
 
     def __init__(self) -> None:
@@ -64,6 +69,7 @@ class RunControl:
         self.session: Any = None
         self.interrupts = 0
         self.signal = 0
+        self._term = False
         self._old: dict[int, Any] = {}
 
     @property
@@ -96,6 +102,31 @@ class RunControl:
             except (ValueError, OSError):
                 pass
 
+    def take_term(self) -> None:
+        """Route SIGTERM and SIGHUP here from now on, over the session's guard (which
+        raises SystemExit at once, losing what was read but not yet delivered).
+
+        Call it once the session has started (before that, and while it creates kernel
+        objects, the guard's unwinding is what cleans up). From then on the first
+        SIGTERM/SIGHUP stops tracing as the first ^C does and is noted in
+        :attr:`signal`: the event loop delivers what is buffered, then ends, and the
+        caller ends the run with ``128 + ctl.signal``. A second one sets :attr:`abort`.
+        :meth:`restore` puts back the handlers :meth:`install` found.
+
+        Example::
+
+            s.start()
+            ctl.session, ctl.phase = s, "running"
+            ctl.take_term()
+        """
+        self._term = True
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if sig in self._old:
+                try:
+                    signal.signal(sig, self._on_signal)
+                except (ValueError, OSError):
+                    pass
+
     def restore(self) -> None:
         for sig, h in self._old.items():
             try:
@@ -114,6 +145,14 @@ class RunControl:
             return
         if self.phase == "waiting":
             self.signal = self.signal or signum
+            return
+        if self._term and self.phase == "running":
+            if self.signal:  # a second one: stop delivering at once
+                self.interrupts = max(self.interrupts, 2)
+                return
+            self.signal = signum
+            if self.session is not None:
+                self.session.stop()  # the event loop delivers what is buffered, then ends
             return
         raise SystemExit(128 + signum)
 

@@ -160,6 +160,7 @@ def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl) -> int:
                     _start(s, True)
                     ctl.session = s
                     ctl.phase = "running"
+                    ctl.take_term()  # SIGTERM/SIGHUP: stop, count what was read, 143/129
                     s.count(duration=args.duration)
                 else:
                     sink = JsonLinesSink(out) if args.json else TextSink(out, hex_fields=hexf)
@@ -168,6 +169,7 @@ def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl) -> int:
             except (BrokenPipeError, SystemExit) as e:
                 ended_by = output_end(e)
             s.stop()
+            ended_by = ended_by or ctl.signal  # SIGTERM/SIGHUP after take_term()
             _uncount(s, shown_events.pending)  # delivered (counted) but never written
             for w in s.warnings[shown:]:  # what came up while tracing
                 print(f"probewatch: warning: {w}", file=sys.stderr)
@@ -177,6 +179,7 @@ def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl) -> int:
             ctl.phase = "waiting"
             print_summary(summ, args.json)
         if command is None:
+            ended_by = ended_by or ctl.signal
             return 128 + ended_by if ended_by else 0
         return finish_command(command, cmd[0], ctl, ended_by)
     finally:
@@ -209,6 +212,7 @@ def stream(s: Any, args: argparse.Namespace, out: Out, write: Callable[[Event], 
     _start(s, False)
     ctl.session = s
     ctl.phase = "running"
+    ctl.take_term()  # SIGTERM/SIGHUP: stop; what was read is still printed (and counted)
     dl = Deadline(args.duration, s.clock)
     dl.arm(out)
     write_many = JsonLinesSink(out).write_many if args.json else None
