@@ -295,6 +295,62 @@ def test_sigint_and_sigterm_close_the_capture(
         assert our_instances(tracefs, rec.pid) == []
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_at_any_point_leaves_a_valid_capture(
+    tracefs: str, getppid_n: Path, tmp_path: Path, sig: int
+) -> None:
+    """A signal while record sets up (its instance exists), just after the command was
+    released, or once the command made its events: the capture is there, opens, holds
+    one run marked interrupted and every event that was recorded (all N at the last
+    point). SIGINT goes to the whole group, as a terminal sends it."""
+    n = 200
+    for point in ("instance", "released", "events"):
+        db = tmp_path / f"{point}-{int(sig)}.db"
+        started, ready = tmp_path / f"{point}.started", tmp_path / f"{point}.ready"
+        rec = subprocess.Popen(
+            [*CLI, "record", GETPPID, "-o", str(db), "--", "sh", "-c",
+             f": > {started}; {getppid_n} {n}; : > {ready}; exec sleep 60"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)
+        try:
+            def reached(point: str = point, started: Path = started, ready: Path = ready,
+                        rec: subprocess.Popen[str] = rec) -> bool:
+                if rec.poll() is not None:
+                    return True
+                if point == "instance":
+                    return our_instances(tracefs, rec.pid) != []
+                return (started if point == "released" else ready).exists()
+
+            assert wait_for(reached, 30, interval=0.001), point
+            assert rec.poll() is None, rec.communicate()
+            if sig == signal.SIGINT:
+                os.killpg(rec.pid, sig)
+            else:
+                rec.send_signal(sig)
+            _, err = rec.communicate(timeout=60)
+        finally:
+            if rec.poll() is None:
+                os.killpg(rec.pid, signal.SIGKILL)
+                rec.wait()
+        assert rec.returncode == 128 + sig, (point, err)
+        assert "Traceback" not in err, err
+        assert db.exists(), (point, err)
+        with Capture(db) as cap:
+            [run] = cap.runs()
+            assert run.status == "interrupted", (point, run.status, err)
+            assert run.end_time is not None
+            evs = list(cap.events())
+            assert run.events == len(evs) == cap.count(), (point, run.events, len(evs))
+        mine = [e for e in evs if e.comm == "getppid_n"]
+        assert len(mine) <= n
+        if point == "events":
+            assert len(mine) == n, (len(mine), err)
+        st = run_cli("stats", str(db), "--json")
+        assert st.returncode == 0, st.stderr
+        assert json.loads(st.stdout)["events"] == len(evs)
+        assert our_instances(tracefs, rec.pid) == []
+
+
 def test_full_disk_stops_and_keeps_data(tracefs: str, getppid_n: Path, tmp_path: Path) -> None:
     mnt = tmp_path / "small"
     mnt.mkdir()

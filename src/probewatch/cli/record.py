@@ -238,6 +238,47 @@ def _finish(
     )
 
 
+def _signal_name(e: BaseException) -> str | None:
+    """The signal an exception stands for: SIGINT for KeyboardInterrupt, SIGTERM/SIGHUP
+    for the SystemExit(143/129) the signal handlers raise; None for anything else."""
+    if isinstance(e, KeyboardInterrupt):
+        return "SIGINT"
+    if isinstance(e, SystemExit) and e.code in (128 + signal.SIGTERM, 128 + signal.SIGHUP):
+        return signal.Signals(int(e.code) - 128).name
+    return None
+
+
+def _begin_late(args: argparse.Namespace, cmd: list[str], path: str,
+                writer: CaptureWriter | None, s: Session | None, info: RunInfo | None,
+                probes: list[ProbeInfo]) -> CaptureWriter | None:
+    """A signal came before the run was written (while the specs were resolved and
+    armed): write the run now, with what is known of it, so that the capture exists
+    (its run is then closed as interrupted, with no events). None: that failed too (the
+    file is gone; an old capture replaced with --force is kept)."""
+    from ..sinks.capture import CaptureWriter, RunInfo
+
+    try:
+        if info is None:
+            info = RunInfo(backend=getattr(s, "backend", None) or args.backend,
+                           argv=["probewatch", *sys.argv[1:]], command=cmd or None,
+                           buffer_kb=args.buffer_kb, filter=args.filter_expr,
+                           pids=list(args.pid) or None, comm=args.comm)
+            if s is not None:
+                try:
+                    probes = _probe_infos(args, s)  # the specs armed so far
+                except Exception:
+                    probes = []
+        if writer is not None:  # cut short inside begin_run: start over
+            writer.abandon()
+        writer = CaptureWriter(path, force=args.force)
+        writer.begin_run(info, probes)
+        return writer
+    except BaseException:  # a second signal, or the file cannot be made
+        if writer is not None:
+            writer.abandon()
+        return None
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -307,7 +348,10 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl
     from ..sinks.capture import CaptureWriter, read_proc
 
     writer: CaptureWriter | None = None
-    begun = False
+    sess: Session | None = None
+    info: RunInfo | None = None
+    probes: list[ProbeInfo] = []
+    begun = started = False
     summ: Summary | None = None
     status, message = "complete", None
     rc = 0
@@ -318,6 +362,7 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl
         with Session(backend=args.backend, buffer_kb=args.buffer_kb, pids=args.pid,
                      comm=args.comm, spool_mb=args.spool_mb,
                      spool_dir=_spool_dir(path)) as s:
+            sess = s
             for spec in join_spec_words(args.specs):
                 s.add(spec, filter=args.filter_expr)
             for w in s.warnings:
@@ -326,18 +371,15 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl
             child = s.trace_command(cmd) if cmd else 0
             if cmd:
                 command = s.command
+            info = _run_info(args, s, cmd)
+            probes, hexf = _probe_infos(args, s), hex_fields(s.formats)
+            # the run is written before tracing starts and the command is released (a
+            # signal before that writes it then, with no events: see the except below)
             writer = CaptureWriter(path, force=args.force)
             t0 = time.monotonic_ns()
-            s.start()  # a bad -p pid or command fails here, before the run is written
-            ctl.session = s
-            ctl.phase = "running"  # ^C now stops the session (what is buffered is kept)
-            info = _run_info(args, s, cmd)
-            writer.begin_run(info, _probe_infos(args, s), hex_fields=hex_fields(s.formats),
+            writer.begin_run(info, probes, hex_fields=hexf,
                              start_ts=t0 if info.clock in (None, "mono") else None)
             begun = True
-            if exporter is not None:
-                exporter.backend = s.backend if isinstance(s.backend, str) else ""
-                exporter.start()
             for pid in args.pid:  # what /proc says about the processes asked for
                 pinfo = read_proc(pid)
                 if pinfo:
@@ -347,6 +389,13 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl
                 writer.note_process(child, ppid=os.getpid(), argv=list(cmd),
                                     exe=os.path.realpath(exe) if exe else None,
                                     comm=os.path.basename(cmd[0])[:15], source="command")
+            # a bad -p pid or command fails in start(): then no file is left. From then
+            # on ^C, SIGTERM and SIGHUP stop the session (what is buffered is recorded)
+            ctl.begin(s, s.start, command)
+            started = True
+            if exporter is not None:
+                exporter.backend = s.backend if isinstance(s.backend, str) else ""
+                exporter.start()
             writer.on_error = lambda e: s.stop()
             # Out: whole writes a returning ^C handler cannot cut short, O_NONBLOCK too
             out = Out(sys.stdout) if args.echo else None
@@ -358,6 +407,7 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl
             except (BrokenPipeError, SystemExit) as e:  # --echo's reader gone, SIGTERM
                 ended_by = output_end(e)
             s.stop()
+            ended_by = ended_by or ctl.signal  # SIGTERM/SIGHUP since take_term()
             if ended_by:
                 status = "interrupted"
                 message = ("interrupted (the output of --echo was closed)"
@@ -382,15 +432,21 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl
             rc = finish_command(command, cmd[0], ctl, ended_by)
             writer.note_process(child, exit_code=command.returncode
                                 if command.returncode is not None else rc)
-        elif ended_by:
-            rc = 128 + ended_by
+        elif ended_by or ctl.signal:
+            rc = 128 + (ended_by or ctl.signal)
     except BaseException as e:
-        if not begun or writer is None:
+        signalled = _signal_name(e) is not None
+        if signalled and not begun:  # still a capture: its run, interrupted, no events
+            writer = _begin_late(args, cmd, path, writer, sess, info, probes)
+            begun = writer is not None
+        if not begun or writer is None or not (started or signalled):
             if writer is not None:
                 writer.abandon()  # nothing recorded: no file is left (an old one is kept)
             raise
-        if isinstance(e, KeyboardInterrupt | SystemExit):
-            st, msg = "interrupted", f"interrupted ({type(e).__name__})"
+        if signalled:
+            st, msg = "interrupted", f"interrupted ({_signal_name(e)})"
+            if not started:
+                msg += " before tracing started"
         else:
             st, msg = "error", f"{type(e).__name__}: {e}"
         res = _finish(writer, summ, st, msg, None)

@@ -32,6 +32,7 @@ import io
 import os
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
 from typing import Any, TextIO
 
@@ -126,6 +127,35 @@ class RunControl:
                     signal.signal(sig, self._on_signal)
                 except (ValueError, OSError):
                     pass
+
+    def begin(self, session: Any, start: Callable[[], None],
+              command: GatedCommand | None = None) -> None:
+        """``start()`` the session, then enter ``running`` and :meth:`take_term`.
+
+        A SIGTERM/SIGHUP that comes while the session makes its kernel objects is held
+        back by the session's guard and raised (``SystemExit``) once ``start()`` is
+        done, i.e. after ``command`` was released: its events may be in the kernel's
+        buffers already, so the signal is taken as one that came in ``running``
+        (tracing stops, what was read is delivered, :attr:`signal` is set) instead of
+        unwinding. Without a released command it unwinds as in ``startup``.
+
+        Example::
+
+            ctl.begin(s, s.start, s.command if argv else None)
+        """
+        try:
+            start()
+        except SystemExit as e:
+            if (e.code not in (128 + signal.SIGTERM, 128 + signal.SIGHUP)
+                    or e.__context__ is not None  # start() failed as well
+                    or command is None or not command.pid or command.gated):
+                raise
+            self.signal = int(e.code) - 128
+        self.session = session
+        self.phase = "running"
+        self.take_term()
+        if self.signal:
+            session.stop()
 
     def restore(self) -> None:
         for sig, h in self._old.items():

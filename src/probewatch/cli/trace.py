@@ -157,10 +157,8 @@ def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl) -> int:
             shown_events = _Shown()
             try:
                 if args.count:
-                    _start(s, True)
-                    ctl.session = s
-                    ctl.phase = "running"
-                    ctl.take_term()  # SIGTERM/SIGHUP: stop, count what was read, 143/129
+                    # SIGTERM/SIGHUP from then on: stop, count what was read, 143/129
+                    ctl.begin(s, lambda: _start(s, True), s.command)
                     s.count(duration=args.duration)
                 else:
                     sink = JsonLinesSink(out) if args.json else TextSink(out, hex_fields=hexf)
@@ -209,10 +207,8 @@ def stream(s: Any, args: argparse.Namespace, out: Out, write: Callable[[Event], 
     up: what it did not take is dropped with a warning. The session's counts are kept
     equal to what was printed (events cut by -d, -n or a second ^C are taken out).
     """
-    _start(s, False)
-    ctl.session = s
-    ctl.phase = "running"
-    ctl.take_term()  # SIGTERM/SIGHUP: stop; what was read is still printed (and counted)
+    # SIGTERM/SIGHUP from then on: stop; what was read is still printed (and counted)
+    ctl.begin(s, lambda: _start(s, False), s.command)
     dl = Deadline(args.duration, s.clock)
     dl.arm(out)
     write_many = JsonLinesSink(out).write_many if args.json else None
