@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import kernel_lacks, missing  # tests/conftest.py
+from conftest import kernel_lacks, missing, require_bpf  # tests/conftest.py
 from probewatch.capture import Capture
 from probewatch.sinks.perfetto import check_trace_events
 
@@ -460,27 +460,36 @@ def test_uprobe_pairs_become_slices(tracefs: str, getppid_n: Path, tmp_path: Pat
         assert o["ts"] <= i["ts"] and i["ts"] + i["dur"] <= o["ts"] + o["dur"] + 1e-6
 
 
-@pytest.mark.xfail(strict=True, reason="record --backend bpf is offered by --help and "
-                   "promised by the README ('--backend auto|ftrace|bpf on every command') "
-                   "but record runs only on ftrace: 'backend 'bpf' is not available'")
-def test_record_backend_bpf(tracefs: str, getppid_n: Path, tmp_path: Path) -> None:
-    db = tmp_path / "bpf.db"
-    r = run_cli("record", "--backend", "bpf", GETPPID, "-o", str(db), "--",
+def _record_on(backend: str, getppid_n: Path, tmp_path: Path) -> None:
+    """record on BACKEND: every event of a tracepoint and of a uprobe (with an argument),
+    the uprobe resolved to its file in the probes table, the run marked with the
+    backend."""
+    db = tmp_path / f"{backend}.db"
+    main = f"u:{getppid_n}:main argc=arg0:s32"
+    r = run_cli("record", "--backend", backend, GETPPID, main, "-o", str(db), "--",
                 str(getppid_n), "300")
     assert r.returncode == 0, r.stderr
     with Capture(db) as cap:
         [run] = cap.runs()
-        assert run.backend == "bpf" and run.status == "complete"
-        assert cap.count() == 300
+        assert run.backend == backend and run.status == "complete"
+        evs = list(cap.events())
+        probes = {p["spec"]: p for p in cap.probes()}
+    assert run.events == len(evs) == 301 and run.lost == 0, run
+    assert sum(e.probe == GETPPID for e in evs) == 300
+    [m] = [e for e in evs if e.probe == main]
+    assert m.comm == "getppid_n" and m.fields["argc"] == 2, m
+    up = probes[main]
+    assert up["kind"] == "uprobe" and up["target"] == str(getppid_n), up
+    assert up["resolved"][0]["symbol"] == "main" and up["resolved"][0]["offset"] > 0, up
+    st = run_cli("stats", str(db), "--json")
+    assert st.returncode == 0, st.stderr
+    assert json.loads(st.stdout)["per_probe"] == {GETPPID: 300, main: 1}
 
 
-def test_record_backend_bpf_fails_cleanly_today(tracefs: str, tmp_path: Path) -> None:
-    """Until record has a BPF path: one clear line, status 1, no file left behind."""
-    db = tmp_path / "bpf.db"
-    r = run_cli("record", "--backend", "bpf", GETPPID, "-o", str(db), "-d", "1")
-    if r.returncode == 0:  # implemented: test_record_backend_bpf (strict xfail) says so
-        return
-    assert r.returncode == 1
-    assert r.stderr == ("probewatch: error: backend 'bpf' is not available (have: auto, "
-                        "ftrace)\n")
-    assert not db.exists()
+def test_record_backend_bpf(tracefs: str, getppid_n: Path, tmp_path: Path) -> None:
+    require_bpf()
+    _record_on("bpf", getppid_n, tmp_path)
+
+
+def test_record_backend_perf(tracefs: str, getppid_n: Path, tmp_path: Path) -> None:
+    _record_on("perf", getppid_n, tmp_path)
