@@ -99,7 +99,8 @@ class PerfSummary(Summary):
         d = super().to_dict()
         d.update(backend="perf", generated=dict(self.generated),
                  lost_per_probe=dict(self.lost_per_probe), lost_records=self.lost_records,
-                 startup=round(self.startup, 6))
+                 startup=round(self.startup, 6),
+                 lost_per_cpu_only={})  # every loss is a probe's (the kernel's counters)
         return d
 
 

@@ -351,6 +351,41 @@ def test_a_signal_at_any_point_leaves_a_valid_capture(
         assert our_instances(tracefs, rec.pid) == []
 
 
+@pytest.mark.parametrize("backend", ["ftrace", "perf"])
+def test_capture_keeps_the_losses_per_probe(
+    tracefs: str, getppid_n: Path, tmp_path: Path, backend: str
+) -> None:
+    """A firehose into a tiny ring buffer: the capture says what the probe lost, and
+    delivered + lost = generated (N getppid calls) for it; stats shows it per probe.
+    ftrace: every gap lies between this one probe's events, so all of the loss is its
+    own, but the two events the session enables for itself (the command's exec and a
+    rename) may fall in a gap too (as in test_trace_loss); perf counts exactly."""
+    n = 150_000
+    for attempt in range(3):  # an 8 KiB buffer overruns, but make sure it did
+        db = tmp_path / f"loss{attempt}.db"
+        r = run_cli("record", "--backend", backend, GETPPID, "--buffer-kb", "8", "-o",
+                    str(db), "--", str(getppid_n), str(n), timeout=120)
+        assert r.returncode == 0, r.stderr
+        with Capture(db) as cap:
+            [run] = cap.runs()
+            delivered = cap.stats().per_probe[GETPPID]
+            [probe] = cap.probes()
+        if run.lost:
+            break
+    assert run.lost, "an 8 KiB buffer kept up with a firehose: nothing was tested"
+    assert run.lost_per_probe == {GETPPID: run.lost}, run
+    assert probe["count"] == delivered and probe["lost"] == run.lost, probe
+    assert n <= delivered + run.lost <= n + (2 if backend == "ftrace" else 0), run
+    assert f"lost {run.lost} ({GETPPID}: {run.lost})" in r.stderr, r.stderr
+    st = run_cli("stats", str(db))
+    assert st.returncode == 0, st.stderr
+    assert f"\n  {run.lost:>10}  {GETPPID}\nper probe:\n  {delivered:>10}  {GETPPID}\n" \
+        in st.stdout, st.stdout
+    assert "not attributable" not in st.stdout
+    js = json.loads(run_cli("stats", str(db), "--json").stdout)
+    assert js["lost_per_probe"] == {GETPPID: run.lost} and js["lost"] == run.lost
+
+
 def test_full_disk_stops_and_keeps_data(tracefs: str, getppid_n: Path, tmp_path: Path) -> None:
     mnt = tmp_path / "small"
     mnt.mkdir()

@@ -19,7 +19,7 @@ from ..sinks.jsonl import JsonLinesSink
 from ..sinks.text import TextSink, hex_fields
 from ..sinks.writer import Out
 from .runctl import TERM_GRACE, RunControl, finish_command, output_end
-from .trace import add_common, join_spec_words, split_command
+from .trace import add_common, join_spec_words, lost_text, split_command
 
 if TYPE_CHECKING:
     from ..session import Session, Summary
@@ -231,11 +231,25 @@ def _finish(
         message=message,
         exit_status=exit_status,
         lost_per_cpu=summ.lost_per_cpu,
-        lost_per_probe=None,  # the ftrace ring buffer counts losses per CPU only
+        lost_per_probe=_lost_per_probe(summ),
         counts=summ.events,
         page_missed=summ.page_missed,
         unknown=summ.unknown,
+        lost=summ.lost,
     )
+
+
+def _lost_per_probe(summ: Summary) -> dict[str, int] | None:
+    """What the run lost, per probe, as far as the backend can say: ftrace puts a gap
+    down to the probe whose events surround it (the rest stays per CPU: the run's
+    ``lost`` minus these), perf counts exactly per probe; None where losses cannot be
+    put down to probes (bpf's ring buffer counts per CPU only) and some were lost."""
+    per = summ.to_dict().get("lost_per_probe")
+    if per is None:
+        return None if summ.lost else dict.fromkeys(summ.events, 0)
+    out = dict.fromkeys(summ.events, 0)
+    out.update(per)
+    return out
 
 
 def _signal_name(e: BaseException) -> str | None:
@@ -304,8 +318,7 @@ def _report(
     msg = (f"recorded {n} events ({per}) in {d['duration']:.2f}s to {res.path} "
            f"({_size(res.bytes)}), lost {d['lost']}")
     if d["lost"]:
-        msg += " (per CPU: " + ", ".join(
-            f"cpu{c}={n}" for c, n in d["lost_per_cpu"].items() if n) + ")"
+        msg += " (" + lost_text(d) + ")"
     if res.status != "complete":
         msg += f" [{res.status}]"
     print(msg, file=sys.stderr)
