@@ -351,6 +351,40 @@ def test_a_signal_at_any_point_leaves_a_valid_capture(
         assert our_instances(tracefs, rec.pid) == []
 
 
+def test_a_signal_while_replacing_never_loses_the_old_capture(
+    tracefs: str, getppid_n: Path, tmp_path: Path
+) -> None:
+    """--force and a SIGTERM while record sets up: either the old capture is left as it
+    was (nothing recorded yet), or the new one replaced it, valid and interrupted; never
+    an empty run in place of the old events, never no file."""
+    db = tmp_path / "old.db"
+    r = run_cli("record", GETPPID, "-o", str(db), "--", str(getppid_n), "10")
+    assert r.returncode == 0, r.stderr
+    old = db.read_bytes()
+    rec = subprocess.Popen([*CLI, "record", "--force", GETPPID, "-o", str(db), "--", "sh",
+                            "-c", f"{getppid_n} 20; exec sleep 60"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    try:
+        assert wait_for(lambda: rec.poll() is not None or our_instances(tracefs, rec.pid),
+                        30, interval=0.001)
+        rec.send_signal(signal.SIGTERM)
+        _, err = rec.communicate(timeout=60)
+    finally:
+        if rec.poll() is None:
+            os.killpg(rec.pid, signal.SIGKILL)
+            rec.wait()
+    assert rec.returncode == 143, err
+    assert "Traceback" not in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ["old.db"]  # no temporary file left
+    if db.read_bytes() == old:
+        assert f"{db} is left as it was" in err, err
+        return
+    with Capture(db) as cap:
+        [run] = cap.runs()
+        assert run.status == "interrupted" and run.events == cap.count(), err
+
+
 @pytest.mark.parametrize("backend", ["ftrace", "perf"])
 def test_capture_keeps_the_losses_per_probe(
     tracefs: str, getppid_n: Path, tmp_path: Path, backend: str

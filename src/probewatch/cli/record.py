@@ -42,7 +42,9 @@ then look at it:
 Specs, -p, -c, --filter, -d and -- COMMAND work as in probewatch trace. The capture
 (default probewatch-YYYYmmdd-HHMMSS.db in the current directory, mode 0600) must be a
 new or a regular file: a device node, FIFO, directory or symbolic link is refused, even
-with --force. It is created only once the specs, filter and command were accepted; a
+with --force. A bad spec, filter or command leaves no file; a signal (^C, SIGTERM,
+SIGHUP) at any moment leaves a valid capture, its run marked interrupted, holding what
+was read from the kernel until then (no events when tracing had not started); a
 capture replaced with --force stays as it was until the new one is complete (that is
 written to a hidden temporary file beside it, then renamed over it). It is written
 while recording, in a transaction about every 0.1-0.4 s: a killed recorder loses at
@@ -449,6 +451,14 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl
             rc = 128 + (ended_by or ctl.signal)
     except BaseException as e:
         signalled = _signal_name(e) is not None
+        if signalled and not started and (
+                writer.replacing if writer is not None else os.path.lexists(path)):
+            # nothing recorded: the capture --force was to replace stays as it was
+            if writer is not None:
+                writer.abandon()
+            print(f"probewatch: interrupted before tracing started: {path} is left as "
+                  "it was", file=sys.stderr)
+            raise
         if signalled and not begun:  # still a capture: its run, interrupted, no events
             writer = _begin_late(args, cmd, path, writer, sess, info, probes)
             begun = writer is not None
