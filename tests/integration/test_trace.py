@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -408,3 +409,42 @@ def test_sigterm_prints_what_was_read(tracefs: str, getppid_n: Path, tmp_path: P
         # (sh makes a getppid call of its own)
         assert sum(e["comm"] == "getppid_n" for e in evs) == n, (i, s, err[-500:])
         assert our_instances(tracefs, p.pid) == []
+
+
+def test_sigterm_with_a_reader_that_takes_nothing(tracefs: str) -> None:
+    """SIGTERM drains what was read, but a reader of stdout that takes nothing cannot
+    hold the run up: the writes give up after the grace period (TERM_GRACE, 2 s), the
+    lines not written are counted in a warning, exit 143, nothing left behind."""
+    import fcntl
+    import struct
+    import termios
+
+    r, w = os.pipe()
+    p = subprocess.Popen([*CLI, "trace", "t:sched:sched_switch"], stdout=w,
+                         stderr=subprocess.PIPE, text=True)
+    os.close(w)
+    try:
+        seen = [-1]
+
+        def full() -> bool:  # the pipe takes no more: probewatch is blocked writing
+            n = struct.unpack("i", fcntl.ioctl(r, termios.FIONREAD, b"\0\0\0\0"))[0]
+            same, seen[0] = n == seen[0], n
+            return (n >= 16384 and same) or p.poll() is not None
+
+        assert wait_for(full, 30, interval=0.3), "the pipe did not fill"
+        assert p.poll() is None, p.communicate()
+        t = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+        took = time.monotonic() - t
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(r)
+    assert p.returncode == 143, err
+    assert took < 8, took
+    assert re.search(r"warning: \d+ lines were not written: the reader of the output did "
+                     r"not take them in time after SIGTERM", err), err
+    assert re.search(r"^\d+ events \(t:sched:sched_switch: \d+\)", err, re.M), err
+    assert our_instances(tracefs, p.pid) == []

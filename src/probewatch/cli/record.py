@@ -372,6 +372,7 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl
     rc = 0
     error_shown = False
     command: GatedCommand | None = None
+    child = 0
     ended_by = 0  # SIGPIPE: --echo's output closed; SIGTERM/SIGHUP: told to stop
     try:
         with Session(backend=args.backend, buffer_kb=args.buffer_kb, pids=args.pid,
@@ -414,6 +415,7 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl
             writer.on_error = lambda e: s.stop()
             # Out: whole writes a returning ^C handler cannot cut short, O_NONBLOCK too
             out = Out(sys.stdout) if args.echo else None
+            ctl.out = out  # after SIGTERM/SIGHUP its writes give up after a grace period
             echo = _echo(s, args.json, out) if out is not None else None
             try:
                 _pump(s, writer, args, echo, ctl, exporter)
@@ -466,6 +468,10 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl
             if writer is not None:
                 writer.abandon()  # nothing recorded: no file is left (an old one is kept)
             raise
+        if command is not None and command.pid:  # stopped with the recorder, and noted
+            command.terminate(signal.SIGTERM, TERM_GRACE)
+        if command is not None and command.returncode is not None:
+            writer.note_process(child, exit_code=command.returncode)
         if signalled:
             st, msg = "interrupted", f"interrupted ({_signal_name(e)})"
             if not started:

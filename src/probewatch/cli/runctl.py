@@ -32,6 +32,7 @@ import io
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, TextIO
@@ -71,6 +72,11 @@ class RunControl:
         self.interrupts = 0
         self.signal = 0
         self._term = False
+        #: the run's output (an :class:`~probewatch.sinks.writer.Out`): after SIGTERM/
+        #: SIGHUP its writes give up TERM_GRACE seconds on (a reader that takes nothing
+        #: cannot hold the run up; the lines not written are counted)
+        self.out: Any = None
+        self._alarm = False
         self._old: dict[int, Any] = {}
 
     @property
@@ -158,6 +164,13 @@ class RunControl:
             session.stop()
 
     def restore(self) -> None:
+        if self._alarm:
+            self._alarm = False
+            try:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            except (ValueError, OSError):
+                pass
         for sig, h in self._old.items():
             try:
                 signal.signal(sig, h)
@@ -183,8 +196,25 @@ class RunControl:
             self.signal = signum
             if self.session is not None:
                 self.session.stop()  # the event loop delivers what is buffered, then ends
+            self._bound_output()
             return
         raise SystemExit(128 + signum)
+
+    def _bound_output(self) -> None:
+        """Writes to :attr:`out` give up TERM_GRACE seconds from now; a write blocked
+        already is woken (SIGALRM) every 0.2 s to see it."""
+        out = self.out
+        if out is None or not hasattr(out, "give_up"):
+            return
+        end = time.monotonic() + TERM_GRACE
+        if out.cutoff is None or out.cutoff > end:
+            out.set_cutoff(end)
+        try:
+            signal.signal(signal.SIGALRM, lambda n, f: out.give_up())
+            signal.setitimer(signal.ITIMER_REAL, 0.2, 0.2)
+            self._alarm = True
+        except (ValueError, OSError):
+            pass
 
 
 def finish_command(command: GatedCommand, name: str, ctl: RunControl, ended_by: int) -> int:

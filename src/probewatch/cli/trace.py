@@ -138,6 +138,7 @@ def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl) -> int:
     # Out writes whole buffers straight to the descriptor (no BufferedWriter that a
     # returning signal handler could cut short) and never raises on encoding
     out = Out(sys.stdout)
+    ctl.out = out  # after SIGTERM/SIGHUP, writes give up after a grace period
     specs = join_spec_words(args.specs)
     command: GatedCommand | None = None
     try:
@@ -246,7 +247,8 @@ def stream(s: Any, args: argparse.Namespace, out: Out, write: Callable[[Event], 
         s.stop()
         shown.pending = []  # counted by the cut: the summary says how many lines
         warn(f"{e.lines} lines were not written: the reader of the output did not take "
-             "them before the end of -d")
+             "them " + ("in time after " + signal.Signals(ctl.signal).name if ctl.signal
+                        else "before the end of -d"))
     finally:
         out.set_cutoff(None)
 
