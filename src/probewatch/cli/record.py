@@ -17,7 +17,7 @@ from ..errors import ProbewatchError, SpecError
 from ..event import Event
 from ..sinks.jsonl import JsonLinesSink
 from ..sinks.text import TextSink, hex_fields
-from ..sinks.writer import Out
+from ..sinks.writer import Out, OutputCut
 from .runctl import TERM_GRACE, RunControl, finish_command, output_end
 from .trace import add_common, join_spec_words, lost_text, split_command
 
@@ -185,6 +185,14 @@ def _pump(s: Session, writer: CaptureWriter, args: argparse.Namespace,
             s.stop()
             return
         _store(writer, batch, echo, exporter)
+        if writer.error is not None:
+            return
+
+
+def _drain(s: Session, writer: CaptureWriter, exporter: Any = None) -> None:
+    """After the echo gave up: what is still buffered goes to the capture only."""
+    for batch in s.batches():
+        _store(writer, batch, None, exporter)
         if writer.error is not None:
             return
 
@@ -423,6 +431,11 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl
                     out.flush()
             except (BrokenPipeError, SystemExit) as e:  # --echo's reader gone, SIGTERM
                 ended_by = output_end(e)
+            except OutputCut as e:  # after SIGTERM/SIGHUP: --echo's reader took nothing
+                print(f"probewatch: warning: {e.lines} lines were not echoed: the reader "
+                      "of the output did not take them in time (all are recorded)",
+                      file=sys.stderr)
+                _drain(s, writer, exporter)
             s.stop()
             ended_by = ended_by or ctl.signal  # SIGTERM/SIGHUP since take_term()
             if ended_by:
