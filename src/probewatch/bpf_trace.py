@@ -191,6 +191,8 @@ class BpfTraceSession(Session):
         self._pids_seen: set[int] = set()
         self._stack_cache: dict[tuple[int, bytes], list[dict[str, Any]]] = {}
         self._slots: list[_Slot] = []
+        #: the uprobes as resolved (DynamicProbe), attached by fd: never in tracefs
+        self._uprobes: list[Any] = []
         self._probes: dict[str, list[str]] = {}
         self._slot_probe: list[str] = []
         self._events_seen: set[str] = set()
@@ -295,8 +297,15 @@ class BpfTraceSession(Session):
             self._col.arm(ResolvedProbe(ps, dp.group, dp.name, dynamic=dp), args=args)
             self._slots.append(slot)
             self._formats[-len(self._slots)] = fmt
+            self._uprobes.append(dp)
             names.append(ev)
         return names
+
+    @property
+    def dynamic_probes(self) -> list[Any]:
+        """The uprobes this session resolved (DynamicProbe; attached by fd, so nothing
+        of them is in tracefs): file, symbol and offset, e.g. for a capture's probes."""
+        return list(self._uprobes)
 
     @property
     def probes(self) -> dict[str, list[str]]:

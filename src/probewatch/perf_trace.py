@@ -134,7 +134,8 @@ class PerfSummary(Summary):
                  lost_per_probe=dict(self.lost_per_probe), lost_records=self.lost_records,
                  startup=round(self.startup, 6), throttles=self.throttles,
                  bpf_gated={k: list(v) for k, v in self.bpf_gated.items()},
-                 bpf_hidden=dict(self.bpf_hidden))
+                 bpf_hidden=dict(self.bpf_hidden),
+                 lost_per_cpu_only={})  # every loss is a probe's (the kernel's counters)
         return d
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import kernel_lacks, missing  # tests/conftest.py
+from conftest import kernel_lacks, missing, require_bpf  # tests/conftest.py
 from probewatch.capture import Capture
 from probewatch.sinks.perfetto import check_trace_events
 
@@ -295,6 +295,131 @@ def test_sigint_and_sigterm_close_the_capture(
         assert our_instances(tracefs, rec.pid) == []
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_at_any_point_leaves_a_valid_capture(
+    tracefs: str, getppid_n: Path, tmp_path: Path, sig: int
+) -> None:
+    """A signal while record sets up (its instance exists), just after the command was
+    released, or once the command made its events: the capture is there, opens, holds
+    one run marked interrupted and every event that was recorded (all N at the last
+    point). SIGINT goes to the whole group, as a terminal sends it."""
+    n = 200
+    for point in ("instance", "released", "events"):
+        db = tmp_path / f"{point}-{int(sig)}.db"
+        started, ready = tmp_path / f"{point}.started", tmp_path / f"{point}.ready"
+        rec = subprocess.Popen(
+            [*CLI, "record", GETPPID, "-o", str(db), "--", "sh", "-c",
+             f": > {started}; {getppid_n} {n}; : > {ready}; exec sleep 60"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)
+        try:
+            def reached(point: str = point, started: Path = started, ready: Path = ready,
+                        rec: subprocess.Popen[str] = rec) -> bool:
+                if rec.poll() is not None:
+                    return True
+                if point == "instance":
+                    return our_instances(tracefs, rec.pid) != []
+                return (started if point == "released" else ready).exists()
+
+            assert wait_for(reached, 30, interval=0.001), point
+            assert rec.poll() is None, rec.communicate()
+            if sig == signal.SIGINT:
+                os.killpg(rec.pid, sig)
+            else:
+                rec.send_signal(sig)
+            _, err = rec.communicate(timeout=60)
+        finally:
+            if rec.poll() is None:
+                os.killpg(rec.pid, signal.SIGKILL)
+                rec.wait()
+        assert rec.returncode == 128 + sig, (point, err)
+        assert "Traceback" not in err, err
+        assert db.exists(), (point, err)
+        with Capture(db) as cap:
+            [run] = cap.runs()
+            assert run.status == "interrupted", (point, run.status, err)
+            assert run.end_time is not None
+            evs = list(cap.events())
+            assert run.events == len(evs) == cap.count(), (point, run.events, len(evs))
+        mine = [e for e in evs if e.comm == "getppid_n"]
+        assert len(mine) <= n
+        if point == "events":
+            assert len(mine) == n, (len(mine), err)
+        st = run_cli("stats", str(db), "--json")
+        assert st.returncode == 0, st.stderr
+        assert json.loads(st.stdout)["events"] == len(evs)
+        assert our_instances(tracefs, rec.pid) == []
+
+
+def test_a_signal_while_replacing_never_loses_the_old_capture(
+    tracefs: str, getppid_n: Path, tmp_path: Path
+) -> None:
+    """--force and a SIGTERM while record sets up: either the old capture is left as it
+    was (nothing recorded yet), or the new one replaced it, valid and interrupted; never
+    an empty run in place of the old events, never no file."""
+    db = tmp_path / "old.db"
+    r = run_cli("record", GETPPID, "-o", str(db), "--", str(getppid_n), "10")
+    assert r.returncode == 0, r.stderr
+    old = db.read_bytes()
+    rec = subprocess.Popen([*CLI, "record", "--force", GETPPID, "-o", str(db), "--", "sh",
+                            "-c", f"{getppid_n} 20; exec sleep 60"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    try:
+        assert wait_for(lambda: rec.poll() is not None or our_instances(tracefs, rec.pid),
+                        30, interval=0.001)
+        rec.send_signal(signal.SIGTERM)
+        _, err = rec.communicate(timeout=60)
+    finally:
+        if rec.poll() is None:
+            os.killpg(rec.pid, signal.SIGKILL)
+            rec.wait()
+    assert rec.returncode == 143, err
+    assert "Traceback" not in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ["old.db"]  # no temporary file left
+    if db.read_bytes() == old:
+        assert f"{db} is left as it was" in err, err
+        return
+    with Capture(db) as cap:
+        [run] = cap.runs()
+        assert run.status == "interrupted" and run.events == cap.count(), err
+
+
+@pytest.mark.parametrize("backend", ["ftrace", "perf"])
+def test_capture_keeps_the_losses_per_probe(
+    tracefs: str, getppid_n: Path, tmp_path: Path, backend: str
+) -> None:
+    """A firehose into a tiny ring buffer: the capture says what the probe lost, and
+    delivered + lost = generated (N getppid calls) for it; stats shows it per probe.
+    ftrace: every gap lies between this one probe's events, so all of the loss is its
+    own, but the two events the session enables for itself (the command's exec and a
+    rename) may fall in a gap too (as in test_trace_loss); perf counts exactly."""
+    n = 150_000
+    for attempt in range(3):  # an 8 KiB buffer overruns, but make sure it did
+        db = tmp_path / f"loss{attempt}.db"
+        r = run_cli("record", "--backend", backend, GETPPID, "--buffer-kb", "8", "-o",
+                    str(db), "--", str(getppid_n), str(n), timeout=120)
+        assert r.returncode == 0, r.stderr
+        with Capture(db) as cap:
+            [run] = cap.runs()
+            delivered = cap.stats().per_probe[GETPPID]
+            [probe] = cap.probes()
+        if run.lost:
+            break
+    assert run.lost, "an 8 KiB buffer kept up with a firehose: nothing was tested"
+    assert run.lost_per_probe == {GETPPID: run.lost}, run
+    assert probe["count"] == delivered and probe["lost"] == run.lost, probe
+    assert n <= delivered + run.lost <= n + (2 if backend == "ftrace" else 0), run
+    assert f"lost {run.lost} ({GETPPID}: {run.lost})" in r.stderr, r.stderr
+    st = run_cli("stats", str(db))
+    assert st.returncode == 0, st.stderr
+    assert f"\n  {run.lost:>10}  {GETPPID}\nper probe:\n  {delivered:>10}  {GETPPID}\n" \
+        in st.stdout, st.stdout
+    assert "not attributable" not in st.stdout
+    js = json.loads(run_cli("stats", str(db), "--json").stdout)
+    assert js["lost_per_probe"] == {GETPPID: run.lost} and js["lost"] == run.lost
+
+
 def test_full_disk_stops_and_keeps_data(tracefs: str, getppid_n: Path, tmp_path: Path) -> None:
     mnt = tmp_path / "small"
     mnt.mkdir()
@@ -404,12 +529,36 @@ def test_uprobe_pairs_become_slices(tracefs: str, getppid_n: Path, tmp_path: Pat
         assert o["ts"] <= i["ts"] and i["ts"] + i["dur"] <= o["ts"] + o["dur"] + 1e-6
 
 
-def test_record_backend_bpf(tracefs: str, getppid_n: Path, tmp_path: Path) -> None:
-    db = tmp_path / "bpf.db"
-    r = run_cli("record", "--backend", "bpf", GETPPID, "-o", str(db), "--",
+def _record_on(backend: str, getppid_n: Path, tmp_path: Path) -> None:
+    """record on BACKEND: every event of a tracepoint and of a uprobe (with an argument),
+    the uprobe resolved to its file in the probes table, the run marked with the
+    backend."""
+    db = tmp_path / f"{backend}.db"
+    main = f"u:{getppid_n}:main argc=arg0:s32"
+    r = run_cli("record", "--backend", backend, GETPPID, main, "-o", str(db), "--",
                 str(getppid_n), "300")
     assert r.returncode == 0, r.stderr
     with Capture(db) as cap:
         [run] = cap.runs()
-        assert run.backend == "bpf" and run.status == "complete"
-        assert cap.count() == 300
+        assert run.backend == backend and run.status == "complete"
+        evs = list(cap.events())
+        probes = {p["spec"]: p for p in cap.probes()}
+    assert run.events == len(evs) == 301 and run.lost == 0, run
+    assert sum(e.probe == GETPPID for e in evs) == 300
+    [m] = [e for e in evs if e.probe == main]
+    assert m.comm == "getppid_n" and m.fields["argc"] == 2, m
+    up = probes[main]
+    assert up["kind"] == "uprobe" and up["target"] == str(getppid_n), up
+    assert up["resolved"][0]["symbol"] == "main" and up["resolved"][0]["offset"] > 0, up
+    st = run_cli("stats", str(db), "--json")
+    assert st.returncode == 0, st.stderr
+    assert json.loads(st.stdout)["per_probe"] == {GETPPID: 300, main: 1}
+
+
+def test_record_backend_bpf(tracefs: str, getppid_n: Path, tmp_path: Path) -> None:
+    require_bpf()
+    _record_on("bpf", getppid_n, tmp_path)
+
+
+def test_record_backend_perf(tracefs: str, getppid_n: Path, tmp_path: Path) -> None:
+    _record_on("perf", getppid_n, tmp_path)

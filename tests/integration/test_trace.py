@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -372,3 +373,78 @@ def test_help_has_examples() -> None:
                        text=True)
     assert r.returncode == 0
     assert "examples:" in r.stdout
+
+
+@pytest.mark.parametrize("backend", ["ftrace", "perf", "bpf"])
+def test_sigterm_prints_what_was_read(tracefs: str, getppid_n: Path, tmp_path: Path,
+                                      backend: str) -> None:
+    """SIGTERM right after the command made its events: every one of them is printed
+    and counted (it was read from the kernel or is still there), none vanishes between
+    the reader and the output; exit 143, and the command gets the SIGTERM too."""
+    if backend == "bpf":
+        from conftest import require_bpf
+
+        require_bpf()
+    n = 300
+    for i in range(3):  # the signal lands in a different spot of the reader each time
+        ready = tmp_path / f"ready{i}"
+        p = subprocess.Popen(
+            [*CLI, "trace", "--backend", backend, "--json", "t:syscalls:sys_enter_getppid",
+             "--", "sh", "-c", f"{getppid_n} {n}; : > {ready}; exec sleep 60"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert wait_for(lambda r=ready, q=p: r.exists() or q.poll() is not None, 30)
+            assert p.poll() is None, p.communicate()
+            p.send_signal(signal.SIGTERM)  # at once: the events are in flight
+            out, err = p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert p.returncode == 143, err
+        assert "Traceback" not in err, err
+        s, evs = summary_of(err), json_lines(out)
+        assert s["lost"] == 0, s
+        assert s["total"] == len(evs), (i, s, err[-500:])  # printed = counted
+        # (sh makes a getppid call of its own)
+        assert sum(e["comm"] == "getppid_n" for e in evs) == n, (i, s, err[-500:])
+        assert our_instances(tracefs, p.pid) == []
+
+
+def test_sigterm_with_a_reader_that_takes_nothing(tracefs: str) -> None:
+    """SIGTERM drains what was read, but a reader of stdout that takes nothing cannot
+    hold the run up: the writes give up after the grace period (TERM_GRACE, 2 s), the
+    lines not written are counted in a warning, exit 143, nothing left behind."""
+    import fcntl
+    import struct
+    import termios
+
+    r, w = os.pipe()
+    p = subprocess.Popen([*CLI, "trace", "t:sched:sched_switch"], stdout=w,
+                         stderr=subprocess.PIPE, text=True)
+    os.close(w)
+    try:
+        seen = [-1]
+
+        def full() -> bool:  # the pipe takes no more: probewatch is blocked writing
+            n = struct.unpack("i", fcntl.ioctl(r, termios.FIONREAD, b"\0\0\0\0"))[0]
+            same, seen[0] = n == seen[0], n
+            return (n >= 16384 and same) or p.poll() is not None
+
+        assert wait_for(full, 30, interval=0.3), "the pipe did not fill"
+        assert p.poll() is None, p.communicate()
+        t = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+        took = time.monotonic() - t
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(r)
+    assert p.returncode == 143, err
+    assert took < 8, took
+    assert re.search(r"warning: \d+ lines were not written: the reader of the output did "
+                     r"not take them in time after SIGTERM", err), err
+    assert re.search(r"^\d+ events \(t:sched:sched_switch: \d+\)", err, re.M), err
+    assert our_instances(tracefs, p.pid) == []

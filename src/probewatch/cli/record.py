@@ -17,9 +17,9 @@ from ..errors import ProbewatchError, SpecError
 from ..event import Event
 from ..sinks.jsonl import JsonLinesSink
 from ..sinks.text import TextSink, hex_fields
-from ..sinks.writer import Out
+from ..sinks.writer import Out, OutputCut
 from .runctl import TERM_GRACE, RunControl, finish_command, output_end
-from .trace import add_common, join_spec_words, split_command
+from .trace import add_common, join_spec_words, lost_text, split_command
 
 if TYPE_CHECKING:
     from ..session import Session, Summary
@@ -42,7 +42,9 @@ then look at it:
 Specs, -p, -c, --filter, -d and -- COMMAND work as in probewatch trace. The capture
 (default probewatch-YYYYmmdd-HHMMSS.db in the current directory, mode 0600) must be a
 new or a regular file: a device node, FIFO, directory or symbolic link is refused, even
-with --force. It is created only once the specs, filter and command were accepted; a
+with --force. A bad spec, filter or command leaves no file; a signal (^C, SIGTERM,
+SIGHUP) at any moment leaves a valid capture, its run marked interrupted, holding what
+was read from the kernel until then (no events when tracing had not started); a
 capture replaced with --force stays as it was until the new one is complete (that is
 written to a hidden temporary file beside it, then renamed over it). It is written
 while recording, in a transaction about every 0.1-0.4 s: a killed recorder loses at
@@ -187,6 +189,14 @@ def _pump(s: Session, writer: CaptureWriter, args: argparse.Namespace,
             return
 
 
+def _drain(s: Session, writer: CaptureWriter, exporter: Any = None) -> None:
+    """After the echo gave up: what is still buffered goes to the capture only."""
+    for batch in s.batches():
+        _store(writer, batch, None, exporter)
+        if writer.error is not None:
+            return
+
+
 def _store(writer: CaptureWriter, batch: list[Event],
            echo: Callable[[list[Event]], None] | None, exporter: Any = None) -> None:
     """Queue a batch for the writer; wait while the queue is over its bound (the raw
@@ -231,11 +241,66 @@ def _finish(
         message=message,
         exit_status=exit_status,
         lost_per_cpu=summ.lost_per_cpu,
-        lost_per_probe=None,  # the ftrace ring buffer counts losses per CPU only
+        lost_per_probe=_lost_per_probe(summ),
         counts=summ.events,
         page_missed=summ.page_missed,
         unknown=summ.unknown,
+        lost=summ.lost,
     )
+
+
+def _lost_per_probe(summ: Summary) -> dict[str, int] | None:
+    """What the run lost, per probe, as far as the backend can say: ftrace puts a gap
+    down to the probe whose events surround it (the rest stays per CPU: the run's
+    ``lost`` minus these), perf counts exactly per probe; None where losses cannot be
+    put down to probes (bpf's ring buffer counts per CPU only) and some were lost."""
+    per = summ.to_dict().get("lost_per_probe")
+    if per is None:
+        return None if summ.lost else dict.fromkeys(summ.events, 0)
+    out = dict.fromkeys(summ.events, 0)
+    out.update(per)
+    return out
+
+
+def _signal_name(e: BaseException) -> str | None:
+    """The signal an exception stands for: SIGINT for KeyboardInterrupt, SIGTERM/SIGHUP
+    for the SystemExit(143/129) the signal handlers raise; None for anything else."""
+    if isinstance(e, KeyboardInterrupt):
+        return "SIGINT"
+    if isinstance(e, SystemExit) and e.code in (128 + signal.SIGTERM, 128 + signal.SIGHUP):
+        return signal.Signals(int(e.code) - 128).name
+    return None
+
+
+def _begin_late(args: argparse.Namespace, cmd: list[str], path: str,
+                writer: CaptureWriter | None, s: Session | None, info: RunInfo | None,
+                probes: list[ProbeInfo]) -> CaptureWriter | None:
+    """A signal came before the run was written (while the specs were resolved and
+    armed): write the run now, with what is known of it, so that the capture exists
+    (its run is then closed as interrupted, with no events). None: that failed too (the
+    file is gone; an old capture replaced with --force is kept)."""
+    from ..sinks.capture import CaptureWriter, RunInfo
+
+    try:
+        if info is None:
+            info = RunInfo(backend=getattr(s, "backend", None) or args.backend,
+                           argv=["probewatch", *sys.argv[1:]], command=cmd or None,
+                           buffer_kb=args.buffer_kb, filter=args.filter_expr,
+                           pids=list(args.pid) or None, comm=args.comm)
+            if s is not None:
+                try:
+                    probes = _probe_infos(args, s)  # the specs armed so far
+                except Exception:
+                    probes = []
+        if writer is not None:  # cut short inside begin_run: start over
+            writer.abandon()
+        writer = CaptureWriter(path, force=args.force)
+        writer.begin_run(info, probes)
+        return writer
+    except BaseException:  # a second signal, or the file cannot be made
+        if writer is not None:
+            writer.abandon()
+        return None
 
 
 def _size(n: int) -> str:
@@ -263,8 +328,7 @@ def _report(
     msg = (f"recorded {n} events ({per}) in {d['duration']:.2f}s to {res.path} "
            f"({_size(res.bytes)}), lost {d['lost']}")
     if d["lost"]:
-        msg += " (per CPU: " + ", ".join(
-            f"cpu{c}={n}" for c, n in d["lost_per_cpu"].items() if n) + ")"
+        msg += " (" + lost_text(d) + ")"
     if res.status != "complete":
         msg += f" [{res.status}]"
     print(msg, file=sys.stderr)
@@ -307,17 +371,22 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl
     from ..sinks.capture import CaptureWriter, read_proc
 
     writer: CaptureWriter | None = None
-    begun = False
+    sess: Session | None = None
+    info: RunInfo | None = None
+    probes: list[ProbeInfo] = []
+    begun = started = False
     summ: Summary | None = None
     status, message = "complete", None
     rc = 0
     error_shown = False
     command: GatedCommand | None = None
+    child = 0
     ended_by = 0  # SIGPIPE: --echo's output closed; SIGTERM/SIGHUP: told to stop
     try:
         with Session(backend=args.backend, buffer_kb=args.buffer_kb, pids=args.pid,
                      comm=args.comm, spool_mb=args.spool_mb,
                      spool_dir=_spool_dir(path)) as s:
+            sess = s
             for spec in join_spec_words(args.specs):
                 s.add(spec, filter=args.filter_expr)
             for w in s.warnings:
@@ -326,18 +395,15 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl
             child = s.trace_command(cmd) if cmd else 0
             if cmd:
                 command = s.command
+            info = _run_info(args, s, cmd)
+            probes, hexf = _probe_infos(args, s), hex_fields(s.formats)
+            # the run is written before tracing starts and the command is released (a
+            # signal before that writes it then, with no events: see the except below)
             writer = CaptureWriter(path, force=args.force)
             t0 = time.monotonic_ns()
-            s.start()  # a bad -p pid or command fails here, before the run is written
-            ctl.session = s
-            ctl.phase = "running"  # ^C now stops the session (what is buffered is kept)
-            info = _run_info(args, s, cmd)
-            writer.begin_run(info, _probe_infos(args, s), hex_fields=hex_fields(s.formats),
+            writer.begin_run(info, probes, hex_fields=hexf,
                              start_ts=t0 if info.clock in (None, "mono") else None)
             begun = True
-            if exporter is not None:
-                exporter.backend = s.backend if isinstance(s.backend, str) else ""
-                exporter.start()
             for pid in args.pid:  # what /proc says about the processes asked for
                 pinfo = read_proc(pid)
                 if pinfo:
@@ -347,9 +413,17 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl
                 writer.note_process(child, ppid=os.getpid(), argv=list(cmd),
                                     exe=os.path.realpath(exe) if exe else None,
                                     comm=os.path.basename(cmd[0])[:15], source="command")
+            # a bad -p pid or command fails in start(): then no file is left. From then
+            # on ^C, SIGTERM and SIGHUP stop the session (what is buffered is recorded)
+            ctl.begin(s, s.start, command)
+            started = True
+            if exporter is not None:
+                exporter.backend = s.backend if isinstance(s.backend, str) else ""
+                exporter.start()
             writer.on_error = lambda e: s.stop()
             # Out: whole writes a returning ^C handler cannot cut short, O_NONBLOCK too
             out = Out(sys.stdout) if args.echo else None
+            ctl.out = out  # after SIGTERM/SIGHUP its writes give up after a grace period
             echo = _echo(s, args.json, out) if out is not None else None
             try:
                 _pump(s, writer, args, echo, ctl, exporter)
@@ -357,7 +431,13 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl
                     out.flush()
             except (BrokenPipeError, SystemExit) as e:  # --echo's reader gone, SIGTERM
                 ended_by = output_end(e)
+            except OutputCut as e:  # after SIGTERM/SIGHUP: --echo's reader took nothing
+                print(f"probewatch: warning: {e.lines} lines were not echoed: the reader "
+                      "of the output did not take them in time (all are recorded)",
+                      file=sys.stderr)
+                _drain(s, writer, exporter)
             s.stop()
+            ended_by = ended_by or ctl.signal  # SIGTERM/SIGHUP since take_term()
             if ended_by:
                 status = "interrupted"
                 message = ("interrupted (the output of --echo was closed)"
@@ -382,15 +462,33 @@ def _record(args: argparse.Namespace, cmd: list[str], path: str, ctl: RunControl
             rc = finish_command(command, cmd[0], ctl, ended_by)
             writer.note_process(child, exit_code=command.returncode
                                 if command.returncode is not None else rc)
-        elif ended_by:
-            rc = 128 + ended_by
+        elif ended_by or ctl.signal:
+            rc = 128 + (ended_by or ctl.signal)
     except BaseException as e:
-        if not begun or writer is None:
+        signalled = _signal_name(e) is not None
+        if signalled and not started and (
+                writer.replacing if writer is not None else os.path.lexists(path)):
+            # nothing recorded: the capture --force was to replace stays as it was
+            if writer is not None:
+                writer.abandon()
+            print(f"probewatch: interrupted before tracing started: {path} is left as "
+                  "it was", file=sys.stderr)
+            raise
+        if signalled and not begun:  # still a capture: its run, interrupted, no events
+            writer = _begin_late(args, cmd, path, writer, sess, info, probes)
+            begun = writer is not None
+        if not begun or writer is None or not (started or signalled):
             if writer is not None:
                 writer.abandon()  # nothing recorded: no file is left (an old one is kept)
             raise
-        if isinstance(e, KeyboardInterrupt | SystemExit):
-            st, msg = "interrupted", f"interrupted ({type(e).__name__})"
+        if command is not None and command.pid:  # stopped with the recorder, and noted
+            command.terminate(signal.SIGTERM, TERM_GRACE)
+        if command is not None and command.returncode is not None:
+            writer.note_process(child, exit_code=command.returncode)
+        if signalled:
+            st, msg = "interrupted", f"interrupted ({_signal_name(e)})"
+            if not started:
+                msg += " before tracing started"
         else:
             st, msg = "error", f"{type(e).__name__}: {e}"
         res = _finish(writer, summ, st, msg, None)

@@ -32,6 +32,8 @@ import io
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any, TextIO
 
@@ -57,6 +59,11 @@ class RunControl:
       a second one ends printing at once (:attr:`abort`) and kills the command.
     - ``waiting`` (the session is closed, the command still runs): SIGTERM/SIGHUP are
       noted in :attr:`signal` and passed on to the command; SIGINT as in ``running``.
+
+    After :meth:`take_term` (once the session has started), SIGTERM/SIGHUP in
+    ``running`` no longer unwind at once: the first one stops tracing like ^C (what was
+    read from the kernel is still delivered and counted) and is noted in
+    :attr:`signal` (the run then ends with 128+N); a second one sets :attr:`abort`.
     """
 
     def __init__(self) -> None:
@@ -64,6 +71,12 @@ class RunControl:
         self.session: Any = None
         self.interrupts = 0
         self.signal = 0
+        self._term = False
+        #: the run's output (an :class:`~probewatch.sinks.writer.Out`): after SIGTERM/
+        #: SIGHUP its writes give up TERM_GRACE seconds on (a reader that takes nothing
+        #: cannot hold the run up; the lines not written are counted)
+        self.out: Any = None
+        self._alarm = False
         self._old: dict[int, Any] = {}
 
     @property
@@ -96,7 +109,68 @@ class RunControl:
             except (ValueError, OSError):
                 pass
 
+    def take_term(self) -> None:
+        """Route SIGTERM and SIGHUP here from now on, over the session's guard (which
+        raises SystemExit at once, losing what was read but not yet delivered).
+
+        Call it once the session has started (before that, and while it creates kernel
+        objects, the guard's unwinding is what cleans up). From then on the first
+        SIGTERM/SIGHUP stops tracing as the first ^C does and is noted in
+        :attr:`signal`: the event loop delivers what is buffered, then ends, and the
+        caller ends the run with ``128 + ctl.signal``. A second one sets :attr:`abort`.
+        :meth:`restore` puts back the handlers :meth:`install` found.
+
+        Example::
+
+            s.start()
+            ctl.session, ctl.phase = s, "running"
+            ctl.take_term()
+        """
+        self._term = True
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if sig in self._old:
+                try:
+                    signal.signal(sig, self._on_signal)
+                except (ValueError, OSError):
+                    pass
+
+    def begin(self, session: Any, start: Callable[[], None],
+              command: GatedCommand | None = None) -> None:
+        """``start()`` the session, then enter ``running`` and :meth:`take_term`.
+
+        A SIGTERM/SIGHUP that comes while the session makes its kernel objects is held
+        back by the session's guard and raised (``SystemExit``) once ``start()`` is
+        done, i.e. after ``command`` was released: its events may be in the kernel's
+        buffers already, so the signal is taken as one that came in ``running``
+        (tracing stops, what was read is delivered, :attr:`signal` is set) instead of
+        unwinding. Without a released command it unwinds as in ``startup``.
+
+        Example::
+
+            ctl.begin(s, s.start, s.command if argv else None)
+        """
+        try:
+            start()
+        except SystemExit as e:
+            if (e.code not in (128 + signal.SIGTERM, 128 + signal.SIGHUP)
+                    or e.__context__ is not None  # start() failed as well
+                    or command is None or not command.pid or command.gated):
+                raise
+            self.signal = int(e.code) - 128
+        self.session = session
+        self.phase = "running"
+        self.take_term()
+        if self.signal:
+            session.stop()
+
     def restore(self) -> None:
+        if self._alarm:
+            self._alarm = False
+            try:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            except (ValueError, OSError):
+                pass
         for sig, h in self._old.items():
             try:
                 signal.signal(sig, h)
@@ -115,7 +189,32 @@ class RunControl:
         if self.phase == "waiting":
             self.signal = self.signal or signum
             return
+        if self._term and self.phase == "running":
+            if self.signal:  # a second one: stop delivering at once
+                self.interrupts = max(self.interrupts, 2)
+                return
+            self.signal = signum
+            if self.session is not None:
+                self.session.stop()  # the event loop delivers what is buffered, then ends
+            self._bound_output()
+            return
         raise SystemExit(128 + signum)
+
+    def _bound_output(self) -> None:
+        """Writes to :attr:`out` give up TERM_GRACE seconds from now; a write blocked
+        already is woken (SIGALRM) every 0.2 s to see it."""
+        out = self.out
+        if out is None or not hasattr(out, "give_up"):
+            return
+        end = time.monotonic() + TERM_GRACE
+        if out.cutoff is None or out.cutoff > end:
+            out.set_cutoff(end)
+        try:
+            signal.signal(signal.SIGALRM, lambda n, f: out.give_up())
+            signal.setitimer(signal.ITIMER_REAL, 0.2, 0.2)
+            self._alarm = True
+        except (ValueError, OSError):
+            pass
 
 
 def finish_command(command: GatedCommand, name: str, ctl: RunControl, ended_by: int) -> int:

@@ -83,9 +83,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         per = ", ".join(f"cpu{c}={n}" for c, n in st.lost_per_cpu.items() if n)
         w(f"lost       {st.lost}" + (f" ({per})" if per else "") + "\n")
-        if st.lost_per_probe:
+        if st.lost and st.lost_per_probe is not None:  # per probe, where it is known
             for spec, n in st.lost_per_probe.items():
-                w(f"  {n:>10}  {spec}\n")
+                if n:
+                    w(f"  {n:>10}  {spec}\n")
+            rest = st.lost - sum(st.lost_per_probe.values())
+            if rest > 0:
+                w(f"  {rest:>10}  (per CPU only: not attributable to a probe)\n")
     w("per probe:\n")
     for spec, n in st.per_probe.items():
         w(f"  {n:>10}  {spec}\n")

@@ -146,6 +146,7 @@ def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl) -> int:
     # Out writes whole buffers straight to the descriptor (no BufferedWriter that a
     # returning signal handler could cut short) and never raises on encoding
     out = Out(sys.stdout)
+    ctl.out = out  # after SIGTERM/SIGHUP, writes give up after a grace period
     specs = join_spec_words(args.specs)
     command: GatedCommand | None = None
     agg = None
@@ -169,9 +170,8 @@ def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl) -> int:
             shown_events = _Shown()
             try:
                 if args.count:
-                    _start(s, True)
-                    ctl.session = s
-                    ctl.phase = "running"
+                    # SIGTERM/SIGHUP from then on: stop, count what was read, 143/129
+                    ctl.begin(s, lambda: _start(s, True), s.command)
                     s.count(duration=args.duration)
                 elif agg is not None:
                     trace_agg.run(s, args, agg, out, ctl)
@@ -182,6 +182,7 @@ def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl) -> int:
             except (BrokenPipeError, SystemExit) as e:
                 ended_by = output_end(e)
             s.stop()
+            ended_by = ended_by or ctl.signal  # SIGTERM/SIGHUP after take_term()
             _uncount(s, shown_events.pending)  # delivered (counted) but never written
             for w in s.warnings[shown:]:  # what came up while tracing
                 print(f"probewatch: warning: {w}", file=sys.stderr)
@@ -191,6 +192,7 @@ def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl) -> int:
             ctl.phase = "waiting"
             print_summary(summ, args.json)
         if command is None:
+            ended_by = ended_by or ctl.signal
             return 128 + ended_by if ended_by else 0
         return finish_command(command, cmd[0], ctl, ended_by)
     finally:
@@ -220,9 +222,8 @@ def stream(s: Any, args: argparse.Namespace, out: Out, write: Callable[[Event], 
     up: what it did not take is dropped with a warning. The session's counts are kept
     equal to what was printed (events cut by -d, -n or a second ^C are taken out).
     """
-    _start(s, False)
-    ctl.session = s
-    ctl.phase = "running"
+    # SIGTERM/SIGHUP from then on: stop; what was read is still printed (and counted)
+    ctl.begin(s, lambda: _start(s, False), s.command)
     dl = Deadline(args.duration, s.clock)
     dl.arm(out)
     write_many = JsonLinesSink(out).write_many if args.json else None
@@ -260,7 +261,8 @@ def stream(s: Any, args: argparse.Namespace, out: Out, write: Callable[[Event], 
         s.stop()
         shown.pending = []  # counted by the cut: the summary says how many lines
         warn(f"{e.lines} lines were not written: the reader of the output did not take "
-             "them before the end of -d")
+             "them " + ("in time after " + signal.Signals(ctl.signal).name if ctl.signal
+                        else "before the end of -d"))
     finally:
         out.set_cutoff(None)
 

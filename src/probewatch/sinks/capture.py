@@ -1214,8 +1214,13 @@ class CaptureWriter:
         counts: Mapping[str, int] | None = None,
         page_missed: int | None = None,
         unknown: int | None = None,
+        lost: int | None = None,
     ) -> WriteResult:
         """Write what is still queued, close the run and the file (WAL checkpointed).
+
+        ``lost``: the run's total loss as the backend counts it (default: the sum of
+        ``lost_per_cpu``; perf counts losses per probe exactly, its per-ring lost
+        records are a cross-check).
 
         After a write error the run is closed as ``disk-full``/``error`` when the disk
         still allows it; the events committed before the error are kept either way.
@@ -1229,7 +1234,8 @@ class CaptureWriter:
             status = "disk-full" if isinstance(err, DiskFullError) else "error"
             message = str(err)
         conn = self._conn
-        lost = sum(lost_per_cpu.values()) if lost_per_cpu is not None else None
+        if lost is None and lost_per_cpu is not None:
+            lost = sum(lost_per_cpu.values())
         if err is not None:  # what is really in the file (the failed batch was rolled back)
             try:
                 self.written = conn.execute(

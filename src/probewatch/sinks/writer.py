@@ -64,6 +64,8 @@ class Out:
         self._size = 0
         self.cutoff: float | None = None
         self.cut_lines = 0
+        #: what a write without a cutoff still has to write (None: not in one)
+        self._left: memoryview | None = None
         self._tty = self.fd is not None and os.isatty(self.fd)
         if self.fd in (1, 2):  # what is buffered still goes out when the run ends early
             atexit.register(self._flush_at_exit)
@@ -101,7 +103,7 @@ class Out:
             return
         self.flush()
         if self.cutoff is None:
-            _write_all(self.fd, data)
+            self._write_all(data)
         else:
             self._write_until(data, self.cutoff)
 
@@ -117,9 +119,40 @@ class Out:
             return
         data = text.encode("utf-8", "backslashreplace")
         if self.cutoff is None:
-            _write_all(self.fd, data)
+            self._write_all(data)
         else:
             self._write_until(data, self.cutoff)
+
+    def _write_all(self, data: bytes) -> None:
+        """Write it all, as long as it takes, unless a cutoff is set meanwhile (by a
+        signal handler: the rest is then written until it, see :meth:`give_up`)."""
+        fd = self.fd
+        assert fd is not None
+        view = memoryview(data)
+        self._left = view
+        try:
+            while view:
+                view = view[write_some(fd, view):]
+                self._left = view
+                if view and self.cutoff is not None:
+                    self._left = None
+                    self._write_until(bytes(view), self.cutoff)
+                    return
+        finally:
+            self._left = None
+
+    def give_up(self) -> None:
+        """From a signal handler, once the cutoff passed: a write blocked without a
+        cutoff (the reader takes nothing) gives up; raises :class:`OutputCut` with what
+        it had left (nothing happens outside such a write)."""
+        left = self._left
+        if left is None or self.cutoff is None or time.monotonic() < self.cutoff:
+            return
+        self._left = None
+        rest = bytes(left)
+        lines = rest.count(b"\n") + (0 if rest.endswith(b"\n") else 1)
+        self.cut_lines += lines
+        raise OutputCut(lines, len(rest))
 
     def _write_until(self, data: bytes, cutoff: float) -> None:
         fd = self.fd
