@@ -114,6 +114,25 @@ def require_bpf() -> None:
     assert ok, f"every part of the BPF backend is present but bpf_available() says: {why}"
 
 
+#: the top-level tracefs settings when the suite started (tests/integration/
+#: test_zz_nothing_left.py checks the suite left them so): files a test that runs another
+#: tracer (trace-cmd) might change
+TOP_LEVEL_FILES = ("tracing_on", "current_tracer", "trace_clock", "buffer_size_kb")
+TOP_AT_START: dict[str, str] = {}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    for root in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
+        if os.path.exists(os.path.join(root, "tracing_on")):
+            for f in TOP_LEVEL_FILES:
+                try:
+                    with open(os.path.join(root, f)) as fh:
+                        TOP_AT_START[f] = fh.read()
+                except OSError:
+                    pass
+            break
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # everything under tests/integration/ arms real probes: `-m "not integration"` leaves
     # it out even where a file forgets its pytestmark

@@ -31,6 +31,7 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -164,6 +165,9 @@ def _write(file: str, data: bytes) -> None:
             return
         if isinstance(e, TracefsError):
             raise
+        if getattr(e, "errno", None) == errno.EBADF:  # the kernel's answer to tracing_on=0
+            raise TracefsError(f"cannot write a mark to {file}: tracing is switched off in "
+                               "that buffer (its tracing_on is 0)") from None
         raise TracefsError(f"cannot write a mark to {file}: {e.strerror or e} "
                            "(marks need tracefs and root)") from None
 

@@ -34,6 +34,15 @@ def test_zz_nothing_left(tracefs: str) -> None:
         top = fh.read().split()
     assert top == [], f"events left enabled in the top-level buffer: {top}"
     assert sweep_stale(tracefs) == []
+    # the top-level settings as the suite found them (a tracer run beside ours, such
+    # as trace-cmd, must be put back: tracing_on 0 makes every trace_marker write fail)
+    from tests.conftest import TOP_AT_START
+
+    now = {}
+    for f in TOP_AT_START:
+        with open(os.path.join(tracefs, f)) as fh:
+            now[f] = fh.read()
+    assert now == TOP_AT_START
 
 
 def _ppid(pid: int) -> int:
