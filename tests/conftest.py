@@ -122,6 +122,13 @@ TOP_AT_START: dict[str, str] = {}
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    # a suite started in the background of a non-interactive shell (`cmd &`, nohup)
+    # inherits SIGINT ignored, and so would every probewatch it starts: the tests that
+    # send ^C would see it ignored. Python's own handler is what a terminal run has.
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     for root in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
         if os.path.exists(os.path.join(root, "tracing_on")):
             for f in TOP_LEVEL_FILES:
