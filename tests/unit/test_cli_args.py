@@ -229,13 +229,14 @@ def test_every_help_example_parses(example: str) -> None:
             cmds.append([])
         else:
             cmds[-1].append(w)
-    for cmd in cmds:
-        if cmd:
-            _check_example(example, cmd, parse_spec, join_spec_words)
+    parsed = [_check_example(example, cmd, parse_spec, join_spec_words) for cmd in cmds if cmd]
+    # every command of the example is a subcommand that runs (a func), at least one
+    assert parsed and all(callable(ns.func) and ns.command == cmd[1]
+                          for ns, cmd in zip(parsed, [c for c in cmds if c], strict=True)), parsed
 
 
 def _check_example(example: str, words: list[str], parse_spec: Any,
-                   join_spec_words: Any) -> None:
+                   join_spec_words: Any) -> argparse.Namespace:
     from probewatch.cli.main import build_parser
 
     assert words[0] == "probewatch", example
@@ -253,3 +254,4 @@ def _check_example(example: str, words: list[str], parse_spec: Any,
         for spec in join_spec_words(ns.specs):
             if spec.strip() != "marker":  # the session's name for the mark events
                 parse_spec(spec)
+    return ns
