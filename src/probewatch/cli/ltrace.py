@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..collect.command import GatedCommand, resolve_command
+from ..collect.command import GatedCommand, program_file, resolve_command
 from ..decode.escape import obj_json
 from ..decode.protos import (
     NO_RETURN,
@@ -138,30 +138,6 @@ def _tokens(expr: str) -> list[str]:
     return out
 
 
-def main_object(cmd: list[str], pid: int | None) -> str:
-    """The executable whose PLT is probed: the command (its interpreter for a ``#!``
-    script) or ``/proc/PID/exe``."""
-    if pid is not None:
-        try:
-            path = os.readlink(f"/proc/{pid}/exe")
-        except OSError as e:
-            raise NotFound(f"process {pid}: cannot read its executable ({e.strerror})") from None
-        if path.endswith(" (deleted)"):
-            raise NotFound(f"process {pid}: its executable {path} was deleted")
-        return f"/proc/{pid}/root{path}" if os.path.exists(f"/proc/{pid}/root{path}") else path
-    path = os.path.realpath(resolve_command(cmd[0]))
-    try:
-        with open(path, "rb") as f:
-            head = f.read(256)
-    except OSError as e:
-        raise NotFound(f"{path}: {e.strerror}") from None
-    if head.startswith(b"#!"):
-        words = head[2:].split(b"\n", 1)[0].split()
-        if words:
-            return os.path.realpath(resolve_command(os.fsdecode(words[0])))
-    return path
-
-
 @dataclass
 class Site:
     """One probed function of one object: its prototype and what each probe fetches."""
@@ -267,7 +243,7 @@ def _sites(args: argparse.Namespace, cmd: list[str]) -> list[Site]:
         main = paths[0]
         loaded = [p for o in paths for p in linked_objects(o, args.pid)]
     else:
-        main = main_object(cmd, args.pid)
+        main = program_file(cmd, args.pid)
         loaded = linked_objects(main, args.pid)
         paths = loaded if args.expr else [main]
     protos = Prototypes(loaded)
@@ -295,6 +271,7 @@ class _Call:
     ts: int
     text: str  # "name(args"
     shown: bool = False  # printed as <unfinished ...>
+    raw: tuple[list[int], dict[int, bytes]] | None = None  # --json: the values read
 
 
 @dataclass
@@ -342,9 +319,8 @@ class Printer:
             self.out.write(f"{self._prefix(ev, top.site)}{top.text} <unfinished ...>\n")
             top.shown = True
         stack.append(_Call(site, ev.ts, render_call(site.proto, values, texts,
-                                                    self.args.strsize)))
-        if self.args.json:
-            stack[-1].raw = (values, texts)  # type: ignore[attr-defined]
+                                                    self.args.strsize),
+                           raw=(values, texts) if self.args.json else None))
 
     def ret(self, ev: Event, site: Site) -> None:
         stack = self.stacks.get(ev.tid)
@@ -370,7 +346,7 @@ class Printer:
         rv = int(f.get("ret") or 0)
         rtext = render_value(site.proto.ret, rv, _raw(f.get("rs")), self.args.strsize)
         if self.args.json:
-            values, texts = getattr(call, "raw", ([], {}))
+            values, texts = call.raw or ([], {})
             self.out.write(obj_json({
                 "ts": call.ts, "pid": ev.pid, "tid": ev.tid, "comm": ev.comm,
                 "caller": site.obj, "function": site.proto.name,
@@ -502,5 +478,5 @@ def print_table(sites: list[Site], out: Out) -> None:
     out.write(f"100.00 {sum(s.time_ns for s in rows) / 1e9:11.6f} {'':11} {calls:9d} total\n")
 
 
-__all__ = ["register", "run", "select", "main_object", "plan", "print_table",
+__all__ = ["register", "run", "select", "plan", "print_table",
            "format_conversions"]

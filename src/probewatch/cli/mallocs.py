@@ -17,7 +17,7 @@ import time
 
 from ..analyze.allocs import MallocSession, Snapshot, log2_rows
 from ..analyze.stacks import frame_text
-from ..collect.command import GatedCommand
+from ..collect.command import GatedCommand, program_file
 from ..sinks.writer import Out
 from .args import duration_arg, live_pid_arg
 from .runctl import TERM_GRACE, RunControl, finish_command, output_end
@@ -102,7 +102,6 @@ def report(snap: Snapshot, out: Out, as_json: bool, final: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..elf.plt import linked_objects
     from ..errors import ProbewatchError
-    from .ltrace import main_object
 
     require_bpf(args, "mallocs")
     cmd = list(getattr(args, "command_argv", None) or [])
@@ -110,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         raise ProbewatchError("give either -p PID or -- COMMAND ARGS...")
     if args.top < 0 or args.min_size < 0 or args.max_allocs < 1 or args.mmap < 0:
         raise ProbewatchError("--top, --min-size and --mmap must be >= 0, --max-allocs >= 1")
-    objects = linked_objects(main_object(cmd, args.pid), args.pid)
+    objects = linked_objects(program_file(cmd, args.pid), args.pid)
     ctl: RunControl = args.runctl
     out = Out(sys.stdout)
     command: GatedCommand | None = None

@@ -108,6 +108,35 @@ def resolve_command(name: str, path: str | None = None) -> str:
     raise NotFound(f"cannot run {name!r}: {os.strerror(err)}{where}")
 
 
+def program_file(cmd: Sequence[str], pid: int | None) -> str:
+    """The executable file the program runs: the command's (its interpreter for a
+    ``#!`` script) or ``/proc/PID/exe`` (through the process's root).
+
+    Example::
+
+        program_file(["ls", "-l"], None)   # '/usr/bin/ls'
+    """
+    if pid is not None:
+        try:
+            path = os.readlink(f"/proc/{pid}/exe")
+        except OSError as e:
+            raise NotFound(f"process {pid}: cannot read its executable ({e.strerror})") from None
+        if path.endswith(" (deleted)"):
+            raise NotFound(f"process {pid}: its executable {path} was deleted")
+        return f"/proc/{pid}/root{path}" if os.path.exists(f"/proc/{pid}/root{path}") else path
+    path = os.path.realpath(resolve_command(cmd[0]))
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError as e:
+        raise NotFound(f"{path}: {e.strerror}") from None
+    if head.startswith(b"#!"):
+        words = head[2:].split(b"\n", 1)[0].split()
+        if words:
+            return os.path.realpath(resolve_command(os.fsdecode(words[0])))
+    return path
+
+
 def _child_signal_plan() -> tuple[list[tuple[int, Any]], frozenset[int] | None]:
     """What the forked child must change: [(signal, SIG_DFL|SIG_IGN)], and the mask to
     set (None when the current one is right). Computed in the parent, before fork."""

@@ -86,17 +86,7 @@ _RET_HEX = {"mmap", "mremap", "brk", "shmat"}
 # ------------------------------------------------------------------ flag tables
 
 
-def _flags(table: Sequence[tuple[int, str]], value: int, zero: str = "0") -> str:
-    """'A|B|0x40' for a bit set, in table order; ``zero`` when nothing is set."""
-    parts = []
-    rest = value
-    for bit, name in table:
-        if bit and rest & bit == bit:
-            parts.append(name)
-            rest &= ~bit
-    if rest:
-        parts.append(hex(rest))
-    return "|".join(parts) if parts else zero
+_flags = _structs.flags  # 'A|B|0x40' for a bit set, in table order
 
 
 def _enum(table: Mapping[int, str], value: int) -> str:
