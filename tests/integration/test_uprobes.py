@@ -28,7 +28,7 @@ import pytest
 from conftest import need_tool  # tests/conftest.py
 from targets.build import build_for_tests
 
-from .helpers import CLI, require_uprobe_events, summary_of, wait_for
+from .helpers import CLI, instance_armed, require_uprobe_events, summary_of, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -117,17 +117,7 @@ def wait_armed(tracefs: str, p: subprocess.Popen[str], timeout: float = 30) -> N
     """Until the CLI's private instance has tracing on (every probe is armed by then)."""
 
     def armed() -> bool:
-        if p.poll() is not None:
-            return True
-        for n in os.listdir(os.path.join(tracefs, "instances")):
-            if n.startswith(f"probewatch-{p.pid}-"):
-                try:
-                    with open(os.path.join(tracefs, "instances", n, "tracing_on")) as f:
-                        if f.read().strip() == "1":
-                            return True
-                except OSError:
-                    pass
-        return False
+        return p.poll() is not None or instance_armed(tracefs, p.pid)
 
     assert wait_for(armed, timeout), "probewatch did not start tracing"
     if p.poll() is not None:
