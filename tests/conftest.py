@@ -117,7 +117,8 @@ def require_bpf() -> None:
 #: the top-level tracefs settings when the suite started (tests/integration/
 #: test_zz_nothing_left.py checks the suite left them so): files a test that runs another
 #: tracer (trace-cmd) might change
-TOP_LEVEL_FILES = ("tracing_on", "current_tracer", "trace_clock", "buffer_size_kb")
+TOP_LEVEL_FILES = ("tracing_on", "current_tracer", "trace_clock", "buffer_size_kb",
+                   "set_event", "set_event_pid")
 TOP_AT_START: dict[str, str] = {}
 
 
