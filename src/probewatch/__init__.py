@@ -7,6 +7,10 @@ Example::
         s.add("tracepoint:sched:sched_process_exec")
         for ev in s.events(duration=2):
             print(ev.pid, ev.comm, ev.fields["filename"])
+
+``Session(backend="ftrace" | "perf" | "bpf")`` picks the collection mechanism and
+``Session(tool="syscalls", syscalls=["openat"])`` the engine of the BPF tools: the
+same methods and Events either way (see :class:`probewatch.session.Session`).
 """
 
 import _signal  # type: ignore[import-not-found]  # C module: `signal` imports enum first
@@ -42,6 +46,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Event",
     "Session",
+    "Summary",
     "Capture",
     "ProbewatchError",
     "SpecError",
@@ -62,10 +67,10 @@ _MARK_API = ("mark", "begin", "end", "span", "mark_raw")
 
 
 def __getattr__(name: str) -> object:
-    if name == "Session":
-        from .session import Session
+    if name in ("Session", "Summary"):  # Session(backend=...) / Session(tool=...)
+        from . import session
 
-        return Session
+        return getattr(session, name)
     if name == "Capture":
         from .capture import Capture
 

@@ -49,8 +49,9 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any
+from typing import Any, Self
 
+from .collect.base import Losses
 from .collect.bpf import libbpf
 from .collect.bpf.filter import FilterField, Predicate, compile_filter
 from .collect.bpf.generic import (
@@ -113,6 +114,17 @@ class BpfTraceSummary(Summary):
         d.update(backend="bpf", generated=self.generated, read_failed=self.read_failed,
                  truncated=self.truncated, startup=round(self.startup, 6))
         return d
+
+    @classmethod
+    def of(cls, events: dict[str, int], ls: Losses, unknown: int, t_init: float,
+           t0: float, t1: float) -> Self:
+        """The summary of a BPF run: counts, the programs' Losses, and the times it was
+        created (``t_init``), started (``t0``; 0: not) and ended (``t1``; 0: not yet)."""
+        end = t1 or time.monotonic()
+        return cls(events=dict(events), lost=ls.lost, lost_per_cpu=dict(ls.lost_per_cpu),
+                   unknown=unknown, duration=end - (t0 or end), generated=ls.generated,
+                   read_failed=ls.read_failed, truncated=ls.truncated,
+                   startup=(t0 - t_init) if t0 else 0.0)
 
 
 @dataclass
@@ -530,21 +542,14 @@ class BpfTraceSession(Session):
         self._stopped = True
         self._col.detach()
 
+    def losses(self) -> Losses:
+        """What the programs counted: generated, lost (per CPU), failed reads, truncated."""
+        return self._col.losses()
+
     def summary(self) -> BpfTraceSummary:
-        ls = self._col.losses()
-        end = self._t1 or time.monotonic()
-        s = BpfTraceSummary(
-            events=dict(self.counts),
-            lost=ls.lost,
-            lost_per_cpu=dict(ls.lost_per_cpu),
-            unknown=self.unknown + self.decode_errors,
-            duration=end - (self._t0 or end),
-            generated=ls.generated,
-            read_failed=ls.read_failed,
-            truncated=ls.truncated,
-            startup=(self._t0 - self._t_init) if self._t0 else 0.0,
-        )
-        return s
+        return BpfTraceSummary.of(self.counts, self.losses(),
+                                  self.unknown + self.decode_errors,
+                                  self._t_init, self._t0, self._t1)
 
     def wait_command(self) -> int | None:
         """Wait for a traced command (after tracing ended) and return its exit status."""
