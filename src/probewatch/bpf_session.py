@@ -55,7 +55,7 @@ from .collect.bpf.loader import (
 from .collect.command import GatedCommand, SignalGuard
 from .decode.syscalls import NORETURN, SyscallTable, capture_plan
 from .errors import FeatureUnavailable, NotFound, ProbewatchError
-from .event import Event
+from .event import Event, EventRun
 from .session import Session
 
 _live: weakref.WeakSet[BpfSession] = weakref.WeakSet()
@@ -388,7 +388,7 @@ class BpfSession(Session):
             counts[ev.event] = counts.get(ev.event, 0) + 1
             yield ev
 
-    def uncount(self, items: Sequence[Event]) -> None:
+    def uncount(self, items: Sequence[Event | EventRun]) -> None:
         """Take events delivered but not used out of the counts (which are per event)."""
         counts = self.counts
         for ev in items:

@@ -222,13 +222,6 @@ class BpfTraceSession(Session):
         self.unknown = 0
         self.decode_errors = 0
 
-    # -- context management
-    def __enter__(self) -> BpfTraceSession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- probes
     def add(self, spec: str, filter: str | None = None) -> list[str]:
         """Arm a probe spec; returns the "system:name" events it produced.
@@ -323,24 +316,6 @@ class BpfTraceSession(Session):
     def probes(self) -> dict[str, list[str]]:
         return {k: list(v) for k, v in self._probes.items()}
 
-    # -- commands
-    def trace_command(self, argv: Sequence[str]) -> int:
-        """Start ``argv`` gated (it waits until tracing is on) and trace it and its children."""
-        if not argv:
-            raise ProbewatchError("no command given")
-        if self._started:
-            raise ProbewatchError("trace_command() must come before start()")
-        with self._signals.deferred():  # forked and recorded (close() kills it), or neither
-            pid = self._command.start(argv)
-        self._pids = [pid]
-        self._follow = True
-        return pid
-
-    @property
-    def command(self) -> GatedCommand:
-        """The traced command (see :meth:`trace_command`): wait for it or stop it."""
-        return self._command
-
     # -- running
     def start(self, count_only: bool = False) -> None:
         """Load and attach the programs, then release a gated command."""
@@ -387,11 +362,6 @@ class BpfTraceSession(Session):
         for p in self._pids:
             if p != self._command.pid:
                 sym.add_process_files(p)
-
-    @property
-    def returncode(self) -> int | None:
-        """The traced command's exit status once it has ended (128+N: killed by signal N)."""
-        return self._command.returncode
 
     def _decode(self, recs: list[bytes], out: list[Event]) -> None:
         """Ring-buffer records -> Events appended to ``out`` (filters applied)."""
@@ -550,10 +520,6 @@ class BpfTraceSession(Session):
         return BpfTraceSummary.of(self.counts, self.losses(),
                                   self.unknown + self.decode_errors,
                                   self._t_init, self._t0, self._t1)
-
-    def wait_command(self) -> int | None:
-        """Wait for a traced command (after tracing ended) and return its exit status."""
-        return self._command.wait()
 
     def close(self) -> None:
         """Detach and free every BPF object of this session. Idempotent."""

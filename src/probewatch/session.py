@@ -187,7 +187,7 @@ class EventStream:
             if self._t1 == 0.0:
                 self._t1 = time.monotonic()
 
-    def uncount(self, items: Sequence[Event]) -> None:
+    def uncount(self, items: Sequence[Event | EventRun]) -> None:
         """Take events that were delivered but not used (filtered out, not shown) out of
         the counts of :meth:`summary`."""
         counts = self.counts
@@ -396,7 +396,8 @@ def tool_class(tool: str) -> type[BpfSession]:
 
     require_bpf()
     cls = getattr(importlib.import_module(f".{mod}", __package__), name)
-    assert issubclass(cls, BpfSession)
+    if not (isinstance(cls, type) and issubclass(cls, BpfSession)):
+        raise TypeError(f"{where} is not a BpfSession")
     return cls
 
 

@@ -57,7 +57,8 @@ class _Dispatch:
     def decode(self, rec: bytes) -> Event | None:
         if rec[:2] == _SSL_KIND:
             return self.tls.decode(rec)
-        return self.main.decode(rec)
+        ev: Event | None = self.main.decode(rec)
+        return ev
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.main, name)

@@ -25,7 +25,7 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -68,13 +68,9 @@ class Losses:
     lost_per_cpu: dict[int, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "generated": self.generated,
-            "lost": self.lost,
-            "read_failed": self.read_failed,
-            "truncated": self.truncated,
-            "lost_per_cpu": {str(k): v for k, v in sorted(self.lost_per_cpu.items())},
-        }
+        d = asdict(self)  # the fields in order, JSON's string keys per CPU
+        d["lost_per_cpu"] = {str(k): v for k, v in sorted(self.lost_per_cpu.items())}
+        return d
 
 
 __all__ = ["Collector", "Losses"]
