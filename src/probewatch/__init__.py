@@ -16,6 +16,7 @@ same methods and Events either way (see :class:`probewatch.session.Session`).
 import _signal  # type: ignore[import-not-found]  # C module: `signal` imports enum first
 import os as _os
 import sys as _sys
+from typing import TYPE_CHECKING
 
 # Run as the program (``python -m probewatch``: runpy sets argv[0] to "-m" while it
 # imports the package; the console script: argv[0] is .../probewatch), a ^C before
@@ -40,6 +41,10 @@ from .errors import (  # noqa: E402
     TracefsError,
 )
 from .event import Event
+
+if TYPE_CHECKING:  # imported when first used (see __getattr__): `import probewatch` stays light
+    from .capture import Capture
+    from .session import Session, Summary
 
 __version__ = "0.1.0"
 
