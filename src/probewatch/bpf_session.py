@@ -35,9 +35,8 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .bpf_trace import BpfTraceSummary
 from .collect.base import Losses
 from .collect.bpf import libbpf
 from .collect.bpf.generic import comm_bytes
@@ -57,6 +56,12 @@ from .decode.syscalls import NORETURN, SyscallTable, capture_plan
 from .errors import FeatureUnavailable, NotFound, ProbewatchError
 from .event import Event, EventRun
 from .session import Session
+
+if TYPE_CHECKING:
+    #: the summary of a BPF tool run: the :class:`~probewatch.session.Summary` of the BPF
+    #: backend (``generated``, ``read_failed``, ``truncated``, ``startup`` besides the
+    #: common counts); ``events`` is keyed by event name (``syscalls:openat``)
+    from .bpf_trace import BpfTraceSummary as BpfSummary
 
 _live: weakref.WeakSet[BpfSession] = weakref.WeakSet()
 
@@ -98,10 +103,12 @@ def pick_backend(requested: str, needs_bpf: bool = True) -> str:
     return "bpf" if bpf_available()[0] else "ftrace"
 
 
-#: the summary of a BPF tool run: the :class:`~probewatch.session.Summary` of the BPF
-#: backend (``generated``, ``read_failed``, ``truncated``, ``startup`` besides the
-#: common counts); ``events`` is keyed by event name (``syscalls:openat``)
-BpfSummary = BpfTraceSummary
+def __getattr__(name: str) -> Any:
+    if name == "BpfSummary":  # the bpf backend's (bpf_trace.py), imported when asked for
+        from .bpf_trace import BpfTraceSummary
+
+        return BpfTraceSummary
+    raise AttributeError(name)
 
 
 class BpfSession(Session):
@@ -492,8 +499,10 @@ class BpfSession(Session):
 
     def summary(self) -> BpfSummary:
         """What the run delivered (per event name) and what the programs counted as lost."""
-        return BpfSummary.of(self.counts, self.losses(), getattr(self.decoder, "unknown", 0),
-                             self._t_init, self._t0, self._t1)
+        from .bpf_trace import BpfTraceSummary
+
+        return BpfTraceSummary.of(self.counts, self.losses(), getattr(self.decoder, "unknown", 0),
+                                  self._t_init, self._t0, self._t1)
 
     def close(self) -> None:
         """Detach and close everything (links, ring buffer, maps, programs). Idempotent."""

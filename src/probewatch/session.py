@@ -48,11 +48,11 @@ from .event import Event, EventRun, expand
 from .kernel.features import check
 from .kernel.tasks import TaskCache
 from .kernel.tracefs import remove_dynamic_event, sweep_stale, tracefs_root, write_file
-from .sources.probes import ResolvedProbe, resolve
 from .sources.spec import ProbeSpec, parse_spec
 
 if TYPE_CHECKING:
     from .bpf_session import BpfSession
+    from .sources.probes import ResolvedProbe
     from .sources.uprobe import DynamicProbe
 
 _live: weakref.WeakSet[FtraceSession] = weakref.WeakSet()
@@ -546,6 +546,8 @@ class FtraceSession(Session):
             return self._add_marks(spec, [(str(ps.system), str(ps.name))], filter)
         kfilter = self._kernel_filter(filter)
         if ps.kind == "tracepoint":
+            from .sources.probes import resolve  # (ELF reading: imported when used)
+
             rps = resolve(ps, self.root)  # once, as for every backend
         else:
             rps = self._create_dynamic(ps)
@@ -652,7 +654,7 @@ class FtraceSession(Session):
 
     def _create_dynamic(self, ps: ProbeSpec) -> list[ResolvedProbe]:
         """Write uprobe/kprobe definitions to tracefs; they are removed by close()."""
-        from .sources.probes import resolve_dynamic
+        from .sources.probes import ResolvedProbe, resolve_dynamic
 
         pid = self._pids[0] if self._pids else None
         if ps.kind in ("kprobe", "kretprobe"):
