@@ -284,16 +284,19 @@ class Session(EventStream):
     def __new__(cls, backend: str = "auto", *args: Any, tool: str, **kw: Any) -> BpfSession:
         ...
 
-    def __new__(cls, backend: str = "auto", *args: Any, tool: str | None = None,
-                **kw: Any) -> Session:
+    def __new__(cls, *args: Any, tool: str | None = None, **kw: Any) -> Session:
         if cls is Session:
-            if tool is not None:
+            if tool is None:
+                cls = backend_class(args[0] if args else kw.get("backend", "auto"))
+            elif args:  # Session("bpf", tool=...): the tools' first argument is the tool
+                raise ProbewatchError("Session(tool=...) takes its options by keyword "
+                                      "(backend=\"bpf\", syscalls=[...], ...)")
+            else:
+                backend = kw.get("backend", "auto")
                 if backend not in ("auto", "bpf"):
                     raise ProbewatchError(f"the {tool} tool runs on the bpf backend, not "
                                           f"{backend!r}")
                 cls = tool_class(tool)
-            else:
-                cls = backend_class(backend)
         return object.__new__(cls)
 
     def __enter__(self) -> Self:

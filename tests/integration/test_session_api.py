@@ -165,6 +165,9 @@ def test_tool_errors() -> None:
     with pytest.raises(ProbewatchError, match="the syscalls tool runs on the bpf backend, "
                                               "not 'ftrace'"):
         probewatch.Session(tool="syscalls", backend="ftrace")
+    with pytest.raises(ProbewatchError, match=r"Session\(tool=...\) takes its options by "
+                                              "keyword"):
+        probewatch.Session("bpf", tool="syscalls")
     with probewatch.Session(tool="syscalls") as s:
         with pytest.raises(ProbewatchError, match="the syscalls tool traces its own events"):
             s.add("t:sched:sched_process_exec")
