@@ -7,11 +7,16 @@ Example::
         s.add("tracepoint:sched:sched_process_exec")
         for ev in s.events(duration=2):
             print(ev.pid, ev.comm, ev.fields["filename"])
+
+``Session(backend="ftrace" | "perf" | "bpf")`` picks the collection mechanism and
+``Session(tool="syscalls", syscalls=["openat"])`` the engine of the BPF tools: the
+same methods and Events either way (see :class:`probewatch.session.Session`).
 """
 
 import _signal  # type: ignore[import-not-found]  # C module: `signal` imports enum first
 import os as _os
 import sys as _sys
+from typing import TYPE_CHECKING
 
 # Run as the program (``python -m probewatch``: runpy sets argv[0] to "-m" while it
 # imports the package; the console script: argv[0] is .../probewatch), a ^C before
@@ -37,11 +42,16 @@ from .errors import (  # noqa: E402
 )
 from .event import Event
 
+if TYPE_CHECKING:  # imported when first used (see __getattr__): `import probewatch` stays light
+    from .capture import Capture
+    from .session import Session, Summary
+
 __version__ = "0.1.0"
 
 __all__ = [
     "Event",
     "Session",
+    "Summary",
     "Capture",
     "ProbewatchError",
     "SpecError",
@@ -62,10 +72,10 @@ _MARK_API = ("mark", "begin", "end", "span", "mark_raw")
 
 
 def __getattr__(name: str) -> object:
-    if name == "Session":
-        from .session import Session
+    if name in ("Session", "Summary"):  # Session(backend=...) / Session(tool=...)
+        from . import session
 
-        return Session
+        return getattr(session, name)
     if name == "Capture":
         from .capture import Capture
 

@@ -1,4 +1,13 @@
-"""BpfSession: the eBPF backend behind the syscall tools (same Event record as Session).
+"""BpfSession: the engine of the BPF tools, one kind of :class:`probewatch.Session`.
+
+``probewatch.Session(tool="syscalls" | "tcpconnect" | "bashreadline", ...)`` returns
+one (``tool="sslsniff"`` / ``"mallocs"``: its subclasses
+:class:`~probewatch.ssl_session.SslSession` and
+:class:`~probewatch.analyze.allocs.MallocSession`). It has the methods of every
+Session (``start``, ``events`` / ``batches`` / ``drain`` / ``count`` / ``run``,
+``stop``, ``losses``, ``summary``, ``close``, ``trace_command`` with ``command``,
+``child_pid`` and ``returncode``) and yields the same :class:`~probewatch.event.Event`
+records, but its programs choose their events themselves: there is no ``add()``.
 
 The BPF programs (``collect/bpf/*.bpf.c``, built objects shipped with the package)
 filter in the kernel (pid set followed through fork, comm, uid, cgroup), read the
@@ -8,11 +17,12 @@ session (``with``-exit, exception, SIGINT, SIGTERM, interpreter exit) removes al
 
 Example::
 
-    from probewatch.bpf_session import BpfSession
-    with BpfSession(syscalls=["openat"]) as s:
+    import probewatch
+    with probewatch.Session(tool="syscalls", syscalls=["openat"]) as s:
         s.trace_command(["cat", "/etc/hostname"])
         for ev in s.events():
             print(ev.fields["filename"], ev.fields["ret"])
+        print(s.summary().to_dict())   # {'events': {'syscalls:openat': ...}, ...}
 """
 
 from __future__ import annotations
@@ -24,10 +34,10 @@ import struct
 import time
 import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .collect.base import Losses
 from .collect.bpf import libbpf
 from .collect.bpf.generic import comm_bytes
 from .collect.bpf.loader import (
@@ -36,7 +46,6 @@ from .collect.bpf.loader import (
     NR_TRACE,
     NRCONF,
     STAT_MAX,
-    Losses,
     RecordDecoder,
     object_bytes,
     parse_stats,
@@ -45,7 +54,14 @@ from .collect.bpf.loader import (
 from .collect.command import GatedCommand, SignalGuard
 from .decode.syscalls import NORETURN, SyscallTable, capture_plan
 from .errors import FeatureUnavailable, NotFound, ProbewatchError
-from .event import Event
+from .event import Event, EventRun
+from .session import Session
+
+if TYPE_CHECKING:
+    #: the summary of a BPF tool run: the :class:`~probewatch.session.Summary` of the BPF
+    #: backend (``generated``, ``read_failed``, ``truncated``, ``startup`` besides the
+    #: common counts); ``events`` is keyed by event name (``syscalls:openat``)
+    from .bpf_trace import BpfTraceSummary as BpfSummary
 
 _live: weakref.WeakSet[BpfSession] = weakref.WeakSet()
 
@@ -68,59 +84,59 @@ def bpf_available() -> tuple[bool, str]:
     return True, ""
 
 
+def require_bpf() -> None:
+    """Raise FeatureUnavailable (naming what is missing) unless :func:`bpf_available`."""
+    ok, why = bpf_available()
+    if not ok:
+        raise FeatureUnavailable(f"the BPF backend is not usable here: {why}")
+
+
 def pick_backend(requested: str, needs_bpf: bool = True) -> str:
     """'auto' -> 'bpf' when the kernel allows it, else 'ftrace' (or an error if needed)."""
     if requested not in ("auto", "bpf", "ftrace"):
         raise ProbewatchError(f"unknown backend {requested!r} (have: auto, bpf, ftrace)")
     if requested == "ftrace":
         return "ftrace"
-    ok, why = bpf_available()
-    if ok:
-        return "bpf"
     if requested == "bpf" or needs_bpf:
-        raise FeatureUnavailable(f"the BPF backend is not usable here: {why}")
-    return "ftrace"
+        require_bpf()
+        return "bpf"
+    return "bpf" if bpf_available()[0] else "ftrace"
 
 
-@dataclass
-class BpfSummary:
-    """What a run delivered (per event name) and what the kernel side lost."""
+def __getattr__(name: str) -> Any:
+    if name == "BpfSummary":  # the bpf backend's (bpf_trace.py), imported when asked for
+        from .bpf_trace import BpfTraceSummary
 
-    events: dict[str, int] = field(default_factory=dict)
-    delivered: int = 0
-    losses: Losses = field(default_factory=Losses)
-    duration: float = 0.0
-    startup: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {
-            "events": dict(self.events),
-            "total": self.delivered,
-            "lost": self.losses.lost,
-            "duration": round(self.duration, 6),
-            "startup": round(self.startup, 6),
-            "backend": "bpf",
-        }
-        d.update({k: v for k, v in self.losses.to_dict().items() if k != "lost"})
-        return d
+        return BpfTraceSummary
+    raise AttributeError(name)
 
 
-class BpfSession:
-    """One BPF tracing run: load, configure, attach, stream Events, count, close.
+class BpfSession(Session):
+    """One BPF tool run: load, configure, attach, stream Events, count, close
+    (``probewatch.Session(tool=...)``; see the module docstring).
 
     tool: "syscalls" (syscall entry/exit with arguments, lifecycle, counting),
     "tcpconnect", "bashreadline". ``syscalls``: names to trace (None: all).
+    ``emit=False`` with ``count`` / ``count_procs``: count per syscall / per process in
+    the kernel (:meth:`syscall_counts`, :meth:`proc_counts`) without records.
     ``exec_info`` (with ``lifecycle``): exec records carry argv, cwd, the environment
     variables of interest, credentials, login uid, start times, cgroup and executable
     names read in the kernel at exec; fork records only new processes, with start
     times. ``raw_syscalls``: select ``syscalls`` in the kernel behind the two
     raw_syscalls tracepoints (fast start and close) instead of one pair per syscall.
+    ``backend``: "bpf" (or "auto"), the only one the tools run on.
+
+    Every event comes from the one probe ``bpf:TOOL`` (``Event.probe``); the counts of
+    :meth:`summary` are per event name (``syscalls:openat``, ``sched:sched_process_exec``).
     """
+
+    backend = "bpf"
 
     def __init__(
         self,
         tool: str = "syscalls",
         *,
+        backend: str = "bpf",
         pids: Sequence[int] | None = None,
         comm: str | None = None,
         uid: int | None = None,
@@ -144,7 +160,12 @@ class BpfSession:
     ) -> None:
         if tool not in TOOLS:
             raise ProbewatchError(f"unknown BPF tool {tool!r} (have: {', '.join(TOOLS)})")
+        if backend not in ("auto", "bpf"):
+            raise ProbewatchError(f"the {tool} tool runs on the bpf backend, not {backend!r}")
         self.tool = tool
+        self.root = ""
+        self.warnings: list[str] = []
+        self._formats: dict[int, Any] = {}
         self._pids = list(pids or [])
         self.comm = comm
         self.uid = uid
@@ -169,15 +190,15 @@ class BpfSession:
         self._raw_syscalls = raw_syscalls
         self._obj: libbpf.BpfObject | None = None
         self._rb: libbpf.RingBuffer | None = None
-        self._raw: list[bytes] = []
+        self._records: list[bytes] = []
         self._closed = False
         self._started = False
+        self._done = False
         self._command = GatedCommand()
         #: called in start() once this session's programs are attached, before a gated
         #: command is released (another session sharing its maps attaches there)
         self.before_release: list[Any] = []
         self.counts: dict[str, int] = {}
-        self.delivered = 0
         self._t_init = time.monotonic()
         self._t0 = 0.0
         self._t1 = 0.0
@@ -201,40 +222,21 @@ class BpfSession:
             self.close()
             raise
 
-    # -- context management
-    def __enter__(self) -> BpfSession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- commands (same gate as Session.trace_command)
-    def trace_command(self, argv: Sequence[str]) -> int:
-        """Start ``argv`` held at a gate until the programs and its pid filter are in place."""
-        if not argv:
-            raise ProbewatchError("no command given")
-        if self._started:
-            raise ProbewatchError("trace_command() must come before start()")
-        with self._signals.deferred():  # forked and recorded (close() kills it), or neither
-            pid = self._command.start(argv)
-        self._pids = [pid]
-        self._follow = True
-        return pid
+    # -- what a Session has (trace_command, command, child_pid, returncode, with: base)
+    def add(self, spec: str, filter: str | None = None) -> list[str]:
+        """Not for a tool: its programs choose its events (a ProbewatchError says so)."""
+        raise ProbewatchError(f"the {self.tool} tool traces its own events; probe specs "
+                              f"({spec!r}) go to probewatch.Session(backend=...).add()")
 
     @property
-    def command(self) -> GatedCommand:
-        """The traced command (see :meth:`trace_command`): wait for it or stop it."""
-        return self._command
+    def probes(self) -> dict[str, list[str]]:
+        """``bpf:TOOL`` -> the event names it delivered so far."""
+        return {f"bpf:{self.tool}": sorted(self.counts)}
 
     @property
-    def child_pid(self) -> int:
-        """The traced command's pid until it has been reaped (then 0)."""
-        return self._command.pid
-
-    @property
-    def returncode(self) -> int | None:
-        """The traced command's exit status once it has ended (128+N: killed by signal N)."""
-        return self._command.returncode
+    def delivered(self) -> int:
+        """How many events were handed out (the sum of the counts)."""
+        return sum(self.counts.values())
 
     # -- setup
     def _configure(self, obj: libbpf.BpfObject) -> None:
@@ -340,8 +342,9 @@ class BpfSession:
         obj.set_autoload("pw_exec", self._lifecycle)
         obj.set_autoload("pw_fork_info", self._lifecycle and self._exec_info)
 
-    def start(self) -> None:
-        """Load, configure and attach; then release a gated command."""
+    def start(self, count_only: bool = False) -> None:
+        """Load, configure and attach; then release a gated command. (``count_only``
+        changes nothing: counting in the kernel is chosen by ``emit``/``count``.)"""
         if self._started:
             return
         self._started = True
@@ -352,8 +355,7 @@ class BpfSession:
             self._autoload(obj)
             obj.load()
             self._fill_maps(obj)
-            raw = self._raw
-            self._rb = obj.ring_buffer("events", raw.append)
+            self._rb = obj.ring_buffer("events", self._records.append)
             self._attach(obj)
             for hook in self.before_release:  # more programs armed before the command runs
                 hook()
@@ -375,14 +377,15 @@ class BpfSession:
 
     # -- running
     def stop(self) -> None:
+        """End the trace; what is buffered can still be read (drain(), count())."""
         self._stopped = True
 
     def _drain(self) -> Iterator[Event]:
-        raw = self._raw
-        if not raw:
+        records = self._records
+        if not records:
             return
-        batch = raw[:]
-        raw.clear()
+        batch = records[:]
+        records.clear()
         dec = self.decoder.decode
         counts = self.counts
         for rec in batch:
@@ -390,19 +393,27 @@ class BpfSession:
             if ev is None:
                 continue
             counts[ev.event] = counts.get(ev.event, 0) + 1
-            self.delivered += 1
             yield ev
 
-    def events(self, duration: float | None = None,
-               max_events: int | None = None) -> Iterator[Event]:
-        """Yield Events until duration passes, max_events, stop(), or the command exits."""
+    def uncount(self, items: Sequence[Event | EventRun]) -> None:
+        """Take events delivered but not used out of the counts (which are per event)."""
+        counts = self.counts
+        for ev in items:
+            n = counts.get(ev.event, 1) - 1
+            if n > 0:
+                counts[ev.event] = n
+            else:
+                counts.pop(ev.event, None)  # none used: not listed
+
+    def _raw(self, duration: float | None, count_only: bool) -> Iterator[list[Event]]:
+        """Batches of Events as the ring buffer gives them (the session's one ring:
+        in the order committed), until duration passes, stop(), or the command exits."""
         self.start()
         rb = self._rb
         assert rb is not None
         deadline = None if duration is None else self._t0 + duration
         cmd = self._command
         tracking = cmd.pid != 0
-        n = 0
         try:
             while True:
                 done = self._stopped
@@ -421,13 +432,12 @@ class BpfSession:
                         rb.poll(wait)
                 finally:
                     self._in_poll = False
-                for ev in self._drain():
-                    yield ev
-                    n += 1
-                    if max_events is not None and n >= max_events:
-                        return
+                batch = list(self._drain())
+                if batch or count_only:
+                    yield [] if count_only else batch
                 if done:
                     break
+            self._done = True
         finally:
             self._t1 = time.monotonic()
         self._raise_signalled()
@@ -439,13 +449,10 @@ class BpfSession:
         if sig:
             raise SystemExit(128 + sig)
 
-    def run(self, duration: float | None = None) -> None:
-        """Run without yielding events (counting modes): until duration or command exit."""
-        for _ in self.events(duration):
-            pass
-
     # -- results
     def losses(self) -> Losses:
+        """What the programs counted: generated, lost to a full ring (per CPU), failed
+        user-memory reads, truncated strings."""
         if self._obj is None or self._obj.closed:
             return getattr(self, "_last_losses", Losses())
         m = self._obj.map("stats")
@@ -491,18 +498,11 @@ class BpfSession:
         return out
 
     def summary(self) -> BpfSummary:
-        end = self._t1 or time.monotonic()
-        return BpfSummary(
-            events=dict(self.counts),
-            delivered=self.delivered,
-            losses=self.losses(),
-            duration=end - (self._t0 or end),
-            startup=(self._t0 - self._t_init) if self._t0 else 0.0,
-        )
+        """What the run delivered (per event name) and what the programs counted as lost."""
+        from .bpf_trace import BpfTraceSummary
 
-    def wait_command(self) -> int | None:
-        """Wait for a traced command and return its exit status."""
-        return self._command.wait()
+        return BpfTraceSummary.of(self.counts, self.losses(), getattr(self.decoder, "unknown", 0),
+                                  self._t_init, self._t0, self._t1)
 
     def close(self) -> None:
         """Detach and close everything (links, ring buffer, maps, programs). Idempotent."""

@@ -49,8 +49,9 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any
+from typing import Any, Self
 
+from .collect.base import Losses
 from .collect.bpf import libbpf
 from .collect.bpf.filter import FilterField, Predicate, compile_filter
 from .collect.bpf.generic import (
@@ -113,6 +114,17 @@ class BpfTraceSummary(Summary):
         d.update(backend="bpf", generated=self.generated, read_failed=self.read_failed,
                  truncated=self.truncated, startup=round(self.startup, 6))
         return d
+
+    @classmethod
+    def of(cls, events: dict[str, int], ls: Losses, unknown: int, t_init: float,
+           t0: float, t1: float) -> Self:
+        """The summary of a BPF run: counts, the programs' Losses, and the times it was
+        created (``t_init``), started (``t0``; 0: not) and ended (``t1``; 0: not yet)."""
+        end = t1 or time.monotonic()
+        return cls(events=dict(events), lost=ls.lost, lost_per_cpu=dict(ls.lost_per_cpu),
+                   unknown=unknown, duration=end - (t0 or end), generated=ls.generated,
+                   read_failed=ls.read_failed, truncated=ls.truncated,
+                   startup=(t0 - t_init) if t0 else 0.0)
 
 
 @dataclass
@@ -210,13 +222,6 @@ class BpfTraceSession(Session):
         self.unknown = 0
         self.decode_errors = 0
 
-    # -- context management
-    def __enter__(self) -> BpfTraceSession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- probes
     def add(self, spec: str, filter: str | None = None) -> list[str]:
         """Arm a probe spec; returns the "system:name" events it produced.
@@ -311,24 +316,6 @@ class BpfTraceSession(Session):
     def probes(self) -> dict[str, list[str]]:
         return {k: list(v) for k, v in self._probes.items()}
 
-    # -- commands
-    def trace_command(self, argv: Sequence[str]) -> int:
-        """Start ``argv`` gated (it waits until tracing is on) and trace it and its children."""
-        if not argv:
-            raise ProbewatchError("no command given")
-        if self._started:
-            raise ProbewatchError("trace_command() must come before start()")
-        with self._signals.deferred():  # forked and recorded (close() kills it), or neither
-            pid = self._command.start(argv)
-        self._pids = [pid]
-        self._follow = True
-        return pid
-
-    @property
-    def command(self) -> GatedCommand:
-        """The traced command (see :meth:`trace_command`): wait for it or stop it."""
-        return self._command
-
     # -- running
     def start(self, count_only: bool = False) -> None:
         """Load and attach the programs, then release a gated command."""
@@ -375,11 +362,6 @@ class BpfTraceSession(Session):
         for p in self._pids:
             if p != self._command.pid:
                 sym.add_process_files(p)
-
-    @property
-    def returncode(self) -> int | None:
-        """The traced command's exit status once it has ended (128+N: killed by signal N)."""
-        return self._command.returncode
 
     def _decode(self, recs: list[bytes], out: list[Event]) -> None:
         """Ring-buffer records -> Events appended to ``out`` (filters applied)."""
@@ -530,25 +512,14 @@ class BpfTraceSession(Session):
         self._stopped = True
         self._col.detach()
 
-    def summary(self) -> BpfTraceSummary:
-        ls = self._col.losses()
-        end = self._t1 or time.monotonic()
-        s = BpfTraceSummary(
-            events=dict(self.counts),
-            lost=ls.lost,
-            lost_per_cpu=dict(ls.lost_per_cpu),
-            unknown=self.unknown + self.decode_errors,
-            duration=end - (self._t0 or end),
-            generated=ls.generated,
-            read_failed=ls.read_failed,
-            truncated=ls.truncated,
-            startup=(self._t0 - self._t_init) if self._t0 else 0.0,
-        )
-        return s
+    def losses(self) -> Losses:
+        """What the programs counted: generated, lost (per CPU), failed reads, truncated."""
+        return self._col.losses()
 
-    def wait_command(self) -> int | None:
-        """Wait for a traced command (after tracing ended) and return its exit status."""
-        return self._command.wait()
+    def summary(self) -> BpfTraceSummary:
+        return BpfTraceSummary.of(self.counts, self.losses(),
+                                  self.unknown + self.decode_errors,
+                                  self._t_init, self._t0, self._t1)
 
     def close(self) -> None:
         """Detach and free every BPF object of this session. Idempotent."""

@@ -233,12 +233,6 @@ class PerfTraceSession(Session):
         self._referees: dict[int, Any] = {}
 
     # -- context management
-    def __enter__(self) -> PerfTraceSession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- probes
     def _kernel_filter(self, user: str | None) -> str | None:
         parts = []
@@ -410,26 +404,9 @@ class PerfTraceSession(Session):
     # -- commands
     def trace_command(self, argv: Sequence[str]) -> int:
         """Start ``argv`` gated (it waits until tracing is on) and trace it and its children."""
-        if not argv:
-            raise ProbewatchError("no command given")
-        if self._started:
-            raise ProbewatchError("trace_command() must come before start()")
-        with self._signals.deferred():
-            pid = self._command.start(argv)
-        self._pids = [pid]
-        self._follow = True
+        pid = super().trace_command(argv)
         self._pmu_uprobes_to_tracefs()
         return pid
-
-    @property
-    def command(self) -> GatedCommand:
-        """The traced command (see :meth:`trace_command`): wait for it or stop it."""
-        return self._command
-
-    @property
-    def returncode(self) -> int | None:
-        """The traced command's exit status once it has ended (128+N: killed by signal N)."""
-        return self._command.returncode
 
     # -- running
     def start(self, count_only: bool = False) -> None:
@@ -713,10 +690,6 @@ class PerfTraceSession(Session):
             bpf_hidden=hidden,
             throttles=self._dec.throttles,
         )
-
-    def wait_command(self) -> int | None:
-        """Wait for a traced command (after tracing ended) and return its exit status."""
-        return self._command.wait()
 
     def close(self) -> None:
         """Close every perf event, then remove tracefs-defined probes. Idempotent."""

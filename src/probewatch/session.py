@@ -28,8 +28,9 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self, overload
 
+from .collect.base import Losses
 from .collect.command import GatedCommand, SignalGuard
 from .collect.ftrace import PAGE, TEXT, TEXT_ENV, FtraceCollector
 from .decode.format import PageLayout, load_format, parse_header_layout
@@ -47,10 +48,11 @@ from .event import Event, EventRun, expand
 from .kernel.features import check
 from .kernel.tasks import TaskCache
 from .kernel.tracefs import remove_dynamic_event, sweep_stale, tracefs_root, write_file
-from .sources.probes import ResolvedProbe, resolve
 from .sources.spec import ProbeSpec, parse_spec
 
 if TYPE_CHECKING:
+    from .bpf_session import BpfSession
+    from .sources.probes import ResolvedProbe
     from .sources.uprobe import DynamicProbe
 
 _live: weakref.WeakSet[FtraceSession] = weakref.WeakSet()
@@ -162,8 +164,13 @@ class EventStream:
     def events(
         self, duration: float | None = None, max_events: int | None = None
     ) -> Iterator[Event]:
-        """Yield Events in time order until duration passes, max_events, or the command exits."""
+        """Yield Events in time order until duration passes, max_events, or the command exits.
+
+        The counts (:meth:`summary`) are of the events handed out: those of the last
+        batch after ``max_events``, or after the consumer leaves the loop, are not."""
         n = 0
+        batch: list[Event] = []
+        i = 0
         try:
             for batch in self._raw(duration, count_only=False):
                 for i, ev in enumerate(batch):
@@ -171,12 +178,21 @@ class EventStream:
                     n += 1
                     if max_events is not None and n >= max_events:
                         self.stop()
-                        for rest in batch[i + 1 :]:  # counted, but never delivered
-                            self.counts[rest.probe] -= 1
+                        self.uncount(batch[i + 1 :])  # counted, but never delivered
                         return
+        except GeneratorExit:  # the consumer left at batch[i]
+            self.uncount(batch[i + 1 :])
+            raise
         finally:
             if self._t1 == 0.0:
                 self._t1 = time.monotonic()
+
+    def uncount(self, items: Sequence[Event | EventRun]) -> None:
+        """Take events that were delivered but not used (filtered out, not shown) out of
+        the counts of :meth:`summary`."""
+        counts = self.counts
+        for ev in items:
+            counts[ev.probe] -= len(ev.tss) if type(ev) is EventRun else 1
 
     def batches(self, duration: float | None = None) -> Iterator[list[Event]]:
         """Like :meth:`events`, a time-ordered list at a time (cheaper per event)."""
@@ -210,16 +226,30 @@ class EventStream:
 
 
 class Session(EventStream):
-    """The one public session: ``Session(backend="auto" | "ftrace" | "perf" | "bpf")``.
+    """The one public session: ``Session(backend="auto" | "ftrace" | "perf" | "bpf")``
+    for probe specs, ``Session(tool=...)`` for the BPF tool engines.
 
-    Every backend has the same methods (:meth:`add`, :meth:`trace_command`,
-    :meth:`start`, :meth:`events` / :meth:`batches` / :meth:`drain` / :meth:`count`,
-    :meth:`stop`, :meth:`summary`, :meth:`close`) and yields the same :class:`Event`
-    records; ``Session(backend=...)`` returns the backend's subclass
-    (:class:`FtraceSession`, :class:`probewatch.perf_trace.PerfTraceSession`,
-    :class:`probewatch.bpf_trace.BpfTraceSession`). ``auto`` is ftrace (a private
+    Every session has the same methods (:meth:`add`, :meth:`trace_command`,
+    :meth:`start`, :meth:`events` / :meth:`batches` / :meth:`drain` / :meth:`count` /
+    :meth:`run`, :meth:`stop`, :meth:`losses`, :meth:`summary`, :meth:`close`, the
+    :attr:`command` / :attr:`child_pid` / :attr:`returncode` of a traced command, and
+    ``with``) and yields the same :class:`Event` records; :meth:`summary` returns a
+    :class:`Summary` (backends add their own counts in a subclass of it).
+
+    ``Session(backend=...)`` returns the backend's subclass (:class:`FtraceSession`,
+    :class:`probewatch.perf_trace.PerfTraceSession`,
+    :class:`probewatch.bpf_trace.BpfTraceSession`); ``auto`` is ftrace (a private
     tracefs instance); :func:`probewatch.backends.open_session` chooses by the job.
-    :meth:`summary` returns a :class:`Summary` (backends add their own counts to it).
+
+    ``Session(tool=NAME, **options)`` returns the engine of the BPF tools, whose
+    programs choose their events themselves (no :meth:`add`): ``"syscalls"``
+    (syscalls with decoded arguments and the user memory they point to, process
+    lifecycle, in-kernel counts: the engine of ``syscalls``, ``execsnoop``,
+    ``opensnoop``, ``syscount`` and ``watch``), ``"tcpconnect"``, ``"bashreadline"``
+    (:class:`probewatch.bpf_session.BpfSession`), ``"sslsniff"``
+    (:class:`probewatch.ssl_session.SslSession`) and ``"mallocs"``
+    (:class:`probewatch.analyze.allocs.MallocSession`); the options are those
+    classes' keyword arguments (:data:`TOOLS` lists the names).
 
     Example::
 
@@ -229,19 +259,47 @@ class Session(EventStream):
             s.trace_command(["sh", "-c", "/bin/true"])
             for ev in s.events():
                 print(ev.pid, ev.comm, ev.fields["filename"])
+
+        with probewatch.Session(tool="syscalls", syscalls=["openat"]) as s:
+            s.trace_command(["cat", "/etc/hostname"])
+            for ev in s.events():
+                print(ev.event, ev.fields["filename"], ev.fields["ret"])
+            print(s.summary().to_dict()["events"])   # {'syscalls:openat': ...}
     """
 
     backend: str
     warnings: list[str]
     #: the tracefs mount (every backend reads event formats from it)
     root: str
+    _command: GatedCommand
+    _signals: SignalGuard
+    _pids: list[int]
+    _follow: bool
 
-    def __new__(cls, backend: str = "auto", *args: Any, **kw: Any) -> Session:
+    @overload
+    def __new__(cls, backend: str = "auto", *args: Any, tool: None = None,
+                **kw: Any) -> Self: ...
+
+    @overload
+    def __new__(cls, backend: str = "auto", *args: Any, tool: str, **kw: Any) -> BpfSession:
+        ...
+
+    def __new__(cls, *args: Any, tool: str | None = None, **kw: Any) -> Session:
         if cls is Session:
-            cls = backend_class(backend)
+            if tool is None:
+                cls = backend_class(args[0] if args else kw.get("backend", "auto"))
+            elif args:  # Session("bpf", tool=...): the tools' first argument is the tool
+                raise ProbewatchError("Session(tool=...) takes its options by keyword "
+                                      "(backend=\"bpf\", syscalls=[...], ...)")
+            else:
+                backend = kw.get("backend", "auto")
+                if backend not in ("auto", "bpf"):
+                    raise ProbewatchError(f"the {tool} tool runs on the bpf backend, not "
+                                          f"{backend!r}")
+                cls = tool_class(tool)
         return object.__new__(cls)
 
-    def __enter__(self) -> Session:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -254,12 +312,26 @@ class Session(EventStream):
     def trace_command(self, argv: Sequence[str]) -> int:
         """Start ``argv`` gated (it waits until tracing is on) and trace it and its
         children; returns its pid."""
-        raise NotImplementedError
+        if not argv:
+            raise ProbewatchError("no command given")
+        if self._started:
+            raise ProbewatchError("trace_command() must come before start()")
+        with self._signals.deferred():  # forked and recorded (close() kills it), or neither
+            pid = self._command.start(argv)
+        self._pids = [pid]
+        self._follow = True
+        return pid
 
     def start(self, count_only: bool = False) -> None:
         """Arm everything and release a traced command (``count_only``: the backend may
         count without delivering records)."""
         raise NotImplementedError
+
+    def run(self, duration: float | None = None) -> None:
+        """Trace until ``duration`` passes, :meth:`stop`, or the traced command exits,
+        handing out no events: what was traced is counted (:meth:`summary`)."""
+        for _ in self._raw(duration, count_only=False):
+            pass
 
     @property
     def probes(self) -> dict[str, list[str]]:
@@ -268,17 +340,28 @@ class Session(EventStream):
 
     @property
     def command(self) -> GatedCommand:
-        """The traced command (see :meth:`trace_command`)."""
-        raise NotImplementedError
+        """The traced command (see :meth:`trace_command`): wait for it or stop it."""
+        return self._command
+
+    @property
+    def child_pid(self) -> int:
+        """The traced command's pid until it has been reaped (then 0; 0 without one)."""
+        return self.command.pid
 
     @property
     def returncode(self) -> int | None:
-        """The traced command's exit status once it has ended."""
-        raise NotImplementedError
+        """The traced command's exit status once it has ended (128+N: killed by signal N)."""
+        return self.command.returncode
 
     def wait_command(self) -> int | None:
         """Wait for a traced command (after tracing ended) and return its exit status."""
-        raise NotImplementedError
+        return self.command.wait()
+
+    def losses(self) -> Losses:
+        """What the kernel did not deliver so far: ``lost`` in total and per CPU (the
+        BPF sessions also count failed user-memory reads and truncated records)."""
+        s = self.summary()
+        return Losses(lost=s.lost, lost_per_cpu=dict(s.lost_per_cpu))
 
     def summary(self) -> Summary:
         """What the run delivered and lost, per probe and per CPU."""
@@ -287,6 +370,38 @@ class Session(EventStream):
     def close(self) -> None:
         """Remove everything the session created in the kernel. Idempotent."""
         raise NotImplementedError
+
+
+#: the tool engines of ``Session(tool=NAME)``: name -> "module:class"
+TOOLS = {
+    "syscalls": "bpf_session:BpfSession",
+    "tcpconnect": "bpf_session:BpfSession",
+    "bashreadline": "bpf_session:BpfSession",
+    "sslsniff": "ssl_session:SslSession",
+    "mallocs": "analyze.allocs:MallocSession",
+}
+
+
+def tool_class(tool: str) -> type[BpfSession]:
+    """The session class of a BPF tool engine (see :class:`Session`).
+
+    Example::
+
+        tool_class("sslsniff").__name__   # 'SslSession'
+    """
+    import importlib
+
+    where = TOOLS.get(tool)
+    if where is None:
+        raise ProbewatchError(f"unknown tool {tool!r} (have: {', '.join(TOOLS)})")
+    mod, name = where.split(":")
+    from .bpf_session import BpfSession, require_bpf
+
+    require_bpf()
+    cls = getattr(importlib.import_module(f".{mod}", __package__), name)
+    if not (isinstance(cls, type) and issubclass(cls, BpfSession)):
+        raise TypeError(f"{where} is not a BpfSession")
+    return cls
 
 
 def backend_class(backend: str) -> type[Session]:
@@ -303,12 +418,10 @@ def backend_class(backend: str) -> type[Session]:
 
         return PerfTraceSession
     if backend == "bpf":
-        from .bpf_session import bpf_available
+        from .bpf_session import require_bpf
         from .bpf_trace import BpfTraceSession
 
-        ok, why = bpf_available()
-        if not ok:
-            raise FeatureUnavailable(f"the BPF backend is not usable here: {why}")
+        require_bpf()
         return BpfTraceSession
     raise ProbewatchError(f"unknown backend {backend!r} (have: auto, ftrace, perf, bpf)")
 
@@ -436,6 +549,8 @@ class FtraceSession(Session):
             return self._add_marks(spec, [(str(ps.system), str(ps.name))], filter)
         kfilter = self._kernel_filter(filter)
         if ps.kind == "tracepoint":
+            from .sources.probes import resolve  # (ELF reading: imported when used)
+
             rps = resolve(ps, self.root)  # once, as for every backend
         else:
             rps = self._create_dynamic(ps)
@@ -542,7 +657,7 @@ class FtraceSession(Session):
 
     def _create_dynamic(self, ps: ProbeSpec) -> list[ResolvedProbe]:
         """Write uprobe/kprobe definitions to tracefs; they are removed by close()."""
-        from .sources.probes import resolve_dynamic
+        from .sources.probes import ResolvedProbe, resolve_dynamic
 
         pid = self._pids[0] if self._pids else None
         if ps.kind in ("kprobe", "kretprobe"):
@@ -584,20 +699,6 @@ class FtraceSession(Session):
     @property
     def probes(self) -> dict[str, list[str]]:
         return {k: list(v) for k, v in self._probes.items()}
-
-    # -- commands
-    def trace_command(self, argv: Sequence[str]) -> int:
-        """Start ``argv`` gated (it waits until tracing is on) and trace it and its children."""
-        with self._signals.deferred():  # forked and recorded (close() kills it), or neither
-            pid = self._command.start(argv)
-        self._pids = [pid]
-        self._follow = True
-        return pid
-
-    @property
-    def command(self) -> GatedCommand:
-        """The traced command (see :meth:`trace_command`): wait for it or stop it."""
-        return self._command
 
     # -- running
     def start(self, count_only: bool = False) -> None:
@@ -732,11 +833,6 @@ class FtraceSession(Session):
     def text_reason(self) -> str | None:
         """Why the text trace_pipe is read instead of binary pages (None: it is not)."""
         return self._text_reason
-
-    @property
-    def returncode(self) -> int | None:
-        """The traced command's exit status once it has ended (128+N: killed by signal N)."""
-        return self._command.returncode
 
     def _raw(
         self, duration: float | None, count_only: bool
@@ -1025,10 +1121,6 @@ class FtraceSession(Session):
             out.append(f"{t.ambiguous} line(s) fit two events of the same name; "
                        f"the first was taken")
         return out
-
-    def wait_command(self) -> int | None:
-        """Wait for a traced command (after tracing ended) and return its exit status."""
-        return self._command.wait()
 
     def _remove_dynamic(self) -> None:
         if self._dynamic:

@@ -57,7 +57,8 @@ class _Dispatch:
     def decode(self, rec: bytes) -> Event | None:
         if rec[:2] == _SSL_KIND:
             return self.tls.decode(rec)
-        return self.main.decode(rec)
+        ev: Event | None = self.main.decode(rec)
+        return ev
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.main, name)
@@ -75,11 +76,15 @@ class SslSession(BpfSession):
     ``system_libs``: probe the ld.so cache's libssl/libgnutls (default True);
     ``rescan_s``: look for newly mapped TLS libraries this often (0: never; None: 1 s
     with a pid filter or command, 5 s for the whole machine, where reading every
-    process's maps costs ~40-100 ms)."""
+    process's maps costs ~40-100 ms). Other options: those of
+    :class:`~probewatch.bpf_session.BpfSession` (``pids``, ``comm``, ...).
+    ``probewatch.Session(tool="sslsniff", ...)`` returns one."""
 
-    def __init__(self, *, data_max: int = 16384, binaries: Sequence[str] = (),
-                 system_libs: bool = True, rescan_s: float | None = None, tls: bool = True,
-                 **kw: Any) -> None:
+    def __init__(self, tool: str = "sslsniff", *, data_max: int = 16384,
+                 binaries: Sequence[str] = (), system_libs: bool = True,
+                 rescan_s: float | None = None, tls: bool = True, **kw: Any) -> None:
+        if tool != "sslsniff":
+            raise ProbewatchError(f"SslSession is the sslsniff tool, not {tool!r}")
         super().__init__("sslsniff", **kw)
         self._tls = tls
         self.data_max = max(0, min(int(data_max), CHUNK * MAX_CHUNKS))
@@ -275,7 +280,6 @@ class SslSession(BpfSession):
         stale = self.decoder.take_stale()  # type: ignore[attr-defined]
         for ev in stale:
             self.counts[ev.event] = self.counts.get(ev.event, 0) + 1
-            self.delivered += 1
             yield ev
 
     # -- results

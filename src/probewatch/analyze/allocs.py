@@ -26,7 +26,7 @@ from typing import Any
 from ..bpf_session import BpfSession
 from ..collect.bpf import libbpf
 from ..elf.symbols import open_image
-from ..errors import NotFound
+from ..errors import NotFound, ProbewatchError
 from .stacks import Symbolizer
 
 __all__ = ["MallocSession", "Site", "Snapshot", "ALLOCATORS", "allocator_object",
@@ -108,12 +108,16 @@ def log2_rows(hist: list[int]) -> list[tuple[int, int, int]]:
 
 
 class MallocSession(BpfSession):
-    """The mallocs BPF object attached to the allocator in ``objects`` (see module)."""
+    """The mallocs BPF object attached to the allocator in ``objects`` (see module);
+    ``probewatch.Session(tool="mallocs", objects=[...])`` returns one."""
 
-    def __init__(self, *, objects: Sequence[str], min_size: int = 0,
+    def __init__(self, tool: str = "mallocs", *, objects: Sequence[str], min_size: int = 0,
                  max_allocs: int = 1 << 18, mmap_min: int = 0, **kw: Any) -> None:
         """``mmap_min``: also count anonymous mmaps of at least this many bytes that the
-        program makes itself (outside the allocator), freed by munmap; 0: not."""
+        program makes itself (outside the allocator), freed by munmap; 0: not. Other
+        options: those of :class:`~probewatch.bpf_session.BpfSession` (``pids``, ...)."""
+        if tool != "mallocs":
+            raise ProbewatchError(f"MallocSession is the mallocs tool, not {tool!r}")
         self._objects = list(objects)
         self._min_size = min_size
         self._mmap_min = mmap_min

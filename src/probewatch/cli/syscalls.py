@@ -142,12 +142,7 @@ def controlled(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
 
 def _uncount(s: Any, ev: Event) -> None:
     """An event delivered (and counted) that was not shown."""
-    n = s.counts.get(ev.event, 1) - 1
-    if n > 0:
-        s.counts[ev.event] = n
-    else:
-        s.counts.pop(ev.event, None)  # none shown: not listed
-    s.delivered -= 1
+    s.uncount([ev])
 
 
 def run_tool(

@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -48,4 +49,28 @@ class Collector(Protocol):
         ...
 
 
-__all__ = ["Collector"]
+@dataclass
+class Losses:
+    """What a collector counted of what the kernel did not deliver: ``lost`` (ring
+    overruns, per CPU in ``lost_per_cpu``); the BPF programs also count what they
+    ``generated``, user-memory reads that failed (``read_failed``) and records cut
+    short (``truncated``). Every session's ``losses()`` returns one.
+
+    Example::
+
+        Losses(generated=10, lost=2, lost_per_cpu={0: 2}).to_dict()["lost"]   # 2
+    """
+
+    generated: int = 0
+    lost: int = 0
+    read_failed: int = 0
+    truncated: int = 0
+    lost_per_cpu: dict[int, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)  # the fields in order, JSON's string keys per CPU
+        d["lost_per_cpu"] = {str(k): v for k, v in sorted(self.lost_per_cpu.items())}
+        return d
+
+
+__all__ = ["Collector", "Losses"]

@@ -452,18 +452,13 @@ class LiveSource:
 
     def losses(self) -> tuple[int, dict[int, int]]:
         """(events the kernel dropped, per CPU)."""
-        s = self.session.summary()
-        if self.backend == "bpf":
-            return int(s.losses.lost), dict(s.losses.lost_per_cpu)
-        return int(s.lost), dict(s.lost_per_cpu)
+        ls = self.session.losses()  # every Session has it
+        return int(ls.lost), dict(ls.lost_per_cpu)
 
     @property
     def command_pid(self) -> int:
         """The traced command's pid while it runs (0: none, or reaped)."""
-        pid = getattr(self.session, "child_pid", None)
-        if pid is None:
-            pid = getattr(getattr(self.session, "_command", None), "pid", 0)
-        return int(pid or 0)
+        return int(self.session.child_pid or 0)  # every Session has it
 
     def start(self) -> None:
         """Arm the probes (then a gated command runs); errors come out here."""

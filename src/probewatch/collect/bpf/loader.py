@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import os
 import struct
-from dataclasses import dataclass, field
 from importlib import resources
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from ...decode.syscalls import SyscallTable, parse_syscall_numbers, read_syscall_formats
 from ...errors import DecodeError, FeatureUnavailable
 from ...event import Event
+from ..base import Losses  # defined with the collector interface; re-exported here
 
 # enum pw_kind
 EV_SYSCALL, EV_SYS_ENTER, EV_FORK, EV_EXEC, EV_EXIT, EV_TCP, EV_READLINE = range(1, 8)
@@ -148,26 +148,6 @@ NEWER_SYSCALLS: dict[str, dict[int, str]] = {
         468: "file_getattr", 469: "file_setattr",
     },
 }
-
-
-@dataclass
-class Losses:
-    """What the BPF programs counted: generated, lost to a full ring, failed reads."""
-
-    generated: int = 0
-    lost: int = 0
-    read_failed: int = 0
-    truncated: int = 0
-    lost_per_cpu: dict[int, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "generated": self.generated,
-            "lost": self.lost,
-            "read_failed": self.read_failed,
-            "truncated": self.truncated,
-            "lost_per_cpu": {str(k): v for k, v in sorted(self.lost_per_cpu.items())},
-        }
 
 
 def parse_stats(per_slot: dict[int, bytes], ncpu: int) -> Losses:
