@@ -356,19 +356,21 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                                     exclude_pids={os.getpid()})
                     poller.start()
             feed = det.feed
+            loss = LossReporter(src.losses, as_json=bool(args.json))
             try:
                 n = 0
                 for ev in src.events(duration=args.duration):
                     feed(ev)
-                    if sinks:
-                        if lookups:
-                            if writer is not None:
-                                writer.note_snapshot(lookups)
-                            if exporter is not None:
-                                exporter.note_processes(lookups)
-                            lookups.clear()
-                        n += 1
-                        if n & 1023 == 0:
+                    if sinks and lookups:
+                        if writer is not None:
+                            writer.note_snapshot(lookups)
+                        if exporter is not None:
+                            exporter.note_processes(lookups)
+                        lookups.clear()
+                    n += 1
+                    if n & 1023 == 0:
+                        loss.check()  # said while it happens, not only at the end
+                        if sinks:
                             if exporter is not None:
                                 exporter.check()  # never waits: spills past its bound
                             if writer is None:
@@ -455,6 +457,57 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                                  **(_stored(res) if writer is not None else {}),
                                  **_exported(export_stats)})
     return rc
+
+
+#: how often (seconds, at most) watch says on stderr that the kernel dropped events
+LOSS_REPORT_S = 5.0
+
+
+class LossReporter:
+    """Says on stderr, while watch runs, that the kernel dropped events (its ring
+    buffer was full: watch fell behind a storm), at most every ``every`` seconds:
+    a defender must know at once that alerts may be missing, not at the end."""
+
+    def __init__(self, losses: Any, as_json: bool, every: float = LOSS_REPORT_S) -> None:
+        import time
+
+        self._losses = losses
+        self._json = as_json
+        self._every = every
+        self._next = time.monotonic() + every
+        self._t = time.monotonic()
+        self.reported = 0
+        self.warnings = 0
+
+    def check(self) -> None:
+        import time
+
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self._every
+        try:
+            total = int(self._losses()[0])
+        except (ProbewatchError, OSError):
+            return
+        new = total - self.reported
+        span = now - self._t
+        self._t = now
+        if new <= 0:
+            return
+        self.reported = total
+        self.warnings += 1
+        if self._json:
+            msg = json.dumps({"warning": {"lost": new, "lost_total": total,
+                                          "seconds": round(span, 1)}})
+        else:
+            msg = (f"probewatch: warning: the kernel dropped {new} events in the last "
+                   f"{span:.0f} s ({total} in all): watch cannot keep up, alerts for "
+                   "them may be missing")
+        try:
+            print(msg, file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
 
 
 def _exported(stats: Any) -> dict[str, Any]:

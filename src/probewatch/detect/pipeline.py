@@ -96,6 +96,7 @@ class WatchStats:
     alerts: int = 0           # alerts reported (first sight)
     collapsed: int = 0        # repeats folded into an alert
     lost: int = 0             # events the kernel dropped
+    dropped_processes: int = 0  # exited records dropped early by the table's bounds
     mapper_errors: int = 0
     rule_errors: dict[str, int] = field(default_factory=dict)
     rules: int = 0
@@ -115,6 +116,8 @@ class WatchStats:
                 f"{k}={v}" for k, v in sorted(self.rule_errors.items()))
         if self.mapper_errors:
             s += f", mapper errors {self.mapper_errors}"
+        if self.dropped_processes:
+            s += f", {self.dropped_processes} exited processes forgotten early (table bound)"
         return s + f", {self.rules} rules, {self.duration:.2f}s ({self.backend})"
 
 
@@ -350,6 +353,7 @@ class Detector:
             self._out(a)
         st = self.stats
         st.collapsed = self.collapser.collapsed
+        st.dropped_processes = int(getattr(self.table, "dropped", 0) or 0)
         if self.engine is not None:
             st.rule_errors = dict(getattr(self.engine, "errors", {}) or {})
         return st
