@@ -84,6 +84,8 @@ _CONTAINER_RE = re.compile(
 )
 
 FD_MAX = 64  # fds remembered per process
+#: the start of a cwd the kernel gave cut (its first components missing): not "/"
+CWD_CUT = "\u2026"
 
 
 def container_id(cgroup: str) -> str | None:
@@ -616,7 +618,17 @@ class ProcessTable:
         if "argv" in f and "cwd" in f:
             # kernel exec info: everything as it was at exec
             cwd = f.get("cwd")
-            p.cwd = cwd if isinstance(cwd, str) and cwd else p.cwd
+            tr = f.get("truncated")
+            if isinstance(cwd, str) and cwd:
+                if isinstance(tr, list) and "cwd" in tr:
+                    # the kernel gave the last components only (deeper than
+                    # PW_CWD_DEPTH or longer than PW_CWD_MAX): the cwd this table
+                    # followed (fork, chdir) when it ends so, else a path that cannot
+                    # pass for an absolute one (a nest of directories under /tmp must
+                    # not read as "/etc/...")
+                    p.cwd = p.cwd if p.cwd.endswith(cwd) else CWD_CUT + cwd
+                else:
+                    p.cwd = cwd
             argv = f.get("argv")
             p.argv = [str(a) for a in argv] if isinstance(argv, list) else []
             env = f.get("env")
@@ -630,7 +642,6 @@ class ProcessTable:
             p.euid = _id(f.get("euid"), p.euid)
             p.egid = _id(f.get("egid"), p.egid)
             p.auid = _id(f.get("loginuid"), p.auid)
-            tr = f.get("truncated")
             p.truncated = tuple(str(x) for x in tr) if isinstance(tr, list) else ()
             p.late = False
             p.source = "exec"

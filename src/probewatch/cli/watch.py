@@ -289,6 +289,7 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
     n_snap = 0
     lost_cpu: dict[int, int] = {}
     poller: Any = None
+    loss: LossReporter | None = None
     try:
         with live_events(backend=args.backend, pids=args.pid, command=cmd or None,
                          ringbuf_kb=getattr(args, "ringbuf_kb", None) or 16384,
@@ -357,6 +358,7 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                     poller.start()
             feed = det.feed
             loss = LossReporter(src.losses, as_json=bool(args.json))
+            loss.start()
             try:
                 n = 0
                 for ev in src.events(duration=args.duration):
@@ -368,19 +370,25 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                             exporter.note_processes(lookups)
                         lookups.clear()
                     n += 1
-                    if n & 1023 == 0:
-                        loss.check()  # said while it happens, not only at the end
-                        if sinks:
-                            if exporter is not None:
-                                exporter.check()  # never waits: spills past its bound
-                            if writer is None:
-                                pass
-                            elif writer.error is not None:
-                                src.stop()
-                            elif writer.backlog() > writer.max_backlog:
-                                # bounded memory: the kernel's ring buffer holds (and
-                                # counts what it drops) while the disk catches up
-                                writer.wait_backlog()
+                    if sinks and n & 1023 == 0:
+                        if exporter is not None:
+                            exporter.check()  # never waits: spills past its bound
+                        if writer is None:
+                            pass
+                        elif writer.error is not None:
+                            if capture_only:
+                                src.stop()  # recording was the whole job
+                            elif det.writer is not None:
+                                # a full disk must not blind the monitor: the rules
+                                # go on, the capture stops (exit status 1 at the end)
+                                det.drop_writer()
+                                print(f"probewatch: warning: {esc(str(writer.error))}; "
+                                      "watching goes on without -o", file=sys.stderr,
+                                      flush=True)
+                        elif writer.backlog() > writer.max_backlog:
+                            # bounded memory: the kernel's ring buffer holds (and
+                            # counts what it drops) while the disk catches up
+                            writer.wait_backlog()
             except KeyboardInterrupt:
                 stopped_by = "SIGINT"
                 src.stop()
@@ -396,6 +404,7 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                         os.kill(child, signum)
                     except ProcessLookupError:
                         pass
+            loss.stop()
             if poller is not None:
                 poller.stop()
                 if poller.errors:
@@ -418,6 +427,8 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                 src.session.close()
                 rc = src.session.wait_command() or 0
     except BaseException as e:
+        if loss is not None:
+            loss.stop()
         if poller is not None:
             poller.stop()
         if exporter is not None:
@@ -465,31 +476,50 @@ LOSS_REPORT_S = 5.0
 
 class LossReporter:
     """Says on stderr, while watch runs, that the kernel dropped events (its ring
-    buffer was full: watch fell behind a storm), at most every ``every`` seconds:
-    a defender must know at once that alerts may be missing, not at the end."""
+    buffer was full: watch fell behind a storm, or its stdout is not read), at most
+    every ``every`` seconds, from a thread of its own (so it speaks even while the
+    event loop is stuck on a full pipe): a defender must know at once that alerts may
+    be missing, not at the end."""
 
     def __init__(self, losses: Any, as_json: bool, every: float = LOSS_REPORT_S) -> None:
+        import threading
         import time
 
         self._losses = losses
         self._json = as_json
         self._every = every
-        self._next = time.monotonic() + every
         self._t = time.monotonic()
         self.reported = 0
         self.warnings = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        import threading
+
+        self._thread = threading.Thread(target=self._run, name="probewatch-watch-loss",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Before the source closes (its maps are read here)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self.check()
 
     def check(self) -> None:
         import time
 
-        now = time.monotonic()
-        if now < self._next:
-            return
-        self._next = now + self._every
         try:
             total = int(self._losses()[0])
-        except (ProbewatchError, OSError):
+        except Exception:  # noqa: BLE001 - a failed read must not end watch
             return
+        now = time.monotonic()
         new = total - self.reported
         span = now - self._t
         self._t = now

@@ -242,6 +242,12 @@ class Detector:
         self._clock_stop = threading.Event()
         self._lock = threading.Lock()
 
+    def drop_writer(self) -> None:
+        """Stop storing in the capture (it failed: a full disk) and go on detecting."""
+        with self._lock:  # the clock thread stores alerts too
+            self.writer = None
+            self._store = self.exporter.add if self.exporter is not None else None
+
     def feed(self, ev: Event) -> None:
         st = self.stats
         st.events += 1
