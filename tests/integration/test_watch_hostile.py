@@ -180,3 +180,28 @@ def test_full_disk_does_not_blind_watch(bpf: None, storm: Path, tmp_path: Path) 
     assert len(alerts) == 1 and "TargetFilename=/etc/shadow" in alerts[0], r.stdout
     assert "Traceback" not in r.stderr
     assert os.path.exists("/dev/null") and os.path.exists("/dev/full")
+
+
+PRELOAD_RULE = str(Path(__file__).resolve().parents[2] / "src" / "probewatch" / "detect"
+                   / "rules" / "ld_preload_exec.yml")
+BIG_ENV = r"""
+import resource, subprocess, sys
+# the kernel then takes up to 6 MiB of argv + environment
+resource.setrlimit(resource.RLIMIT_STACK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+big = {f"V{i}": "x" * 100000 for i in range(40)}            # 4 MB of long strings
+many = {f"V{i}": "" for i in range(200000)}                 # 200,000 strings
+subprocess.run(["/bin/true"], env={**big, "LD_PRELOAD": "/nonexistent/big.so"})
+subprocess.run(["/bin/sleep", "0.5"], env={**many, "LD_PRELOAD": "/nonexistent/many.so"})
+"""
+
+
+def test_ld_preload_behind_a_huge_environment(bpf: None) -> None:
+    """LD_PRELOAD after 4 MB of other variables (the kernel's walk went 2 MiB before),
+    and after 200,000 variables (more than the kernel loop walks: flagged truncated,
+    the rest read from /proc/PID/environ while the program runs): both alert."""
+    r = run_cli("watch", "--json", "--no-default-rules", "--rules", PRELOAD_RULE, "--",
+                sys.executable, "-c", BIG_ENV)
+    assert r.returncode == 0, r.stderr[-2000:]
+    alerts = [json.loads(x) for x in r.stdout.splitlines() if x.startswith('{"type"')]
+    got = sorted(a["matched"].get("LD_PRELOAD", "") for a in alerts)
+    assert got == ["/nonexistent/big.so", "/nonexistent/many.so"], r.stdout[-3000:]

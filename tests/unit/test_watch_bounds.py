@@ -121,3 +121,18 @@ def test_cut_cwd_is_never_taken_for_an_absolute_path() -> None:
     t.on_event(Event(4, 0, 61, 61, "x", "sched:sched_process_exec", "bpf:syscalls",
                      {**exec_f, "start_boottime": 8}))
     assert t.procs[61].cwd == full and t.procs[61].exe == full + "/x"
+
+
+def test_fd_paths_per_process_are_bounded() -> None:
+    """A live process that opens 64 files with 4 KiB paths (thousands of such
+    processes would be gigabytes): the table keeps the newest within FD_BYTES_MAX."""
+    from probewatch.analyze.proctable import FD_BYTES_MAX, FD_MAX, Process
+
+    p = Process(70)
+    for fd in range(3, 3 + FD_MAX):
+        p.set_fd(fd, f"/tmp/{fd:04d}/" + "d" * 4000)
+    assert sum(len(v) for v in (p.fds or {}).values()) <= FD_BYTES_MAX
+    assert p.fd(2 + FD_MAX) is not None and p.fd(3) is None  # the newest stay
+    for fd in range(200, 200 + FD_MAX):  # short paths: all 64 kept, as before
+        p.set_fd(fd, f"/etc/x{fd}")
+    assert len(p.fds or {}) == FD_MAX and p.fd(200) == "/etc/x200"

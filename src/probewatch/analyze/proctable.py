@@ -84,6 +84,9 @@ _CONTAINER_RE = re.compile(
 )
 
 FD_MAX = 64  # fds remembered per process
+#: bytes of long fd paths remembered per process (64 paths of 4 KiB in each of
+#: thousands of live processes would be gigabytes): the oldest fds go first
+FD_BYTES_MAX = 16384
 #: the start of a cwd the kernel gave cut (its first components missing): not "/"
 CWD_CUT = "\u2026"
 
@@ -190,6 +193,10 @@ class Process:
             del fds[next(iter(fds))]
         fds.pop(fd, None)
         fds[fd] = what
+        if len(what) > 256:  # only long paths can push past the byte bound
+            total = sum(len(v) for v in fds.values())
+            while total > FD_BYTES_MAX and len(fds) > 1:
+                total -= len(fds.pop(next(iter(fds))))
 
     def fd(self, fd: int) -> str | None:
         return self.fds.get(fd) if self.fds else None
@@ -634,6 +641,14 @@ class ProcessTable:
             env = f.get("env")
             p.env = ({str(k): str(v) for k, v in env.items()} if isinstance(env, dict)
                      else {})
+            if isinstance(tr, list) and "env" in tr and self.live:
+                # the kernel walked only part of a huge environment (more strings than
+                # its loop takes): the rest from /proc while the program runs, so an
+                # LD_PRELOAD behind 200,000 empty variables is still seen
+                more = _read(f"{self.proc_root}/{pid}/environ", 8 << 20)
+                if more and _same_image(_readlink(f"{self.proc_root}/{pid}/exe"),
+                                        fn if isinstance(fn, str) else ""):
+                    p.env = {**pick_env(more), **p.env}
             p.exe = _exe_path(p, fn if isinstance(fn, str) else str(fn))
             xn = f.get("exe_name")
             p.exe_name = xn if isinstance(xn, str) else ""
