@@ -71,6 +71,9 @@ with every --json of probewatch, a string holding bytes that are not UTF-8 (a pa
 an argv entry, ...) is the object {"b64": "<base64 of its raw bytes>"} instead
 (jq: if type == "object" then .b64 | @base64d else . end). The summary (events,
 alerts, lost, rule errors) goes to stderr; with --json as one line {"summary": {...}}.
+While the kernel drops events (watch falls behind a storm, or stdout is not read) a
+warning says so on stderr every 5 s ({"warning": {...}} with --json). A full disk under
+-o stops the capture, not the rules (exit status 1 at the end).
 A capture of watch -o holds the events of the syscalls its rules needed (and the
 process table it started from); record --watch holds every syscall watch can use,
 so that any rules can be replayed on it.
