@@ -136,3 +136,77 @@ def test_fd_paths_per_process_are_bounded() -> None:
     for fd in range(200, 200 + FD_MAX):  # short paths: all 64 kept, as before
         p.set_fd(fd, f"/etc/x{fd}")
     assert len(p.fds or {}) == FD_MAX and p.fd(200) == "/etc/x200"
+
+
+def _exec_burst(det: Any, n: int, prog: str, per_parent: int) -> None:
+    """n execs of prog (the biggest exec records), per_parent of them per parent."""
+    for i in range(n):
+        pid, ts, boot = 400_000 + i, 10**9 + i * 10_000, 10**12 + i
+        par = 900_000 + i // per_parent
+        det.feed(Event(ts, 0, par, par, "sh", "sched:sched_process_fork", "bpf:syscalls",
+                       {"child_pid": pid, "child_tid": pid, "ppid": 1,
+                        "start_boottime": boot}))
+        det.feed(Event(ts + 1, 0, pid, pid, "w", "sched:sched_process_exec", "bpf:syscalls",
+                       {"filename": prog, "argv": [(a + " ")[:-1] for a in ARGV],
+                        "cwd": CWD + str(i),
+                        "env": {f"LD_X{k}": f"{i}" + "v" * 1400 for k in range(3)},
+                        "ppid": par, "uid": 0, "gid": 0, "euid": 0, "egid": 0,
+                        "loginuid": 0, "start_boottime": boot, "exe_name": "w"}))
+        det.feed(Event(ts + 2, 0, pid, pid, "w", "sched:sched_process_exit",
+                       "bpf:syscalls", {"exit_code": 0, "start_boottime": boot,
+                                        "group_dead": 1}))
+
+
+def test_alert_and_correlation_state_is_bounded() -> None:
+    """12,000 discovery commands (whoami, 4 per parent: each parent a group of the
+    discovery-burst correlation) that each alert too (argv[0] is not their name):
+    open collapse windows, correlation groups and the events they keep stay bounded
+    (with 10,000 windows and groups and no bound on kept events: +1.09 GB for 40,000
+    such execs 16 per parent; bounded: ~+100 MB)."""
+    from probewatch.cli.watch import _load_engine
+    from probewatch.detect.correlation import MAX_TOTAL_EVENTS
+    from probewatch.detect.pipeline import (
+        COLLAPSE_MAX_OPEN,
+        CORRELATION_MAX_GROUPS,
+        Detector,
+        new_mapper,
+    )
+
+    class Args:
+        level = "low"
+        rules: list[str] = []
+        filters: list[str] = []
+        no_default_rules = False
+        audit = None
+
+    rules, eng = _load_engine(Args())  # type: ignore[arg-type]
+    table = _table()
+    det = Detector(eng, table=table, mapper=new_mapper(table, rules), wall_offset_ns=0)
+    before = _rss_kb()
+    _exec_burst(det, 12_000, "/usr/bin/whoami", 4)
+    grew = _rss_kb() - before
+    assert len(det.collapser) <= COLLAPSE_MAX_OPEN
+    assert det.stats.alerts >= 12_000  # every one still reported
+    burst = [c for c in eng.correlators.values() if len(c.groups) > 100]
+    assert burst and all(len(c.groups) <= CORRELATION_MAX_GROUPS for c in burst)
+    assert all(sum(len(g.events) for g in c.groups.values()) <= MAX_TOTAL_EVENTS + 256
+               for c in burst)
+    assert sum(c.trimmed for c in burst) > 0
+    st = det.finish()
+    assert st.evicted_groups > 0  # said in the summary
+    assert grew < 200_000, f"watch grew by {grew} KiB"
+
+
+def test_trimmed_events_do_not_change_what_fires() -> None:
+    """A correlation whose groups lost their events to the bound still fires on
+    its counts (the alert shows the events kept)."""
+    from probewatch.detect.correlation import MAX_TOTAL_EVENTS, Correlator
+
+    c = Correlator("event_count", refs=["r1"], timespan_ns=10**12, group_by=["User"],
+                   op="gte", count=3)
+    for i in range(MAX_TOTAL_EVENTS * 2):  # 2 events in each of many groups
+        assert c.feed(0, i, {"User": f"u{i // 2}"}, f"e{i}") == []
+    assert c.trimmed > 0
+    assert sum(len(g.events) for g in c.groups.values()) <= MAX_TOTAL_EVENTS
+    fired = c.feed(0, 10**6, {"User": "u0"}, "last")  # u0: its 3rd event
+    assert len(fired) == 1 and fired[0].count == 3 and fired[0].events[-1] == "last"

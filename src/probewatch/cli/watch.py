@@ -176,7 +176,9 @@ def _load_engine(args: argparse.Namespace) -> tuple[Any, Any]:
     if n == 0:
         raise ProbewatchError("no rules to run (every rule failed to load, or none given "
                               "with --no-default-rules)")
-    return rules, Engine(rules, min_level=level)
+    from ..detect.pipeline import CORRELATION_MAX_GROUPS
+
+    return rules, Engine(rules, min_level=level, max_groups=CORRELATION_MAX_GROUPS)
 
 
 def _problem(p: Any) -> str:

@@ -1,4 +1,4 @@
-/* exec_storm SECS [big]: fork+exec /bin/true as fast as it can for SECS seconds
+/* exec_storm SECS [big [PROGRAM]]: fork+exec /bin/true (or PROGRAM) as fast as it can for SECS seconds
  * (big: 127 argv entries of 63 bytes and three 1400-byte LD_* variables each, the
  * most an exec record holds); prints how many it started. A storm of short-lived
  * processes for probewatch watch's bounds and loss accounting. */
@@ -13,7 +13,8 @@ int main(int argc, char **argv)
 {
 	static char big[128][64], env[3][1500];
 	char *args[130], *envp[4];
-	int secs = argc > 1 ? atoi(argv[1]) : 1, many = argc > 2;
+	int secs = argc > 1 ? atoi(argv[1]) : 1, many = argc > 2 && strcmp(argv[2], "big") == 0;
+	const char *prog = argc > 3 ? argv[3] : "/bin/true";
 	time_t end = time(NULL) + secs;
 	long n = 0;
 
@@ -34,7 +35,7 @@ int main(int argc, char **argv)
 		for (int i = 0; i < 32; i++) {
 			pid_t p = fork();
 			if (p == 0) {
-				execve("/bin/true", args, envp);
+				execve(prog, args, envp);
 				_exit(127);
 			}
 			if (p > 0)
