@@ -45,6 +45,12 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     w = CaptureWriter(str(path))
     w.begin_run(RunInfo(backend="bpf", clock="mono"), [])
     w.note_snapshot(SNAP)
+    w.add(Event(2, 0, 1, 1, "init", "sched:sched_process_fork", "bpf:syscalls",
+                {"child_pid": 20, "child_tid": 20, "ppid": 0, "start_boottime": 9}))
+    w.add(Event(3, 0, 20, 20, "cat", "sched:sched_process_exec", "bpf:syscalls",
+                {"filename": "/usr/bin/cat", "argv": ["cat", "/etc/shadow"], "cwd": "/",
+                 "env": {"LD_PRELOAD": "/x.so"}, "ppid": 1, "uid": 0,
+                 "start_boottime": 9, "truncated": ["cwd"]}))
     w.add(Event(5, 0, 20, 20, "cat", "syscalls:openat", "bpf:syscalls",
                 {"dfd": -100, "filename": "/etc/shadow", "flags": 0, "mode": 0, "ret": 3,
                  "ppid": 1, "uid": 0}))
@@ -80,7 +86,7 @@ def test_base_capture_reads(base: Path) -> None:
     rc, err = _run("report", str(base), "--alerts")
     assert rc == 0 and "1 alerts" in err, err
     rc, err = _run("watch", "--replay", str(base), "--no-default-rules", "--rules", SHADOW)
-    assert rc == 0 and "watch: 1 events" in err, err
+    assert rc == 0 and "watch: 3 events, 1 alerts" in err, err
 
 
 json_values = st.recursive(
@@ -155,3 +161,36 @@ def test_known_hostile_rows(base: Path, tmp_path: Path, sql: str) -> None:
            if "snapshot" in sql else ("report", str(path), "--alerts"))
     rc, err = _run(*cmd)
     assert rc == 1 and err.startswith("probewatch: error: ") and "damaged" in err, err
+
+
+EXEC_KEYS = ["filename", "argv", "cwd", "env", "ppid", "uid", "gid", "euid", "loginuid",
+             "start_boottime", "parent_start_boottime", "truncated", "faults", "cgroup",
+             "cgroup_name", "exe_name", "child_pid", "dfd", "ret", "flags"]
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(row=st.sampled_from([1, 2, 3]), key=st.sampled_from(EXEC_KEYS), value=json_values)
+def test_hostile_event_fields_never_stop_a_replay(
+        base: Path, tmp_path: Path, row: int, key: str, value: Any) -> None:
+    """Any JSON value in any field of the fork, exec or openat record: the replay
+    runs to its end (a malformed record is counted and skipped), or says the capture
+    is damaged."""
+    c = sqlite3.connect(base)
+    (text,) = c.execute("SELECT fields FROM event_rows ORDER BY id LIMIT 1 OFFSET ?",
+                        (row - 1,)).fetchone()
+    c.close()
+    fields = json.loads(text)
+    fields[key] = value
+    try:
+        new = json.dumps(fields)
+    except ValueError:
+        return
+    path = _mutated(base, tmp_path, "UPDATE event_rows SET fields = ? WHERE id = "
+                    "(SELECT id FROM event_rows ORDER BY id LIMIT 1 OFFSET ?)", new, row - 1)
+    rc, err = _run("watch", "--replay", str(path), "--no-default-rules", "--rules", SHADOW)
+    assert rc in (0, 1), err
+    if rc == 1:
+        assert err.startswith("probewatch: error: ") and "damaged" in err, err
+    else:
+        assert "watch: 3 events" in err, err
