@@ -127,7 +127,7 @@ def test_unread_stdout_drops_are_said(bpf: None, storm: Path, tmp_path: Path) ->
     """stdout a pipe nobody reads: watch blocks on it, the ring buffer overflows, and
     stderr says so while stdout is stuck."""
     err = tmp_path / "err"
-    script = (f"{storm} 7 big & for i in $(seq 400); do cat /etc/shadow; done >/dev/null; "
+    script = (f"{storm} 6 big & for i in $(seq 400); do cat /etc/shadow; done >/dev/null; "
               "wait")
     with open(err, "w") as ef, subprocess.Popen(
             [*CLI, "watch", "--json", "--window", "0", "--no-default-rules", "--rules",
