@@ -125,6 +125,30 @@ class ProcessStats:
     exe: str | None = None
 
 
+def _alert_shape_ok(a: Any) -> bool:
+    """An ``alerts.alert`` object has the shape watch --json writes (a damaged or
+    hostile capture must give an error, not a traceback in the readers)."""
+    if not isinstance(a, dict):
+        return False
+    for key, typ in (("rule", dict), ("process", dict), ("matched", dict),
+                     ("ancestry", list), ("events", list), ("raw_events", list)):
+        if key in a and not isinstance(a[key], typ):
+            return False
+    for key in ("ts", "last_ts", "id", "count"):
+        if key in a and a[key] is not None and (
+                not isinstance(a[key], int) or isinstance(a[key], bool)):
+            return False
+    for key in ("level", "type", "time"):
+        if key in a and not isinstance(a[key], str | int | float | None):
+            return False
+    rule = a.get("rule") or {}
+    for key in ("techniques", "tags"):
+        if key in rule and not isinstance(rule[key], list):
+            return False
+    return all(isinstance(x, dict) and isinstance(x.get("pid", 0), int)
+               for x in a.get("ancestry") or [])
+
+
 @dataclass
 class CaptureStats:
     """What :meth:`Capture.stats` reports."""
@@ -459,7 +483,8 @@ class Capture:
                 sql + " ORDER BY ts, id", params
             ):
                 a = _loads(text)
-                if not isinstance(a, dict):
+                if not _alert_shape_ok(a) or not isinstance(count, int) or not (
+                        last_ts is None or isinstance(last_ts, int)):
                     raise TruncatedCaptureError(
                         f"{self.path}: capture is damaged (bad alert row)", self.path)
                 if '"b64"' in text:  # strings with undecodable bytes
@@ -483,11 +508,14 @@ class Capture:
             sql += " WHERE run_id = ?"
             params.append(run)
         try:
-            return [from_json(json.loads(t))
-                    for (t,) in self._conn.execute(sql + " ORDER BY pid", params)]
+            out = [from_json(json.loads(t))
+                   for (t,) in self._conn.execute(sql + " ORDER BY pid", params)]
+            if not all(isinstance(d, dict) for d in out):
+                raise ValueError("a record is not an object")
+            return out
         except sqlite3.Error as e:
             raise self._err(e) from None
-        except ValueError:
+        except (ValueError, TypeError):
             raise TruncatedCaptureError(
                 f"{self.path}: capture is damaged (bad process snapshot)", self.path) from None
 

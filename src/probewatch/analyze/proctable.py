@@ -15,9 +15,12 @@ for processes still running that program; ``Process.late`` is set) and a later
 
 Exited processes stay for ``grace_ns`` of event time (default 30 s), so alerts on
 their children still show the lineage; then they are dropped. Beyond ``max_entries``
-records exited ones are dropped oldest first, and live ones whose pid has left /proc
-(an exit record lost) are swept at most once a second; live processes are never
-dropped (the kernel bounds them).
+records, or beyond ``max_exited_bytes`` (an estimate of what the exited records hold:
+argv, environment, cwd, fd paths; a storm of short-lived processes with 8 KiB command
+lines must not grow the monitor by gigabytes), exited ones are dropped oldest first
+and counted in ``dropped``; live ones whose pid has left /proc (an exit record lost)
+are swept at most once a second; live processes are never dropped (the kernel bounds
+them).
 
 Where BPF is missing (tracefs ``sched`` events, see detect/pipeline.py) these are
 unavailable for a process that has exited or exec'd again before its event is
@@ -81,6 +84,11 @@ _CONTAINER_RE = re.compile(
 )
 
 FD_MAX = 64  # fds remembered per process
+#: bytes of long fd paths remembered per process (64 paths of 4 KiB in each of
+#: thousands of live processes would be gigabytes): the oldest fds go first
+FD_BYTES_MAX = 16384
+#: the start of a cwd the kernel gave cut (its first components missing): not "/"
+CWD_CUT = "\u2026"
 
 
 def container_id(cgroup: str) -> str | None:
@@ -185,6 +193,10 @@ class Process:
             del fds[next(iter(fds))]
         fds.pop(fd, None)
         fds[fd] = what
+        if len(what) > 256:  # only long paths can push past the byte bound
+            total = sum(len(v) for v in fds.values())
+            while total > FD_BYTES_MAX and len(fds) > 1:
+                total -= len(fds.pop(next(iter(fds))))
 
     def fd(self, fd: int) -> str | None:
         return self.fds.get(fd) if self.fds else None
@@ -311,18 +323,22 @@ class ProcessTable:
     """pid -> Process, kept current from lifecycle Events (see the module docstring).
 
     ``grace_ns``: how long exited processes stay (event time); ``max_entries``: the
-    hard cap on records; ``proc_root``: where /proc is (tests).
+    hard cap on records; ``max_exited_bytes``: the cap on the (estimated) bytes the
+    exited records hold; ``proc_root``: where /proc is (tests).
     """
 
     def __init__(self, grace_ns: int = 30_000_000_000, max_entries: int = 32768,
-                 proc_root: str = "/proc") -> None:
+                 proc_root: str = "/proc", max_exited_bytes: int = 64 << 20) -> None:
         self.grace_ns = grace_ns
         self.max_entries = max(16, max_entries)
+        self.max_exited_bytes = max(1 << 16, max_exited_bytes)
+        self.exited_bytes = 0  # estimated bytes held by the records in _exited
         self.proc_root = proc_root
         self.procs: dict[int, Process] = {}
         # replaced incarnations still in their grace period: (pid, start) -> Process
         self._gone: dict[tuple[int, int], Process] = {}
-        self._exited: deque[tuple[int, int, int]] = deque()  # (exit_ts, pid, start)
+        # (exit_ts, pid, start, estimated bytes)
+        self._exited: deque[tuple[int, int, int, int]] = deque()
         self._users: dict[int, str] = {}
         self._cg_paths: dict[int, str] = {}
         self._last: Event | None = None
@@ -377,7 +393,7 @@ class ProcessTable:
             if cur is None or (p.exit_ts is None and cur.exit_ts is not None):
                 self.procs[p.pid] = p
             if p.exit_ts is not None:
-                self._exited.append((p.exit_ts, p.pid, p.start))
+                self._note_exit(p.exit_ts, p)
 
     # -- look-ups
     def __len__(self) -> int:
@@ -609,12 +625,30 @@ class ProcessTable:
         if "argv" in f and "cwd" in f:
             # kernel exec info: everything as it was at exec
             cwd = f.get("cwd")
-            p.cwd = cwd if isinstance(cwd, str) and cwd else p.cwd
+            tr = f.get("truncated")
+            if isinstance(cwd, str) and cwd:
+                if isinstance(tr, list) and "cwd" in tr:
+                    # the kernel gave the last components only (deeper than
+                    # PW_CWD_DEPTH or longer than PW_CWD_MAX): the cwd this table
+                    # followed (fork, chdir) when it ends so, else a path that cannot
+                    # pass for an absolute one (a nest of directories under /tmp must
+                    # not read as "/etc/...")
+                    p.cwd = p.cwd if p.cwd.endswith(cwd) else CWD_CUT + cwd
+                else:
+                    p.cwd = cwd
             argv = f.get("argv")
             p.argv = [str(a) for a in argv] if isinstance(argv, list) else []
             env = f.get("env")
             p.env = ({str(k): str(v) for k, v in env.items()} if isinstance(env, dict)
                      else {})
+            if isinstance(tr, list) and "env" in tr and self.live:
+                # the kernel walked only part of a huge environment (more strings than
+                # its loop takes): the rest from /proc while the program runs, so an
+                # LD_PRELOAD behind 200,000 empty variables is still seen
+                more = _read(f"{self.proc_root}/{pid}/environ", 8 << 20)
+                if more and _same_image(_readlink(f"{self.proc_root}/{pid}/exe"),
+                                        fn if isinstance(fn, str) else ""):
+                    p.env = {**pick_env(more), **p.env}
             p.exe = _exe_path(p, fn if isinstance(fn, str) else str(fn))
             xn = f.get("exe_name")
             p.exe_name = xn if isinstance(xn, str) else ""
@@ -623,7 +657,6 @@ class ProcessTable:
             p.euid = _id(f.get("euid"), p.euid)
             p.egid = _id(f.get("egid"), p.egid)
             p.auid = _id(f.get("loginuid"), p.auid)
-            tr = f.get("truncated")
             p.truncated = tuple(str(x) for x in tr) if isinstance(tr, list) else ()
             p.late = False
             p.source = "exec"
@@ -695,8 +728,21 @@ class ProcessTable:
         if p.exit_ts is None:
             p.exit_ts = ev.ts
             p.exit_code = f.get("exit_code")
-            self._exited.append((ev.ts, p.pid, p.start))
+            self._note_exit(ev.ts, p)
         return p
+
+    def _note_exit(self, ts: int, p: Process) -> None:
+        size = _footprint(p)
+        self._exited.append((ts, p.pid, p.start, size))
+        self.exited_bytes += size
+        if self.exited_bytes > self.max_exited_bytes:
+            # oldest first, to 7/8 of the budget (not one record per exit)
+            q = self._exited
+            low = self.max_exited_bytes * 7 // 8
+            while self.exited_bytes > low and q:
+                _, pid, start, n = q.popleft()
+                self.exited_bytes -= n
+                self.dropped += self._drop(pid, start)
 
     # -- bounds
     def expire(self, now_ts: int | None = None) -> int:
@@ -705,7 +751,8 @@ class ProcessTable:
         q = self._exited
         n = 0
         while q and q[0][0] + self.grace_ns <= now:
-            _, pid, start = q.popleft()
+            _, pid, start, size = q.popleft()
+            self.exited_bytes -= size
             n += self._drop(pid, start)
         return n
 
@@ -725,7 +772,8 @@ class ProcessTable:
         limit = self.max_entries
         q = self._exited
         while len(self.procs) + len(self._gone) > limit * 7 // 8 and q:
-            _, pid, start = q.popleft()
+            _, pid, start, size = q.popleft()
+            self.exited_bytes -= size
             self.dropped += self._drop(pid, start)
         if len(self.procs) + len(self._gone) <= limit:
             return
@@ -820,6 +868,19 @@ def _ids_from_hdr(p: Process, f: Mapping[str, Any]) -> None:
         p.gid = gid if p.egid < 0 or p.gid < 0 else p.gid
         if p.egid < 0:
             p.egid = gid
+
+
+def _footprint(p: Process) -> int:
+    """An estimate of the bytes a record holds of its own (CPython object overheads
+    included, roughly): argv and environment when it exec'd (a fork shares its
+    parent's), the cwd, the remembered fd paths."""
+    n = 600 + len(p.cwd) + len(p.exe) + len(p.exe_name)
+    if p.source != "fork":
+        n += sum(len(a) for a in p.argv) + 64 * len(p.argv)
+        n += sum(len(k) + len(v) for k, v in p.env.items()) + 160 * len(p.env)
+    if p.fds:
+        n += sum(len(v) for v in p.fds.values()) + 120 * len(p.fds)
+    return n
 
 
 def _abspath(path: str, cwd: str) -> str:

@@ -71,6 +71,9 @@ with every --json of probewatch, a string holding bytes that are not UTF-8 (a pa
 an argv entry, ...) is the object {"b64": "<base64 of its raw bytes>"} instead
 (jq: if type == "object" then .b64 | @base64d else . end). The summary (events,
 alerts, lost, rule errors) goes to stderr; with --json as one line {"summary": {...}}.
+While the kernel drops events (watch falls behind a storm, or stdout is not read) a
+warning says so on stderr every 5 s ({"warning": {...}} with --json). A full disk under
+-o stops the capture, not the rules (exit status 1 at the end).
 A capture of watch -o holds the events of the syscalls its rules needed (and the
 process table it started from); record --watch holds every syscall watch can use,
 so that any rules can be replayed on it.
@@ -173,7 +176,9 @@ def _load_engine(args: argparse.Namespace) -> tuple[Any, Any]:
     if n == 0:
         raise ProbewatchError("no rules to run (every rule failed to load, or none given "
                               "with --no-default-rules)")
-    return rules, Engine(rules, min_level=level)
+    from ..detect.pipeline import CORRELATION_MAX_GROUPS
+
+    return rules, Engine(rules, min_level=level, max_groups=CORRELATION_MAX_GROUPS)
 
 
 def _problem(p: Any) -> str:
@@ -289,6 +294,7 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
     n_snap = 0
     lost_cpu: dict[int, int] = {}
     poller: Any = None
+    loss: LossReporter | None = None
     try:
         with live_events(backend=args.backend, pids=args.pid, command=cmd or None,
                          ringbuf_kb=getattr(args, "ringbuf_kb", None) or 16384,
@@ -356,29 +362,38 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                                     exclude_pids={os.getpid()})
                     poller.start()
             feed = det.feed
+            loss = LossReporter(src.losses, as_json=bool(args.json))
+            loss.start()
             try:
                 n = 0
                 for ev in src.events(duration=args.duration):
                     feed(ev)
-                    if sinks:
-                        if lookups:
-                            if writer is not None:
-                                writer.note_snapshot(lookups)
-                            if exporter is not None:
-                                exporter.note_processes(lookups)
-                            lookups.clear()
-                        n += 1
-                        if n & 1023 == 0:
-                            if exporter is not None:
-                                exporter.check()  # never waits: spills past its bound
-                            if writer is None:
-                                pass
-                            elif writer.error is not None:
-                                src.stop()
-                            elif writer.backlog() > writer.max_backlog:
-                                # bounded memory: the kernel's ring buffer holds (and
-                                # counts what it drops) while the disk catches up
-                                writer.wait_backlog()
+                    if sinks and lookups:
+                        if writer is not None:
+                            writer.note_snapshot(lookups)
+                        if exporter is not None:
+                            exporter.note_processes(lookups)
+                        lookups.clear()
+                    n += 1
+                    if sinks and n & 1023 == 0:
+                        if exporter is not None:
+                            exporter.check()  # never waits: spills past its bound
+                        if writer is None:
+                            pass
+                        elif writer.error is not None:
+                            if capture_only:
+                                src.stop()  # recording was the whole job
+                            elif det.writer is not None:
+                                # a full disk must not blind the monitor: the rules
+                                # go on, the capture stops (exit status 1 at the end)
+                                det.drop_writer()
+                                print(f"probewatch: warning: {esc(str(writer.error))}; "
+                                      "watching goes on without -o", file=sys.stderr,
+                                      flush=True)
+                        elif writer.backlog() > writer.max_backlog:
+                            # bounded memory: the kernel's ring buffer holds (and
+                            # counts what it drops) while the disk catches up
+                            writer.wait_backlog()
             except KeyboardInterrupt:
                 stopped_by = "SIGINT"
                 src.stop()
@@ -394,6 +409,7 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                         os.kill(child, signum)
                     except ProcessLookupError:
                         pass
+            loss.stop()
             if poller is not None:
                 poller.stop()
                 if poller.errors:
@@ -416,6 +432,8 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                 src.session.close()
                 rc = src.session.wait_command() or 0
     except BaseException as e:
+        if loss is not None:
+            loss.stop()
         if poller is not None:
             poller.stop()
         if exporter is not None:
@@ -455,6 +473,76 @@ def run_live(args: argparse.Namespace, engine: Any, rules: Any, cmd: list[str],
                                  **(_stored(res) if writer is not None else {}),
                                  **_exported(export_stats)})
     return rc
+
+
+#: how often (seconds, at most) watch says on stderr that the kernel dropped events
+LOSS_REPORT_S = 5.0
+
+
+class LossReporter:
+    """Says on stderr, while watch runs, that the kernel dropped events (its ring
+    buffer was full: watch fell behind a storm, or its stdout is not read), at most
+    every ``every`` seconds, from a thread of its own (so it speaks even while the
+    event loop is stuck on a full pipe): a defender must know at once that alerts may
+    be missing, not at the end."""
+
+    def __init__(self, losses: Any, as_json: bool, every: float = LOSS_REPORT_S) -> None:
+        import threading
+        import time
+
+        self._losses = losses
+        self._json = as_json
+        self._every = every
+        self._t = time.monotonic()
+        self.reported = 0
+        self.warnings = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        import threading
+
+        self._thread = threading.Thread(target=self._run, name="probewatch-watch-loss",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Before the source closes (its maps are read here)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self.check()
+
+    def check(self) -> None:
+        import time
+
+        try:
+            total = int(self._losses()[0])
+        except Exception:  # noqa: BLE001 - a failed read must not end watch
+            return
+        now = time.monotonic()
+        new = total - self.reported
+        span = now - self._t
+        self._t = now
+        if new <= 0:
+            return
+        self.reported = total
+        self.warnings += 1
+        if self._json:
+            msg = json.dumps({"warning": {"lost": new, "lost_total": total,
+                                          "seconds": round(span, 1)}})
+        else:
+            msg = (f"probewatch: warning: the kernel dropped {new} events in the last "
+                   f"{span:.0f} s ({total} in all): watch cannot keep up, alerts for "
+                   "them may be missing")
+        try:
+            print(msg, file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
 
 
 def _exported(stats: Any) -> dict[str, Any]:

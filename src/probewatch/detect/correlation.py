@@ -21,7 +21,8 @@ at the group's first event and lasts the timespan.
 Memory is bounded: groups idle longer than the timespan are dropped as time advances,
 at most ``max_groups`` groups are kept (the least recently updated is evicted and
 counted in ``evicted``), and each group keeps at most ``MAX_EVENTS`` events for the
-alert.
+alert, all groups together at most ``MAX_TOTAL_EVENTS`` (the oldest trimmed first,
+counted in ``trimmed``).
 
 Example::
 
@@ -42,6 +43,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_EVENTS = 16
+#: events kept for the alerts over all the groups of one correlation: beyond it the
+#: least recently updated groups lose their oldest events (their counts and sequences
+#: stay whole; only the evidence an alert shows is shorter), counted in ``trimmed``.
+#: An exec storm with 8 KiB command lines makes events of ~30 KB each: 2048 groups of
+#: 16 would be a gigabyte.
+MAX_TOTAL_EVENTS = 1024
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "lt": lambda a, b: a < b,
@@ -142,6 +149,8 @@ class Correlator:
         self.groups: OrderedDict[tuple[Any, ...], _Group] = OrderedDict()
         self.evicted = 0
         self.expired = 0
+        self.trimmed = 0
+        self._appends = 0
         # "fewer than" and "B did not happen" are only known when the window ends
         self.closed = (type in ("event_count", "value_count") and op in _CLOSED) or (
             type == "temporal" and extended is not None and extended_negates)
@@ -173,6 +182,22 @@ class Correlator:
             self.expired += 1
             if self.closed:
                 self._close(g, out)
+
+    def _trim(self) -> None:
+        """Over MAX_TOTAL_EVENTS kept events: the least recently updated groups lose
+        their oldest ones, down to 7/8 of the bound."""
+        total = sum(len(g.events) for g in self.groups.values())
+        if total <= MAX_TOTAL_EVENTS:
+            return
+        low = MAX_TOTAL_EVENTS * 7 // 8
+        for g in self.groups.values():  # least recently updated first
+            ev = g.events
+            while ev and total > low:
+                ev.popleft()
+                total -= 1
+                self.trimmed += 1
+            if total <= low:
+                return
 
     def _close(self, g: _Group, out: list[Fired]) -> None:
         if self.type == "temporal":
@@ -240,9 +265,15 @@ class Correlator:
             else:
                 self._add_value(g, fields, ref, ts)
             g.events.append(event)
+            self._appends += 1
+            if self._appends & 255 == 0:
+                self._trim()
             return out
 
         g.events.append(event)
+        self._appends += 1
+        if self._appends & 255 == 0:
+            self._trim()
         if t == "event_count":
             times = g.times
             times.append(ts)

@@ -521,7 +521,9 @@ class Mapper:
             base["ExeName"] = p.exe_name
         for k2, v in p.env.items():
             base[k2] = v
-        if len(self._pcache) > 8192:
+        if len(self._pcache) > 2048:
+            # bounded: each entry holds two joined command lines (up to ~16 KiB under
+            # an exec storm of long argvs); 2048 busy processes is plenty of reuse
             self._pcache.clear()
         self._pcache[p.pid] = (key, base)
         return base

@@ -68,6 +68,11 @@ __all__ = [
     "restore_table",
 ]
 
+#: collapse windows open at most (see Detector)
+COLLAPSE_MAX_OPEN = 2048
+#: groups per correlation rule at most (each keeps up to 16 events): watch's bound
+CORRELATION_MAX_GROUPS = 2048
+
 #: set to ``ftrace`` to make watch run on tracefs events even where BPF works
 FORCE_ENV = "PROBEWATCH_WATCH_BACKEND"
 
@@ -96,6 +101,8 @@ class WatchStats:
     alerts: int = 0           # alerts reported (first sight)
     collapsed: int = 0        # repeats folded into an alert
     lost: int = 0             # events the kernel dropped
+    dropped_processes: int = 0  # exited records dropped early by the table's bounds
+    evicted_groups: int = 0   # correlation groups evicted by the bound on their number
     mapper_errors: int = 0
     rule_errors: dict[str, int] = field(default_factory=dict)
     rules: int = 0
@@ -115,6 +122,10 @@ class WatchStats:
                 f"{k}={v}" for k, v in sorted(self.rule_errors.items()))
         if self.mapper_errors:
             s += f", mapper errors {self.mapper_errors}"
+        if self.dropped_processes:
+            s += f", {self.dropped_processes} exited processes forgotten early (table bound)"
+        if self.evicted_groups:
+            s += f", {self.evicted_groups} correlation groups evicted (bound)"
         return s + f", {self.rules} rules, {self.duration:.2f}s ({self.backend})"
 
 
@@ -221,7 +232,10 @@ class Detector:
             if use is not None:
                 use(engine)  # make only what the rules can match
         self.emit = emit
-        self.collapser = Collapser(window_s)
+        # each open window holds its whole first alert (process, events, raw events:
+        # ~27 KB with 8 KiB command lines): 2048 of them, the oldest closed first (its
+        # repeat count said early) when a storm of distinct alerts opens more
+        self.collapser = Collapser(window_s, max_open=COLLAPSE_MAX_OPEN)
         self.wall_offset_ns = (time.time_ns() - time.monotonic_ns()
                                if wall_offset_ns is None else wall_offset_ns)
         self.writer = writer
@@ -238,6 +252,12 @@ class Detector:
         self._clock: threading.Thread | None = None
         self._clock_stop = threading.Event()
         self._lock = threading.Lock()
+
+    def drop_writer(self) -> None:
+        """Stop storing in the capture (it failed: a full disk) and go on detecting."""
+        with self._lock:  # the clock thread stores alerts too
+            self.writer = None
+            self._store = self.exporter.add if self.exporter is not None else None
 
     def feed(self, ev: Event) -> None:
         st = self.stats
@@ -350,8 +370,10 @@ class Detector:
             self._out(a)
         st = self.stats
         st.collapsed = self.collapser.collapsed
+        st.dropped_processes = int(getattr(self.table, "dropped", 0) or 0)
         if self.engine is not None:
             st.rule_errors = dict(getattr(self.engine, "errors", {}) or {})
+            st.evicted_groups = int(getattr(self.engine, "evicted", 0) or 0)
         return st
 
 

@@ -942,7 +942,7 @@ static long pw_cwd_one(__u32 i, struct pw_cwd_state *st)
  * LD_PRELOAD out of view. A string longer than a chunk is skipped chunk by chunk.
  */
 #define PW_ENV_CHUNK 1024
-#define PW_ENV_ITERS 2048
+#define PW_ENV_ITERS 65536 /* strings (or 1 KiB chunks) walked: an env of 6 MiB of 1 KiB strings is 6144 */
 
 struct pw_env_state {
 	__u64 p;      /* next user address to read */
