@@ -107,11 +107,19 @@ class BpfTraceSummary(Summary):
     read_failed: int = 0
     truncated: int = 0
     startup: float = 0.0
+    #: --count in the kernel: "tp_btf" / "raw_tp" (raw tracepoints) or "tracepoint"
+    counted_by: str = ""
+    #: why the raw tracepoint path was not taken ("" when it was)
+    count_path: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
         d.update(backend="bpf", generated=self.generated, read_failed=self.read_failed,
                  truncated=self.truncated, startup=round(self.startup, 6))
+        if self.counted_by:
+            d["counted_by"] = self.counted_by
+            if self.count_path:
+                d["count_path"] = self.count_path
         return d
 
 
@@ -200,6 +208,11 @@ class BpfTraceSession(Session):
         self._started = False
         self._emit = True
         self.counts: dict[str, int] = {}
+        #: --count: the program type that counted ("tp_btf", "raw_tp": the raw
+        #: tracepoint path of collect/bpf/count.py; "tracepoint": the generic program)
+        #: and, when the raw path was not taken, why (count_path)
+        self.counted_by = ""
+        self.count_path = ""
         self.warnings: list[str] = []
         self._pending: list[Event] = []
         self._stopped = False
@@ -348,10 +361,63 @@ class BpfTraceSession(Session):
         # counting needs no records unless a filter must look at the fields
         self._emit = not count_only or any(s.pred is not None for s in self._slots)
         with self._signals.deferred():  # each object is recorded in col as it is made
+            if count_only:
+                self.counted_by = "tracepoint"
+                self.count_path = "--filter"  # records, each evaluated in user space
+            if not self._emit:
+                fast = self._fast_counter()
+                if fast is not None:
+                    col = self._col = fast
             col.load(emit=self._emit)
             col.attach()
             self._t0 = time.monotonic()
             self._command.release()
+
+    def _fast_counter(self) -> Any:
+        """A loaded and attached :class:`CountCollector` (raw tracepoints, per-CPU array)
+        when every probe can be counted that way, else None (``count_path`` says why)."""
+        from .collect.bpf.count import MAX_TPS, CountCollector, syscall_nrs
+
+        how = os.environ.get("PROBEWATCH_BPF_COUNT", "auto")  # the bench compares them
+        if how == "tracepoint":
+            self.count_path = "PROBEWATCH_BPF_COUNT=tracepoint"
+            return None
+        self.count_path = ""
+        why = ""
+        if self.comm is not None:
+            why = "--comm"
+        elif self._uprobes:
+            why = "uprobes"
+        elif self._stack is not None:
+            why = "stacks"
+        gen = self._col
+        fast = CountCollector(pids=list(self._pids), follow=self._follow, kind=how)
+        ntp = 0
+        for a in gen._attach if not why else []:
+            if a.system == "syscalls" and a.name.startswith(("sys_enter_", "sys_exit_")):
+                nrs = syscall_nrs(a.name.split("_", 2)[2])
+                if not nrs:
+                    why = f"no syscall number for {a.system}:{a.name}"
+                    break
+                fast.add_tracepoint(a.slot, a.system, a.name, nrs)
+            else:
+                ntp += 1
+                if ntp > MAX_TPS:
+                    why = f"more than {MAX_TPS} tracepoints besides syscalls"
+                    break
+                fast.add_tracepoint(a.slot, a.system, a.name)
+        if why:
+            self.count_path = why
+            return None
+        try:
+            fast.load()
+            fast.attach()
+        except libbpf.BpfLibError as e:  # e.g. no raw tracepoint of that name
+            fast.close()
+            self.count_path = f"raw tracepoints refused: {e}"
+            return None
+        self.counted_by = fast.kind
+        return fast
 
     def _init_symbolizer(self) -> None:
         """Know the probed files, the traced command and this process's libraries (libc,
@@ -543,6 +609,8 @@ class BpfTraceSession(Session):
             read_failed=ls.read_failed,
             truncated=ls.truncated,
             startup=(self._t0 - self._t_init) if self._t0 else 0.0,
+            counted_by=self.counted_by,
+            count_path=self.count_path,
         )
         return s
 
