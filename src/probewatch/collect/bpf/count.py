@@ -13,7 +13,11 @@ tracepoints instead and counts in one per-CPU array.
 - ``-p`` / ``-- CMD``: a bitmap of thread-group ids (children join at fork).
 
 Which program type counted (``tp_btf``, ``raw_tp``) is :attr:`CountCollector.kind`;
-the session's summary reports it as ``counted_by``.
+the session's summary reports it as ``counted_by``. ``PROBEWATCH_BPF_COUNT`` in the
+environment picks one (``tp_btf``, ``raw_tp``, or ``tracepoint``: the generic program)
+for benchmarks (bench/syscall_firehose.py compares them); the default, ``auto``, is
+``tp_btf`` where the kernel has BTF (its ``sys_exit`` program loads the syscall number
+straight from pt_regs; ``raw_tp`` needs a bpf_probe_read_kernel for it).
 
 Differences from the perf tracepoint path (why the session falls back to
 :class:`~probewatch.collect.bpf.generic.GenericCollector` in those cases): no
