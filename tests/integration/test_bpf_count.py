@@ -147,3 +147,21 @@ def test_nothing_stays_loaded(bpf: None, fork_getppid: Path) -> None:
             break
         time.sleep(0.1)
     assert "pw_cnt_" not in out
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="ia32 syscalls are x86_64's")
+def test_compat_syscalls_are_not_counted(bpf: None) -> None:
+    """A 32-bit process's getppid (ia32 number 64, semget's on x86_64) and exit (1,
+    write's): the syscall tracepoints ignore compat syscalls, and so must the raw
+    tracepoint path, which sees them under those numbers."""
+    exe = build_c("ia32_getppid", "-m32", "-nostdlib", "-static", "-fno-pie", "-no-pie")
+    if subprocess.run([str(exe), "1"]).returncode != 0:
+        pytest.skip("the kernel runs no 32-bit programs (CONFIG_IA32_EMULATION)")
+    specs = ["t:syscalls:sys_enter_semget", "t:syscalls:sys_exit_semget",
+             "t:syscalls:sys_enter_getppid", "t:syscalls:sys_enter_write"]
+    want = dict.fromkeys(specs, 0)
+    assert _count(*specs, "--", str(exe), "3000", backend="ftrace")["events"] == want
+    for how in FAST:
+        s = _count(*specs, "--", str(exe), "3000", how=how)
+        assert s["counted_by"] == how
+        assert s["events"] == want, how

@@ -70,12 +70,22 @@ static __always_inline void pw_cnt(__u32 k)
 		*n += 1;
 }
 
+/*
+ * The syscall number in pt_regs, and whether the syscall is a compat one (a 32-bit
+ * task's), which the syscall tracepoints ignore (trace_get_syscall_nr): on x86_64 a
+ * code segment other than the 64-bit user one (__USER_CS, 0x33); on arm64 an AArch32
+ * task (PSR_MODE32_BIT in pstate).
+ */
 #if defined(__TARGET_ARCH_x86)
 #define PW_REGS_NR(regs) ((regs)->orig_ax)
 #define PW_CORE_NR(regs) BPF_CORE_READ(regs, orig_ax)
+#define PW_REGS_COMPAT(regs) ((regs)->cs != 0x33)
+#define PW_CORE_COMPAT(regs) (BPF_CORE_READ(regs, cs) != 0x33)
 #else
 #define PW_REGS_NR(regs) ((__u32)(regs)->syscallno)
 #define PW_CORE_NR(regs) ((__u32)BPF_CORE_READ(regs, syscallno))
+#define PW_REGS_COMPAT(regs) ((regs)->pstate & 0x10)
+#define PW_CORE_COMPAT(regs) (BPF_CORE_READ(regs, pstate) & 0x10)
 #endif
 
 /* raw_syscalls:sys_enter(struct pt_regs *regs, long id) */
@@ -86,6 +96,8 @@ int pw_cnt_enter(struct bpf_raw_tracepoint_args *ctx)
 
 	if (nr >= PW_NR_MAX || !pw_cnt_wanted())
 		return 0;
+	if (PW_CORE_COMPAT((struct pt_regs *)ctx->args[0]))
+		return 0;
 	pw_cnt(nr);
 	return 0;
 }
@@ -95,7 +107,7 @@ int BPF_PROG(pw_cnt_enter_btf, struct pt_regs *regs, long id)
 {
 	__u64 nr = id;
 
-	if (nr >= PW_NR_MAX || !pw_cnt_wanted())
+	if (nr >= PW_NR_MAX || PW_REGS_COMPAT(regs) || !pw_cnt_wanted())
 		return 0;
 	pw_cnt(nr);
 	return 0;
@@ -108,7 +120,7 @@ int pw_cnt_exit(struct bpf_raw_tracepoint_args *ctx)
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
 	__u64 nr = PW_CORE_NR(regs);
 
-	if (nr >= PW_NR_MAX || !pw_cnt_wanted())
+	if (nr >= PW_NR_MAX || !pw_cnt_wanted() || PW_CORE_COMPAT(regs))
 		return 0;
 	pw_cnt(PW_CNT_EXIT + nr);
 	return 0;
@@ -119,7 +131,7 @@ int BPF_PROG(pw_cnt_exit_btf, struct pt_regs *regs, long ret)
 {
 	__u64 nr = PW_REGS_NR(regs);
 
-	if (nr >= PW_NR_MAX || !pw_cnt_wanted())
+	if (nr >= PW_NR_MAX || PW_REGS_COMPAT(regs) || !pw_cnt_wanted())
 		return 0;
 	pw_cnt(PW_CNT_EXIT + nr);
 	return 0;
