@@ -22,9 +22,9 @@ straight from pt_regs; ``raw_tp`` needs a bpf_probe_read_kernel for it).
 Differences from the perf tracepoint path (why the session falls back to
 :class:`~probewatch.collect.bpf.generic.GenericCollector` in those cases): no
 ``--filter`` (no record to evaluate it on), no ``--comm``, no uprobes; at most
-:data:`MAX_TPS` non-syscall tracepoints. Syscalls of 32-bit (compat) tasks, which the
-syscall tracepoints ignore on x86_64, are counted under their own (compat) numbers:
-a compat task's syscall whose number equals that of a counted 64-bit syscall counts.
+:data:`MAX_TPS` non-syscall tracepoints. Syscalls of 32-bit (compat) tasks are left
+out, as the syscall tracepoints leave them out (x86_64: the code segment in pt_regs;
+arm64: an AArch32 pstate).
 
 Example::
 
