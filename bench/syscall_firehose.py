@@ -507,6 +507,8 @@ def run_tool(
         return Run(False, f"{why}: {tail(err or out)}", exit_status=rc, leftovers=r.leftovers)
     rep = parse_report(report)
     r.ns_per_call = rep["ns_per_call"]
+    if "best_batch_ns_per_call" in rep:
+        r.extra["best_ns_per_call"] = rep["best_batch_ns_per_call"]
     r.workload_cpu_ns = int(rep["utime_ns"] + rep["stime_ns"])
     total_ns = int((ru.ru_utime + ru.ru_stime) * 1e9)
     r.tracer_cpu_ns = total_ns - r.workload_cpu_ns
@@ -567,7 +569,10 @@ def parse_pw_summary(out: str, err: str) -> dict[str, Any]:
     raise ValueError(f"no probewatch summary on stderr: {tail(err)}")
 
 
-def make_probewatch(extra: list[str]) -> Callable[[Ctx, dict[str, Any]], Run]:
+def make_probewatch(extra: list[str], env: dict[str, str] | None = None
+                    ) -> Callable[[Ctx, dict[str, Any]], Run]:
+    """probewatch trace EXTRA SPEC -- WORKLOAD (env: variables added to its environment)."""
+
     def cfg(ctx: Ctx, before: dict[str, Any]) -> Run:
         def collect(r: Run, rep: dict[str, float], out: str, err: str) -> None:
             s = parse_pw_summary(out, err)
@@ -575,12 +580,14 @@ def make_probewatch(extra: list[str]) -> Callable[[Ctx, dict[str, Any]], Run]:
             r.delivered = int(ev[SPEC]) if SPEC in ev else int(sum(ev.values()))
             r.reported_lost = int(s.get("lost", 0))
             r.extra["summary"] = s
+            if s.get("counted_by"):
+                r.extra["counted_by"] = s["counted_by"]
 
         stdout = None if "--json" in extra else OUT / "probewatch-stdout.txt"
         return run_tool(
             ctx,
             lambda w: [*ctx.probewatch, "trace", *extra, SPEC, "--", *w],
-            stdout, collect, before,
+            stdout, collect, before, env={**ctx.env, **env} if env else None,
         )
 
     return cfg
@@ -653,6 +660,52 @@ def cfg_bpftrace_count(ctx: Ctx, before: dict[str, Any]) -> Run:
 
     return run_tool(ctx, lambda w: ["bpftrace", "-e", prog, "-c", shlex.join(w)],
                     OUT / "bpftrace-count.txt", collect, before)
+
+
+def make_probewatch_all(kind: str) -> Callable[[Ctx, dict[str, Any]], Run]:
+    """probewatch trace --count SPEC with no pid scope (every process but itself),
+    started 3 s before the workload and stopped by SIGTERM after it (sh starts
+    background jobs with SIGINT ignored): what the pid bitmap lookup costs, by
+    difference with the -- WORKLOAD row."""
+
+    def cfg(ctx: Ctx, before: dict[str, Any]) -> Run:
+        def collect(r: Run, rep: dict[str, float], out: str, err: str) -> None:
+            s = parse_pw_summary(out, err)
+            r.delivered = None  # every process's getppid: not the workload's alone
+            r.reported_lost = int(s.get("lost", 0))
+            r.extra["summary"] = s
+            r.extra["counted_by"] = s.get("counted_by")
+
+        def argv(w: list[str]) -> list[str]:
+            pw = shlex.join([*ctx.probewatch, "trace", "--backend", "bpf", "--count",
+                             "--json", SPEC, "-d", "600"])
+            return ["sh", "-c", f"{pw} & p=$!; sleep 3; {shlex.join(w)}; kill -TERM $p; "
+                                "wait $p; [ $? = 143 ]"]  # 143: ended by the SIGTERM
+
+        return run_tool(ctx, argv, OUT / "probewatch-stdout.txt", collect, before,
+                        env={**ctx.env, "PROBEWATCH_BPF_COUNT": kind})
+
+    return cfg
+
+
+#: getppid's number, for bpftrace on raw_syscalls (which sees every syscall; bpftrace
+#: 0.17's own rawtracepoint: probes fail here with "Invalid probe type")
+GETPPID_NR = {"x86_64": 110, "aarch64": 173}.get(platform.machine(), 110)
+
+
+def make_bpftrace_count(prog: str, out_name: str) -> Callable[[Ctx, dict[str, Any]], Run]:
+    """bpftrace -e PROG (a count() into @c) -c WORKLOAD."""
+
+    def cfg(ctx: Ctx, before: dict[str, Any]) -> Run:
+        def collect(r: Run, rep: dict[str, float], out: str, err: str) -> None:
+            m = re.search(r"^@c:\s*(\d+)", out, re.M)
+            r.delivered = int(m.group(1)) if m else 0
+            r.reported_lost = _bpftrace_lost(out + err)
+
+        return run_tool(ctx, lambda w: ["bpftrace", "-e", prog, "-c", shlex.join(w)],
+                        OUT / out_name, collect, before)
+
+    return cfg
 
 
 def cfg_bpftrace_printf(ctx: Ctx, before: dict[str, Any]) -> Run:
@@ -736,12 +789,23 @@ CONFIGS: list[tuple[str, str, Callable[[Ctx, dict[str, Any]], Run]]] = [
     *[(f"pw-count-{b}", f"probewatch trace --backend {b} --count {SPEC}",
        make_probewatch(["--backend", b, "--count"])) for b in ("ftrace", "perf", "bpf")],
     ("trace-cmd", f"trace-cmd record -k -d -e {SYSTEM}:{EVENT}", cfg_trace_cmd),
+    # in-kernel counting at the limit (issue 11 section 5): the raw tracepoint path of
+    # collect/bpf/count.py with either program type, and the generic tracepoint program
+    *[(f"pw-count-{k}", f"probewatch trace --count {SPEC} (PROBEWATCH_BPF_COUNT={k})",
+       make_probewatch(["--backend", "bpf", "--count"], {"PROBEWATCH_BPF_COUNT": k}))
+      for k in ("tp_btf", "raw_tp", "tracepoint")],
+    ("pw-count-tp_btf-all", f"probewatch trace --count {SPEC} -d (no pid scope), tp_btf",
+     make_probewatch_all("tp_btf")),
     ("bpftrace-count", "bpftrace, @c = count() in a map", cfg_bpftrace_count),
+    ("bpftrace-count-rawsys", "bpftrace tracepoint:raw_syscalls:sys_enter, id == nr, count()",
+     make_bpftrace_count(f"tracepoint:raw_syscalls:sys_enter /pid == cpid && args->id == "
+                         f"{GETPPID_NR}/ {{ @c = count(); }}", "bpftrace-count-rawsys.txt")),
     ("bpftrace-printf", "bpftrace, printf per event to a file", cfg_bpftrace_printf),
     ("strace-all", "strace -f -o /dev/null (every syscall)", cfg_strace_all),
     ("strace-getppid", "strace -f -e trace=getppid -o FILE", cfg_strace_getppid),
 ]
-ANCHORS = ["untraced", "ftrace-floor", "trace-cmd", "bpftrace-count", "bpftrace-printf",
+ANCHORS = ["untraced", "ftrace-floor", "trace-cmd", "bpftrace-count", "bpftrace-count-rawsys",
+           "bpftrace-printf",
            "strace-all", "strace-getppid"]
 
 
@@ -791,6 +855,7 @@ def summarize(name: str, desc: str, runs: list[Run], calls: int,
         row["reported_lost"] = median([r.reported_lost for r in good])
     else:
         row["lost"] = row["lost_pct"] = row["reported_lost"] = None
+    row["best_ns_per_call"] = median([r.extra.get("best_ns_per_call") for r in good])
     cpu = median([r.tracer_cpu_ns for r in good])
     row["tracer_cpu_ns"] = cpu
     # per delivered event; a tool that delivers nothing countable (strace-all) or cannot
@@ -804,6 +869,38 @@ def summarize(name: str, desc: str, runs: list[Run], calls: int,
     row["workload_cpus"] = ",".join(str(r.extra.get("workload_cpu", "?")) for r in good)
     row["runs"] = [_run_dict(r) for r in runs]
     return row
+
+
+def add_overheads(rows: list[dict[str, Any]], calls: int) -> None:
+    """Each row's overhead per event (one event per call), and as a ratio of
+    bpftrace-count's: ``overhead_ns_per_event``, its median ns/call (wall clock) minus
+    the untraced median; ``overhead_cpu_ns_per_event``, the same from the workload's
+    own CPU time (user + system per call), which preemption does not inflate; and
+    ``overhead_best_ns_per_event``, from the fastest batch of 4096 calls of each run
+    (median over the runs), the least disturbed by a loaded machine."""
+    base = next((r for r in rows if r.get("config") == "untraced" and r.get("ok")), None)
+    if base is None:
+        return
+    bwall = base.get("median_ns_per_call")
+    bcpu = base.get("workload_cpu_ns")
+    bbest = base.get("best_ns_per_call")
+    for r in rows:
+        if not r.get("ok") or r["config"] == "untraced":
+            continue
+        if bwall is not None and r["workload_ns_per_call"]:
+            r["overhead_ns_per_event"] = r["workload_ns_per_call"] - bwall
+        if bcpu is not None and r.get("workload_cpu_ns") is not None:
+            r["overhead_cpu_ns_per_event"] = (r["workload_cpu_ns"] - bcpu) / calls
+        if bbest is not None and r.get("best_ns_per_call") is not None:
+            r["overhead_best_ns_per_event"] = r["best_ns_per_call"] - bbest
+    ref = next((r for r in rows if r.get("config") == "bpftrace-count"), None)
+    for key in ("overhead_ns_per_event", "overhead_cpu_ns_per_event",
+                "overhead_best_ns_per_event"):
+        o_ref = ref.get(key) if ref else None
+        for r in rows:
+            o = r.get(key)
+            if o is not None and o_ref:
+                r[key.replace("_per_event", "_vs_bpftrace_count")] = o / o_ref
 
 
 def _run_dict(r: Run) -> dict[str, Any]:
@@ -826,6 +923,11 @@ def fmt_row(row: dict[str, Any]) -> list[str]:
         f(row["lost"], ",d"),
         f(row["lost_pct"], ".1f"),
         f(row["tracer_cpu_ns_per_event"], ".0f"),
+        f(row.get("best_ns_per_call"), ".1f"),
+        f(row.get("overhead_ns_per_event"), ".1f"),
+        f(row.get("overhead_cpu_ns_per_event"), ".1f"),
+        f(row.get("overhead_best_ns_per_event"), ".1f"),
+        f(row.get("overhead_best_ns_vs_bpftrace_count"), ".2f"),
         f(row["startup_s"], ".3f"),
         f(row["teardown_s"], ".3f"),
         row.get("workload_cpus") or "-",
@@ -833,6 +935,7 @@ def fmt_row(row: dict[str, Any]) -> list[str]:
 
 
 HEAD = ["config", "ns/call", "slowdown x", "delivered", "lost", "lost %", "tracer CPU ns/ev",
+        "best ns/call", "ovh ns/ev", "ovh CPU ns/ev", "ovh best ns/ev", "best ovh/bpftrace",
         "start-up s", "teardown s", "wl CPU"]
 
 
@@ -1124,6 +1227,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="a run during which other processes used more than this share of "
                          "the machine is 'disturbed': left out of the medians when "
                          "undisturbed runs exist (default 0.10)")
+    ap.add_argument("--interleave", action="store_true",
+                    help="run the configurations round-robin (round r runs each once) "
+                         "instead of R runs of one, then R of the next; --retry-busy is off")
     ap.add_argument("--retry-busy", metavar="K", type=int, default=0,
                     help="redo up to K disturbed runs per configuration")
     ap.add_argument("--cc", default=os.environ.get("CC", "gcc"))
@@ -1192,7 +1298,21 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     decoder: dict[str, Any] | None = None
     base_ns: float | None = None
+    def run_once(name: str, fn: Callable[[Ctx, dict[str, Any]], Run], n: int) -> Run:
+        if a.wait_quiet > 0:
+            wait_quiet(a.wait_quiet, name)
+        log(f"[{name}] run {n} ...")
+        before = snapshot(root)
+        r = fn(ctx, before)
+        log(f"[{name}]   " + (f"{r.ns_per_call:.0f} ns/call, delivered {r.delivered}, "
+                              f"others {r.extra.get('others_cpu_share', 0):.0%}"
+                              if r.ok else f"failed: {r.error}"))
+        for x in r.leftovers:
+            log(f"[{name}]   leftover: {x}")
+        return r
+
     try:
+        todo: list[tuple[str, str, Callable[[Ctx, dict[str, Any]], Run]]] = []
         for name, desc, fn in CONFIGS:
             if name not in selected:
                 continue
@@ -1202,21 +1322,20 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"config": name, "description": desc, "ok": False,
                              "error": "not installed (run bench/install-anchors.sh)"})
                 continue
-            runs: list[Run] = []
+            todo.append((name, desc, fn))
+        runs_of: dict[str, list[Run]] = {name: [] for name, _, _ in todo}
+        if a.interleave:
+            # round r runs every configuration once: slow drifts of a shared machine's
+            # load hit all of them alike instead of whichever ran during the busy minute
+            for rnd in range(a.repeat):
+                for name, _, fn in todo:
+                    runs_of[name].append(run_once(name, fn, rnd + 1))
+        for name, desc, fn in todo:
+            runs = runs_of[name]
             # R runs, plus one more for each run disturbed by other load (up to --retry-busy)
-            while len(runs) < a.repeat + min(a.retry_busy, sum(
+            while not a.interleave and len(runs) < a.repeat + min(a.retry_busy, sum(
                     1 for r in runs if r.ok and disturbed(r, a.max_others))):
-                if a.wait_quiet > 0:
-                    wait_quiet(a.wait_quiet, name)
-                log(f"[{name}] run {len(runs) + 1} ...")
-                before = snapshot(root)
-                r = fn(ctx, before)
-                log(f"[{name}]   " + (f"{r.ns_per_call:.0f} ns/call, delivered {r.delivered}, "
-                                      f"others {r.extra.get('others_cpu_share', 0):.0%}"
-                                      if r.ok else f"failed: {r.error}"))
-                for x in r.leftovers:
-                    log(f"[{name}]   leftover: {x}")
-                runs.append(r)
+                runs.append(run_once(name, fn, len(runs) + 1))
             row = summarize(name, desc, runs, a.calls, base_ns, a.max_others)
             if name == "untraced" and row["ok"]:
                 # the baseline is the fastest undisturbed untraced run: nothing but
@@ -1229,6 +1348,7 @@ def main(argv: list[str] | None = None) -> int:
                 row["baseline"] = "fastest run"
                 row["slowdown"] = 1.0
             rows.append(row)
+        add_overheads(rows, a.calls)
         if "decode" in selected:
             log("[decode] recording raw pages, then decoding ...")
             decoder = bench_decoder(ctx, a.repeat)

@@ -20,6 +20,10 @@ Differences from the ftrace backend, by design:
   fields are cut to what arrived and the event gets ``fields["truncated"]``.
   Strings of uprobe arguments are read up to ``str_max`` bytes (4096).
 - ``U:`` (USDT) and ``k:``/``kr:`` specs are not supported (use ``--backend ftrace``).
+- ``count_only``: counted in the kernel on raw tracepoints
+  (:mod:`probewatch.collect.bpf.count`: no record, a per-CPU array) when every probe
+  is a tracepoint and there is no filter, comm or stack; else by the generic program.
+  The summary's ``counted_by`` says which.
 - ``stack=``: ``bpf_get_stack`` into each record (after its data): up to 64 kernel
   frames, and up to 32 user frames twice, as addresses and as build-id frames, so user
   frames of a process that has exited are named through the files known by build-id
@@ -108,11 +112,19 @@ class BpfTraceSummary(Summary):
     read_failed: int = 0
     truncated: int = 0
     startup: float = 0.0
+    #: --count in the kernel: "tp_btf" / "raw_tp" (raw tracepoints) or "tracepoint"
+    counted_by: str = ""
+    #: why the raw tracepoint path was not taken ("" when it was)
+    count_path: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
         d.update(backend="bpf", generated=self.generated, read_failed=self.read_failed,
                  truncated=self.truncated, startup=round(self.startup, 6))
+        if self.counted_by:
+            d["counted_by"] = self.counted_by
+            if self.count_path:
+                d["count_path"] = self.count_path
         return d
 
     @classmethod
@@ -212,6 +224,11 @@ class BpfTraceSession(Session):
         self._started = False
         self._emit = True
         self.counts: dict[str, int] = {}
+        #: --count: the program type that counted ("tp_btf", "raw_tp": the raw
+        #: tracepoint path of collect/bpf/count.py; "tracepoint": the generic program)
+        #: and, when the raw path was not taken, why (count_path)
+        self.counted_by = ""
+        self.count_path = ""
         self.warnings: list[str] = []
         self._pending: list[Event] = []
         self._stopped = False
@@ -335,10 +352,63 @@ class BpfTraceSession(Session):
         # counting needs no records unless a filter must look at the fields
         self._emit = not count_only or any(s.pred is not None for s in self._slots)
         with self._signals.deferred():  # each object is recorded in col as it is made
+            if count_only:
+                self.counted_by = "tracepoint"
+                self.count_path = "--filter"  # records, each evaluated in user space
+            if not self._emit:
+                fast = self._fast_counter()
+                if fast is not None:
+                    col = self._col = fast
             col.load(emit=self._emit)
             col.attach()
             self._t0 = time.monotonic()
             self._command.release()
+
+    def _fast_counter(self) -> Any:
+        """A loaded and attached :class:`CountCollector` (raw tracepoints, per-CPU array)
+        when every probe can be counted that way, else None (``count_path`` says why)."""
+        from .collect.bpf.count import MAX_TPS, CountCollector, syscall_nrs
+
+        how = os.environ.get("PROBEWATCH_BPF_COUNT", "auto")  # the bench compares them
+        if how == "tracepoint":
+            self.count_path = "PROBEWATCH_BPF_COUNT=tracepoint"
+            return None
+        self.count_path = ""
+        why = ""
+        if self.comm is not None:
+            why = "--comm"
+        elif self._uprobes:
+            why = "uprobes"
+        elif self._stack is not None:
+            why = "stacks"
+        gen = self._col
+        fast = CountCollector(pids=list(self._pids), follow=self._follow, kind=how)
+        ntp = 0
+        for a in gen._attach if not why else []:
+            if a.system == "syscalls" and a.name.startswith(("sys_enter_", "sys_exit_")):
+                nrs = syscall_nrs(a.name.split("_", 2)[2])
+                if not nrs:
+                    why = f"no syscall number for {a.system}:{a.name}"
+                    break
+                fast.add_tracepoint(a.slot, a.system, a.name, nrs)
+            else:
+                ntp += 1
+                if ntp > MAX_TPS:
+                    why = f"more than {MAX_TPS} tracepoints besides syscalls"
+                    break
+                fast.add_tracepoint(a.slot, a.system, a.name)
+        if why:
+            self.count_path = why
+            return None
+        try:
+            fast.load()
+            fast.attach()
+        except libbpf.BpfLibError as e:  # e.g. no raw tracepoint of that name
+            fast.close()
+            self.count_path = f"raw tracepoints refused: {e}"
+            return None
+        self.counted_by = fast.kind
+        return fast
 
     def _init_symbolizer(self) -> None:
         """Know the probed files, the traced command and this process's libraries (libc,
@@ -517,9 +587,11 @@ class BpfTraceSession(Session):
         return self._col.losses()
 
     def summary(self) -> BpfTraceSummary:
-        return BpfTraceSummary.of(self.counts, self.losses(),
-                                  self.unknown + self.decode_errors,
-                                  self._t_init, self._t0, self._t1)
+        s = BpfTraceSummary.of(self.counts, self.losses(),
+                               self.unknown + self.decode_errors,
+                               self._t_init, self._t0, self._t1)
+        s.counted_by, s.count_path = self.counted_by, self.count_path
+        return s
 
     def close(self) -> None:
         """Detach and free every BPF object of this session. Idempotent."""

@@ -103,6 +103,12 @@ MAX_REFEREES = 8
 #: fails (the traced program's fork() fails: "Cannot fork")
 _INHERIT_WHY = ("a traced process's children inherit its probes, which a uprobe PMU "
                 "event cannot do (the kernel fails the child's fork)")
+#: the same for the kprobe PMU: the child's copy of the event reads the function's name
+#: from the forking process's memory at the tracer's address (checked in a stock Debian
+#: 6.1 kernel: "sh: Cannot fork"); the address form would work but registers a kprobe
+#: per child and CPU, while a tracefs kprobe is one kprobe that every copy shares
+_KINHERIT_WHY = ("a traced process's children inherit its probes, which a kprobe PMU "
+                 "event cannot do (the kernel fails the child's fork)")
 #: stacks (pid, user ips, kernel ips) kept named, for call sites that repeat
 STACK_CACHE = 4096
 
@@ -323,8 +329,8 @@ class PerfTraceSession(Session):
         return names
 
     def _pmu_uprobes_to_tracefs(self) -> None:
-        """Define the PMU uprobes added so far in tracefs instead (see _INHERIT_WHY): the
-        session now follows processes through fork."""
+        """Define the PMU uprobes and kprobes added so far in tracefs instead (see
+        _INHERIT_WHY, _KINHERIT_WHY): the session now follows processes through fork."""
         todo, self._pmu_uprobes = self._pmu_uprobes, []
         for i, ps, spec, dp, kf in todo:
             n = len(self._handlers)
@@ -337,9 +343,8 @@ class PerfTraceSession(Session):
             self._pending_probes[i] = pend
             if dp in self._dynamic_info:
                 self._dynamic_info.remove(dp)
-            self.warnings.append(
-                f"{ps.text}: defined in tracefs (uprobe_events) rather than through the "
-                f"uprobe PMU because {_INHERIT_WHY}; it is removed when the run ends")
+            self.warnings.append(_defined_note(
+                ps, _KINHERIT_WHY if ps.kind in ("kprobe", "kretprobe") else _INHERIT_WHY))
 
     @property
     def _dynamic_info(self) -> list[Any]:
@@ -365,6 +370,11 @@ class PerfTraceSession(Session):
         PerfCollector(pages=1).add_kprobe(ps.symbol or "", 0, False, ps.text)  # the PMU?
         names = []
         for rp in resolve(ps, self.root):
+            if self._pids and self._follow:  # see _KINHERIT_WHY
+                self.warnings.append(_defined_note(ps, _KINHERIT_WHY))
+                names.append(self._add_defined(ps, spec, rp.dynamic, kf))
+                continue
+            self._pmu_uprobes.append((len(self._handlers), ps, spec, rp.dynamic, kf))
             retprobe = ps.kind == "kretprobe"
             fmt = _kprobe_format(rp.system, rp.name, retprobe)
             self._formats[-1 - len(self._handlers)] = fmt
@@ -779,6 +789,13 @@ def _uprobe_format(group: str, name: str, retprobe: bool, ps: ProbeSpec,
 
     abi = abi_for(open_image(target).machine)
     return fmt_of(group, name, [compile_uarg(ps, a, abi) for a in ps.args], retprobe)
+
+
+def _defined_note(ps: ProbeSpec, why: str) -> str:
+    """The warning of a probe defined in tracefs rather than through its PMU."""
+    kind = "kprobe" if ps.kind in ("kprobe", "kretprobe") else "uprobe"
+    return (f"{ps.text}: defined in tracefs ({kind}_events) rather than through the "
+            f"{kind} PMU because {why}; it is removed when the run ends")
 
 
 def _kprobe_format(group: str, name: str, retprobe: bool) -> EventFormat:

@@ -136,6 +136,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_prog_test_run_opts": (i, [i, vp]),
         "bpf_program__attach_tracepoint_opts": (vp, [vp, cp, cp, vp]),
         "bpf_program__attach_raw_tracepoint": (vp, [vp, cp]),
+        "bpf_program__attach_trace": (vp, [vp]),
         "bpf_program__attach_uprobe_opts": (vp, [vp, i, cp, sz, vp]),
         "bpf_link__destroy": (i, [vp]),
         "ring_buffer__new": (vp, [i, SAMPLE_FN, vp, vp]),
@@ -643,6 +644,14 @@ class BpfObject:
         ctypes.set_errno(0)
         ptr = lib().bpf_program__attach_raw_tracepoint(p, name.encode())
         return self._link(ptr, f"{prog} to raw tracepoint {name}")
+
+    def attach_btf_tracepoint(self, prog: str) -> Link:
+        """Attach a ``tp_btf/NAME`` program to the raw tracepoint its section names."""
+        p = self._prog(prog)
+        log_mark()
+        ctypes.set_errno(0)
+        ptr = lib().bpf_program__attach_trace(p)
+        return self._link(ptr, f"{prog} to its BTF tracepoint")
 
     def attach_uprobe(self, prog: str, path: str, offset: int, retprobe: bool = False,
                       pid: int = -1, cookie: int = 0) -> Link:
