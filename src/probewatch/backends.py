@@ -49,6 +49,7 @@ def open_session(
     backend: str = "auto",
     *,
     counting: bool = False,
+    kernel_agg: bool = False,
     specs: list[str] | None = None,
     user_filter: str | None = None,
     **kw: Any,
@@ -64,6 +65,9 @@ def open_session(
     tracepoints (detaching that many bpf links takes the kernel a long time); with a
     filter they go to perf's counters while they fit in :data:`AUTO_PERF_MAX_FDS`;
     everything else goes to ftrace (then perf, then bpf where ftrace cannot run).
+    ``kernel_agg``: an aggregation (trace --hist/--by/--latency) that bpf may compute
+    in the kernel: ``auto`` takes bpf for it as for counting (the session falls back
+    to user space for what the kernel cannot key on, e.g. string fields).
     """
     if backend not in BACKENDS:
         raise ProbewatchError(f"unknown backend {backend!r} (have: {', '.join(BACKENDS)})")
@@ -76,7 +80,7 @@ def open_session(
         return _perf(**kw)
     from .session import Session
 
-    countable = backend == "auto" and counting and bool(specs) and all(
+    countable = backend == "auto" and (counting or kernel_agg) and bool(specs) and all(
         sp.split(":", 1)[0] in _BPF_COUNT_KINDS and not _is_mark(sp) for sp in specs or [])
     if countable and not user_filter and _tracepoints(specs or []) <= AUTO_BPF_MAX_TRACEPOINTS:
         try:

@@ -107,11 +107,15 @@ class BpfTraceSummary(Summary):
     read_failed: int = 0
     truncated: int = 0
     startup: float = 0.0
+    #: aggregated in the kernel (trace --hist/--by/--latency): None when not
+    aggregation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
         d.update(backend="bpf", generated=self.generated, read_failed=self.read_failed,
                  truncated=self.truncated, startup=round(self.startup, 6))
+        if self.aggregation is not None:
+            d["aggregation"] = self.aggregation
         return d
 
 
@@ -209,6 +213,7 @@ class BpfTraceSession(Session):
         self._comms: dict[bytes, str] = {}
         self.unknown = 0
         self.decode_errors = 0
+        self._kagg: Any = None  # bpf_agg.KernelAggregation when aggregating in the kernel
 
     # -- context management
     def __enter__(self) -> BpfTraceSession:
@@ -310,6 +315,46 @@ class BpfTraceSession(Session):
     @property
     def probes(self) -> dict[str, list[str]]:
         return {k: list(v) for k, v in self._probes.items()}
+
+    # -- in-kernel aggregation
+    def aggregate_in_kernel(self, agg: Any, max_keys: int | None = None) -> str | None:
+        """Aggregate as ``agg`` (an :class:`~probewatch.analyze.aggregate.Aggregator`)
+        in the kernel instead of emitting records; call after :meth:`add`, before
+        :meth:`start` (then ``start(count_only=True)`` and :meth:`count`, and
+        :meth:`kernel_aggregate` to read). Returns None, or why it cannot (nothing
+        changed then: the session emits records as before)."""
+        from .bpf_agg import KernelAggregation, SlotInfo, Unsupported
+        from .collect.bpf.agg import DEFAULT_MAX_KEYS
+
+        if self._started:
+            raise ProbewatchError("aggregate_in_kernel() must come before start()")
+        if self._stack is not None:
+            return "--stack needs the events"
+        if any(sl.pred is not None for sl in self._slots):
+            return "the bpf backend evaluates --filter in user space"
+        infos = [SlotInfo(sl.event, sl.probe, sl.fmt,
+                          sl.udec.args if sl.udec is not None else None)
+                 for sl in self._slots]
+        try:
+            ka = KernelAggregation(agg, infos, max_keys or DEFAULT_MAX_KEYS)
+        except Unsupported as e:
+            return str(e)
+        self._kagg = ka
+        self._col.agg = ka.setup
+        return None
+
+    @property
+    def aggregating_in_kernel(self) -> bool:
+        return self._kagg is not None
+
+    def kernel_aggregate(self, agg: Any) -> None:
+        """Add to ``agg`` what the kernel aggregated since the last call."""
+        if self._kagg is None:
+            raise ProbewatchError("not aggregating in the kernel")
+        rows, stats = self._col.agg_snapshot()
+        if not stats:  # closed
+            return
+        self._kagg.fill(agg, rows, stats, self._col.slot_counts())
 
     # -- commands
     def trace_command(self, argv: Sequence[str]) -> int:
@@ -544,6 +589,10 @@ class BpfTraceSession(Session):
             truncated=ls.truncated,
             startup=(self._t0 - self._t_init) if self._t0 else 0.0,
         )
+        ka = self._kagg
+        if ka is not None:
+            s.aggregation = {"in": "kernel", "max_keys": ka.setup.max_keys,
+                             "overflow": ka.overflow, "start_overflow": ka.start_overflow}
         return s
 
     def wait_command(self) -> int | None:
