@@ -277,6 +277,8 @@ def print_summary(d: dict, as_json: bool) -> None:
     msg = f"{d['total']} events ({per}) in {d['duration']:.2f}s, lost {lost}"
     if lost:
         msg += " (" + lost_text(d) + ")"
+    if (d.get("aggregation") or {}).get("in") == "kernel":
+        msg += ", aggregated in the kernel"
     print(msg, file=sys.stderr)
 
 
