@@ -15,7 +15,8 @@ fields (a tracepoint's integer fields, read by offset, size and signedness from 
 format; a uprobe's integer arguments, fetched as the record path fetches them);
 values pid, tid, cpu or a numeric field (an event without the field, or with a
 string/array there, counts as ``missing``, as in user space); count, sum, log2 or
-linear buckets; ``--latency`` pairs per thread (a hash of enter times).
+linear buckets; ``--latency`` pairs per thread (a hash of enter times). Sums are kept
+in 64 bits (a sum beyond the s64 / u64 range wraps, where Python's would not).
 
 What stays in user space (:class:`Unsupported` says why, and the session emits
 records as before): string fields (other than comm) or arrays as keys, a key field
