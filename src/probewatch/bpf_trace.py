@@ -20,6 +20,8 @@ Differences from the ftrace backend, by design:
   fields are cut to what arrived and the event gets ``fields["truncated"]``.
   Strings of uprobe arguments are read up to ``str_max`` bytes (4096).
 - ``U:`` (USDT) and ``k:``/``kr:`` specs are not supported (use ``--backend ftrace``).
+- :meth:`BpfTraceSession.aggregate_in_kernel`: ``trace --hist / --by / --latency``
+  computed by the programs in BPF maps, no records emitted (:mod:`probewatch.bpf_agg`).
 - ``stack=``: ``bpf_get_stack`` into each record (after its data): up to 64 kernel
   frames, and up to 32 user frames twice, as addresses and as build-id frames, so user
   frames of a process that has exited are named through the files known by build-id

@@ -54,7 +54,8 @@ HELP = """aggregations (instead of printing events):
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("aggregations (count in user space; see the examples)")
+    g = p.add_argument_group("aggregations (in BPF maps in the kernel on the bpf backend, "
+                             "else in user space; see the examples)")
     g.add_argument("--hist", metavar="FIELD[:log2|:linear=STEP]",
                    help="a histogram of FIELD (default log2) instead of the events")
     g.add_argument("--by", metavar="KEY[,KEY]",
