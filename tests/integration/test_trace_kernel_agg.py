@@ -100,14 +100,23 @@ def test_by_comm_and_value_exact(bpf: None, tracefs: str, getppid_n: Path,
     (row,) = json_lines(r.stdout)[0]["aggregate"]["rows"]
     assert row["key"]["comm"] == "agg_target" and row["key"]["pid"] > 0
     assert (row["count"], row["sum"], row["avg"]) == (10, 709000, 70900.0)
-    # a tracepoint's own integer field as key and value (getppid has none: getpgid's pid)
-    pg = build_c("getpgid_n")
-    r = kernel("--by", "pid", "--hist", "pid:linear=1", "--json",
-               "t:syscalls:sys_enter_getpgid", "--", str(pg), "77")
+    # a tracepoint's own integer fields as keys and value: sys_exit_openat's ret (a
+    # signed long: -2 for ENOENT, sign-extended in the kernel), the same as user space
+    sh = ["--", "sh", "-c", "cat /nonexistent 2>/dev/null; true"]
+    argv = ["t:syscalls:sys_exit_openat", "--by", "ret", "--value", "ret", "--json", *sh]
+    rk = kernel(*argv)
+    in_kernel(rk.stderr)
+    ru = run_cli("trace", "--backend", "ftrace", *argv)
+    assert ru.returncode == 0, ru.stderr
+    dk = json_lines(rk.stdout)[0]["aggregate"]
+    assert dk == json_lines(ru.stdout)[0]["aggregate"]
+    neg = [row for row in dk["rows"] if row["key"] == {"ret": -2}]
+    assert neg and neg[0]["sum"] == -2 * neg[0]["count"], dk
+    r = kernel("t:syscalls:sys_enter_clock_nanosleep", "--by", "which_clock,flags", "--json",
+               "--", str(target), "nap")
     in_kernel(r.stderr)
-    d = json_lines(r.stdout)[0]["aggregate"]
-    assert d["events"] == 77 and d["missing"] == 0
-    assert sum(row["count"] for row in d["rows"]) == 77
+    (row,) = json_lines(r.stdout)[0]["aggregate"]["rows"]
+    assert row == {"key": {"which_clock": 0, "flags": 0}, "count": 8}  # glibc's nanosleep
 
 
 def test_latency_in_the_kernel(bpf: None, target: Path) -> None:
