@@ -14,6 +14,12 @@ Events. ``auto`` chooses by the job and by what the kernel offers:
 - counting without a filter, up to :data:`AUTO_BPF_MAX_TRACEPOINTS` tracepoints:
   bpf counts in the kernel (1.76 us/call, 289 ns of tracer CPU per event measured;
   perf's counters 1.91 us/call and 220 ns, equal within that run's noise).
+- aggregating (``trace --hist / --by / --latency``) without a filter, up to
+  :data:`AUTO_BPF_MAX_TRACEPOINTS` tracepoints: bpf, which aggregates in BPF maps and
+  sends no events (bench/aggregate_cost.py, one run: ``--by comm`` of 1M getppid
+  777 ns/call against 870 for bpftrace and 2059 for ftrace's user-space aggregation,
+  586 untraced; a log2 ``--hist`` of a uprobe argument 9.9 us/call against 12.9 for
+  bpftrace and 17.9 for ftrace), ~0 tracer CPU per event.
 - counting with a ``--filter``: perf. Its counters take the tracefs filter in the
   kernel and no record crosses to user space (bpf would have to ship every record
   to evaluate the filter, ftrace decodes pages: 612 ns of tracer CPU per event).
