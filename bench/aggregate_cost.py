@@ -12,10 +12,15 @@ own loop with CLOCK_MONOTONIC into a report file:
   ``bpftrace -e 'tracepoint:syscalls:sys_enter_getppid { @[comm] = count(); }'``.
 - ``count-probe``: the same workload counted per probe (``--by probe``: the session's
   counting path, in the kernel on bpf and perf) against bpftrace's ``@[probe] = count()``.
+- ``latency``: ``uprobe_loop N``; the duration of every ``pw_bench_fn`` call as a log2
+  histogram (``--latency 'u:BIN:pw_bench_fn'``, uprobe + uretprobe per call) against
+  bpftrace's ``@s[tid] = nsecs`` / ``hist(nsecs - @s[tid])`` (``same``: the call count).
 
 bpftrace's programs take only the workload (``/pid == cpid/``), as probewatch's
-``-- COMMAND`` does. probewatch runs on each backend (ftrace, perf, bpf; it aggregates
-in user space on all three, except ``--by probe``), bpftrace in the kernel.
+``-- COMMAND`` does. probewatch runs on each backend: ftrace, perf and
+``bpf-user`` (``--agg-in user``) aggregate the events in user space, ``bpf`` aggregates
+in the kernel (BPF maps, as bpftrace does); ``--by probe`` counts in the kernel on bpf
+and perf. Column **where**: where probewatch aggregated (from its summary).
 Columns: **ns/call** the workload's loop time / N,
 **slowdown x** against the untraced workload, **tool CPU ns/ev** the tracer's own CPU
 (user + system of the tool and its children, minus the workload's) per event, less
@@ -49,7 +54,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 OUT = BENCH / "out"
-BACKENDS = ("ftrace", "perf", "bpf")
+BACKENDS = ("ftrace", "perf", "bpf-user", "bpf")
 
 
 def build(name: str) -> Path:
@@ -66,7 +71,18 @@ def build(name: str) -> Path:
 
 def argv_of(job: str, tool: str, backend: str, wl: list[str]) -> list[str]:
     binary = wl[0]
-    pw = [sys.executable, "-m", "probewatch", "trace", "--backend", backend]
+    pw = [sys.executable, "-m", "probewatch", "trace"]
+    pw += ["--backend", "bpf", "--agg-in", "user"] if backend == "bpf-user" else \
+        ["--backend", backend]
+    if job == "latency":
+        if tool == "probewatch":
+            return [*pw, "--latency", f"u:{binary}:pw_bench_fn", "--", *wl]
+        if tool == "bpftrace":
+            return ["bpftrace", "-e",
+                    f"uprobe:{binary}:pw_bench_fn /pid == cpid/ {{ @s[tid] = nsecs; }} "
+                    f"uretprobe:{binary}:pw_bench_fn /@s[tid]/ "
+                    "{ @ns = hist(nsecs - @s[tid]); @n = count(); delete(@s[tid]); }",
+                    "-c", shlex.join(wl)]
     if job == "hist":
         if tool == "probewatch":
             return [*pw, "--hist", "x", f"u:{binary}:pw_bench_fn x=arg0:s64", "--", *wl]
@@ -95,6 +111,12 @@ def result_of(job: str, tool: str, out: str, comm: str) -> Any:
     """The aggregation a tool printed, in one comparable form."""
     if tool == "untraced":
         return None
+    if job == "latency":  # the durations differ run to run: the number of calls
+        if tool == "bpftrace":
+            m = re.search(r"^@n: (\d+)$", out, re.M)
+            return int(m.group(1)) if m else None
+        lines = [ln for ln in out.splitlines() if ln.startswith(("[", "("))]
+        return sum(int(ln.split("|")[0].split()[-1]) for ln in lines) if lines else None
     if job == "hist":
         return [ln.rstrip() for ln in out.splitlines() if ln.startswith(("[", "("))]
     if job == "count-probe":
@@ -129,24 +151,31 @@ def run_once(job: str, tool: str, backend: str, binary: Path, n: int) -> dict[st
         "n": n, "ns_per_call": float(rep["ns_per_call"]),
         "tool_cpu_s": max(0.0, all_cpu - wl_cpu), "wall_s": wall,
         "result": result_of(job, tool, p.stdout, binary.name[:15]),
+        "where": ("" if tool != "probewatch" else "kernel"
+                  if "aggregated in the kernel" in p.stderr or job == "count-probe"
+                  and backend in ("perf", "bpf") else "user"),
     }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="N / 10")
-    ap.add_argument("--only", choices=["hist", "count", "count-probe"], help="one job")
+    ap.add_argument("--only", choices=["hist", "count", "count-probe", "latency"],
+                    help="one job")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("aggregate_cost: run as root")
     jobs = {"hist": (build("uprobe_loop"), 200_000), "count": (build("getppid_loop"), 1_000_000),
-            "count-probe": (build("getppid_loop"), 1_000_000)}
+            "count-probe": (build("getppid_loop"), 1_000_000),
+            "latency": (build("uprobe_loop"), 200_000)}
     rows = []
     for job, (binary, n) in jobs.items():
         if a.only and job != a.only:
             continue
         n = n // 10 if a.quick else n
-        configs = [("untraced", ""), *[("probewatch", b) for b in BACKENDS], ("bpftrace", "")]
+        configs = [("untraced", ""), *[("probewatch", b) for b in BACKENDS
+                                       if not (job == "count-probe" and b == "bpf-user")],
+                   ("bpftrace", "")]
         runs = []
         for tool, b in configs:
             fixed = run_once(job, tool, b, binary, 1)  # start-up and tear-down alone
@@ -161,16 +190,16 @@ def main() -> int:
             r["tool_cpu_ns_per_event"] = r["tool_cpu_s"] * 1e9 / n
             r["same"] = None if r["tool"] == "untraced" else r["result"] == ref
             rows.append(r)
-    head = ["job", "config", "ns/call", "slowdown x", "tool CPU ns/ev", "fixed CPU s",
-            "wall s", "same"]
+    head = ["job", "config", "where", "ns/call", "slowdown x", "tool CPU ns/ev",
+            "fixed CPU s", "wall s", "same"]
     body = [[r["job"], r["tool"] + (f"-{r['backend']}" if r["backend"] else ""),
-             f"{r['ns_per_call']:.0f}", f"{r['slowdown']:.1f}",
+             r["where"] or "-", f"{r['ns_per_call']:.0f}", f"{r['slowdown']:.1f}",
              f"{r['tool_cpu_ns_per_event']:.0f}", f"{r.get('fixed_cpu_s', 0):.2f}",
              f"{r['wall_s']:.2f}",
              "-" if r["same"] is None else "yes" if r["same"] else "NO"] for r in rows]
     w = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
     for row in [head, *body]:
-        print("  ".join(c.ljust(w[i]) if i < 2 else c.rjust(w[i]) for i, c in enumerate(row)))
+        print("  ".join(c.ljust(w[i]) if i < 3 else c.rjust(w[i]) for i, c in enumerate(row)))
     (OUT / "aggregate_cost.json").write_text(json.dumps(rows, indent=1) + "\n")
     return 0 if all(r["same"] in (None, True) for r in rows) else 1
 

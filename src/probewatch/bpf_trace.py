@@ -24,6 +24,8 @@ Differences from the ftrace backend, by design:
   (:mod:`probewatch.collect.bpf.count`: no record, a per-CPU array) when every probe
   is a tracepoint and there is no filter, comm or stack; else by the generic program.
   The summary's ``counted_by`` says which.
+- :meth:`BpfTraceSession.aggregate_in_kernel`: ``trace --hist / --by / --latency``
+  computed by the programs in BPF maps, no records emitted (:mod:`probewatch.bpf_agg`).
 - ``stack=``: ``bpf_get_stack`` into each record (after its data): up to 64 kernel
   frames, and up to 32 user frames twice, as addresses and as build-id frames, so user
   frames of a process that has exited are named through the files known by build-id
@@ -116,6 +118,8 @@ class BpfTraceSummary(Summary):
     counted_by: str = ""
     #: why the raw tracepoint path was not taken ("" when it was)
     count_path: str = ""
+    #: aggregated in the kernel (trace --hist/--by/--latency): None when not
+    aggregation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
@@ -125,6 +129,8 @@ class BpfTraceSummary(Summary):
             d["counted_by"] = self.counted_by
             if self.count_path:
                 d["count_path"] = self.count_path
+        if self.aggregation is not None:
+            d["aggregation"] = self.aggregation
         return d
 
     @classmethod
@@ -238,6 +244,7 @@ class BpfTraceSession(Session):
         self._comms: dict[bytes, str] = {}
         self.unknown = 0
         self.decode_errors = 0
+        self._kagg: Any = None  # bpf_agg.KernelAggregation when aggregating in the kernel
 
     # -- probes
     def add(self, spec: str, filter: str | None = None) -> list[str]:
@@ -333,6 +340,46 @@ class BpfTraceSession(Session):
     def probes(self) -> dict[str, list[str]]:
         return {k: list(v) for k, v in self._probes.items()}
 
+    # -- in-kernel aggregation
+    def aggregate_in_kernel(self, agg: Any, max_keys: int | None = None) -> str | None:
+        """Aggregate as ``agg`` (an :class:`~probewatch.analyze.aggregate.Aggregator`)
+        in the kernel instead of emitting records; call after :meth:`add`, before
+        :meth:`start` (then ``start(count_only=True)`` and :meth:`count`, and
+        :meth:`kernel_aggregate` to read). Returns None, or why it cannot (nothing
+        changed then: the session emits records as before)."""
+        from .bpf_agg import KernelAggregation, SlotInfo, Unsupported
+        from .collect.bpf.agg import DEFAULT_MAX_KEYS
+
+        if self._started:
+            raise ProbewatchError("aggregate_in_kernel() must come before start()")
+        if self._stack is not None:
+            return "--stack needs the events"
+        if any(sl.pred is not None for sl in self._slots):
+            return "the bpf backend evaluates --filter in user space"
+        infos = [SlotInfo(sl.event, sl.probe, sl.fmt,
+                          sl.udec.args if sl.udec is not None else None)
+                 for sl in self._slots]
+        try:
+            ka = KernelAggregation(agg, infos, max_keys or DEFAULT_MAX_KEYS)
+        except Unsupported as e:
+            return str(e)
+        self._kagg = ka
+        self._col.agg = ka.setup
+        return None
+
+    @property
+    def aggregating_in_kernel(self) -> bool:
+        return self._kagg is not None
+
+    def kernel_aggregate(self, agg: Any) -> None:
+        """Add to ``agg`` what the kernel aggregated since the last call."""
+        if self._kagg is None:
+            raise ProbewatchError("not aggregating in the kernel")
+        rows, stats = self._col.agg_snapshot()
+        if not stats:  # closed
+            return
+        self._kagg.fill(agg, rows, stats, self._col.slot_counts())
+
     # -- running
     def start(self, count_only: bool = False) -> None:
         """Load and attach the programs, then release a gated command."""
@@ -375,7 +422,9 @@ class BpfTraceSession(Session):
             return None
         self.count_path = ""
         why = ""
-        if self.comm is not None:
+        if self._kagg is not None:
+            why = "aggregating in the kernel"  # the generic program's maps do it
+        elif self.comm is not None:
             why = "--comm"
         elif self._uprobes:
             why = "uprobes"
@@ -591,6 +640,10 @@ class BpfTraceSession(Session):
                                self.unknown + self.decode_errors,
                                self._t_init, self._t0, self._t1)
         s.counted_by, s.count_path = self.counted_by, self.count_path
+        ka = self._kagg
+        if ka is not None:
+            s.aggregation = {"in": "kernel", "max_keys": ka.setup.max_keys,
+                             "overflow": ka.overflow, "start_overflow": ka.start_overflow}
         return s
 
     def close(self) -> None:

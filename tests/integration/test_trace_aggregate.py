@@ -26,6 +26,7 @@ from .helpers import (
     require_uprobe_events,
     run_cli,
     summary_of,
+    wait_bpf_attached,
     wait_for,
 )
 
@@ -250,14 +251,20 @@ def test_by_probe_counted_by_the_session_same_as_from_events(tracefs: str, getpp
             assert summary_of_text(r.stderr) == 3456
 
 
-def test_ctrl_c_prints_the_aggregation(tracefs: str, getppid_n: Path) -> None:
-    # system-wide until ^C (as bpftrace prints its maps at ^C)
-    p = subprocess.Popen([*CLI, "trace", "--by", "pid", "--json",
+@pytest.mark.parametrize("backend", ["ftrace", "bpf"])
+def test_ctrl_c_prints_the_aggregation(tracefs: str, getppid_n: Path, backends: list[str],
+                                       backend: str) -> None:
+    # system-wide until ^C (as bpftrace prints its maps at ^C); bpf: in the kernel
+    assert backend in backends, f"{backend} cannot run here"
+    p = subprocess.Popen([*CLI, "trace", "--backend", backend, "--by", "pid", "--json",
                           "t:syscalls:sys_enter_getppid"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert wait_for(lambda: bool(our_instances(tracefs, p.pid))), "never armed"
-        time.sleep(0.3)  # the instance exists before its events are enabled
+        if backend == "bpf":
+            wait_bpf_attached(p)
+        else:
+            assert wait_for(lambda: bool(our_instances(tracefs, p.pid))), "never armed"
+            time.sleep(0.3)  # the instance exists before its events are enabled
         child = subprocess.run([str(getppid_n), "1500"], check=True)
         assert child.returncode == 0
         time.sleep(0.5)
@@ -269,4 +276,7 @@ def test_ctrl_c_prints_the_aggregation(tracefs: str, getppid_n: Path) -> None:
     assert p.returncode == 0, err
     rows = json_lines(out)[0]["aggregate"]["rows"]
     assert any(r["count"] == 1500 for r in rows), rows
-    assert summary_of(err)["total"] == sum(r["count"] for r in rows)
+    summ = summary_of(err)
+    assert summ["total"] == sum(r["count"] for r in rows)
+    assert (summ.get("aggregation") or {}).get("in") == ("kernel" if backend == "bpf"
+                                                         else None)

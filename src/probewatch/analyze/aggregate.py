@@ -241,6 +241,7 @@ class Aggregator:
         self.events = 0
         self.missing = 0  # events without the value (or not a number)
         self.unmatched = 0  # latency: exits without their enter, enters overwritten
+        self.overflow = 0  # in the kernel (bpf): events whose key did not fit the map
 
     # -- feeding
 
@@ -415,6 +416,8 @@ class Aggregator:
             d["unmatched"] = self.unmatched
         d["events"] = self.events
         d["missing"] = self.missing
+        if self.overflow:
+            d["overflow"] = self.overflow
         d["rows"] = rows
         return d
 

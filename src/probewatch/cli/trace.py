@@ -155,6 +155,7 @@ def _run(args: argparse.Namespace, cmd: list[str], ctl: RunControl) -> int:
     try:
         with open_session(args.backend, buffer_kb=args.buffer_kb, pids=args.pid,
                           comm=args.comm, counting=args.count, specs=specs,
+                          kernel_agg=agg is not None and trace_agg.kernel_candidate(args),
                           user_filter=args.filter_expr, spool_mb=args.spool_mb,
                           stack=getattr(args, "stack", None)) as s:
             for spec in specs:
@@ -276,6 +277,8 @@ def print_summary(d: dict, as_json: bool) -> None:
     msg = f"{d['total']} events ({per}) in {d['duration']:.2f}s, lost {lost}"
     if lost:
         msg += " (" + lost_text(d) + ")"
+    if (d.get("aggregation") or {}).get("in") == "kernel":
+        msg += ", aggregated in the kernel"
     print(msg, file=sys.stderr)
 
 

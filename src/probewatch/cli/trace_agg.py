@@ -4,6 +4,14 @@ The options, their checks, and the loop that feeds a session's batches into an
 :class:`probewatch.analyze.aggregate.Aggregator`; printing at the end, or every
 ``-i SECS`` (``--top``: a live table with rich on a terminal, plain text otherwise;
 ``--json``: one JSON object per line, ``{"aggregate": {...}}``).
+
+Where it is computed: on the bpf backend in the kernel (BPF maps, :mod:`probewatch.bpf_agg`)
+when every key and value can be read there and no ``--filter``, ``-n`` or ``--stack``
+needs the events; ``--agg-in user`` forces user space, ``--agg-in kernel`` makes the
+run fail instead of falling back. On ftrace and perf (and what the kernel cannot take:
+string keys other than comm, ...) the events are aggregated here, in user space; the
+output is the same either way. ``--by probe`` alone is counted in the kernel on bpf and
+perf (the session's counting path).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from ..analyze.aggregate import (
     parse_keys,
 )
 from ..sinks.writer import Deadline, Out
-from .args import count_arg, duration_arg, refuse
+from .args import count_arg, duration_arg, refuse, warn
 from .runctl import RunControl
 
 #: --top without -i refreshes this often (seconds)
@@ -46,7 +54,8 @@ HELP = """aggregations (instead of printing events):
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("aggregations (count in user space; see the examples)")
+    g = p.add_argument_group("aggregations (in BPF maps in the kernel on the bpf backend, "
+                             "else in user space; see the examples)")
     g.add_argument("--hist", metavar="FIELD[:log2|:linear=STEP]",
                    help="a histogram of FIELD (default log2) instead of the events")
     g.add_argument("--by", metavar="KEY[,KEY]",
@@ -61,6 +70,12 @@ def add_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latency", action="store_true",
                    help="durations of enter/exit pairs per thread as a log2 histogram in ns:"
                    " sys_enter_X/sys_exit_X, u:T:F/ur:T:F (the exit end is added)")
+    g.add_argument("--agg-in", choices=["auto", "kernel", "user"], default="auto",
+                   help="where to aggregate: kernel (BPF maps; bpf backend), user (from the"
+                   " events) or auto (the kernel when it can; then auto picks bpf)")
+    g.add_argument("--agg-keys", type=count_arg, metavar="N",
+                   help="in the kernel: the most keys (map entries) kept, default 10240;"
+                   " events of keys that do not fit are counted (overflow), not lost silently")
 
 
 def wanted(args: argparse.Namespace) -> bool:
@@ -125,6 +140,8 @@ class _Printer:
         self.lock = threading.Lock()
         self.n = 0
         self.error: BaseException | None = None
+        #: aggregating in the kernel: reads the maps into agg (before each print)
+        self.fill: Any = None
         self.live: Any = None
         if self.top is not None and self.interval and not self.json and out.isatty():
             from rich.console import Console
@@ -135,6 +152,8 @@ class _Printer:
     def show(self, final: bool) -> None:
         """Print what was aggregated (under the lock); with -i reset it."""
         agg = self.agg
+        if self.fill is not None:
+            self.fill()
         if self.json:
             d = agg.to_dict()
             if self.interval:
@@ -182,6 +201,32 @@ class _Printer:
                 return
 
 
+def kernel_candidate(args: argparse.Namespace) -> bool:
+    """Whether the options leave the aggregation to the kernel if the backend can
+    (``auto`` then prefers bpf)."""
+    return (getattr(args, "agg_in", "auto") != "user" and not args.filter_expr
+            and args.max_events is None and getattr(args, "stack", None) is None)
+
+
+def _in_kernel(s: Any, agg: Aggregator, args: argparse.Namespace) -> bool:
+    """Arm the in-kernel aggregation when the session can take it (see the module)."""
+    want = getattr(args, "agg_in", "auto")
+    if want == "user":
+        return False
+    why: str | None
+    if not hasattr(s, "aggregate_in_kernel"):
+        why = f"the {s.backend} backend aggregates in user space (use --backend bpf)"
+    elif args.filter_expr:
+        why = "the bpf backend evaluates --filter in user space"
+    elif args.max_events is not None:
+        why = "-n needs the events"
+    else:
+        why = s.aggregate_in_kernel(agg, getattr(args, "agg_keys", None))
+    if why is not None and want == "kernel":
+        raise AggregateError(f"--agg-in kernel: cannot aggregate in the kernel: {why}")
+    return why is None
+
+
 def counted_in_kernel(agg: Aggregator, args: argparse.Namespace) -> bool:
     """Whether the aggregation is a count per probe (``--by probe``), which the
     session's counting path takes without building events (bpf and perf count in the
@@ -207,6 +252,9 @@ def run(s: Any, args: argparse.Namespace, agg: Aggregator, out: Out, ctl: RunCon
         agg.events = sum(counts.values())
         agg.stats = {p: [n, 0, None] for p, n in counts.items() if n}
         pr.show(final=True)
+        return
+    if _in_kernel(s, agg, args):
+        _run_in_kernel(s, args, agg, pr, ctl)
         return
     s.start()
     ctl.session = s
@@ -248,3 +296,44 @@ def run(s: Any, args: argparse.Namespace, agg: Aggregator, out: Out, ctl: RunCon
             ticker.join()
         if pr.live is not None:
             pr.live.stop()  # the cursor back, even on an error
+
+
+def _run_in_kernel(s: Any, args: argparse.Namespace, agg: Aggregator, pr: _Printer,
+                   ctl: RunControl) -> None:
+    """The BPF programs aggregate; this waits (-d, the command's end, ^C) and prints
+    (every -i, reading the maps each time)."""
+    s.start(count_only=True)
+    ctl.session = s
+    ctl.phase = "running"
+    pr.fill = lambda: s.kernel_aggregate(agg)
+    stop = threading.Event()
+    ticker = None
+    if pr.live is not None:
+        pr.live.start()
+    if pr.interval:
+        ticker = threading.Thread(target=pr.tick, args=(stop,), daemon=True)
+        ticker.start()
+    try:
+        s.count(duration=args.duration)
+        if ctl.interrupts:  # ^C stopped it: what was aggregated is in the maps
+            s.count()
+        stop.set()
+        if ticker is not None:
+            ticker.join()
+        if pr.error is not None:
+            raise pr.error
+        with pr.lock:
+            pr.fill()
+            if not ctl.abort and (not pr.interval or agg.events or pr.n == 0):
+                pr.show(final=True)
+        n = s.summary().aggregation or {}
+        if n.get("overflow") or n.get("start_overflow"):
+            warn(f"{n['overflow']} events did not fit the in-kernel map of {n['max_keys']} "
+                 f"keys and {n['start_overflow']} latency enters the map of threads: they "
+                 "are not in the aggregation (raise --agg-keys)")
+    finally:
+        stop.set()
+        if ticker is not None:
+            ticker.join()
+        if pr.live is not None:
+            pr.live.stop()

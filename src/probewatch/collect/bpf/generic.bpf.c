@@ -378,3 +378,370 @@ int pw_uretprobe(struct pt_regs *ctx)
 {
 	return pw_uprobe_common(ctx, true);
 }
+
+/* ------------------------------------------------------------------------------------
+ * In-kernel aggregation (agg.h): pw_tp_agg, pw_uprobe_agg and pw_uretprobe_agg take the
+ * place of pw_tp / pw_uprobe / pw_uretprobe when "trace --hist / --by / --latency" runs
+ * on the bpf backend. They count the slot like the others, then update map "agg"
+ * instead of emitting a record.
+ */
+#include "agg.h"
+
+#ifndef EEXIST
+#define EEXIST 17
+#endif
+
+const volatile __u32 agg_keys = 0;  /* PW_AGGK_* */
+const volatile __u32 agg_hist = 0;  /* PW_AGGH_* */
+const volatile __u64 agg_step = 1;  /* PW_AGGH_LINEAR */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PW_GEN_SLOTS);
+	__type(key, __u32);
+	__type(value, struct pw_aggconf);
+} aggconf SEC(".maps");
+
+/* max_entries set by user space (trace --agg-keys) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 10240);
+	__type(key, struct pw_agg_key);
+	__type(value, struct pw_agg_val);
+} agg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 10240);
+	__type(key, struct pw_agg_start_key);
+	__type(value, __u64);
+} agg_start SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PW_AGGST_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} agg_stats SEC(".maps");
+
+static __always_inline void pw_agg_stat(__u32 i)
+{
+	__u64 *n = bpf_map_lookup_elem(&agg_stats, &i);
+
+	if (n)
+		*n += 1;
+}
+
+/* x (size bytes, zero-extended) as a number: sign-extended when sign */
+static __always_inline __s64 pw_agg_ext(__u64 x, __u32 size, __u32 sign)
+{
+	__u32 sh;
+
+	if (size >= 8 || size == 0)
+		return (__s64)x;
+	sh = 64 - size * 8;
+	x <<= sh;
+	return sign ? ((__s64)x) >> sh : (__s64)(x >> sh);
+}
+
+/* Python's int.bit_length() */
+static __always_inline __u32 pw_bitlen(__u64 v)
+{
+	__u32 n = 0;
+
+	if (!v)
+		return 0;
+	if (v >> 32) { v >>= 32; n += 32; }
+	if (v >> 16) { v >>= 16; n += 16; }
+	if (v >> 8) { v >>= 8; n += 8; }
+	if (v >> 4) { v >>= 4; n += 4; }
+	if (v >> 2) { v >>= 2; n += 2; }
+	if (v >> 1) { n += 1; }
+	return n + 1;
+}
+
+/* the histogram bucket of v (as analyze/aggregate.py's log2_index / linear_index) */
+static __always_inline __s64 pw_agg_bucket(__u64 v, bool sign, __u32 hist)
+{
+	__u64 step = agg_step ? agg_step : 1;
+
+	if (hist == PW_AGGH_LOG2) {
+		if (sign && (__s64)v < 0)
+			return 0;
+		return pw_bitlen(v) + 1;
+	}
+	if (hist == PW_AGGH_LINEAR) {
+		if (sign && (__s64)v < 0) /* floor division of a negative number */
+			return -(__s64)((-(__s64)v - 1) / step) - 1;
+		return (__s64)(v / step);
+	}
+	return 0;
+}
+
+/* one event (or one latency) into map "agg" */
+static __always_inline void pw_agg_add(struct pw_agg_key *k, __u64 v)
+{
+	struct pw_agg_val *val, init = { .count = 1, .sum = v };
+	long err;
+
+	val = bpf_map_lookup_elem(&agg, k);
+	if (!val) {
+		err = bpf_map_update_elem(&agg, k, &init, BPF_NOEXIST);
+		if (!err)
+			return;
+		if (err != -EEXIST) { /* full */
+			pw_agg_stat(PW_AGGST_FULL);
+			return;
+		}
+		val = bpf_map_lookup_elem(&agg, k); /* another CPU made it meanwhile */
+		if (!val) {
+			pw_agg_stat(PW_AGGST_FULL);
+			return;
+		}
+	}
+	val->count += 1;
+	val->sum += v;
+}
+
+static __always_inline void pw_agg_key_init(struct pw_agg_key *k, __u64 pid_tgid, __u32 slot)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	if (agg_keys & PW_AGGK_COMM)
+		bpf_get_current_comm(k->comm, sizeof(k->comm));
+	if (agg_keys & PW_AGGK_PID)
+		k->pid = pid_tgid >> 32;
+	if (agg_keys & PW_AGGK_TID)
+		k->tid = (__u32)pid_tgid;
+	if (agg_keys & PW_AGGK_CPU)
+		k->cpu = bpf_get_smp_processor_id();
+	if (agg_keys & PW_AGGK_SLOT)
+		k->slot = slot;
+}
+
+/* a number that is not a field: pid, tid, cpu; false for the others */
+static __always_inline bool pw_agg_task_num(struct pw_aggsrc *s, __u64 pid_tgid, __u64 *v)
+{
+	switch (s->kind) {
+	case PW_AGGS_PID:
+		*v = pid_tgid >> 32;
+		return true;
+	case PW_AGGS_TID:
+		*v = (__u32)pid_tgid;
+		return true;
+	case PW_AGGS_CPU:
+		*v = bpf_get_smp_processor_id();
+		return true;
+	}
+	return false;
+}
+
+/* a tracepoint's number (false: the event has none) */
+static __always_inline bool pw_agg_tp_num(void *ctx, struct pw_aggsrc *s, __u64 pid_tgid,
+					  __u64 *v)
+{
+	__u64 x = 0;
+	__u32 sz;
+
+	if (s->kind != PW_AGGS_TP)
+		return pw_agg_task_num(s, pid_tgid, v);
+	sz = s->size;
+	if (sz > 8)
+		sz = 8;
+	if (sz == 0)
+		sz = 1;
+	if (bpf_probe_read_kernel(&x, sz, ctx + (s->off & 0x7fff)))
+		pw_stat_add(PW_STAT_READ_FAIL, 1);
+	*v = pw_agg_ext(x, sz, s->sign);
+	return true;
+}
+
+/* an INT argument of a uprobe, fetched as pw_uprobe_common does (0 when a read faults) */
+static __always_inline __u64 pw_agg_uarg(__u64 *regs, struct pw_uarg *a)
+{
+	__u64 v = 0;
+	__u32 reg, nd, last;
+	long err = 0;
+
+	reg = a->reg;
+	if (reg < sizeof(struct pt_regs) / 8)
+		v = regs[reg];
+	nd = a->nderef;
+	if (nd > PW_UDEREF_MAX)
+		nd = PW_UDEREF_MAX;
+	if (nd == 0)
+		return v;
+	last = nd - 1;
+	for (int j = 0; j < PW_UDEREF_MAX - 1; j++) {
+		__u64 p;
+
+		if (j >= last)
+			break;
+		p = v + (__s64)a->off[j];
+		v = 0;
+		err = bpf_probe_read_user(&v, sizeof(v), (void *)p);
+		if (err)
+			break;
+	}
+	if (err) {
+		pw_stat_add(PW_STAT_READ_FAIL, 1);
+		return 0;
+	}
+	barrier_var(last);
+	v += (__s64)a->off[last & (PW_UDEREF_MAX - 1)];
+	{
+		__u64 x = 0;
+		__u32 sz = a->size;
+
+		if (sz > 8)
+			sz = 8;
+		if (sz == 0)
+			sz = 1;
+		if (bpf_probe_read_user(&x, sz, (void *)v))
+			pw_stat_add(PW_STAT_READ_FAIL, 1);
+		return x;
+	}
+}
+
+static __always_inline bool pw_agg_u_num(__u64 *regs, struct pw_uconf *uc, struct pw_aggsrc *s,
+					 __u64 pid_tgid, __u64 *v)
+{
+	struct pw_uarg *a;
+	__u32 i;
+
+	if (s->kind != PW_AGGS_UARG)
+		return pw_agg_task_num(s, pid_tgid, v);
+	i = s->off;
+	if (i >= PW_UARGS_MAX)
+		return false;
+	a = &uc->args[i];
+	*v = pw_agg_ext(pw_agg_uarg(regs, a), a->size, s->sign);
+	return true;
+}
+
+/* --latency: an enter remembers its time, an exit adds the time since into "agg" */
+static __always_inline bool pw_agg_latency(struct pw_aggconf *c, __u64 pid_tgid, __u64 *d)
+{
+	struct pw_agg_start_key sk = { .tid = (__u32)pid_tgid, .pair = c->pair };
+	__u64 now = bpf_ktime_get_ns(), *t0;
+	long err;
+
+	if (c->role == PW_AGGR_ENTER) {
+		err = bpf_map_update_elem(&agg_start, &sk, &now, BPF_NOEXIST);
+		if (err == -EEXIST) { /* an enter without its exit: overwritten */
+			pw_agg_stat(PW_AGGST_UNMATCHED);
+			bpf_map_update_elem(&agg_start, &sk, &now, BPF_ANY);
+		} else if (err) {
+			pw_agg_stat(PW_AGGST_START_FULL);
+		}
+		return false;
+	}
+	t0 = bpf_map_lookup_elem(&agg_start, &sk);
+	if (!t0) {
+		pw_agg_stat(PW_AGGST_UNMATCHED);
+		return false;
+	}
+	*d = now - *t0;
+	if (now < *t0) {
+		bpf_map_delete_elem(&agg_start, &sk);
+		pw_agg_stat(PW_AGGST_UNMATCHED);
+		return false;
+	}
+	bpf_map_delete_elem(&agg_start, &sk);
+	return true;
+}
+
+SEC("tracepoint")
+int pw_tp_agg(void *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 slot = (__u32)bpf_get_attach_cookie(ctx);
+	struct pw_aggconf *c;
+	struct pw_agg_key k;
+	__u64 v = 0, f = 0;
+
+	if (!pw_wanted(pid_tgid))
+		return 0;
+	c = bpf_map_lookup_elem(&aggconf, &slot);
+	if (!c)
+		return 0;
+	pw_slot_count(slot);
+	if (c->role == PW_AGGR_SKIP)
+		return 0;
+	if (c->role != PW_AGGR_AGG) {
+		if (!pw_agg_latency(c, pid_tgid, &v))
+			return 0;
+	} else if (c->value.kind != PW_AGGS_NONE) {
+		if (!pw_agg_tp_num(ctx, &c->value, pid_tgid, &v))
+			return 0;
+	}
+	pw_agg_key_init(&k, pid_tgid, slot);
+	k.pair = c->pair;
+	if (c->key[0].kind != PW_AGGS_NONE && pw_agg_tp_num(ctx, &c->key[0], pid_tgid, &f))
+		k.f[0] = f;
+	if (c->key[1].kind != PW_AGGS_NONE && pw_agg_tp_num(ctx, &c->key[1], pid_tgid, &f))
+		k.f[1] = f;
+	k.bucket = pw_agg_bucket(v, c->role == PW_AGGR_AGG && c->value.sign, agg_hist);
+	pw_agg_add(&k, v);
+	return 0;
+}
+
+static __always_inline int pw_uprobe_agg_common(struct pt_regs *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 slot = (__u32)bpf_get_attach_cookie(ctx);
+	__u64 regs[sizeof(struct pt_regs) / 8];
+	struct pw_aggconf *c;
+	struct pw_uconf *uc;
+	struct pw_agg_key k;
+	__u64 v = 0, f = 0;
+
+	if (!pw_wanted(pid_tgid))
+		return 0;
+	c = bpf_map_lookup_elem(&aggconf, &slot);
+	uc = bpf_map_lookup_elem(&uconf, &slot);
+	if (!c || !uc)
+		return 0;
+	pw_slot_count(slot);
+	if (c->role == PW_AGGR_SKIP)
+		return 0;
+	if (c->role != PW_AGGR_AGG) {
+		if (!pw_agg_latency(c, pid_tgid, &v))
+			return 0;
+		if (c->key[0].kind == PW_AGGS_NONE) { /* nothing to read from the registers */
+			pw_agg_key_init(&k, pid_tgid, slot);
+			k.pair = c->pair;
+			k.bucket = pw_agg_bucket(v, false, agg_hist);
+			pw_agg_add(&k, v);
+			return 0;
+		}
+	}
+	/* the arguments: the registers (user space fills key[0] before key[1]) */
+	if (bpf_probe_read_kernel(regs, sizeof(regs), ctx)) {
+		pw_stat_add(PW_STAT_READ_FAIL, 1);
+		return 0;
+	}
+	if (c->role == PW_AGGR_AGG && c->value.kind != PW_AGGS_NONE &&
+	    !pw_agg_u_num(regs, uc, &c->value, pid_tgid, &v))
+		return 0;
+	pw_agg_key_init(&k, pid_tgid, slot);
+	k.pair = c->pair;
+	if (c->key[0].kind != PW_AGGS_NONE && pw_agg_u_num(regs, uc, &c->key[0], pid_tgid, &f))
+		k.f[0] = f;
+	if (c->key[1].kind != PW_AGGS_NONE && pw_agg_u_num(regs, uc, &c->key[1], pid_tgid, &f))
+		k.f[1] = f;
+	k.bucket = pw_agg_bucket(v, c->role == PW_AGGR_AGG && c->value.sign, agg_hist);
+	pw_agg_add(&k, v);
+	return 0;
+}
+
+SEC("uprobe")
+int pw_uprobe_agg(struct pt_regs *ctx)
+{
+	return pw_uprobe_agg_common(ctx);
+}
+
+SEC("uretprobe")
+int pw_uretprobe_agg(struct pt_regs *ctx)
+{
+	return pw_uprobe_agg_common(ctx);
+}

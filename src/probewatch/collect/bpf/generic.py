@@ -29,6 +29,7 @@ from ...errors import ProbewatchError, SpecError
 from ...sources.args import ArchABI
 from ...sources.spec import ArgRef, ArgSpec, Deref, Expr, ProbeSpec, Register, Retval
 from . import libbpf
+from .agg import AggSetup, read_agg, read_agg_stats
 from .loader import STAT_MAX, STAT_READ_FAIL, STAT_TRUNC, object_bytes, parse_stats
 
 if TYPE_CHECKING:
@@ -289,6 +290,8 @@ class GenericCollector:
     raw: list[bytes] = field(default_factory=list)
     #: STACK_KERNEL | STACK_USER: records carry those stacks (flag GEN_STACK)
     stack_mode: int = 0
+    #: aggregate in the kernel (agg.h): the *_agg programs update maps, emit nothing
+    agg: AggSetup | None = None
 
     def __post_init__(self) -> None:
         self._attach: list[_Attach] = []
@@ -356,12 +359,19 @@ class GenericCollector:
         ro["tp_max"] = max(8, min(self.tp_max, TP_DATA_MAX))
         ro["ustr_max"] = max(1, min(self.ustr_max, USTR_AREA))
         ro["stack_mode"] = self.stack_mode
-        obj.set_max_entries("events", self.ringbuf_bytes)
+        # aggregating in the kernel: no records, the smallest ring will do
+        obj.set_max_entries("events", self.ringbuf_bytes if self.agg is None
+                            else os.sysconf("SC_PAGE_SIZE"))
         kinds = {a.kind for a in self._attach}
         obj.set_autoload("pw_gen_fork", bool(self.pids) and self.follow)
-        obj.set_autoload("pw_tp", "tp" in kinds)
-        obj.set_autoload("pw_uprobe", "uprobe" in kinds)
-        obj.set_autoload("pw_uretprobe", "uretprobe" in kinds)
+        agg = self.agg is not None
+        for prog, kind in (("pw_tp", "tp"), ("pw_uprobe", "uprobe"),
+                           ("pw_uretprobe", "uretprobe")):
+            obj.set_autoload(prog, kind in kinds and not agg)
+            obj.set_autoload(prog + "_agg", kind in kinds and agg)
+        if self.agg is not None:
+            ro["emit"] = 0
+            self.agg.configure(obj)
         obj.load()
         pm = obj.map("pids")
         for p in self.pids:
@@ -370,6 +380,8 @@ class GenericCollector:
         um = obj.map("uconf")
         for a in self._attach:
             (tpm if a.kind == "tp" else um).update(struct.pack("<I", a.slot), a.conf)
+        if self.agg is not None:
+            self.agg.write(obj)
         self._rb = obj.ring_buffer("events", self.raw.append)
 
     def attach(self) -> None:
@@ -377,13 +389,14 @@ class GenericCollector:
         assert obj is not None
         if self.pids and self.follow:
             obj.attach_tracepoint("pw_gen_fork", "sched", "sched_process_fork")
+        sfx = "_agg" if self.agg is not None else ""
         for a in self._attach:
             if a.kind == "tp":
-                obj.attach_tracepoint("pw_tp", a.system, a.name, cookie=a.slot)
+                obj.attach_tracepoint("pw_tp" + sfx, a.system, a.name, cookie=a.slot)
             else:
                 retprobe = a.kind == "uretprobe"
                 prog = "pw_uretprobe" if retprobe else "pw_uprobe"
-                obj.attach_uprobe(prog, a.path, a.offset, retprobe, cookie=a.slot)
+                obj.attach_uprobe(prog + sfx, a.path, a.offset, retprobe, cookie=a.slot)
 
     def add_pids(self, pids: list[int]) -> None:
         assert self._obj is not None
@@ -427,6 +440,13 @@ class GenericCollector:
         """slot -> times the probe fired for a wanted task (counted in the kernel)."""
         self._refresh()
         return dict(self._last_counts)
+
+    def agg_snapshot(self) -> tuple[dict[bytes, tuple[int, int]], list[int]]:
+        """In-kernel aggregation so far: ({key bytes: (count, sum)}, agg_stats)."""
+        obj = self._obj
+        if obj is None or obj.closed or self.agg is None:
+            return {}, []
+        return read_agg(obj), read_agg_stats(obj)
 
     def losses(self) -> Any:
         """The :class:`~probewatch.collect.bpf.loader.Losses` counted so far."""
