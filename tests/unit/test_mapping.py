@@ -154,7 +154,7 @@ def test_exec_gives_process_creation_and_auditd_execve(mapper: Mapper) -> None:
     assert (pc.ts, pc.pid, pc.source) == (100, 4502, ev)
     user = mapper.table.user_name(1000)
     want = dict(PROC_4502, User=user, LD_PRELOAD="/tmp/x.so", OriginalArgv0="python3",
-                ExecSyscall="execve")
+                Argv1="x.py", ExecSyscall="execve")
     assert pc.fields == want
     au = sevs[1].fields
     assert {k: au[k] for k in ("type", "argc", "a0", "a1", "a2")} == {
