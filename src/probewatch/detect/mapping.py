@@ -32,7 +32,8 @@ Value details (the contract leaves them open):
 - syscall arguments: ints are signed as the kernel's C type says (fds, pids and
   uid/gid arguments as signed 32-bit, so -1 stays -1); ``dfd``-style arguments are
   ``"AT_FDCWD"`` or the fd; ``mode`` of open/creat/chmod/mknod is strace's octal text
-  (``"04755"``), omitted for open without O_CREAT; pointers not read are ``"0x..."``
+  (``"04755"``; mknod's with the file type first, ``"S_IFIFO|0644"``), omitted for open
+  without O_CREAT; pointers not read are ``"0x..."``
   or ``"NULL"``; sockaddrs are strace's text; strings and argv as captured.
 - ``file_event.Mode`` is the int permission bits (``0o4755`` = 2541);
   ``SourceFilename`` of a symlink is the link's text as given (not resolved).
@@ -311,6 +312,16 @@ def _mode(v: int) -> str:
     return f"0{v:o}" if v else "000"
 
 
+_S_IFMT = {0o010000: "S_IFIFO", 0o020000: "S_IFCHR", 0o060000: "S_IFBLK",
+           0o100000: "S_IFREG", 0o140000: "S_IFSOCK"}
+
+
+def _mknod_mode(v: int) -> str:
+    """mknod's mode as strace shows it, file type first: 0o10644 -> 'S_IFIFO|0644'."""
+    t = _S_IFMT.get(v & 0o170000)
+    return f"{t}|{_mode(v)}" if t else _mode(v)
+
+
 def _dfd(v: Any) -> Any:
     if not isinstance(v, int):
         return v
@@ -331,6 +342,8 @@ _SPECIAL: dict[str, dict[str, Callable[[int, Mapping[str, Any]], Any]]] = {
     "execveat": {"flags": lambda v, f: _flags(AT_FLAGS, v)},
     "renameat2": {"flags": lambda v, f: _flags(RENAME_FLAGS, v)},
     "memfd_create": {"flags": lambda v, f: _flags(MFD_FLAGS, v)},
+    "mknod": {"mode": lambda v, f: _mknod_mode(v)},
+    "mknodat": {"mode": lambda v, f: _mknod_mode(v)},
     "ptrace": {"request": lambda v, f: PTRACE_REQ.get(v & 0xFFFFFFFF, str(_s64(v))),
                "pid": lambda v, f: _s32(v)},
     "prctl": {"option": lambda v, f: PRCTL_OPT.get(v & 0xFFFFFFFF, str(_s32(v)))},
