@@ -30,6 +30,8 @@ ARGS = {
                  "unsigned int flags",
     "socket": "int family; int type; int protocol",
     "connect": "int fd; struct sockaddr * uservaddr; int addrlen",
+    "accept4": "int fd; struct sockaddr * upeer_sockaddr; int * upeer_addrlen; int flags",
+    "mknodat": "int dfd; const char * filename; umode_t mode; unsigned int dev",
     "dup2": "unsigned int oldfd; unsigned int newfd",
     "ptrace": "long request; long pid; unsigned long addr; unsigned long data",
     "memfd_create": "const char * uname; unsigned int flags",
@@ -43,7 +45,8 @@ ARGS = {
 }
 NRS = {"execve": 59, "openat": 257, "fchmod": 91, "renameat2": 316, "socket": 41,
        "connect": 42, "dup2": 33, "ptrace": 101, "memfd_create": 319, "setsockopt": 54,
-       "unlinkat": 263, "bpf": 321, "symlinkat": 266, "chdir": 80, "prctl": 157}
+       "unlinkat": 263, "bpf": 321, "symlinkat": 266, "chdir": 80, "prctl": 157,
+       "accept4": 288, "mknodat": 259}
 
 
 def _table() -> SyscallTable:
@@ -154,7 +157,7 @@ def test_exec_gives_process_creation_and_auditd_execve(mapper: Mapper) -> None:
     assert (pc.ts, pc.pid, pc.source) == (100, 4502, ev)
     user = mapper.table.user_name(1000)
     want = dict(PROC_4502, User=user, LD_PRELOAD="/tmp/x.so", OriginalArgv0="python3",
-                ExecSyscall="execve")
+                Argv1="x.py", ExecSyscall="execve")
     assert pc.fields == want
     au = sevs[1].fields
     assert {k: au[k] for k in ("type", "argc", "a0", "a1", "a2")} == {
@@ -215,6 +218,33 @@ def test_fchmod_resolves_the_fd(mapper: Mapper) -> None:
         "/home/u/w/tool", "chmod", 0o4755, "fchmod")
     s = one(sevs, "syscall")
     assert (s["fd"], s["mode"], s["FdTarget"]) == (5, "04755", "/home/u/w/tool")
+
+
+def test_mknodat_mode_names_the_file_type(mapper: Mapper) -> None:
+    start_python(mapper)
+    sevs = mapper.map(sc(200, 4502, "python3", "mknodat", 0, dfd=0xFFFFFF9C, filename="f",
+                         mode=0o10644, dev=0))
+    s = one(sevs, "syscall")
+    assert (s["mode"], s["TargetFilename"]) == ("S_IFIFO|0644", "/home/u/w/f")
+    fe = one(sevs, "file_event")
+    assert (fe["Operation"], fe["Mode"]) == ("create", 0o644)
+    sevs = mapper.map(sc(201, 4502, "python3", "mknodat", 0, dfd=0xFFFFFF9C, filename="g",
+                         mode=0o644, dev=0))
+    assert one(sevs, "syscall")["mode"] == "0644"
+
+
+def test_accepted_socket_is_told_from_a_connected_one(mapper: Mapper) -> None:
+    start_python(mapper)
+    m = mapper
+    addr = struct.pack("<H", 2) + struct.pack(">H", 51000) + bytes([10, 0, 0, 9]) + b"\0" * 8
+    m.map(sc(200, 4502, "python3", "socket", 3, family=2, type=1, protocol=0))
+    m.map(sc(201, 4502, "python3", "accept4", 4, fd=3, upeer_sockaddr=addr,
+             upeer_addrlen=16, flags=0))
+    m.map(sc(202, 4502, "python3", "socket", 5, family=2, type=1, protocol=0))
+    m.map(sc(203, 4502, "python3", "connect", 0, fd=5, uservaddr=addr, addrlen=16))
+    p = m.table.procs[4502]
+    assert p.fd(4) == "socket:AF_INET:SOCK_STREAM:10.0.0.9:51000:accepted"
+    assert p.fd(5) == "socket:AF_INET:SOCK_STREAM:10.0.0.9:51000"
 
 
 def test_reverse_shell_sequence(mapper: Mapper) -> None:

@@ -118,6 +118,10 @@ def test_correlations_parse_as_pysigma_correlations() -> None:
                      "download_then_execute": "temporal_ordered",
                      "packet_socket_sniffing": "temporal_ordered",
                      "discovery_burst": "value_count",
+                     "discovery_burst_multicall": "value_count",
+                     "download_pipe_shell": "temporal",
+                     "reverse_shell_fifo": "temporal_ordered",
+                     "reverse_shell_fifo_stdin": "temporal_ordered",
                      "typed_reverse_shell": "temporal_ordered",
                      "typed_download_pipe_shell": "temporal_ordered",
                      "private_key_sent_over_tls": "temporal_ordered"}

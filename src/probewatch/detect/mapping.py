@@ -19,7 +19,8 @@ tables and a few here: ptrace requests, prctl options, bpf commands, socket opti
 Beyond the contract, for rules on fd hand-offs (reverse shells): the ``syscall`` kind
 has ``FdTarget`` — what the fd argument (``fd``, ``oldfd``, ``fildes``) refers to as
 far as the mapper saw it opened: a path, ``socket:AF_INET:SOCK_STREAM`` and after a
-connect ``socket:AF_INET:SOCK_STREAM:1.2.3.4:4444``, ``memfd:NAME``; a successful
+connect ``socket:AF_INET:SOCK_STREAM:1.2.3.4:4444`` (an accept()ed one ends in
+``:accepted``: ``socket:AF_INET:SOCK_STREAM:1.2.3.4:51000:accepted``), ``memfd:NAME``; a successful
 ``prctl(PR_SET_NAME)`` has ``NewName`` (the comm the record saw at the return); and
 ``process_creation`` has ``StdinTarget``/``StdoutTarget``/``StderrTarget`` (same
 form) when fds 0-2 were set up by traced syscalls (dup2 of a socket, ...). The fd
@@ -31,7 +32,8 @@ Value details (the contract leaves them open):
 - syscall arguments: ints are signed as the kernel's C type says (fds, pids and
   uid/gid arguments as signed 32-bit, so -1 stays -1); ``dfd``-style arguments are
   ``"AT_FDCWD"`` or the fd; ``mode`` of open/creat/chmod/mknod is strace's octal text
-  (``"04755"``), omitted for open without O_CREAT; pointers not read are ``"0x..."``
+  (``"04755"``; mknod's with the file type first, ``"S_IFIFO|0644"``), omitted for open
+  without O_CREAT; pointers not read are ``"0x..."``
   or ``"NULL"``; sockaddrs are strace's text; strings and argv as captured.
 - ``file_event.Mode`` is the int permission bits (``0o4755`` = 2541);
   ``SourceFilename`` of a symlink is the link's text as given (not resolved).
@@ -42,7 +44,8 @@ Value details (the contract leaves them open):
   it (symlinks resolved; a ``#!`` script's interpreter, e.g. ``dash``), beside
   ``Image`` (the path as exec'd) — a name that differs tells a renamed or linked copy.
 - ``process_creation``: ``ExecSyscall`` is ``execveat`` when the exec'd path is
-  ``/dev/fd/N`` (fexecve), else ``execve``; ``Image`` of a memfd exec is
+  ``/dev/fd/N`` (fexecve), else ``execve``; ``Argv1`` is argv[1] (``""`` when absent:
+  the applet of ``busybox NAME``); ``Image`` of a memfd exec is
   ``/memfd:NAME (deleted)``, as /proc/PID/exe shows it.
 - ``auditd``: SYSCALL records have ``a0``..``a3`` in hex without 0x (as audit.log),
   ``syscall`` equal to ``SYSCALL`` (the name), ``exit``, ``pid``, ``ppid``, ``gid``,
@@ -309,6 +312,16 @@ def _mode(v: int) -> str:
     return f"0{v:o}" if v else "000"
 
 
+_S_IFMT = {0o010000: "S_IFIFO", 0o020000: "S_IFCHR", 0o060000: "S_IFBLK",
+           0o100000: "S_IFREG", 0o140000: "S_IFSOCK"}
+
+
+def _mknod_mode(v: int) -> str:
+    """mknod's mode as strace shows it, file type first: 0o10644 -> 'S_IFIFO|0644'."""
+    t = _S_IFMT.get(v & 0o170000)
+    return f"{t}|{_mode(v)}" if t else _mode(v)
+
+
 def _dfd(v: Any) -> Any:
     if not isinstance(v, int):
         return v
@@ -329,6 +342,8 @@ _SPECIAL: dict[str, dict[str, Callable[[int, Mapping[str, Any]], Any]]] = {
     "execveat": {"flags": lambda v, f: _flags(AT_FLAGS, v)},
     "renameat2": {"flags": lambda v, f: _flags(RENAME_FLAGS, v)},
     "memfd_create": {"flags": lambda v, f: _flags(MFD_FLAGS, v)},
+    "mknod": {"mode": lambda v, f: _mknod_mode(v)},
+    "mknodat": {"mode": lambda v, f: _mknod_mode(v)},
     "ptrace": {"request": lambda v, f: PTRACE_REQ.get(v & 0xFFFFFFFF, str(_s64(v))),
                "pid": lambda v, f: _s32(v)},
     "prctl": {"option": lambda v, f: PRCTL_OPT.get(v & 0xFFFFFFFF, str(_s32(v)))},
@@ -582,6 +597,7 @@ class Mapper:
         argv = p.argv if p is not None else []
         fn = ev.fields.get("filename") or ""
         pf["OriginalArgv0"] = argv[0] if argv else ""
+        pf["Argv1"] = argv[1] if len(argv) > 1 else ""  # a multi-call binary's applet
         pf["ExecSyscall"] = "execveat" if fn.startswith("/dev/fd/") else "execve"
         if p is not None and p.fds:
             for fd, key in ((0, "StdinTarget"), (1, "StdoutTarget"), (2, "StderrTarget")):
@@ -933,7 +949,8 @@ class Mapper:
             base = ":".join(cur.split(":")[:3])
             raw = f.get("upeer_sockaddr")
             ep = sockaddr_endpoint(bytes(raw)) if isinstance(raw, bytes | bytearray) else None
-            p.set_fd(ret, f"{base}:{ep[0]}:{ep[1]}" if ep else base)
+            # ":accepted" tells a served connection (inetd, sshd) from one made out
+            p.set_fd(ret, f"{base}:{ep[0]}:{ep[1]}:accepted" if ep else f"{base}:accepted")
         elif name in ("dup", "dup2", "dup3") or (
                 name == "fcntl" and _int(f.get("cmd")) in _F_DUPFD and ret >= 0):
             old = _s32(_int(f.get("fildes" if name == "dup" else

@@ -121,13 +121,13 @@ PROCESS_FIELDS = frozenset({
     "ParentProcessId", "ParentImage", "ParentCommandLine", "GrandparentImage", "User",
     "Uid", "Euid", "Gid", "Egid", "LogonId", "ContainerId", "LD_PRELOAD",
     "LD_LIBRARY_PATH", "LD_AUDIT", "PYTHONPATH", "BASH_ENV", "HISTFILE", "HISTSIZE",
-    "HISTFILESIZE", "PROMPT_COMMAND", "SSH_CONNECTION",
+    "HISTFILESIZE", "PROMPT_COMMAND", "SSH_CONNECTION", "ExeName",
 })
 
 KIND_FIELDS: dict[str, frozenset[str]] = {
     # Std*Target: what fds 0-2 refer to (detect/mapping.py, beyond the contract)
-    "process_creation": PROCESS_FIELDS | {"OriginalArgv0", "ExecSyscall", "StdinTarget",
-                                          "StdoutTarget", "StderrTarget"},
+    "process_creation": PROCESS_FIELDS | {"OriginalArgv0", "Argv1", "ExecSyscall",
+                                          "StdinTarget", "StdoutTarget", "StderrTarget"},
     "file_event": PROCESS_FIELDS | {
         "TargetFilename", "Operation", "SourceFilename", "Flags", "Mode", "Syscall", "Success",
     },
