@@ -620,6 +620,8 @@ class BpfTraceSession(Session):
             if done:
                 break
         if counting_in_kernel:
+            if self._kagg is not None:  # nothing after the end in the maps or the counts
+                col.detach()
             per = col.slot_counts()
             for i, n in per.items():
                 self.counts[self._slots[i].probe] += n

@@ -74,8 +74,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="where to aggregate: kernel (BPF maps; bpf backend), user (from the"
                    " events) or auto (the kernel when it can; then auto picks bpf)")
     g.add_argument("--agg-keys", type=count_arg, metavar="N",
-                   help="in the kernel: the most keys (map entries) kept, default 10240;"
-                   " events of keys that do not fit are counted (overflow), not lost silently")
+                   help="in the kernel: the most keys (map entries) kept, default 10240 (and"
+                   " --latency: threads inside a pair); events of keys that do not fit are"
+                   " counted (overflow), not lost silently")
 
 
 def wanted(args: argparse.Namespace) -> bool:
