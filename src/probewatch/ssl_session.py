@@ -93,6 +93,8 @@ class SslSession(BpfSession):
         self._rescan_s = rescan_s
         self._seen: dict[tuple[int, int], int] = {}  # inode -> lib index (0: none)
         self._exes: set[tuple[int, int, int]] = set()
+        self._scanned: dict[int, bytes] = {}  # pid -> its start time and size, scanned
+        self._scan_next = 0  # the pid the next rescan starts at (over budget)
         self.libs: dict[int, tuple[str, str]] = {}
         self.decoder = SslDecoder(self.libs)  # type: ignore[assignment]
         self.notes: list[str] = []  # what a person should know (nothing found, ...)
@@ -262,14 +264,40 @@ class SslSession(BpfSession):
         if self._obj is None or self._closed:
             return
         with self._signals.deferred():
-            if self._pids:
-                pids = [struct.unpack("<I", k)[0] for k in self._obj.map("pids").keys()]
-            else:
-                pids = [int(d) for d in os.listdir("/proc") if d.isdigit()]
             me = os.getpid()
-            for pid in pids:
-                if pid != me:
-                    self._scan_pid(pid, exe=bool(self._pids))
+            if self._pids:  # the traced processes only: few, each looked at every time
+                for pid in [struct.unpack("<I", k)[0] for k in self._obj.map("pids").keys()]:
+                    if pid != me:
+                        self._scan_pid(pid, exe=True)
+                self._last_scan = time.monotonic()
+                return
+            pids = [int(d) for d in os.listdir("/proc") if d.isdigit()]
+            # every process, with bounded work: a process with 65,530 mappings costs
+            # ~60 ms to read, and dozens of them must not keep the event loop here
+            # (the ring buffer would overflow: a blinded monitor). A process whose
+            # start time and size have not changed since its last scan is skipped; at
+            # most RESCAN_BUDGET_S of scanning per call, the next going on from there.
+            seen = self._scanned
+            if len(seen) > 65536:
+                seen.clear()
+            pids.sort()
+            start = self._scan_next
+            order = [p for p in pids if p >= start] + [p for p in pids if p < start]
+            end = time.monotonic() + RESCAN_BUDGET_S
+            self._scan_next = 0
+            n = 0
+            for pid in order:
+                if pid == me:
+                    continue
+                key = _stat_key(pid)
+                if key is None or seen.get(pid) == key:
+                    continue
+                if n and time.monotonic() > end:
+                    self._scan_next = pid
+                    break
+                seen[pid] = key
+                self._scan_pid(pid, exe=False)
+                n += 1
         self._last_scan = time.monotonic()
 
     def _drain(self) -> Iterator[Event]:
@@ -302,3 +330,19 @@ class SslSession(BpfSession):
             except ProbewatchError:
                 pass
         super().close()
+
+
+#: seconds of /proc/PID/maps scanning one rescan() may take (the rest: the next one)
+RESCAN_BUDGET_S = 0.25
+
+
+def _stat_key(pid: int) -> bytes | None:
+    """A process's start time and virtual size (/proc/PID/stat fields 22-23): what
+    changes when a library is mapped (dlopen) or the pid is a new process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read(4096)
+    except OSError:
+        return None
+    rest = raw[raw.rfind(b")") + 2:].split()
+    return b" ".join(rest[19:21]) if len(rest) > 21 else None

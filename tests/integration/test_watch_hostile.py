@@ -205,3 +205,61 @@ def test_ld_preload_behind_a_huge_environment(bpf: None) -> None:
     alerts = [json.loads(x) for x in r.stdout.splitlines() if x.startswith('{"type"')]
     got = sorted(a["matched"].get("LD_PRELOAD", "") for a in alerts)
     assert got == ["/nonexistent/big.so", "/nonexistent/many.so"], r.stdout[-3000:]
+
+
+def test_tls_rescan_work_is_bounded(bpf: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Processes with 60,000 mappings each (~60 ms to read /proc/PID/maps): watch's
+    rescan for newly mapped TLS libraries reads each once, skips it while its start
+    time and size stay the same, scans again one that mapped more, and stops at its
+    time budget (going on from there next time) — the event loop is never held for
+    seconds (dozens of such processes used to hold it ~60 ms each, every 5 s)."""
+    import probewatch.ssl_session as ssl_session
+    from probewatch.detect.pipeline import live_events
+
+    many = build_c("many_maps")
+    heavy = [subprocess.Popen([str(many), "60000", "60"]) for _ in range(3)]
+    grower = subprocess.Popen([sys.executable, "-c", "import mmap, sys; sys.stdin.readline();"
+                               " m = mmap.mmap(-1, 1 << 24); print('ok', flush=True);"
+                               " sys.stdin.readline()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        with live_events() as src:
+            src.start()
+            u = src.user
+            assert u is not None
+            scanned: list[int] = []
+            real = u._scan_pid
+
+            def record(pid: int, *a: Any, **kw: Any) -> bool:
+                scanned.append(pid)
+                return bool(real(pid, *a, **kw))
+
+            u._scan_pid = record
+            for _ in range(20):  # a full pass, however the budget splits it
+                u.rescan()
+                if u._scan_next == 0:
+                    break
+            ids = {p.pid for p in heavy} | {grower.pid}
+            assert ids <= set(scanned)
+            scanned.clear()
+            t = time.monotonic()
+            u.rescan()
+            took = time.monotonic() - t
+            assert not ids & set(scanned) and took < 0.15, (took, scanned)
+            assert grower.stdin is not None and grower.stdout is not None
+            grower.stdin.write("go\n")
+            grower.stdin.flush()
+            assert grower.stdout.readline().strip() == "ok"  # 16 MiB more mapped
+            u.rescan()
+            assert grower.pid in scanned and not {p.pid for p in heavy} & set(scanned)
+            # the budget: with none left, one process per call, the next from there
+            monkeypatch.setattr(ssl_session, "RESCAN_BUDGET_S", 0.0)
+            u._scanned.clear()
+            scanned.clear()
+            u.rescan()
+            assert len(scanned) == 1 and u._scan_next > scanned[0]
+    finally:
+        for p in [*heavy, grower]:
+            p.kill()
+            p.wait()

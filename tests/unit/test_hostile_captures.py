@@ -102,7 +102,7 @@ PROC_KEYS = ["pid", "ppid", "exe", "argv", "env", "cwd", "fds", "truncated", "ui
              "start", "exit_ts", "exec_ts", "comm", "cgroup", "container", "exit_code"]
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=st.sampled_from(ALERT_KEYS), rkey=st.sampled_from(RULE_KEYS),
        value=json_values, whole=st.booleans())
