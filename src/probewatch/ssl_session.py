@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import time
@@ -212,16 +213,25 @@ class SslSession(BpfSession):
         self.libs[idx] = (path, t.library)
         self._seen[key] = idx
         obj = self._obj
-        for fn in t.functions:
-            cookie = idx << 8 | FUNC_IDS[fn.name]
-            if fn.kind == "go":
-                obj.attach_uprobe("pw_go_enter", path, fn.offset, cookie=cookie)
-                for r in fn.rets:
-                    obj.attach_uprobe("pw_go_exit", path, r, cookie=cookie)
-                continue
-            enter = "pw_ssl_enter_ex" if fn.kind == "ssl_ex" else "pw_ssl_enter"
-            obj.attach_uprobe(enter, path, fn.offset, cookie=cookie)
-            obj.attach_uprobe("pw_ssl_exit", path, fn.offset, retprobe=True, cookie=cookie)
+        try:
+            for fn in t.functions:
+                cookie = idx << 8 | FUNC_IDS[fn.name]
+                if fn.kind == "go":
+                    obj.attach_uprobe("pw_go_enter", path, fn.offset, cookie=cookie)
+                    for r in fn.rets:
+                        obj.attach_uprobe("pw_go_exit", path, r, cookie=cookie)
+                    continue
+                enter = "pw_ssl_enter_ex" if fn.kind == "ssl_ex" else "pw_ssl_enter"
+                obj.attach_uprobe(enter, path, fn.offset, cookie=cookie)
+                obj.attach_uprobe("pw_ssl_exit", path, fn.offset, retprobe=True,
+                                  cookie=cookie)
+        except libbpf.BpfLibError as e:
+            # a process that exited between the scan and the attach (/proc/PID/exe is
+            # gone): nothing to probe any more. Anything else is said, and the session
+            # goes on without this file (a rescan must never end a watch).
+            if not (path.startswith("/proc/") and e.errno in (errno.ENOENT, errno.ESRCH)):
+                self.notes.append(f"TLS functions of {path} not probed: {e}")
+            return False
         self.probed.append(f"{path} ({t.library}: {', '.join(f.name for f in t.functions)})")
         return True
 
