@@ -26,8 +26,13 @@ const volatile __u32 targ_uid = 0;
 const volatile bool filter_cgroup = false;
 const volatile __u64 targ_cgroup = 0;
 
+/* LRU: the programs that see no process exit never delete a pid, and a plain hash
+ * stopped following children after PW_MAX_PIDS forks in all (a traced build or loop
+ * went blind at its 8,192nd child). Exited processes are never looked up again, so
+ * they are the ones evicted; every event of a traced process and every fork of one
+ * refreshes its entry. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, PW_MAX_PIDS);
 	__type(key, __u32);
 	__type(value, __u8);

@@ -12,7 +12,7 @@
 
 #define PW_COMM_LEN 16
 #define PW_NR_MAX 1024        /* syscall numbers below this are traced */
-#define PW_MAX_PIDS 8192      /* pid filter set */
+#define PW_MAX_PIDS 32768     /* pid filter set (LRU: the live traced processes) */
 #define PW_STR_MAX 4096       /* one path / string argument, with its NUL */
 #define PW_BUF_MAX 4096       /* data buffers (read/write) */
 #define PW_SOCKADDR_MAX 128   /* sizeof(struct sockaddr_storage) */
