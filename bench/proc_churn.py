@@ -113,7 +113,7 @@ def main() -> int:
         "execs_seen": execs,
         "events": events,
         "sigma_events": sevs,
-        "lost": summary.losses.lost,
+        "lost": summary.lost,
         "wall_s": round(wall, 2),
         "cpu_s": round(cpu, 2),
         "chain": "mapper" if a.mapper_only else "detector (shipped rules)",

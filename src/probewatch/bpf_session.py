@@ -34,8 +34,9 @@ import struct
 import time
 import weakref
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Self
 
 from .collect.base import Losses
 from .collect.bpf import libbpf
@@ -55,13 +56,7 @@ from .collect.command import GatedCommand, SignalGuard
 from .decode.syscalls import NORETURN, SyscallTable, capture_plan
 from .errors import FeatureUnavailable, NotFound, ProbewatchError
 from .event import Event, EventRun
-from .session import Session
-
-if TYPE_CHECKING:
-    #: the summary of a BPF tool run: the :class:`~probewatch.session.Summary` of the BPF
-    #: backend (``generated``, ``read_failed``, ``truncated``, ``startup`` besides the
-    #: common counts); ``events`` is keyed by event name (``syscalls:openat``)
-    from .bpf_trace import BpfTraceSummary as BpfSummary
+from .session import Session, Summary
 
 _live: weakref.WeakSet[BpfSession] = weakref.WeakSet()
 
@@ -103,12 +98,46 @@ def pick_backend(requested: str, needs_bpf: bool = True) -> str:
     return "bpf" if bpf_available()[0] else "ftrace"
 
 
-def __getattr__(name: str) -> Any:
-    if name == "BpfSummary":  # the bpf backend's (bpf_trace.py), imported when asked for
-        from .bpf_trace import BpfTraceSummary
+@dataclass
+class BpfSummary(Summary):
+    """The :class:`~probewatch.session.Summary` of the BPF backend and tools, plus what only
+    the BPF side counts: records the programs ``generated``, failed user-memory reads
+    (``read_failed``), ``truncated`` strings, and the ``startup`` time (load, attach).
+    A tool's ``events`` are keyed by event name (``syscalls:openat``)."""
 
-        return BpfTraceSummary
-    raise AttributeError(name)
+    generated: int = 0
+    read_failed: int = 0
+    truncated: int = 0
+    startup: float = 0.0
+    #: trace --count in the kernel: "tp_btf" / "raw_tp" (raw tracepoints) or "tracepoint"
+    counted_by: str = ""
+    #: why the raw tracepoint path was not taken ("" when it was)
+    count_path: str = ""
+    #: aggregated in the kernel (trace --hist/--by/--latency): None when not
+    aggregation: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d.update(backend="bpf", generated=self.generated, read_failed=self.read_failed,
+                 truncated=self.truncated, startup=round(self.startup, 6))
+        if self.counted_by:
+            d["counted_by"] = self.counted_by
+            if self.count_path:
+                d["count_path"] = self.count_path
+        if self.aggregation is not None:
+            d["aggregation"] = self.aggregation
+        return d
+
+    @classmethod
+    def of(cls, events: dict[str, int], ls: Losses, unknown: int, t_init: float,
+           t0: float, t1: float) -> Self:
+        """The summary of a BPF run: counts, the programs' Losses, and the times it was
+        created (``t_init``), started (``t0``; 0: not) and ended (``t1``; 0: not yet)."""
+        end = t1 or time.monotonic()
+        return cls(events=dict(events), lost=ls.lost, lost_per_cpu=dict(ls.lost_per_cpu),
+                   unknown=unknown, duration=end - (t0 or end), generated=ls.generated,
+                   read_failed=ls.read_failed, truncated=ls.truncated,
+                   startup=(t0 - t_init) if t0 else 0.0)
 
 
 class BpfSession(Session):
@@ -499,10 +528,8 @@ class BpfSession(Session):
 
     def summary(self) -> BpfSummary:
         """What the run delivered (per event name) and what the programs counted as lost."""
-        from .bpf_trace import BpfTraceSummary
-
-        return BpfTraceSummary.of(self.counts, self.losses(), getattr(self.decoder, "unknown", 0),
-                                  self._t_init, self._t0, self._t1)
+        return BpfSummary.of(self.counts, self.losses(), getattr(self.decoder, "unknown", 0),
+                             self._t_init, self._t0, self._t1)
 
     def close(self) -> None:
         """Detach and close everything (links, ring buffer, maps, programs). Idempotent."""

@@ -55,8 +55,9 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, Self
+from typing import Any
 
+from .bpf_session import BpfSummary
 from .collect.base import Losses
 from .collect.bpf import libbpf
 from .collect.bpf.filter import FilterField, Predicate, compile_filter
@@ -87,7 +88,7 @@ from .decode.format import (
 )
 from .errors import DecodeError, NotFound, ProbewatchError, SpecError
 from .event import Event
-from .session import Session, Summary
+from .session import Session
 from .sources.args import abi_for
 from .sources.probes import ResolvedProbe, resolve, resolve_dynamic
 from .sources.spec import ProbeSpec, parse_spec
@@ -106,43 +107,9 @@ _INT_CODES = {(1, True): "b", (1, False): "B", (2, True): "h", (2, False): "H",
               (4, True): "i", (4, False): "I", (8, True): "q", (8, False): "Q"}
 
 
-@dataclass
-class BpfTraceSummary(Summary):
-    """Summary plus what only the BPF side counts (failed user reads, truncation)."""
-
-    generated: int = 0
-    read_failed: int = 0
-    truncated: int = 0
-    startup: float = 0.0
-    #: --count in the kernel: "tp_btf" / "raw_tp" (raw tracepoints) or "tracepoint"
-    counted_by: str = ""
-    #: why the raw tracepoint path was not taken ("" when it was)
-    count_path: str = ""
-    #: aggregated in the kernel (trace --hist/--by/--latency): None when not
-    aggregation: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        d.update(backend="bpf", generated=self.generated, read_failed=self.read_failed,
-                 truncated=self.truncated, startup=round(self.startup, 6))
-        if self.counted_by:
-            d["counted_by"] = self.counted_by
-            if self.count_path:
-                d["count_path"] = self.count_path
-        if self.aggregation is not None:
-            d["aggregation"] = self.aggregation
-        return d
-
-    @classmethod
-    def of(cls, events: dict[str, int], ls: Losses, unknown: int, t_init: float,
-           t0: float, t1: float) -> Self:
-        """The summary of a BPF run: counts, the programs' Losses, and the times it was
-        created (``t_init``), started (``t0``; 0: not) and ended (``t1``; 0: not yet)."""
-        end = t1 or time.monotonic()
-        return cls(events=dict(events), lost=ls.lost, lost_per_cpu=dict(ls.lost_per_cpu),
-                   unknown=unknown, duration=end - (t0 or end), generated=ls.generated,
-                   read_failed=ls.read_failed, truncated=ls.truncated,
-                   startup=(t0 - t_init) if t0 else 0.0)
+#: Summary plus what only the BPF side counts (failed user reads, truncation): one class
+#: for the bpf backend and the BPF tools (defined beside them, in a lighter module)
+BpfTraceSummary = BpfSummary
 
 
 @dataclass
