@@ -308,3 +308,13 @@ def test_auto_count_is_bpf_in_the_cli(bpf: None, getppid_n: Path) -> None:
     s = summary_of(r.stderr)
     assert s["backend"] == "perf"  # README: auto picks perf for --count --filter
     assert s["events"] == {GETPPID: 2000}
+
+
+def test_children_past_the_pid_set_size_are_followed(bpf: None) -> None:
+    """The followed pid set forgets exited children: the 10,000 children of one loop
+    (more than the set holds: 8,192 before) are all traced, on the record path."""
+    prog = build_c("fork_many")
+    evs, s = _trace("bpf", GETPPID, "--", str(prog), "10000")
+    assert len(evs) == 10000, s
+    assert len({e["pid"] for e in evs}) > 8192
+    assert s["lost"] == 0
