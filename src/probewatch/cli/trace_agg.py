@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import _thread
 import argparse
+import contextlib
 import json
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..analyze.aggregate import (
@@ -263,14 +265,7 @@ def run(s: Any, args: argparse.Namespace, agg: Aggregator, out: Out, ctl: RunCon
     dl = Deadline(args.duration, s.clock)  # what is stamped after -d is not aggregated
     dl.arm()
     left = args.max_events
-    stop = threading.Event()
-    ticker = None
-    if pr.live is not None:
-        pr.live.start()
-    if pr.interval:
-        ticker = threading.Thread(target=pr.tick, args=(stop,), daemon=True)
-        ticker.start()
-    try:
+    with _printing(pr):
         for batch in s.batches(duration=args.duration):
             k = 0 if ctl.abort else dl.on_time(batch)
             if left is not None:
@@ -278,8 +273,7 @@ def run(s: Any, args: argparse.Namespace, agg: Aggregator, out: Out, ctl: RunCon
                 left -= k
             cut = k < len(batch)
             if cut:
-                for ev in batch[k:]:  # not aggregated: not counted
-                    s.counts[ev.probe] -= 1
+                s.uncount(batch[k:])  # not aggregated: not counted
                 batch = batch[:k]
             with pr.lock:
                 agg.add(batch)
@@ -291,10 +285,29 @@ def run(s: Any, args: argparse.Namespace, agg: Aggregator, out: Out, ctl: RunCon
         with pr.lock:
             if not ctl.abort and (not pr.interval or agg.events or pr.n == 0):
                 pr.show(final=True)
-    finally:
+
+
+@contextlib.contextmanager
+def _printing(pr: _Printer) -> Iterator[Callable[[], None]]:
+    """The live table and the -i ticker while the body runs; yields a function that
+    stops the ticker early (before a last read of the aggregation)."""
+    stop = threading.Event()
+    ticker = None
+    if pr.live is not None:
+        pr.live.start()
+    if pr.interval:
+        ticker = threading.Thread(target=pr.tick, args=(stop,), daemon=True)
+        ticker.start()
+
+    def halt() -> None:
         stop.set()
         if ticker is not None:
             ticker.join()
+
+    try:
+        yield halt
+    finally:
+        halt()
         if pr.live is not None:
             pr.live.stop()  # the cursor back, even on an error
 
@@ -307,20 +320,11 @@ def _run_in_kernel(s: Any, args: argparse.Namespace, agg: Aggregator, pr: _Print
     ctl.session = s
     ctl.phase = "running"
     pr.fill = lambda: s.kernel_aggregate(agg)
-    stop = threading.Event()
-    ticker = None
-    if pr.live is not None:
-        pr.live.start()
-    if pr.interval:
-        ticker = threading.Thread(target=pr.tick, args=(stop,), daemon=True)
-        ticker.start()
-    try:
+    with _printing(pr) as halt:
         s.count(duration=args.duration)
         if ctl.interrupts:  # ^C stopped it: what was aggregated is in the maps
             s.count()
-        stop.set()
-        if ticker is not None:
-            ticker.join()
+        halt()
         if pr.error is not None:
             raise pr.error
         with pr.lock:
@@ -332,9 +336,3 @@ def _run_in_kernel(s: Any, args: argparse.Namespace, agg: Aggregator, pr: _Print
             warn(f"{n['overflow']} events did not fit the in-kernel map of {n['max_keys']} "
                  f"keys and {n['start_overflow']} latency enters the map of threads: they "
                  "are not in the aggregation (raise --agg-keys)")
-    finally:
-        stop.set()
-        if ticker is not None:
-            ticker.join()
-        if pr.live is not None:
-            pr.live.stop()
