@@ -89,6 +89,20 @@ def test_several_syscalls_equal_on_every_backend(bpf: None, getpgid_n: Path,
         assert ev == got["bpf"], b
 
 
+def test_every_syscall_on_two_links(bpf: None, getpgid_n: Path) -> None:
+    """All syscall tracepoints, entries and exits: auto counts them on bpf (two raw
+    tracepoint links) and the totals equal ftrace's, per spec."""
+    specs = ["t:syscalls:sys_enter_*", "t:syscalls:sys_exit_*"]
+    cmd = ["--", str(getpgid_n), "1500"]
+    r = run_cli("trace", "--count", "--json", *specs, *cmd)
+    assert r.returncode == 0, r.stderr
+    s = summary_of(r.stderr)
+    assert s["backend"] == "bpf" and s["counted_by"] in FAST
+    ftrace = _count(*specs, *cmd, backend="ftrace")["events"]
+    assert s["events"] == ftrace
+    assert s["events"]["t:syscalls:sys_enter_*"] > 1500
+
+
 def _wait_file(path: Path, timeout: float = 30) -> None:
     end = time.monotonic() + timeout
     while not path.exists():
