@@ -11,7 +11,8 @@ Events. ``auto`` chooses by the job and by what the kernel offers:
   1,000,000 events at 2.2 us/call (6.4x untraced), bpf all at 6.3 us/call, perf
   371,256 (the rest lost, counted) at 9.9 us/call with its in-process reader, and
   ftrace starts fastest; so it stays the default.
-- counting without a filter, up to :data:`AUTO_BPF_MAX_TRACEPOINTS` tracepoints:
+- counting without a filter, up to :data:`AUTO_BPF_MAX_TRACEPOINTS` bpf links (syscall
+  tracepoints, counted on the raw sys_enter/sys_exit tracepoints, take one per direction):
   bpf counts in the kernel (1.76 us/call, 289 ns of tracer CPU per event measured;
   perf's counters 1.91 us/call and 220 ns, equal within that run's noise).
 - aggregating (``trace --hist / --by / --latency``) without a filter, up to
@@ -67,8 +68,9 @@ def open_session(
     ``fields["stack"]``; see :func:`_with_stacks` for what ``auto`` picks then).
     With ``auto`` (see the module's docstring for the measurements): counting-only
     runs of tracepoint/uprobe specs without a filter go to bpf, which counts in the
-    kernel, unless they expand to more than :data:`AUTO_BPF_MAX_TRACEPOINTS`
-    tracepoints (detaching that many bpf links takes the kernel a long time); with a
+    kernel, unless they take more than :data:`AUTO_BPF_MAX_TRACEPOINTS` links (detaching
+    that many takes the kernel a long time; syscall tracepoints take one per
+    direction, see :func:`_bpf_count_links`); with a
     filter they go to perf's counters while they fit in :data:`AUTO_PERF_MAX_FDS`;
     everything else goes to ftrace (then perf, then bpf where ftrace cannot run).
     ``kernel_agg``: an aggregation (trace --hist/--by/--latency) that bpf may compute
@@ -88,7 +90,8 @@ def open_session(
 
     countable = backend == "auto" and (counting or kernel_agg) and bool(specs) and all(
         sp.split(":", 1)[0] in _BPF_COUNT_KINDS and not _is_mark(sp) for sp in specs or [])
-    if countable and not user_filter and _tracepoints(specs or []) <= AUTO_BPF_MAX_TRACEPOINTS:
+    if countable and not user_filter and _bpf_count_links(specs or []) <= \
+            AUTO_BPF_MAX_TRACEPOINTS:
         try:
             return _bpf(**kw)
         except ProbewatchError:
@@ -203,6 +206,36 @@ def _tracepoints(specs: list[str]) -> int:
         except ProbewatchError:
             continue
     return n
+
+
+def _bpf_count_links(specs: list[str]) -> int:
+    """The bpf links counting the t: specs takes: syscall tracepoints are counted by
+    number on one raw tracepoint per direction (collect/bpf/count.py), others take one
+    link each (all of them generic ones past count.py's MAX_TPS)."""
+    from .collect.bpf.count import MAX_TPS
+    from .kernel.tracefs import tracefs_root
+    from .sources.spec import parse_spec
+    from .sources.tracepoint import resolve_tracepoints
+
+    enter = exit_ = False
+    other = 0
+    for sp in specs:
+        try:
+            ps = parse_spec(sp)
+            if ps.kind != "tracepoint" or not ps.system or not ps.name:
+                continue
+            for system, name in resolve_tracepoints(tracefs_root(), ps.system, ps.name):
+                if system == "syscalls" and name.startswith("sys_enter_"):
+                    enter = True
+                elif system == "syscalls" and name.startswith("sys_exit_"):
+                    exit_ = True
+                else:
+                    other += 1
+        except ProbewatchError:
+            continue
+    if other > MAX_TPS:
+        return _tracepoints(specs)
+    return other + enter + exit_
 
 
 def _perf(**kw: Any) -> Any:

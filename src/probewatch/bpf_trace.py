@@ -369,12 +369,12 @@ class BpfTraceSession(Session):
             if count_only:
                 self.counted_by = "tracepoint"
                 self.count_path = "--filter"  # records, each evaluated in user space
-            if not self._emit:
-                fast = self._fast_counter()
-                if fast is not None:
-                    col = self._col = fast
-            col.load(emit=self._emit)
-            col.attach()
+            fast = self._fast_counter() if not self._emit else None
+            if fast is not None:  # loaded and attached
+                self._col = fast
+            else:
+                col.load(emit=self._emit)
+                col.attach()
             self._t0 = time.monotonic()
             self._command.release()
 

@@ -89,6 +89,20 @@ def test_several_syscalls_equal_on_every_backend(bpf: None, getpgid_n: Path,
         assert ev == got["bpf"], b
 
 
+def test_every_syscall_on_two_links(bpf: None, getpgid_n: Path) -> None:
+    """All syscall tracepoints, entries and exits: auto counts them on bpf (two raw
+    tracepoint links) and the totals equal ftrace's, per spec."""
+    specs = ["t:syscalls:sys_enter_*", "t:syscalls:sys_exit_*"]
+    cmd = ["--", str(getpgid_n), "1500"]
+    r = run_cli("trace", "--count", "--json", *specs, *cmd)
+    assert r.returncode == 0, r.stderr
+    s = summary_of(r.stderr)
+    assert s["backend"] == "bpf" and s["counted_by"] in FAST
+    ftrace = _count(*specs, *cmd, backend="ftrace")["events"]
+    assert s["events"] == ftrace
+    assert s["events"]["t:syscalls:sys_enter_*"] > 1500
+
+
 def _wait_file(path: Path, timeout: float = 30) -> None:
     end = time.monotonic() + timeout
     while not path.exists():
@@ -124,6 +138,41 @@ def test_pid_scoping(bpf: None, getpgid_n: Path, tmp_path: Path) -> None:
     assert s["counted_by"] in FAST
     assert s["events"] == {"t:syscalls:sys_enter_getpgid": 7000,
                            "t:syscalls:sys_exit_getpgid": 7000}
+
+
+def _fds(pid: int, what: str) -> int:
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            n += os.readlink(f"/proc/{pid}/fd/{fd}") == what
+        except OSError:
+            pass
+    return n
+
+
+def test_one_program_per_job(bpf: None, getpgid_n: Path, tmp_path: Path) -> None:
+    """While counting one syscall of a command: two programs and two links (the count
+    program on sys_enter, the fork follower), not a second copy of them (each copy
+    counts every event again: twice the cost)."""
+    sync = tmp_path / "sync"
+    p = subprocess.Popen([*CLI, "trace", "--count", "--json", "t:syscalls:sys_enter_getpgid",
+                          "--", str(getpgid_n), "10", str(sync), "20"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_file(Path(f"{sync}.a"))
+        assert wait_bpf_attached(p) == 2
+        assert _fds(p.pid, "anon_inode:bpf-prog") == 2
+        Path(f"{sync}.b").touch()
+        _wait_file(Path(f"{sync}.c"))
+        Path(f"{sync}.d").touch()
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    s = summary_of(err)
+    assert s["events"] == {"t:syscalls:sys_enter_getpgid": 30}
+    assert s["counted_by"] in FAST
 
 
 def test_unfit_runs_fall_back_and_say_why(bpf: None, fork_getppid: Path) -> None:

@@ -20,10 +20,27 @@ def bpf(tracefs: str) -> None:
 
 
 def test_auto_count_of_many_tracepoints_stays_on_ftrace(bpf: None) -> None:
-    from probewatch.backends import AUTO_BPF_MAX_TRACEPOINTS, _tracepoints, open_session
+    from probewatch.backends import (
+        AUTO_BPF_MAX_TRACEPOINTS,
+        _bpf_count_links,
+        _tracepoints,
+        open_session,
+    )
+    from probewatch.kernel.tracefs import tracefs_root
+    from probewatch.sources.tracepoint import list_tracepoints
 
-    many = ["t:syscalls:sys_enter_*"]
-    assert _tracepoints(many) > AUTO_BPF_MAX_TRACEPOINTS
+    # every syscall's entry and exit: two raw tracepoint links (collect/bpf/count.py)
+    syscalls = ["t:syscalls:sys_enter_*", "t:syscalls:sys_exit_*"]
+    assert _tracepoints(syscalls) > AUTO_BPF_MAX_TRACEPOINTS
+    assert _bpf_count_links(syscalls) == 2
+    with open_session("auto", counting=True, specs=syscalls) as s:
+        assert s.backend == "bpf"
+    # more other tracepoints than that: one link each
+    systems = sorted({sy for sy, _ in list_tracepoints(tracefs_root())} - {"syscalls"})
+    many: list[str] = []
+    while _tracepoints(many) <= AUTO_BPF_MAX_TRACEPOINTS:
+        many.append(f"t:{systems[len(many)]}:*")
+    assert _bpf_count_links(many) == _tracepoints(many)
     with open_session("auto", counting=True, specs=many) as s:
         assert s.backend == "ftrace"
     few = ["t:syscalls:sys_enter_getppid", "t:sched:sched_process_exec"]

@@ -141,6 +141,8 @@ class CountCollector:
         raise err
 
     def _load(self, kind: str) -> None:
+        if self._obj is not None:
+            raise ProbewatchError("CountCollector: already loaded")
         obj = libbpf.BpfObject.open(object_bytes("count"), "count")
         self._obj = obj
         filt = bool(self.pids)
