@@ -151,17 +151,17 @@ def _fds(pid: int, what: str) -> int:
 
 
 def test_one_program_per_job(bpf: None, getpgid_n: Path, tmp_path: Path) -> None:
-    """While counting one syscall of a command: two programs and two links (the count
-    program on sys_enter, the fork follower), not a second copy of them (each copy
-    counts every event again: twice the cost)."""
+    """While counting one syscall of a command: three programs and three links (the
+    count program on sys_enter, the fork follower, the exit that forgets a pid), not a
+    second copy of them (each copy counts every event again: twice the cost)."""
     sync = tmp_path / "sync"
     p = subprocess.Popen([*CLI, "trace", "--count", "--json", "t:syscalls:sys_enter_getpgid",
                           "--", str(getpgid_n), "10", str(sync), "20"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_file(Path(f"{sync}.a"))
-        assert wait_bpf_attached(p) == 2
-        assert _fds(p.pid, "anon_inode:bpf-prog") == 2
+        assert wait_bpf_attached(p) == 3
+        assert _fds(p.pid, "anon_inode:bpf-prog") == 3
         Path(f"{sync}.b").touch()
         _wait_file(Path(f"{sync}.c"))
         Path(f"{sync}.d").touch()
@@ -223,3 +223,37 @@ def test_compat_syscalls_are_not_counted(bpf: None) -> None:
         s = _count(*specs, "--", str(exe), "3000", how=how)
         assert s["counted_by"] == how
         assert s["events"] == want, how
+
+
+def test_a_reused_pid_is_not_counted(bpf: None, tmp_path: Path) -> None:
+    """A counted child exits; an unrelated process given the same pid (through
+    ns_last_pid) while the count goes on is not counted: the exit took the pid out of
+    the set."""
+    n = build_c("getppid_n")
+    f = tmp_path / "child"
+    script = f'{n} 5 & echo $! > {f}.tmp; wait; mv {f}.tmp {f}; sleep 3'
+    p = subprocess.Popen([*CLI, "trace", "--count", "--json", GETPPID, "--", "bash", "-c",
+                          script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not f.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        child = int(f.read_text())
+        reused = False
+        for _ in range(20):  # another fork on the machine may take the pid first
+            with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
+                fh.write(str(child - 1))
+            q = subprocess.Popen([str(n), "1000"])
+            q.wait()
+            if q.pid == child:
+                reused = True
+                break
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert reused, "could not get the counted child's pid again"
+    s = summary_of(err)
+    assert s["counted_by"] in FAST
+    # the child's 5 and whatever bash makes itself; never the other process's 1000
+    assert 5 <= s["events"][GETPPID] < 1000, s

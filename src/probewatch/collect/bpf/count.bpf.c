@@ -16,7 +16,8 @@
  * - any other tracepoint: a raw_tp program per tracepoint (pw_cnt_tp0..15, each with
  *   its own counter: raw tracepoints have no attach cookie before Linux 6.10).
  * - pid scoping: a bitmap of thread-group ids (map "pid_bits", one bit per pid up to
- *   pid_max, an ARRAY so the lookup is inlined), children added at fork.
+ *   pid_max, an ARRAY so the lookup is inlined), children added at fork, removed when
+ *   their last thread exits.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -178,5 +179,24 @@ int pw_cnt_fork(struct trace_event_raw_sched_process_fork *ctx)
 	w = bpf_map_lookup_elem(&pid_bits, &k);
 	if (w)
 		__sync_fetch_and_or(w, 1ULL << (child & 63));
+	return 0;
+}
+
+/* the last thread of a counted process exits (signal->live already 0): its pid leaves
+ * the set, so a later process that gets the same pid is not counted. Attached after
+ * the counting programs (a raw tracepoint runs its programs in the order attached). */
+SEC("raw_tp/sched_process_exit")
+int pw_cnt_gone(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 k = tgid >> 6;
+	__u64 *w;
+
+	if (BPF_CORE_READ(t, signal, live.counter) != 0)
+		return 0;
+	w = bpf_map_lookup_elem(&pid_bits, &k);
+	if (w && ((*w >> (tgid & 63)) & 1))
+		__sync_fetch_and_and(w, ~(1ULL << (tgid & 63)));
 	return 0;
 }

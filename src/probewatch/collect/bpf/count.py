@@ -160,6 +160,7 @@ class CountCollector:
         for i in range(MAX_TPS):
             obj.set_autoload(f"pw_cnt_tp{i}", i < self._ntp)
         obj.set_autoload("pw_cnt_fork", filt and self.follow)
+        obj.set_autoload("pw_cnt_gone", filt)
         obj.load()
         if filt:
             bits: dict[int, int] = {}
@@ -191,6 +192,9 @@ class CountCollector:
         for c in self._counts:
             if c.tp >= 0:
                 obj.attach_raw_tracepoint(f"pw_cnt_tp{c.tp}", c.name)
+        if self.pids:  # last: a raw tracepoint's programs run in the order attached, so
+            # a counted sched_process_exit still sees the exiting pid in the set
+            obj.attach_raw_tracepoint("pw_cnt_gone", "sched_process_exit")
 
     # -- the collector interface the session drives (no records: nothing to read)
     def poll(self, timeout_ms: int) -> int:
