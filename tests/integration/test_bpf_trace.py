@@ -318,3 +318,38 @@ def test_children_past_the_pid_set_size_are_followed(bpf: None) -> None:
     assert len(evs) == 10000, s
     assert len({e["pid"] for e in evs}) > 8192
     assert s["lost"] == 0
+
+
+def test_a_reused_pid_is_not_traced(bpf: None, tmp_path: Path) -> None:
+    """A traced child exits; an unrelated process given the same pid (through
+    ns_last_pid) while tracing goes on is not traced: its birth took the pid out of
+    the set."""
+    n = build_c("getppid_n")
+    f = tmp_path / "child"
+    script = f'{n} 5 & echo $! > {f}.tmp; wait; mv {f}.tmp {f}; sleep 3'
+    p = subprocess.Popen([*CLI, "trace", "--json", "--backend", "bpf", GETPPID, "--",
+                          "bash", "-c", script],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not f.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        child = int(f.read_text())
+        reused = False
+        for _ in range(20):  # another fork on the machine may take the pid first
+            with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
+                fh.write(str(child - 1))
+            q = subprocess.Popen([str(n), "1000"])
+            q.wait()
+            if q.pid == child:
+                reused = True
+                break
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert reused, "could not get the traced child's pid again"
+    assert p.returncode == 0, err
+    evs = _events(out)
+    # the child's 5 calls (and whatever bash makes itself); never the other one's 1000
+    assert len([e for e in evs if e["pid"] == child]) == 5, len(evs)

@@ -134,8 +134,12 @@ static __always_inline bool pw_follow_fork(struct trace_event_raw_sched_process_
 
 	if (!filter_pids)
 		return true;
-	if (!bpf_map_lookup_elem(&pids, &parent))
+	if (!bpf_map_lookup_elem(&pids, &parent)) {
+		/* an unrelated new process (or thread) may get the pid of a traced process
+		 * that exited and is still in the set: it is taken out before it runs */
+		bpf_map_delete_elem(&pids, &child);
 		return false;
+	}
 	if (follow_forks)
 		bpf_map_update_elem(&pids, &child, &one, BPF_NOEXIST);
 	return true;
