@@ -95,3 +95,20 @@ def test_missing_command_is_one_error_and_arms_nothing(tracefs: str) -> None:
 
 def _require_bpf() -> None:
     require_bpf()
+
+
+def test_the_launcher_makes_no_malloc_after_the_gate(tracefs: str) -> None:
+    """Once the gate opens the launcher only execs: with long environment values
+    os.execve built its arrays there with malloc(), which a traced u:libc:malloc
+    counted as the command's (6 calls of comm python3 for /bin/true)."""
+    _require_bpf()
+    big = "a" * 3000
+    env = dict(os.environ, PW_BIG1=big, PW_BIG2=big, PW_BIG3=big)
+    r = run_cli("trace", "--backend", "bpf", "--json", "u:libc:malloc", "--",
+                "/bin/true", env=env)
+    assert r.returncode == 0, r.stderr
+    assert json_lines(r.stdout) == []  # /bin/true itself never calls malloc
+    # the environment still reaches the command whole
+    r = run_cli("trace", "t:sched:sched_process_exit", "--", "printenv", "PW_BIG3", env=env)
+    assert r.returncode == 0, r.stderr
+    assert big in r.stdout

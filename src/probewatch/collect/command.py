@@ -203,6 +203,32 @@ def kill_child(pid: int) -> None:
         pass
 
 
+def _prepared_execve(exe: str, args: list[str]) -> Callable[[], None]:
+    """execve(exe, args, this environment) with its C arrays built now, before the
+    fork: what the child does once the gate opens is then one libc call. os.execve
+    would build them after the gate, and with long environment values that is a few
+    malloc() calls of the launcher that a traced ``u:libc:malloc`` (ltrace, mallocs)
+    would count as the command's. Raises OSError when the exec fails."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = libc.execve
+    fn.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p),
+                   ctypes.POINTER(ctypes.c_char_p)]
+    fn.restype = ctypes.c_int
+    path = os.fsencode(exe)
+    argv = (ctypes.c_char_p * (len(args) + 1))(*[os.fsencode(a) for a in args], None)
+    env = [k + b"=" + v for k, v in os.environb.items()]
+    envp = (ctypes.c_char_p * (len(env) + 1))(*env, None)
+
+    def run() -> None:
+        fn(path, argv, envp)
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+    return run
+
+
 class GatedCommand:
     """A command forked by :meth:`start`, held at a gate until :meth:`release`.
 
@@ -252,6 +278,7 @@ class GatedCommand:
             raise ProbewatchError("a command was started already")
         exe = resolve_command(argv[0])
         args = list(argv)
+        execve = _prepared_execve(exe, args)
         changes, mask = _child_signal_plan()
         gate_r, gate_w = os.pipe()
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -265,7 +292,7 @@ class GatedCommand:
                 os.close(gate_w)
                 os.close(err_r)
                 if os.read(gate_r, 1) == b"g":  # EOF: the tracer is gone, do not run
-                    os.execve(exe, args, os.environb)
+                    execve()
             except OSError as e:
                 try:
                     os.write(err_w, f"{e.errno}".encode())
