@@ -118,6 +118,7 @@ def test_correlations_parse_as_pysigma_correlations() -> None:
                      "download_then_execute": "temporal_ordered",
                      "packet_socket_sniffing": "temporal_ordered",
                      "discovery_burst": "value_count",
+                     "port_scan_connect_burst": "value_count",
                      "discovery_burst_multicall": "value_count",
                      "download_pipe_shell": "temporal",
                      "reverse_shell_fifo": "temporal_ordered",
