@@ -856,8 +856,7 @@ VARIANTS: dict[str, Variant] = {
     "rs_node_script": _v(rs_node_script, "child_shell_after_connect"),
     "rs_perl_script": _v(rs_perl_script, "reverse_shell_sequence", "reverse_shell_socket_stdio"),
     "rs_renamed_shell_fd0": _v(rs_renamed_shell_fd0,
-                               "reverse_shell_socket_stdio", "exec_from_tmp_shm",
-                               "interpreter_dropped_executable"),
+                               "reverse_shell_socket_stdio", "exec_from_tmp_shm"),
     "inj_ptrace_poke_py": _v(inj_ptrace_poke_py, "ptrace_attach", "ptrace_poke"),
     "inj_ptrace_seize_setregs": _v(inj_ptrace_seize_setregs, "ptrace_attach", "ptrace_poke"),
     "inj_vm_writev_py": _v(inj_vm_writev_py, "process_vm_writev"),
@@ -869,8 +868,7 @@ VARIANTS: dict[str, Variant] = {
     "fl_python_fexecve": _v(fl_python_fexecve, "fileless_exec_fd", "argv0_masquerade"),
     "fl_perl_memfd": _v(fl_perl_memfd, "fileless_exec_fd", "argv0_masquerade"),
     "fl_symlink_to_memfd": _v(fl_symlink_to_memfd, "fileless_exec_fd"),
-    "fl_run_lock_exec": _v(fl_run_lock_exec, "exec_from_tmp_shm",
-                           "interpreter_dropped_executable"),
+    "fl_run_lock_exec": _v(fl_run_lock_exec, "exec_from_tmp_shm"),
     "fl_self_delete": _v(fl_self_delete, "self_deleting_executable"),
     "cr_shadow_dd": _v(cr_shadow_dd, "shadow_read"),
     "cr_shadow_tar": _v(cr_shadow_tar, "shadow_read"),
@@ -892,8 +890,7 @@ VARIANTS: dict[str, Variant] = {
     "pv_install_setuid": _v(pv_install_setuid, "setuid_setgid_bit"),
     "pv_setxattr_py": _v(pv_setxattr_py, "file_capabilities_set"),
     "bpf_load_py": _v(bpf_load_py, "bpf_program_load"),
-    "bpf_renamed_bpftrace": _v(bpf_renamed_bpftrace, "bpf_program_load",
-                               "interpreter_dropped_executable"),
+    "bpf_renamed_bpftrace": _v(bpf_renamed_bpftrace, "bpf_program_load"),
     "lg_truncate_cmd": _v(lg_truncate_cmd, "log_file_tampering"),
     "lg_redirect_empty": _v(lg_redirect_empty, "log_file_tampering"),
     "lg_wtmp_removed": _v(lg_wtmp_removed, "log_file_tampering"),
@@ -904,10 +901,7 @@ VARIANTS: dict[str, Variant] = {
     "dl_wget_pipe_bash_script": _v(dl_wget_pipe_bash_script, "download_pipe_shell"),
     "dl_python_urllib_exec": _v(dl_python_urllib_exec, "interpreter_download_exec"),
     "dl_busybox_wget_exec": _v(dl_busybox_wget_exec, "download_then_execute"),
-    "dl_python_urlretrieve_exec": _v(dl_python_urlretrieve_exec, "interpreter_download_exec",
-                                     "interpreter_dropped_executable"),
-    "dl_python_urlretrieve_script": _v(dl_python_urlretrieve_script,
-                                       "interpreter_dropped_executable"),
+    "dl_python_urlretrieve_exec": _v(dl_python_urlretrieve_exec, "interpreter_download_exec"),
     "dl_curl_exec_shm": _v(dl_curl_exec_shm, "download_then_execute", "exec_from_tmp_shm"),
     # benign
     "bn_git_clone": _v(bn_git_clone),
@@ -935,10 +929,16 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-#: variants no rule catches yet (docs/detection.md, "Tested variants"); none left: the
-#: two misses of the first pass (rs_node_script, dl_python_urlretrieve_script) are caught
-#: since the second (child_shell_after_connect, interpreter_dropped_executable).
-KNOWN_MISSES: dict[str, Variant] = {}
+#: variants no rule catches yet (docs/detection.md, "Tested variants"): python fetches
+#: and writes the payload itself (no download tool) into a subdirectory and runs it (a
+#: rule on "an interpreter made a file executable, then it ran" also fired on test
+#: harnesses that set up helper programs, and was dropped). Run it with ``redteam.py
+#: --ctx CTX --log LOG dl_python_urlretrieve_script`` to see; not asserted by the tests.
+#: (rs_node_script, the other miss of the first pass, is caught since the second:
+#: child_shell_after_connect.)
+KNOWN_MISSES: dict[str, Variant] = {
+    "dl_python_urlretrieve_script": _v(dl_python_urlretrieve_script),
+}
 
 
 def make_victim(home: Path) -> None:

@@ -121,7 +121,6 @@ def test_correlations_parse_as_pysigma_correlations() -> None:
                      "port_scan_connect_burst": "value_count",
                      "archive_to_network_client": "temporal",
                      "child_shell_after_connect": "temporal_ordered",
-                     "interpreter_dropped_executable": "temporal_ordered",
                      "discovery_burst_multicall": "value_count",
                      "download_pipe_shell": "temporal",
                      "reverse_shell_fifo": "temporal_ordered",
