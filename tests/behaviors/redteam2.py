@@ -358,8 +358,9 @@ VARIANTS: dict[str, Variant] = {
     "bn_connect_then_sh_c": _v(bn_connect_then_sh_c),
 }
 
-#: variants no rule catches (docs/detection.md, "Tested variants, second pass"); run
-#: them by name to see, not asserted by the tests
+#: variants no rule catches (docs/detection.md, "Second pass"): history builtins in a
+#: script make no syscall; mmap/mprotect are not traced; reading every /proc/PID/cmdline is
+#: what ps and top do. Run them by name to see; not asserted by the tests.
 KNOWN_MISSES: dict[str, Variant] = {
     "ev_history_clear_script": _v(ev_history_clear_script),
     "ev_rwx_shellcode": _v(ev_rwx_shellcode),
