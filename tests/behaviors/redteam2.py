@@ -171,6 +171,11 @@ def ds_bash_devtcp_scan(c: Ctx) -> None:
            "true")
 
 
+def ds_curl_port_loop(c: Ctx) -> None:
+    c.script("scan.sh", "for p in $(seq 22000 22029); do curl -s -m 1 http://127.0.0.1:$p/ "
+             ">/dev/null && echo $p; done; true\n")
+
+
 def ds_find_suid(c: Ctx) -> None:
     c.run(["find", "/usr/bin", "-perm", "-4000", "-type", "f"])
 
@@ -332,7 +337,9 @@ VARIANTS: dict[str, Variant] = {
     "ev_history_devnull": _v(ev_history_devnull, "history_file_deleted", "history_file_tampering"),
     "ev_hidden_exec": _v(ev_hidden_exec, "exec_from_hidden_path"),
     "ds_port_scan": _v(ds_port_scan, "port_scan_connect_burst"),
-    "ds_bash_devtcp_scan": _v(ds_bash_devtcp_scan, "shell_network_connection"),
+    "ds_bash_devtcp_scan": _v(ds_bash_devtcp_scan, "shell_network_connection",
+                              "port_scan_shell_loop"),
+    "ds_curl_port_loop": _v(ds_curl_port_loop, "port_scan_shell_loop"),
     "ds_find_suid": _v(ds_find_suid, "find_suid_enumeration"),
     "ds_find_suid_slash": _v(ds_find_suid_slash, "find_suid_enumeration"),
     "ex_curl_upload": _v(ex_curl_upload, "http_client_file_upload"),

@@ -119,6 +119,7 @@ def test_correlations_parse_as_pysigma_correlations() -> None:
                      "packet_socket_sniffing": "temporal_ordered",
                      "discovery_burst": "value_count",
                      "port_scan_connect_burst": "value_count",
+                     "port_scan_shell_loop": "value_count",
                      "archive_to_network_client": "temporal",
                      "child_shell_after_connect": "temporal_ordered",
                      "discovery_burst_multicall": "value_count",
