@@ -136,6 +136,15 @@ def ev_history_clear_script(c: Ctx) -> None:
     c.script("hc.sh", "set -o history\nhistory -c\nset +o history\n")
 
 
+def ev_audit_disable(c: Ctx) -> None:
+    # systemctl on a scratch root: the host's services are never touched
+    root = c.scratch / "sysroot"
+    (root / "etc" / "systemd" / "system").mkdir(parents=True)
+    c.run(["systemctl", f"--root={root}", "disable", "auditd.service"])
+    c.run(["systemctl", f"--root={root}", "mask", "rsyslog.service"])
+    shutil.rmtree(root)
+
+
 def ev_hidden_exec(c: Ctx) -> None:
     # a hidden directory under /var (not a temp dir: exec_from_tmp_shm's), hidden name
     d = Path(f"/var/cache/.pwrt-{os.getpid()}")
@@ -235,6 +244,10 @@ def ce_nsenter_pid1(c: Ctx) -> None:
     c.run(["nsenter", "-t", "1", "-m", "-u", "-i", "-n", "-p", "true"])
 
 
+def ce_chroot_init_root(c: Ctx) -> None:
+    c.run(["chroot", "/proc/1/root", "true"])
+
+
 def ce_docker_sock_ns(c: Ctx) -> None:
     _in_ns(c, "mount -t tmpfs none /run && "
               f"{PY} -c \"import socket,threading\n"
@@ -264,7 +277,8 @@ def bn_identity_lookups(c: Ctx) -> None:
 
 def bn_unit_read(c: Ctx) -> None:
     c.bash("cat /lib/systemd/system/ssh.service /lib/systemd/system/cron.service "
-           "2>/dev/null | head -3; systemctl cat cron --no-pager 2>/dev/null | head -2; true")
+           "2>/dev/null | head -3; systemctl cat cron --no-pager 2>/dev/null | head -2; "
+           "systemctl status rsyslog --no-pager >/dev/null 2>&1; true")
 
 
 def bn_curl_post_json(c: Ctx) -> None:
@@ -335,6 +349,7 @@ VARIANTS: dict[str, Variant] = {
     "ev_touch_date": _v(ev_touch_date, "timestomp_touch"),
     "ev_perl_utime": _v(ev_perl_utime, "timestomp_syscall"),
     "ev_history_devnull": _v(ev_history_devnull, "history_file_deleted", "history_file_tampering"),
+    "ev_audit_disable": _v(ev_audit_disable, "security_logging_disabled"),
     "ev_hidden_exec": _v(ev_hidden_exec, "exec_from_hidden_path"),
     "ds_port_scan": _v(ds_port_scan, "port_scan_connect_burst"),
     "ds_bash_devtcp_scan": _v(ds_bash_devtcp_scan, "shell_network_connection",
@@ -350,6 +365,7 @@ VARIANTS: dict[str, Variant] = {
     "rs_python_pipe_relay": _v(rs_python_pipe_relay, "child_shell_after_connect"),
     "lat_ssh_reverse_tunnel": _v(lat_ssh_reverse_tunnel, "ssh_remote_tunnel"),
     "ce_nsenter_pid1": _v(ce_nsenter_pid1, "host_namespace_enter"),
+    "ce_chroot_init_root": _v(ce_chroot_init_root, "host_namespace_enter"),
     "ce_docker_sock_ns": _v(ce_docker_sock_ns, "container_runtime_socket"),
     # benign
     "bn_touch_now": _v(bn_touch_now),

@@ -72,7 +72,7 @@ def _tool(name: str) -> None:
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     need_root("watch arms BPF programs")
     for t in ("busybox", "perl", "gcc", "curl", "wget", "ssh", "ssh-keygen", "setcap",
-              "unshare", "nsenter", "find", "touch", "tar"):
+              "unshare", "nsenter", "find", "touch", "tar", "chroot", "systemctl"):
         _tool(t)
     scratch = tmp_path_factory.mktemp("redteam2")
     home = scratch / "home"
