@@ -80,6 +80,12 @@ def pe_pam_config_ns(c: Ctx) -> None:
               "echo 'auth sufficient pam_permit.so' > /etc/pam.d/common-auth")
 
 
+def pe_pam_sed_ns(c: Ctx) -> None:
+    # an in-place edit (sed -i writes a temp file and renames it over the original)
+    _in_ns(c, "mount -t tmpfs none /etc/pam.d && echo 'auth required pam_unix.so' > "
+              "/etc/pam.d/sshd-x && sed -i '1i auth sufficient pam_permit.so' /etc/pam.d/sshd-x")
+
+
 def pe_pam_module_ns(c: Ctx) -> None:
     d = "/usr/lib/x86_64-linux-gnu/security"
     _in_ns(c, f"mount -t tmpfs none {d} && cp /usr/lib/x86_64-linux-gnu/libc.so.6 "
@@ -241,6 +247,12 @@ def lat_ssh_reverse_tunnel(c: Ctx) -> None:
 
 # ------------------------------------------------------------------ container escape
 
+def lat_ssh_socks(c: Ctx) -> None:
+    c.run(["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
+           "ConnectTimeout=3", "-fN", "-D", "127.0.0.1:1080", "-p", str(c.port),
+           "nobody@127.0.0.1"], timeout=10)
+
+
 def ce_nsenter_pid1(c: Ctx) -> None:
     c.run(["nsenter", "-t", "1", "-m", "-u", "-i", "-n", "-p", "true"])
 
@@ -340,6 +352,7 @@ VARIANTS: dict[str, Variant] = {
     "pe_sudoers_d_ns": _v(pe_sudoers_d_ns, "sudoers_write"),
     "pe_cron_d_ns": _v(pe_cron_d_ns, "cron_persistence"),
     "pe_pam_config_ns": _v(pe_pam_config_ns, "pam_persistence"),
+    "pe_pam_sed_ns": _v(pe_pam_sed_ns, "pam_persistence"),
     "pe_pam_module_ns": _v(pe_pam_module_ns, "pam_persistence"),
     "pe_systemd_user_unit": _v(pe_systemd_user_unit, "systemd_unit_persistence"),
     "pe_authorized_keys_append": _v(pe_authorized_keys_append, "ssh_authorized_keys_write"),
@@ -365,6 +378,7 @@ VARIANTS: dict[str, Variant] = {
     "ex_tar_nc_script": _v(ex_tar_nc_script, "archive_to_network_client"),
     "rs_python_pipe_relay": _v(rs_python_pipe_relay, "child_shell_after_connect"),
     "lat_ssh_reverse_tunnel": _v(lat_ssh_reverse_tunnel, "ssh_remote_tunnel"),
+    "lat_ssh_socks": _v(lat_ssh_socks, "ssh_remote_tunnel"),
     "ce_nsenter_pid1": _v(ce_nsenter_pid1, "host_namespace_enter"),
     "ce_chroot_init_root": _v(ce_chroot_init_root, "host_namespace_enter"),
     "ce_docker_sock_ns": _v(ce_docker_sock_ns, "container_runtime_socket"),
