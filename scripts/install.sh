@@ -37,6 +37,7 @@ if [ "$WITH_TESTS" = 1 ]; then
   pkgs+=(curl openssl gnutls-bin golang-go)
   # red-team variants (tests/behaviors/redteam.py): busybox applets, gdb -p, wget, ssh-keygen
   pkgs+=(busybox gdb wget openssh-client)
+  pkgs+=(nodejs libcap2-bin)  # redteam.py: a node reverse shell; redteam2.py: setcap
 fi
 # the venv module and its pip bootstrap (Debian ships them apart from python3)
 if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then

@@ -72,7 +72,7 @@ def _tool(name: str) -> None:
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     need_root("watch arms BPF programs")
     for t in ("busybox", "perl", "gdb", "gcc", "curl", "wget", "bpftrace", "openssl", "git",
-              "ssh-keygen", "ssh-agent"):
+              "ssh-keygen", "ssh-agent", "node"):
         _tool(t)
     scratch = tmp_path_factory.mktemp("redteam")
     home = scratch / "home"

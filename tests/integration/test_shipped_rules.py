@@ -191,12 +191,15 @@ def test_runs_raise_nothing_outside_the_behaviours(positives: dict[str, Any],
 
 
 def test_every_shipped_rule_has_a_behaviour() -> None:
-    # the red-team variants (tests/integration/test_redteam_variants.py) count too
+    # the red-team variants (tests/integration/test_redteam_variants.py and
+    # test_redteam2_variants.py) count too
     redteam = _load("pw_redteam_variants", BEHAVIORS_DIR / "redteam.py")
+    redteam2 = _load("pw_redteam2_variants", BEHAVIORS_DIR / "redteam2.py")
+    variants = {**redteam.VARIANTS, **redteam2.VARIANTS}
     covered = set().union(*(exp for _, exp in behaviors.BEHAVIORS.values()),
-                          *(exp for _, exp in redteam.VARIANTS.values()))
+                          *(exp for _, exp in variants.values()))
     assert covered == set(RULES), sorted(set(RULES) ^ covered)
-    benign = [n for n, (_, exp) in redteam.VARIANTS.items() if not exp]
+    benign = [n for n, (_, exp) in variants.items() if not exp]
     assert len(NEGATIVE) + len(benign) >= len(RULES) * 3 // 4
 
 
