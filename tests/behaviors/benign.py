@@ -139,6 +139,102 @@ def python_tests(d: Path, venv: Path) -> None:
           str(t)], cwd=t)
 
 
+_BACKEND = """\
+import zipfile
+
+FILES = {"pwsdist/__init__.py": "VALUE = 7\\n",
+         "pwsdist-1.0.dist-info/METADATA": "Metadata-Version: 2.1\\nName: pwsdist\\n"
+                                          "Version: 1.0\\n",
+         "pwsdist-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\\nGenerator: pw\\n"
+                                       "Root-Is-Purelib: true\\nTag: py3-none-any\\n"}
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    name = "pwsdist-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel_directory + "/" + name, "w") as z:
+        for n, t in FILES.items():
+            z.writestr(n, t)
+        z.writestr("pwsdist-1.0.dist-info/RECORD",
+                   "".join(n + ",,\\n" for n in FILES) + "pwsdist-1.0.dist-info/RECORD,,\\n")
+    return name
+"""
+
+
+def sdist_build(d: Path, venv: Path) -> None:
+    """pip unpacks and builds a source distribution (a stdlib-only in-tree PEP 517 backend:
+    offline, no setuptools/wheel version needed), run through a pip #! script."""
+    import io
+    import tarfile
+
+    sdist = d / "pwsdist-1.0.tar.gz"
+    files = {"pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "backend"\n'
+                               'backend-path = ["."]\n',
+             "backend.py": _BACKEND,
+             "PKG-INFO": "Metadata-Version: 2.1\nName: pwsdist\nVersion: 1.0\n",
+             "pwsdist/__init__.py": "VALUE = 7\n"}
+    with tarfile.open(sdist, "w:gz") as t:
+        for n, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"pwsdist-1.0/{n}")
+            info.size, info.mtime = len(data), 1_700_000_000
+            t.addfile(info, io.BytesIO(data))
+    # the venv's pip as a #! script, as people type it: Image is the script, not python
+    pip = venv / "bin" / "pip"
+    pip.write_text(f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom pip._internal.cli.main "
+                   "import main\nsys.exit(main())\n")
+    pip.chmod(0o755)
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
+    _run([str(pip), "install", "-q", "--no-index", "--no-build-isolation", str(sdist)],
+         env=env, cwd=d)
+    _run([str(venv / "bin" / "python"), "-c", "import pwsdist; assert pwsdist.VALUE == 7"],
+         cwd=d)
+    _run([str(pip), "uninstall", "-q", "-y", "pwsdist"], env=env)
+
+
+def go_and_download(d: Path, venv: Path) -> None:
+    """go build / vet (build cache in DIR), then wget and curl from a local web server."""
+    g = d / "gohello"
+    g.mkdir()
+    (g / "main.go").write_text('package main\n\nimport "fmt"\n\n'
+                               'func main() { fmt.Println("hi") }\n')
+    (g / "go.mod").write_text("module hello\n\ngo 1.19\n")
+    env = {**os.environ, "GOCACHE": str(d / "gocache"), "GOPATH": str(d / "gopath"),
+           "HOME": str(d), "GOPROXY": "off", "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
+    _run(["go", "build", "-o", "hello", "."], cwd=g, env=env)
+    _run([str(g / "hello")])
+    _run(["go", "vet", "."], cwd=g, env=env)
+    www = d / "www"
+    www.mkdir()
+    (www / "notes.txt").write_text("release notes\n")
+    srv = subprocess.Popen([PY, "-u", "-m", "http.server", "-b", "127.0.0.1", "0", "-d", str(www)],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert srv.stdout is not None
+        port = srv.stdout.readline().split(" port ")[1].split()[0]  # "Serving HTTP on ... port N"
+        url = f"http://127.0.0.1:{port}/notes.txt"
+        _run(["wget", "-q", "-O", str(d / "notes-wget.txt"), url])
+        _run(["curl", "-fsS", "-R", "-o", str(d / "notes-curl.txt"), url])
+        if (d / "notes-wget.txt").read_text() != "release notes\n":
+            raise RuntimeError("wget did not download")
+    finally:
+        srv.terminate()
+        srv.wait()
+
+
+def ltrace_debug(d: Path, venv: Path) -> None:
+    """Build a program and look at it with ltrace and strace."""
+    src = d / "dbg"
+    src.mkdir()
+    (src / "t.c").write_text("#include <stdlib.h>\n#include <string.h>\n"
+                             "int main(void) { char *p = malloc(16); strcpy(p, \"x\"); "
+                             "free(p); return 0; }\n")
+    _run(["gcc", "-g", "-O0", "-o", "t", "t.c"], cwd=src)
+    _run(["ltrace", "-o", str(d / "ltrace.out"), "./t"], cwd=src)
+    _run(["strace", "-f", "-o", str(d / "strace.out"), "./t"], cwd=src)
+    if "malloc" not in (d / "ltrace.out").read_text():
+        raise RuntimeError("ltrace saw no malloc")
+
+
 def admin_tools(d: Path, venv: Path) -> None:
     _run(["systemctl", "--version"])
     _run(["apt-cache", "policy", "bash"])
@@ -153,6 +249,9 @@ WORKLOADS: dict[str, Callable[[Path, Path], None]] = {
     "interactive_bash": interactive_bash,
     "python_tests": python_tests,
     "admin_tools": admin_tools,
+    "sdist_build": sdist_build,
+    "go_and_download": go_and_download,
+    "ltrace_debug": ltrace_debug,
 }
 
 
