@@ -55,6 +55,24 @@ def git_commit(d: Path, venv: Path) -> None:
     _run(["git", "status", "--short"], cwd=repo, env=env)
 
 
+def git_shared_repo(d: Path, venv: Path) -> None:
+    """A repository shared by a group: git makes its directories setgid."""
+    env = {**os.environ, "HOME": str(d), "GIT_AUTHOR_NAME": "pw",
+           "GIT_AUTHOR_EMAIL": "pw@example.com", "GIT_COMMITTER_NAME": "pw",
+           "GIT_COMMITTER_EMAIL": "pw@example.com"}
+    bare = d / "shared.git"
+    _run(["git", "init", "-q", "--bare", "--shared=group", str(bare)], env=env)
+    if not (bare / "objects").stat().st_mode & 0o2000:
+        raise RuntimeError("git did not make the shared repository's directories setgid")
+    work = d / "shared-work"
+    _run(["git", "clone", "-q", str(bare), str(work)], env=env)
+    (work / "README").write_text("shared\n")
+    _run(["git", "add", "README"], cwd=work, env=env)
+    _run(["git", "commit", "-q", "-m", "first"], cwd=work, env=env)
+    _run(["git", "push", "-q", "origin", "HEAD"], cwd=work, env=env)
+    _run(["git", "gc", "-q"], cwd=bare, env=env)
+
+
 def _wheel(d: Path) -> Path:
     """A tiny pure-Python wheel that ships a .pth file, as many real packages do."""
     whl = d / "pwbenign-1.0-py3-none-any.whl"
@@ -244,6 +262,7 @@ def admin_tools(d: Path, venv: Path) -> None:
 WORKLOADS: dict[str, Callable[[Path, Path], None]] = {
     "c_program": c_program,
     "git_commit": git_commit,
+    "git_shared_repo": git_shared_repo,
     "pip_install": pip_install,
     "tar_gzip": tar_gzip,
     "interactive_bash": interactive_bash,

@@ -5,7 +5,8 @@ One ``probewatch watch --json`` run over all workloads: compiling and running a 
 uninstall, tar/gzip of a directory, an interactive bash session on a pty, a Python test
 suite under pytest, read-only admin tools (systemctl, apt-cache, journalctl), pip
 unpacking and building a source distribution through a pip #! script, go build/vet with
-wget and curl -R from a local web server, and ltrace/strace of a freshly built program.
+wget and curl -R from a local web server, ltrace/strace of a freshly built program, and a
+group-shared git repository (git init --shared, clone, push, gc).
 """
 
 from __future__ import annotations
