@@ -103,6 +103,37 @@ def pip_install(d: Path, venv: Path) -> None:
          env=env)
 
 
+def pip_private_index(d: Path, venv: Path) -> None:
+    """pip downloads from a (local) package index with ~/.netrc holding the index's login,
+    as pip documents for private indexes; HOME is a directory under /home like a user's."""
+    import shutil
+
+    index = d / "index"
+    (index / "pwbenign").mkdir(parents=True)
+    shutil.copy(_wheel(d), index / "pwbenign")
+    home = Path(f"/home/pw-benign-{os.getpid()}")
+    home.mkdir(mode=0o700)
+    srv = subprocess.Popen([PY, "-u", "-m", "http.server", "-b", "127.0.0.1", "0", "-d",
+                            str(index)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                           text=True)
+    try:
+        (home / ".netrc").write_text("machine 127.0.0.1 login pw password not-a-secret\n")
+        (home / ".netrc").chmod(0o600)
+        assert srv.stdout is not None
+        port = srv.stdout.readline().split(" port ")[1].split()[0]
+        env = {**os.environ, "HOME": str(home), "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+               "PIP_NO_INPUT": "1"}
+        _run([str(venv / "bin" / "python"), "-m", "pip", "download", "-q", "--no-deps",
+              "-d", str(d / "downloads"), "--index-url", f"http://127.0.0.1:{port}/",
+              "pwbenign"], env=env)
+        if not list((d / "downloads").glob("pwbenign-1.0-*.whl")):
+            raise RuntimeError("pip did not download from the index")
+    finally:
+        srv.terminate()
+        srv.wait()
+        shutil.rmtree(home)
+
+
 def tar_gzip(d: Path, venv: Path) -> None:
     src = d / "tree"
     for i in range(20):
@@ -264,6 +295,7 @@ WORKLOADS: dict[str, Callable[[Path, Path], None]] = {
     "git_commit": git_commit,
     "git_shared_repo": git_shared_repo,
     "pip_install": pip_install,
+    "pip_private_index": pip_private_index,
     "tar_gzip": tar_gzip,
     "interactive_bash": interactive_bash,
     "python_tests": python_tests,
