@@ -7,7 +7,8 @@ tar/gzip of a directory, an interactive bash session on a pty, a Python test
 suite under pytest, read-only admin tools (systemctl, apt-cache, journalctl), pip
 unpacking and building a source distribution through a pip #! script, go build/vet with
 wget and curl -R from a local web server, ltrace/strace of a freshly built program, and a
-group-shared git repository (git init --shared, clone, push, gc).
+group-shared git repository (git init --shared, clone, push, gc), and a program built with
+-fsanitize=address (LeakSanitizer attaches to it at exit).
 """
 
 from __future__ import annotations
