@@ -134,6 +134,30 @@ def pip_private_index(d: Path, venv: Path) -> None:
         shutil.rmtree(home)
 
 
+def credentials_setup(d: Path, venv: Path) -> None:
+    """A provisioning script writes a user's Docker and git logins (HOME under /home), then
+    git uses the stored login."""
+    import json
+    import shutil
+
+    home = Path(f"/home/pw-benign-{os.getpid()}")
+    home.mkdir(mode=0o700)
+    try:
+        (home / ".docker").mkdir()
+        (home / ".docker" / "config.json").write_text(
+            json.dumps({"auths": {"registry.example.invalid": {"auth": "cHc6eA=="}}}))
+        (home / ".git-credentials").write_text("https://pw:x@git.example.invalid\n")
+        env = {**os.environ, "HOME": str(home)}
+        _run(["git", "config", "--global", "credential.helper", "store"], env=env)
+        r = subprocess.run(["git", "credential", "fill"], env=env, capture_output=True,
+                           text=True, timeout=60,
+                           input="protocol=https\nhost=git.example.invalid\n\n")
+        if "password=x" not in r.stdout:
+            raise RuntimeError(f"git did not find the stored login: {r.stderr[-300:]}")
+    finally:
+        shutil.rmtree(home)
+
+
 def tar_gzip(d: Path, venv: Path) -> None:
     src = d / "tree"
     for i in range(20):
@@ -311,6 +335,7 @@ WORKLOADS: dict[str, Callable[[Path, Path], None]] = {
     "git_shared_repo": git_shared_repo,
     "pip_install": pip_install,
     "pip_private_index": pip_private_index,
+    "credentials_setup": credentials_setup,
     "tar_gzip": tar_gzip,
     "interactive_bash": interactive_bash,
     "python_tests": python_tests,
