@@ -73,6 +73,28 @@ def git_shared_repo(d: Path, venv: Path) -> None:
     _run(["git", "gc", "-q"], cwd=bare, env=env)
 
 
+def project_in_tmp(d: Path, venv: Path) -> None:
+    """A project checked out under /tmp, as CI does: its own .venv (uv's and poetry's
+    default name) runs the tests, and a git pre-commit hook runs on commit."""
+    proj = d / "ciproj"
+    proj.mkdir()
+    _run([PY, "-m", "venv", "--system-site-packages", "--without-pip", str(proj / ".venv")])
+    (proj / "test_it.py").write_text("def test_it():\n    assert 1 + 1 == 2\n")
+    _run([str(proj / ".venv" / "bin" / "python"), "-m", "pytest", "-q", "-p",
+          "no:cacheprovider", f"--basetemp={proj / 'tmp'}", "test_it.py"], cwd=proj)
+    env = {**os.environ, "HOME": str(d), "GIT_AUTHOR_NAME": "pw",
+           "GIT_AUTHOR_EMAIL": "pw@example.com", "GIT_COMMITTER_NAME": "pw",
+           "GIT_COMMITTER_EMAIL": "pw@example.com"}
+    _run(["git", "init", "-q"], cwd=proj, env=env)
+    hook = proj / ".git" / "hooks" / "pre-commit"
+    hook.write_text(f"#!/bin/sh\necho ran > {d / 'hook-ran'}\n")
+    hook.chmod(0o755)
+    _run(["git", "add", "test_it.py"], cwd=proj, env=env)
+    _run(["git", "commit", "-q", "-m", "tests"], cwd=proj, env=env)
+    if not (d / "hook-ran").exists():
+        raise RuntimeError("git did not run the pre-commit hook")
+
+
 def _wheel(d: Path) -> Path:
     """A tiny pure-Python wheel that ships a .pth file, as many real packages do."""
     whl = d / "pwbenign-1.0-py3-none-any.whl"
@@ -333,6 +355,7 @@ WORKLOADS: dict[str, Callable[[Path, Path], None]] = {
     "c_program": c_program,
     "git_commit": git_commit,
     "git_shared_repo": git_shared_repo,
+    "project_in_tmp": project_in_tmp,
     "pip_install": pip_install,
     "pip_private_index": pip_private_index,
     "credentials_setup": credentials_setup,

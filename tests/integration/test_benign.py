@@ -3,6 +3,7 @@
 One ``probewatch watch --json`` run over all workloads: compiling and running a C program
 (make and gcc), git commits, pip install of a wheel (with a .pth) into a venv and its
 uninstall, pip download from a local index with the login in ~/.netrc (HOME under /home),
+a project under /tmp with its own .venv and a git pre-commit hook,
 a provisioning script writing ~/.docker/config.json and ~/.git-credentials, tar/gzip of a
 directory, an interactive bash session on a pty, a Python test
 suite under pytest, read-only admin tools (systemctl, apt-cache, journalctl), pip
