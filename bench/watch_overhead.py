@@ -26,6 +26,8 @@ Run as root on a quiet machine::
     python bench/watch_overhead.py                  # DIR=/usr/share, R=3
     python bench/watch_overhead.py --quick          # DIR=/usr/share/doc, R=1
     python bench/watch_overhead.py --dir /usr/include --repeat 5
+    python bench/watch_overhead.py --workload cbuild --only watch,system
+                                                    # a C build; system: machine-wide watch
 
 Prints a table and writes the same as JSON to bench/out/watch_overhead.json.
 """
@@ -48,6 +50,9 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 OUT = BENCH / "out"
 CONFIGS = ["untraced", "watch", "syscalls"]
+# ``system``: ``probewatch watch`` of the whole machine (no command) started before the
+# workload and stopped (SIGINT) after it: what a deployed monitor costs the work beside it
+ALL_CONFIGS = [*CONFIGS, "system"]
 
 TIMER = (
     "import resource, subprocess, sys, time\n"
@@ -75,15 +80,82 @@ def env() -> dict[str, str]:
     return e
 
 
-def run_one(config: str, directory: str, tmp: Path) -> dict[str, Any]:
-    timing = tmp / "t"
-    archive = tmp / "a.tgz"
-    for p in (timing, archive):
-        if p.exists():
-            p.unlink()
-    workload = [sys.executable, "-c", TIMER, str(timing),
+def make_cproject(root: Path, n: int = 40) -> Path:
+    """A C project of N translation units (each including stdio/stdlib/string) and a Makefile."""
+    src = root / "cproj"
+    src.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (src / f"u{i}.c").write_text(
+            "#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n"
+            f"int f{i}(const char *s) {{ char b[64]; snprintf(b, sizeof b, \"%s{i}\", s); "
+            f"return (int)strlen(b) + atoi(s); }}\n")
+    calls = " + ".join(f"f{i}(v[0])" for i in range(n))
+    decls = "".join(f"int f{i}(const char *);\n" for i in range(n))
+    (src / "main.c").write_text(f"#include <stdio.h>\n{decls}"
+                                f"int main(int c, char **v) {{ printf(\"%d\\n\", {calls}); "
+                                "return c - 1; }\n")
+    (src / "Makefile").write_text(
+        "SRC := $(wildcard *.c)\nOBJ := $(SRC:.c=.o)\napp: $(OBJ)\n\t$(CC) -o $@ $^\n"
+        "%.o: %.c\n\t$(CC) -O2 -g -Wall -c -o $@ $<\nclean:\n\trm -f *.o app\n")
+    return src
+
+
+def workload_cmd(kind: str, directory: str, tmp: Path, timing: Path) -> list[str]:
+    if kind == "tar":
+        archive = tmp / "a.tgz"
+        if archive.exists():
+            archive.unlink()
+        return [sys.executable, "-c", TIMER, str(timing),
                 "tar", "czf", str(archive), "-C", directory, "."]
+    # cbuild: a clean make -j2 of the C project, then run the program
+    src = tmp / "cproj"
+    return [sys.executable, "-c", TIMER, str(timing), "sh", "-c",
+            f"cd {src} && make -s clean && make -s -j2 && ./app > /dev/null"]
+
+
+def run_system(workload: list[str], tmp: Path) -> tuple[float, subprocess.CompletedProcess[str],
+                                                        Any]:
+    """System-wide watch around one workload run: (tool seconds, workload, watch rusage)."""
+    out = open(tmp / "alerts.txt", "w")  # noqa: SIM115
+    errf = open(tmp / "watch.err", "w+")  # noqa: SIM115
+    t0 = time.monotonic()
+    w = subprocess.Popen([*probewatch_cmd(), "watch"], stdout=out, stderr=errf, text=True,
+                         env=env())
+    deadline = time.monotonic() + 120
+    while "watching every process" not in (tmp / "watch.err").read_text():
+        if w.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"system: watch did not start\n{(tmp / 'watch.err').read_text()}")
+        time.sleep(0.1)
+    r = subprocess.run(workload, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    w.send_signal(2)
+    _, _status, ru = os.wait4(w.pid, 0)
+    tool = time.monotonic() - t0
+    out.close()
+    errf.close()
+    return tool, r, ru
+
+
+def run_one(config: str, directory: str, tmp: Path, kind: str = "tar") -> dict[str, Any]:
+    timing = tmp / "t"
+    if timing.exists():
+        timing.unlink()
+    workload = workload_cmd(kind, directory, tmp, timing)
     alerts_file = tmp / "alerts.jsonl"
+    if config == "system":
+        tool, r, ru = run_system(workload, tmp)
+        if r.returncode not in (0, 1):
+            raise SystemExit(f"system: workload exit {r.returncode}\n{r.stderr[-2000:]}")
+        wall_s, work_cpu = (float(x) for x in timing.read_text().split())
+        err = (tmp / "watch.err").read_text()
+        m = re.search(r"(\d+) events, (\d+) alerts.*?lost (\d+)", err)
+        return {"config": config, "tool_s": tool, "workload_s": wall_s,
+                "workload_cpu_s": work_cpu,
+                # watch's own CPU for the whole time it ran (start-up, the machine's
+                # other processes' events included)
+                "tool_cpu_s": ru.ru_utime + ru.ru_stime, "tool_rss_mb": ru.ru_maxrss / 1024,
+                "events": int(m.group(1)) if m else None,
+                "alerts": int(m.group(2)) if m else None,
+                "lost": int(m.group(3)) if m else None}
     if config == "untraced":
         cmd = workload
         stdout: Any = subprocess.DEVNULL
@@ -135,7 +207,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dir", default="/usr/share", help="directory to archive")
     ap.add_argument("--repeat", type=int, default=3, help="runs per configuration")
-    ap.add_argument("--only", help="comma list of configurations (untraced always runs)")
+    ap.add_argument("--only", help="comma list of configurations (untraced always runs): "
+                    + ", ".join(ALL_CONFIGS))
+    ap.add_argument("--workload", choices=["tar", "cbuild"], default="tar",
+                    help="tar czf of DIR (default), or cbuild: make -j2 of a generated "
+                         "41-file C project")
     ap.add_argument("--quick", action="store_true", help="/usr/share/doc, one run each")
     ap.add_argument("--json-out", default=str(OUT / "watch_overhead.json"))
     args = ap.parse_args()
@@ -149,13 +225,16 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
     load = os.getloadavg()[0]
-    log(f"watch_overhead: tar czf of {args.dir}, {args.repeat} runs each, "
+    what = f"tar czf of {args.dir}" if args.workload == "tar" else "make -j2 of a C project"
+    log(f"watch_overhead: {what}, {args.repeat} runs each, "
         f"load average {load:.2f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="pw-bench-") as td:
         tmp = Path(td)
+        if args.workload == "cbuild":
+            make_cproject(tmp)
         for i in range(args.repeat):
             for c in configs:
-                r = run_one(c, args.dir, tmp)
+                r = run_one(c, args.dir, tmp, args.workload)
                 log(f"  run {i + 1} {c:9} workload {r['workload_s']:.2f}s tool "
                     f"{r['tool_s']:.2f}s tool cpu {r['tool_cpu_s']:.2f}s events {r['events']} "
                     f"lost {r['lost']}")
@@ -187,7 +266,8 @@ def main() -> int:
               f"{row['tool_s']:8.2f} {row['tool_cpu_s']:8.2f} {str(row['events'] or '-'):>10} "
               f"{str(row['lost'] if row['lost'] is not None else '-'):>6} "
               f"{str(row['alerts'] if row['alerts'] is not None else '-'):>6}")
-    Path(args.json_out).write_text(json.dumps({"dir": args.dir, "repeat": args.repeat,
+    Path(args.json_out).write_text(json.dumps({"dir": args.dir, "workload": args.workload,
+                                               "repeat": args.repeat,
                                                "load": load, "results": table}, indent=1))
     return 0
 

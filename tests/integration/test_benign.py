@@ -2,8 +2,15 @@
 
 One ``probewatch watch --json`` run over all workloads: compiling and running a C program
 (make and gcc), git commits, pip install of a wheel (with a .pth) into a venv and its
-uninstall, tar/gzip of a directory, an interactive bash session on a pty, a Python test
-suite under pytest, and read-only admin tools (systemctl, apt-cache, journalctl).
+uninstall, pip download from a local index with the login in ~/.netrc (HOME under /home),
+a project under /tmp with its own .venv and a git pre-commit hook,
+a provisioning script writing ~/.docker/config.json and ~/.git-credentials, tar/gzip of a
+directory, an interactive bash session on a pty, a Python test
+suite under pytest, read-only admin tools (systemctl, apt-cache, journalctl), pip
+unpacking and building a source distribution through a pip #! script, go build/vet with
+wget and curl -R from a local web server, ltrace/strace of a freshly built program, a
+group-shared git repository (git init --shared, clone, push, gc), and a program built with
+-fsanitize=address (LeakSanitizer attaches to it at exit).
 """
 
 from __future__ import annotations
