@@ -330,21 +330,6 @@ def ltrace_debug(d: Path, venv: Path) -> None:
         raise RuntimeError("ltrace saw no malloc")
 
 
-def sanitizer_build(d: Path, venv: Path) -> None:
-    """A test program built with -fsanitize=address: LeakSanitizer checks it at exit (a
-    forked copy attaches to the program with ptrace)."""
-    src = d / "asan"
-    src.mkdir()
-    (src / "t.c").write_text("#include <stdlib.h>\n#include <string.h>\n"
-                             "int main(void) { char *p = malloc(32); strcpy(p, \"ok\"); "
-                             "int r = p[0] != 'o'; free(p); return r; }\n")
-    _run(["gcc", "-g", "-fsanitize=address", "-o", "t", "t.c"], cwd=src)
-    r = subprocess.run(["./t"], cwd=src, capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "ASAN_OPTIONS": "detect_leaks=1"})
-    if r.returncode != 0:
-        raise RuntimeError(f"sanitized program failed: {r.stderr[-500:]}")
-
-
 def admin_tools(d: Path, venv: Path) -> None:
     _run(["systemctl", "--version"])
     _run(["apt-cache", "policy", "bash"])
@@ -366,7 +351,6 @@ WORKLOADS: dict[str, Callable[[Path, Path], None]] = {
     "sdist_build": sdist_build,
     "go_and_download": go_and_download,
     "ltrace_debug": ltrace_debug,
-    "sanitizer_build": sanitizer_build,
 }
 
 
