@@ -18,6 +18,9 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from forked import run_each  # noqa: E402
+
 PY = sys.executable
 
 
@@ -363,20 +366,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--log", required=True)
     ap.add_argument("names", nargs="+")
     a = ap.parse_args(argv)
-    with open(a.log, "w") as log:
-        for name in a.names:
-            pid = os.fork()
-            if pid == 0:
-                rc = 0
-                try:
-                    WORKLOADS[name](Path(a.dir), Path(a.venv))
-                except Exception as e:
-                    print(f"{name}: {e!r}", file=sys.stderr)
-                    rc = 1
-                os._exit(rc)
-            _, status = os.waitpid(pid, 0)
-            log.write(f"{name} {pid} {os.waitstatus_to_exitcode(status)}\n")
-            log.flush()
+    run_each(a.names, lambda n: WORKLOADS[n](Path(a.dir), Path(a.venv)), a.log)
     return 0
 
 

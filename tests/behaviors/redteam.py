@@ -34,6 +34,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from forked import run_each  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 SH_COPY_NAME = "syslogd"
@@ -80,9 +83,12 @@ class Ctx:
 
 
 class Listener:
-    """Loopback TCP server: for each connection send 'exit', read to EOF, close."""
+    """Loopback TCP server: for each connection send ``greeting`` (default: commands
+    ending in 'exit', for a reverse shell), read to EOF, close. ``greeting=b""``: a sink
+    (an exfiltration endpoint)."""
 
-    def __init__(self) -> None:
+    def __init__(self, greeting: bytes = b"id\nexit\n") -> None:
+        self.greeting = greeting
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -97,13 +103,13 @@ class Listener:
                 return
             threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
 
-    @staticmethod
-    def _talk(conn: socket.socket) -> None:
+    def _talk(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(5)
             try:
-                conn.sendall(b"id\nexit\n")
-                while conn.recv(4096):
+                if self.greeting:
+                    conn.sendall(self.greeting)
+                while conn.recv(65536):
                     pass
             except OSError:
                 pass
@@ -970,21 +976,7 @@ def main(argv: list[str]) -> int:
         return 2
     ctx.port = Listener().port
     ctx.http = Web().port
-    with open(a.log, "w") as log:
-        for name in a.names:
-            pid = os.fork()
-            if pid == 0:
-                rc = 0
-                try:
-                    table[name][0](ctx)
-                except Exception as e:  # report, never hang the run
-                    print(f"{name}: {e!r}", file=sys.stderr)
-                    rc = 1
-                sys.stdout.flush()
-                os._exit(rc)
-            _, status = os.waitpid(pid, 0)
-            log.write(f"{name} {pid} {os.waitstatus_to_exitcode(status)}\n")
-            log.flush()
+    run_each(a.names, lambda n: table[n][0](ctx), a.log)
     return 0
 
 

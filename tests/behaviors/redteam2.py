@@ -20,13 +20,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from forked import run_each  # noqa: E402
 from redteam import PY, Ctx, Listener, Web  # noqa: E402
 
 NS = ["unshare", "-m", "--propagation", "private"]
@@ -406,31 +405,6 @@ KNOWN_MISSES: dict[str, Variant] = {
 }
 
 
-class Sink:
-    """Loopback TCP server that reads every connection to EOF (an exfil endpoint)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(5)
-                try:
-                    while conn.recv(65536):
-                        pass
-                except OSError:
-                    pass
-
-
 def main(argv: list[str]) -> int:
     import argparse
 
@@ -447,22 +421,8 @@ def main(argv: list[str]) -> int:
         return 2
     ctx.port = Listener().port
     ctx.http = Web().port
-    SINK[0] = Sink().port
-    with open(a.log, "w") as log:
-        for name in a.names:
-            pid = os.fork()
-            if pid == 0:
-                rc = 0
-                try:
-                    table[name][0](ctx)
-                except Exception as e:  # report, never hang the run
-                    print(f"{name}: {e!r}", file=sys.stderr)
-                    rc = 1
-                sys.stdout.flush()
-                os._exit(rc)
-            _, status = os.waitpid(pid, 0)
-            log.write(f"{name} {pid} {os.waitstatus_to_exitcode(status)}\n")
-            log.flush()
+    SINK[0] = Listener(greeting=b"").port
+    run_each(a.names, lambda n: table[n][0](ctx), a.log)
     return 0
 
 

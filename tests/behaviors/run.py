@@ -27,6 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from forked import run_each  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 
@@ -934,21 +937,7 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"unknown behaviours: {unknown}", file=sys.stderr)
         return 2
-    with open(a.log, "w") as log:
-        for name in a.names:
-            pid = os.fork()
-            if pid == 0:
-                rc = 0
-                try:
-                    BEHAVIORS[name][0](ctx)
-                except Exception as e:  # report, never hang the run
-                    print(f"{name}: {e!r}", file=sys.stderr)
-                    rc = 1
-                sys.stdout.flush()
-                os._exit(rc)
-            _, status = os.waitpid(pid, 0)
-            log.write(f"{name} {pid} {os.waitstatus_to_exitcode(status)}\n")
-            log.flush()
+    run_each(a.names, lambda n: BEHAVIORS[n][0](ctx), a.log)
     listener.close()
     return 0
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 CLI = [sys.executable, "-m", "probewatch"]
@@ -164,3 +165,32 @@ def bpf_progs_gone(ids: set[int], timeout: float = 10.0) -> bool:
     """True once none of these programs is loaded any more (freeing is RCU-deferred).
     By id: other BPF users on the machine (pw_* programs of other runs) do not count."""
     return wait_for(lambda: not ids & loaded_bpf_progs(), timeout, 0.1)
+
+
+def trace_then_reuse_pid(trace_args: list[str], getppid_n: Path,
+                         tmp_path: Path) -> tuple[int, bool, str, str, int]:
+    """``probewatch trace ARGS -- bash -c ...`` whose child makes 5 getppid calls and
+    exits; while the trace goes on (bash sleeps 3 s), an unrelated process making 1000
+    calls is started with the child's pid again, through ns_last_pid. Returns (the
+    child's pid, whether the pid was had again, stdout, stderr, exit status)."""
+    f = tmp_path / "child"
+    script = f'{getppid_n} 5 & echo $! > {f}.tmp; wait; mv {f}.tmp {f}; sleep 3'
+    p = subprocess.Popen([*CLI, "trace", *trace_args, "--", "bash", "-c", script],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(f.exists, timeout=30, interval=0.02)
+        child = int(f.read_text())
+        reused = False
+        for _ in range(20):  # another fork on the machine may take the pid first
+            with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
+                fh.write(str(child - 1))
+            q = subprocess.Popen([str(getppid_n), "1000"])
+            q.wait()
+            if q.pid == child:
+                reused = True
+                break
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    return child, reused, out, err, p.returncode

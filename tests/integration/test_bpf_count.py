@@ -18,7 +18,7 @@ import pytest
 
 from conftest import build_c  # tests/conftest.py
 
-from .helpers import CLI, run_cli, summary_of, wait_bpf_attached
+from .helpers import CLI, run_cli, summary_of, trace_then_reuse_pid, wait_bpf_attached
 
 pytestmark = pytest.mark.integration
 
@@ -229,29 +229,8 @@ def test_a_reused_pid_is_not_counted(bpf: None, tmp_path: Path) -> None:
     """A counted child exits; an unrelated process given the same pid (through
     ns_last_pid) while the count goes on is not counted: the exit took the pid out of
     the set."""
-    n = build_c("getppid_n")
-    f = tmp_path / "child"
-    script = f'{n} 5 & echo $! > {f}.tmp; wait; mv {f}.tmp {f}; sleep 3'
-    p = subprocess.Popen([*CLI, "trace", "--count", "--json", GETPPID, "--", "bash", "-c",
-                          script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while not f.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        child = int(f.read_text())
-        reused = False
-        for _ in range(20):  # another fork on the machine may take the pid first
-            with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
-                fh.write(str(child - 1))
-            q = subprocess.Popen([str(n), "1000"])
-            q.wait()
-            if q.pid == child:
-                reused = True
-                break
-        _, err = p.communicate(timeout=30)
-    finally:
-        if p.poll() is None:
-            p.kill()
+    child, reused, _, err, _ = trace_then_reuse_pid(["--count", "--json", GETPPID],
+                                                    build_c("getppid_n"), tmp_path)
     assert reused, "could not get the counted child's pid again"
     s = summary_of(err)
     assert s["counted_by"] in FAST

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import build_c, need_tool  # tests/conftest.py
 
-from .helpers import CLI, json_lines, run_cli, summary_of, wait_bpf_attached
+from .helpers import CLI, json_lines, run_cli, summary_of, trace_then_reuse_pid, wait_bpf_attached
 
 pytestmark = pytest.mark.integration
 
@@ -324,32 +324,10 @@ def test_a_reused_pid_is_not_traced(bpf: None, tmp_path: Path) -> None:
     """A traced child exits; an unrelated process given the same pid (through
     ns_last_pid) while tracing goes on is not traced: its birth took the pid out of
     the set."""
-    n = build_c("getppid_n")
-    f = tmp_path / "child"
-    script = f'{n} 5 & echo $! > {f}.tmp; wait; mv {f}.tmp {f}; sleep 3'
-    p = subprocess.Popen([*CLI, "trace", "--json", "--backend", "bpf", GETPPID, "--",
-                          "bash", "-c", script],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while not f.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        child = int(f.read_text())
-        reused = False
-        for _ in range(20):  # another fork on the machine may take the pid first
-            with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
-                fh.write(str(child - 1))
-            q = subprocess.Popen([str(n), "1000"])
-            q.wait()
-            if q.pid == child:
-                reused = True
-                break
-        out, err = p.communicate(timeout=30)
-    finally:
-        if p.poll() is None:
-            p.kill()
+    child, reused, out, err, rc = trace_then_reuse_pid(
+        ["--json", "--backend", "bpf", GETPPID], build_c("getppid_n"), tmp_path)
     assert reused, "could not get the traced child's pid again"
-    assert p.returncode == 0, err
+    assert rc == 0, err
     evs = _events(out)
     # the child's 5 calls (and whatever bash makes itself); never the other one's 1000
     assert len([e for e in evs if e["pid"] == child]) == 5, len(evs)

@@ -9,7 +9,6 @@ each near miss must raise nothing.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -23,20 +22,12 @@ import yaml
 
 from conftest import build_c, kernel_lacks, need_root  # tests/conftest.py
 
+from .redteam_harness import BEHAVIORS, RULES_DIR, load_module
+
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-BEHAVIORS_DIR = ROOT / "tests" / "behaviors"
-RULES_DIR = ROOT / "src" / "probewatch" / "detect" / "rules"
-
-
-def _load(name: str, path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+BEHAVIORS_DIR = BEHAVIORS
+_load = load_module
 
 
 behaviors = _load("pw_behaviors", BEHAVIORS_DIR / "run.py")
