@@ -400,7 +400,7 @@ class BpfTraceSession(Session):
         gen = self._col
         fast = CountCollector(pids=list(self._pids), follow=self._follow, kind=how)
         ntp = 0
-        for a in gen._attach if not why else []:
+        for a in gen.attachments if not why else []:
             if a.system == "syscalls" and a.name.startswith(("sys_enter_", "sys_exit_")):
                 nrs = syscall_nrs(a.name.split("_", 2)[2])
                 if not nrs:
@@ -436,7 +436,7 @@ class BpfTraceSession(Session):
         sym = self._sym = Symbolizer()
         if self._stack == "kernel":
             return
-        for a in self._col._attach:
+        for a in self._col.attachments:
             if a.path:
                 sym.add_file(a.path)
         argv = self._command.argv if hasattr(self._command, "argv") else None

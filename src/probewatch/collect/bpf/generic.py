@@ -263,7 +263,7 @@ class UprobeDecoder:
 
 
 @dataclass
-class _Attach:
+class Attachment:
     slot: int
     kind: str  # "tp" | "uprobe" | "uretprobe"
     conf: bytes
@@ -294,7 +294,7 @@ class GenericCollector:
     agg: AggSetup | None = None
 
     def __post_init__(self) -> None:
-        self._attach: list[_Attach] = []
+        self._attach: list[Attachment] = []
         self._obj: libbpf.BpfObject | None = None
         self._rb: libbpf.RingBuffer | None = None
         self._last_stats: dict[int, bytes] = {}
@@ -311,7 +311,7 @@ class GenericCollector:
 
     def add_tracepoint(self, fmt: EventFormat) -> int:
         slot = self._slot()
-        self._attach.append(_Attach(slot, "tp", tp_config(fmt, self.tp_max), fmt.system,
+        self._attach.append(Attachment(slot, "tp", tp_config(fmt, self.tp_max), fmt.system,
                                     fmt.name))
         return slot
 
@@ -320,7 +320,7 @@ class GenericCollector:
             raise ProbewatchError(
                 f"the BPF backend records at most {UARGS_MAX} arguments per uprobe")
         slot = self._slot()
-        self._attach.append(_Attach(slot, "uretprobe" if retprobe else "uprobe",
+        self._attach.append(Attachment(slot, "uretprobe" if retprobe else "uprobe",
                                     uprobe_config(args), path=path, offset=offset))
         return slot
 
@@ -417,6 +417,12 @@ class GenericCollector:
     def detach(self) -> None:
         if self._obj is not None and not self._obj.closed:
             self._obj.detach()
+
+    @property
+    def attachments(self) -> tuple[Attachment, ...]:
+        """What was added, in slot order: tracepoints (system, name) and uprobes (path,
+        offset)."""
+        return tuple(self._attach)
 
     # -- counters
     def _refresh(self) -> None:
